@@ -1,0 +1,238 @@
+"""The connection data structure (the seed's Figure 3) with TCP tracking.
+
+Each entry holds both directions' keys, the protocol state, timestamps,
+counters, the owning node and room for the seed's additional information
+(NAT details, keys, routing, protocol-specific code and its state).
+Expectations admit one announced related connection, once.
+Pure: time comes in as ``now`` (seconds, any monotonic origin).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
+                          TCP_SYN, Key, ip_str, key_str, reverse)
+
+# TCP states, named as conntrack names them.
+SYN_SENT, SYN_RECV, ESTABLISHED = "SYN_SENT", "SYN_RECV", "ESTABLISHED"
+FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE = "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"
+# Pseudo-states of UDP and ICMP echo.
+UNREPLIED, REPLIED = "UNREPLIED", "REPLIED"
+
+ORIGINAL, REPLY = 0, 1
+
+
+@dataclass
+class Timeouts:
+    """Idle timeouts in seconds, per state (defaults after Linux conntrack)."""
+
+    syn_sent: float = 120.0
+    syn_recv: float = 60.0
+    established: float = 432000.0
+    fin_wait: float = 120.0
+    last_ack: float = 30.0
+    time_wait: float = 120.0
+    close: float = 10.0
+    udp_unreplied: float = 30.0
+    udp_replied: float = 120.0
+    icmp: float = 30.0
+    expectation: float = 300.0
+
+    def for_state(self, proto: int, state: str) -> float:
+        """The idle timeout of an entry in ``state``."""
+        if proto == PROTO_TCP:
+            return getattr(self, state.lower())
+        if proto == PROTO_UDP:
+            return self.udp_replied if state == REPLIED else self.udp_unreplied
+        return self.icmp
+
+
+@dataclass(eq=False)
+class Entry:
+    """One connection: both directions, state, times, counters, owner."""
+
+    orig: Key
+    reply: Key
+    state: str
+    created: float
+    last_seen: float
+    expires: float
+    owner: str
+    rule: int = 0  # line of the accepting rule; 0 when admitted by an expectation
+    helper: str | None = None
+    related_to: Key | None = None  # the master connection of a related one
+    packets: list = field(default_factory=lambda: [0, 0])
+    bytes: list = field(default_factory=lambda: [0, 0])
+    fin_seen: int = 0  # bit 1 << direction for each direction that sent FIN
+    helper_state: object = None
+    expectations: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # NAT, keys, routing: the seed's 33
+
+    @property
+    def proto(self) -> int:
+        return self.orig[0]
+
+    def as_dict(self, now: float) -> dict:
+        """A JSON-ready view, as the inspection command shows it."""
+        return {
+            "proto": self.proto, "state": self.state, "owner": self.owner,
+            "orig": key_str(self.orig), "reply": key_str(self.reply),
+            "timeout": round(max(0.0, self.expires - now), 1),
+            "age": round(now - self.created, 3),
+            "packets": list(self.packets), "bytes": list(self.bytes),
+            "rule": self.rule, "helper": self.helper,
+            "related_to": key_str(self.related_to) if self.related_to else None,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(eq=False)
+class Expectation:
+    """A related connection announced on a master connection, admitted once."""
+
+    proto: int
+    src: bytes | None  # None: any source address
+    dst: bytes
+    dport: int
+    master: Key
+    created: float
+    expires: float
+    owner: str
+    helper: str | None = None
+
+    @property
+    def slot(self) -> tuple:
+        return (self.proto, self.dst, self.dport)
+
+    def as_dict(self, now: float) -> dict:
+        src = ip_str(self.src) if self.src else "any"
+        return {"proto": self.proto, "src": src, "dst": ip_str(self.dst),
+                "dport": self.dport, "master": key_str(self.master),
+                "timeout": round(max(0.0, self.expires - now), 1), "owner": self.owner}
+
+
+def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
+    """Advance the TCP state of ``entry``; return a drop reason or None."""
+    state = entry.state
+    syn, ack = flags & TCP_SYN, flags & TCP_ACK
+    if flags & TCP_RST:
+        entry.state = CLOSE
+        return None
+    if syn:
+        if direction == ORIGINAL and not ack and state in (SYN_SENT, SYN_RECV):
+            return None  # retransmitted SYN
+        if direction == REPLY and ack and state in (SYN_SENT, SYN_RECV):
+            entry.state = SYN_RECV
+            return None
+        return "tcp_bad_syn"
+    if state == SYN_SENT:
+        return "tcp_invalid_state"  # nothing but SYN/ACK or RST answers a SYN
+    if flags & TCP_FIN:
+        entry.fin_seen |= 1 << direction
+        entry.state = LAST_ACK if entry.fin_seen == 3 else FIN_WAIT
+        return None
+    if state == SYN_RECV and direction == ORIGINAL and ack:
+        entry.state = ESTABLISHED
+    elif state == LAST_ACK and ack:
+        entry.state = TIME_WAIT
+    return None
+
+
+class ConnectionTable:
+    """Entries indexed by both directions' keys, and pending expectations."""
+
+    def __init__(self, timeouts: Timeouts | None = None, max_entries: int = 1_000_000):
+        self.timeouts = timeouts or Timeouts()
+        self.max_entries = max_entries
+        self.by_key: dict[Key, Entry] = {}
+        self.expectations: dict[tuple, list[Expectation]] = {}
+        self.n_entries = 0
+        self.n_expectations = 0
+
+    def __len__(self) -> int:
+        return self.n_entries
+
+    def entries(self):
+        """Each entry once (by its original key)."""
+        return (e for k, e in self.by_key.items() if k is e.orig)
+
+    def lookup(self, key: Key) -> tuple[Entry | None, int]:
+        """The entry for ``key`` and the direction ``key`` is, or (None, -1)."""
+        entry = self.by_key.get(key)
+        if entry is None:
+            return None, -1
+        return entry, ORIGINAL if key == entry.orig else REPLY
+
+    def full(self) -> bool:
+        return self.n_entries >= self.max_entries
+
+    def add(self, entry: Entry) -> None:
+        self.by_key[entry.orig] = entry
+        self.by_key[entry.reply] = entry
+        self.n_entries += 1
+
+    def remove(self, entry: Entry) -> None:
+        """Drop an entry and the expectations it announced."""
+        if self.by_key.get(entry.orig) is entry:
+            del self.by_key[entry.orig]
+            self.by_key.pop(entry.reply, None)
+            self.n_entries -= 1
+        for exp in entry.expectations:
+            self.unexpect(exp)
+        entry.expectations.clear()
+
+    def new_entry(self, key: Key, state: str, now: float, owner: str, **kw) -> Entry:
+        """Create and insert an entry whose original direction is ``key``."""
+        expires = now + self.timeouts.for_state(key[0], state)
+        entry = Entry(key, reverse(key), state, now, now, expires, owner, **kw)
+        self.add(entry)
+        return entry
+
+    def refresh(self, entry: Entry, now: float) -> None:
+        """Note activity: push the idle timeout out from ``now``."""
+        entry.last_seen = now
+        entry.expires = now + self.timeouts.for_state(entry.proto, entry.state)
+
+    def expect(self, exp: Expectation) -> None:
+        self.expectations.setdefault(exp.slot, []).append(exp)
+        self.n_expectations += 1
+        master = self.by_key.get(exp.master)
+        if master is not None:
+            master.expectations.append(exp)
+
+    def unexpect(self, exp: Expectation) -> None:
+        waiting = self.expectations.get(exp.slot)
+        if waiting and exp in waiting:
+            waiting.remove(exp)
+            self.n_expectations -= 1
+            if not waiting:
+                del self.expectations[exp.slot]
+
+    def take_expectation(self, proto: int, src: bytes, dst: bytes, dport: int,
+                         now: float) -> Expectation | None:
+        """Consume the live expectation that admits this opening packet."""
+        waiting = self.expectations.get((proto, dst, dport))
+        if not waiting:
+            return None
+        for exp in waiting:
+            if exp.expires > now and (exp.src is None or exp.src == src):
+                self.unexpect(exp)
+                master = self.by_key.get(exp.master)
+                if master is not None and exp in master.expectations:
+                    master.expectations.remove(exp)
+                return exp
+        return None
+
+    def expire(self, now: float) -> tuple[list[Entry], list[Expectation]]:
+        """Remove entries and expectations idle past their timeout."""
+        dead = [e for e in self.entries() if e.expires <= now]
+        for entry in dead:
+            self.remove(entry)
+        gone = [x for xs in self.expectations.values() for x in xs if x.expires <= now]
+        for exp in gone:
+            self.unexpect(exp)
+            master = self.by_key.get(exp.master)
+            if master is not None and exp in master.expectations:
+                master.expectations.remove(exp)
+        return dead, gone
+

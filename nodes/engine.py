@@ -1,0 +1,254 @@
+"""The gateway engine (the seed's first software entity, Figure 9).
+
+It processes packets (stateful screening: rules for a connection's opening
+packet, the connection table for the rest), stores state, and offers the
+protocol-specific code three interfaces: ``modify_state``, ``request_sync``
+and ``request_delay``. Synchronization itself is a pluggable ``SyncPort``;
+``NoSync`` is a cluster whose nodes share nothing.
+
+Pure: ``process(frame, ingress, now)`` returns a verdict; nothing here does I/O.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Protocol
+
+from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_SENT,
+                             TIME_WAIT, UNREPLIED, ConnectionTable, Entry, Expectation, Timeouts,
+                             track_tcp)
+from nodes.ftp import FtpHelper
+from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+                          PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+                          Packet, ethertype, key_str, parse_ipv4)
+from nodes.rules import RuleSet
+
+ACCEPT, DROP, HOLD = 0, 1, 2
+OUTSIDE, INSIDE = 0, 1
+_NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
+
+
+class SyncPort(Protocol):
+    """What the gateway engine needs of a synchronization mechanism."""
+
+    def state_changed(self, kind: str, obj: object, now: float) -> None:
+        """State was modified on this node (a predetermined action)."""
+
+    def request_sync(self, reason: str, objs: list, now: float) -> object:
+        """Start synchronizing ``objs``; return a ticket for ``done``."""
+
+    def done(self, ticket: object, now: float) -> bool:
+        """True once the synchronization behind ``ticket`` is complete."""
+
+
+class NoSync:
+    """No synchronization: every request is complete at once, nothing is sent."""
+
+    def state_changed(self, kind: str, obj: object, now: float) -> None:
+        return None
+
+    def request_sync(self, reason: str, objs: list, now: float) -> object:
+        return None
+
+    def done(self, ticket: object, now: float) -> bool:
+        return True
+
+
+class _Held:
+    """Packets of one connection waiting for a synchronization to complete."""
+
+    __slots__ = ("ticket", "deadline", "frames")
+
+    def __init__(self, ticket: object, deadline: float):
+        self.ticket, self.deadline, self.frames = ticket, deadline, deque()
+
+
+class GatewayEngine:
+    """Stateful screening for one firewall node."""
+
+    def __init__(self, node: str, rules: RuleSet, timeouts: Timeouts | None = None,
+                 sync: SyncPort | None = None, hold_timeout: float = 0.05,
+                 max_entries: int = 1_000_000, max_events: int = 100_000):
+        self.node = node
+        self.rules = rules
+        self.table = ConnectionTable(timeouts, max_entries)
+        self.sync = sync or NoSync()
+        self.hold_timeout = hold_timeout
+        self.helpers = {"ftp": FtpHelper()}
+        self.counters: Counter = Counter()
+        self.drops: Counter = Counter()
+        self.packets_in = [0, 0]
+        self.bytes_in = [0, 0]
+        self.events: list[tuple] = []  # (time, kind, fields); drained by the shell
+        self.max_events = max_events
+        self.held: dict[Entry, _Held] = {}
+
+    # -- packet processing --------------------------------------------------
+    def process(self, frame: bytes, ingress: int, now: float) -> int:
+        """Decide one frame that arrived on ``ingress``: ACCEPT, DROP or HOLD."""
+        self.packets_in[ingress] += 1
+        self.bytes_in[ingress] += len(frame)
+        et = ethertype(frame)
+        if et != ETH_P_IP:
+            if et == ETH_P_ARP:
+                self.counters["arp_passed"] += 1
+                return ACCEPT
+            return self._drop("ethertype" if et >= 0 else "truncated_eth")
+        pkt = parse_ipv4(frame)
+        if pkt.__class__ is str:
+            return self._drop(pkt)
+        entry = self.table.by_key.get(pkt.key)
+        if entry is not None and entry.expires <= now:
+            self._destroy(entry, now, "timeout")
+            entry = None
+        if entry is None:
+            return self._open(pkt, frame, now)
+        direction = ORIGINAL if pkt.key == entry.orig else REPLY
+        if pkt.proto == PROTO_TCP:
+            if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
+                if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
+                        and entry.state in (TIME_WAIT, CLOSE)):
+                    self._destroy(entry, now, "reopened")  # port reuse: a new connection
+                    return self._open(pkt, frame, now)
+                reason = track_tcp(entry, direction, pkt.flags)
+                if reason:
+                    return self._drop(reason)
+        elif direction != ORIGINAL and entry.state == UNREPLIED:
+            entry.state = REPLIED
+        entry.packets[direction] += 1
+        entry.bytes[direction] += pkt.length
+        entry.last_seen = now
+        entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
+        if entry.helper is not None and pkt.payload_end > pkt.payload_off:
+            reason = self.helpers[entry.helper].inspect(self, entry, direction, pkt, frame, now)
+            if reason:
+                return self._drop(reason)
+        held = self.held.get(entry)
+        if held is not None:
+            held.frames.append((frame, ingress))
+            self.counters["packets_held"] += 1
+            return HOLD
+        return ACCEPT
+
+    def _open(self, pkt: Packet, frame: bytes, now: float) -> int:
+        """A packet with no entry: admit it by expectation or rule, or drop it."""
+        proto = pkt.proto
+        if proto == PROTO_TCP and pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN:
+            return self._drop("tcp_no_entry", pkt, now)
+        if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
+            if pkt.icmp_type == ICMP_ECHO_REPLY:
+                return self._drop("icmp_no_entry", pkt, now)
+            rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
+            return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
+        if self.table.full():
+            return self._drop("table_full", pkt, now)
+        exp = self.table.take_expectation(proto, pkt.src, pkt.dst, pkt.dport, now)
+        if exp is not None:
+            rule_no, helper, related = 0, exp.helper, exp.master
+        else:
+            rule = self.rules.match(proto, pkt.src, pkt.dst, pkt.dport)
+            if rule is None or rule.action != "accept":
+                return self._drop("policy", pkt, now)
+            rule_no, helper, related = rule.lineno, rule.helper, None
+        state = SYN_SENT if proto == PROTO_TCP else UNREPLIED
+        entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,
+                                     helper=helper, related_to=related)
+        entry.packets[ORIGINAL] = 1
+        entry.bytes[ORIGINAL] = pkt.length
+        self.counters["entries_created"] += 1
+        self._event(now, "new", entry=entry.as_dict(now),
+                    via="expectation" if exp else f"rule {rule_no}")
+        self.sync.state_changed("new", entry, now)
+        return ACCEPT
+
+    def _drop(self, reason: str, pkt: Packet | None = None, now: float = 0.0) -> int:
+        """Count a drop by reason; log it when it refused a connection's opening."""
+        self.drops[reason] += 1
+        if pkt is not None:
+            self._event(now, "drop", reason=reason, key=key_str(pkt.key))
+        return DROP
+
+    def _event(self, now: float, kind: str, **fields) -> None:
+        if len(self.events) < self.max_events:
+            self.events.append((now, kind, fields))
+        else:
+            self.counters["events_suppressed"] += 1
+
+    def _destroy(self, entry: Entry, now: float, why: str) -> None:
+        self.table.remove(entry)
+        self._event(now, "destroy", entry=entry.as_dict(now), why=why)
+        self.sync.state_changed("destroy", entry, now)
+
+    # -- the Figure 9 interfaces for protocol-specific code ---------------
+    def modify_state(self, kind: str, obj: object, now: float) -> None:
+        """Store state on behalf of protocol code (only ``expect`` so far)."""
+        if kind != "expect" or not isinstance(obj, Expectation):
+            raise ValueError(f"unknown state modification {kind!r}")
+        self.table.expect(obj)
+        self._event(now, "expect", expectation=obj.as_dict(now))
+        self.sync.state_changed(kind, obj, now)
+
+    def request_sync(self, reason: str, objs: list, now: float) -> object:
+        """Ask the synchronization mechanism to send ``objs`` now."""
+        self.counters["sync_requests"] += 1
+        return self.sync.request_sync(reason, objs, now)
+
+    def request_delay(self, entry: Entry, ticket: object, now: float) -> None:
+        """Hold this and later packets of ``entry`` until ``ticket`` is done."""
+        if ticket is None or self.sync.done(ticket, now) or entry in self.held:
+            return
+        self.held[entry] = _Held(ticket, now + self.hold_timeout)
+
+    def release(self, now: float) -> list[tuple[bytes, int]]:
+        """Held frames whose synchronization completed or timed out, in order."""
+        out: list[tuple[bytes, int]] = []
+        for entry, held in list(self.held.items()):
+            if self.sync.done(held.ticket, now):
+                self.counters["holds_completed"] += 1
+            elif now >= held.deadline:
+                self.counters["holds_timed_out"] += 1
+            else:
+                continue
+            out.extend(held.frames)
+            del self.held[entry]
+        return out
+
+    # -- housekeeping --------------------------------------------------------
+    def expire(self, now: float) -> int:
+        """Remove idle entries and expectations; return how many went."""
+        dead, gone = self.table.expire(now)
+        for entry in dead:
+            self._event(now, "destroy", entry=entry.as_dict(now), why="timeout")
+            self.sync.state_changed("destroy", entry, now)
+        self.counters["entries_expired"] += len(dead)
+        self.counters["expectations_expired"] += len(gone)
+        return len(dead) + len(gone)
+
+    def drain_events(self) -> list[tuple]:
+        """Hand the pending events to the caller and forget them."""
+        events, self.events = self.events, []
+        return events
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def stats(self, now: float) -> dict:
+        """Counters as the inspection command shows them (conntrackd -s)."""
+        return {
+            "node": self.node,
+            "entries": len(self.table),
+            "expectations": self.table.n_expectations,
+            "packets_in": {"outside": self.packets_in[OUTSIDE], "inside": self.packets_in[INSIDE]},
+            "bytes_in": {"outside": self.bytes_in[OUTSIDE], "inside": self.bytes_in[INSIDE]},
+            "drops": dict(self.drops),
+            "counters": dict(self.counters),
+            "held_connections": len(self.held),
+        }
+
+    def dump(self, now: float) -> dict:
+        """The connection table and expectations (conntrack -L, -L expect)."""
+        return {
+            "node": self.node,
+            "entries": [e.as_dict(now) for e in self.table.entries()],
+            "expectations": [x.as_dict(now) for xs in self.table.expectations.values()
+                             for x in xs],
+        }

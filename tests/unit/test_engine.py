@@ -1,0 +1,159 @@
+"""Stateful screening: TCP tracking, UDP/ICMP pseudo-connections, bad input."""
+import pytest
+
+from nodes.conntrack import CLOSE, ESTABLISHED, LAST_ACK, SYN_RECV, SYN_SENT, TIME_WAIT, Timeouts
+from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
+from nodes.rules import RuleSet
+from tests.unit.frames import CLIENT, SERVER, arp, icmp, tcp, udp
+
+RULES = RuleSet.from_text("""
+10.0.0.0/25 10.0.0.201 tcp 21 accept helper=ftp
+10.0.0.0/25 10.0.0.201 tcp 80 accept
+10.0.0.0/25 any udp 53 accept
+10.0.0.0/25 any icmp any accept
+""")
+
+
+@pytest.fixture
+def fw():
+    return GatewayEngine("fw1", RULES, Timeouts(established=100, syn_sent=5, close=1, udp_unreplied=3))
+
+
+def handshake(fw, sport=40000, dport=80, t=0.0):
+    assert fw.process(tcp(sport=sport, dport=dport, flags="S"), OUTSIDE, t) == ACCEPT
+    assert fw.process(tcp(SERVER, CLIENT, dport, sport, "SA", 5000, 1001), INSIDE, t) == ACCEPT
+    assert fw.process(tcp(sport=sport, dport=dport, flags="A", seq=1001, ack=5001), OUTSIDE, t) == ACCEPT
+    entry, _ = fw.table.lookup(next(iter(fw.table.by_key)))
+    return entry
+
+
+def test_handshake_establishes_and_both_directions_share_one_entry(fw):
+    entry = handshake(fw)
+    assert entry.state == ESTABLISHED and len(fw.table) == 1
+    assert entry.packets == [2, 1] and entry.owner == "fw1" and entry.rule == 3
+    assert fw.process(tcp(SERVER, CLIENT, 80, 40000, "A", 5001, 1001, b"data"), INSIDE, 1) == ACCEPT
+    assert entry.packets == [2, 2]
+
+
+def test_only_the_opening_packet_is_checked_against_rules(fw):
+    handshake(fw)
+    fw.rules = RuleSet.from_text("")  # a new policy denies everything...
+    assert fw.process(tcp(flags="A", seq=1001, dport=80), OUTSIDE, 1) == ACCEPT  # ...but state rules
+    assert fw.process(tcp(flags="S", sport=40001, dport=80), OUTSIDE, 1) == DROP
+
+
+def test_unsolicited_syn_and_stray_ack_are_dropped_and_counted(fw):
+    assert fw.process(tcp(SERVER, CLIENT, 22, 40000, "S"), INSIDE, 0) == DROP
+    assert fw.process(tcp(flags="A", dport=80), OUTSIDE, 0) == DROP
+    assert fw.process(tcp(flags="SA", dport=80), OUTSIDE, 0) == DROP
+    assert fw.drops == {"policy": 1, "tcp_no_entry": 2}
+    assert len(fw.table) == 0
+    assert [e[1] for e in fw.drain_events()] == ["drop", "drop", "drop"]
+
+
+def test_data_before_synack_is_invalid(fw):
+    fw.process(tcp(flags="S", dport=80), OUTSIDE, 0)
+    assert fw.process(tcp(flags="A", dport=80, payload=b"x"), OUTSIDE, 0) == DROP
+    assert fw.drops["tcp_invalid_state"] == 1
+
+
+def test_fin_both_ways_then_time_wait_and_port_reuse(fw):
+    entry = handshake(fw)
+    fw.process(tcp(flags="FA", dport=80, seq=1001), OUTSIDE, 1)
+    fw.process(tcp(SERVER, CLIENT, 80, 40000, "FA", 5001, 1002), INSIDE, 1)
+    assert entry.state == LAST_ACK
+    fw.process(tcp(flags="A", dport=80, seq=1002, ack=5002), OUTSIDE, 1)
+    assert entry.state == TIME_WAIT
+    assert fw.process(tcp(flags="S", dport=80, seq=9000), OUTSIDE, 2) == ACCEPT
+    new, _ = fw.table.lookup(entry.orig)
+    assert new is not entry and new.state == SYN_SENT
+
+
+def test_rst_closes_and_entry_times_out(fw):
+    entry = handshake(fw)
+    fw.process(tcp(SERVER, CLIENT, 80, 40000, "R", 5001), INSIDE, 1)
+    assert entry.state == CLOSE
+    assert fw.expire(1.5) == 0 and fw.expire(2.5) == 1
+    assert len(fw.table) == 0
+    assert fw.process(tcp(flags="A", dport=80), OUTSIDE, 3) == DROP
+
+
+def test_idle_entry_is_gone_on_lookup(fw):
+    fw.process(tcp(flags="S", dport=80), OUTSIDE, 0)
+    assert fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 1, 1001), INSIDE, 6) == DROP
+    assert fw.drops["tcp_no_entry"] == 1
+
+
+def test_syn_recv_state(fw):
+    fw.process(tcp(flags="S", dport=80), OUTSIDE, 0)
+    fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 1, 1001), INSIDE, 0)
+    entry, _ = fw.table.lookup(next(iter(fw.table.by_key)))
+    assert entry.state == SYN_RECV
+
+
+def test_udp_pseudo_connection(fw):
+    assert fw.process(udp(), OUTSIDE, 0) == ACCEPT
+    assert fw.process(udp(SERVER, CLIENT, 53, 5000), INSIDE, 1) == ACCEPT
+    assert fw.process(udp(SERVER, CLIENT, 53, 5001), INSIDE, 1) == DROP  # other port: no entry
+    assert fw.process(udp(dport=54), OUTSIDE, 1) == DROP
+
+
+def test_unreplied_udp_times_out(fw):
+    fw.process(udp(), OUTSIDE, 0)
+    assert fw.process(udp(SERVER, CLIENT, 53, 5000), INSIDE, 3.5) == DROP
+
+
+def test_icmp_echo_pseudo_connection(fw):
+    assert fw.process(icmp(SERVER, CLIENT, type=0), INSIDE, 0) == DROP  # reply without request
+    assert fw.process(icmp(), OUTSIDE, 0) == ACCEPT
+    assert fw.process(icmp(SERVER, CLIENT, type=0), INSIDE, 0) == ACCEPT
+    assert fw.process(icmp(SERVER, CLIENT, type=0, id=8), INSIDE, 0) == DROP
+    assert fw.process(icmp(SERVER, CLIENT, type=8), INSIDE, 0) == DROP  # inside may not ping out
+
+
+def test_arp_passes_and_other_ethertypes_drop(fw):
+    assert fw.process(arp(), OUTSIDE, 0) == ACCEPT
+    ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)
+    assert fw.process(ipv6, OUTSIDE, 0) == DROP
+    assert fw.drops["ethertype"] == 1
+
+
+def _mangle(frame: bytes, offset: int, value: int) -> bytes:
+    return frame[:offset] + bytes([value]) + frame[offset + 1:]
+
+
+@pytest.mark.parametrize("frame, reason", [
+    (b"\x00" * 10, "truncated_eth"),
+    (tcp()[:30], "truncated_ip"),
+    (_mangle(tcp(), 14, 0x44), "bad_ihl"),
+    (_mangle(tcp(), 14, 0x65), "bad_ip_version"),
+    (tcp()[:-4], "truncated_ip"),
+    (_mangle(tcp(), 14 + 20 + 12, 0x30), "bad_tcp_doff"),
+    (_mangle(tcp(), 14 + 20 + 12, 0xF0), "bad_tcp_doff"),
+    (tcp(frag=1), "fragment"),
+    (_mangle(tcp(), 14 + 6, 0x20), "fragment"),  # more-fragments bit
+    (bytes(tcp())[:14 + 20 + 10], "truncated_ip"),
+])
+def test_malformed_frames_are_dropped_by_reason(fw, frame, reason):
+    assert fw.process(frame, OUTSIDE, 0) == DROP
+    assert fw.drops == {reason: 1}
+    assert len(fw.table) == 0
+
+
+def test_random_garbage_never_raises(fw):
+    import random
+    rnd = random.Random(1)
+    base = tcp(payload=b"PORT 10,0,0,1,4,1\r\n")
+    for _ in range(3000):
+        frame = bytearray(base)
+        for _ in range(rnd.randint(1, 8)):
+            frame[rnd.randrange(len(frame))] = rnd.randrange(256)
+        frame = bytes(frame[:rnd.randint(0, len(frame))])
+        assert fw.process(frame, rnd.randint(0, 1), 0) in (ACCEPT, DROP, HOLD)
+
+
+def test_table_full_drops_new_connections():
+    fw = GatewayEngine("fw1", RULES, max_entries=1)
+    assert fw.process(tcp(flags="S", dport=80), OUTSIDE, 0) == ACCEPT
+    assert fw.process(tcp(flags="S", sport=2, dport=80), OUTSIDE, 0) == DROP
+    assert fw.drops["table_full"] == 1
