@@ -1,0 +1,109 @@
+"""The clustering mechanism as data: which flows spread connections over nodes.
+
+A symmetric hash of each IPv4 packet's addresses and ports picks one of
+``buckets`` buckets (Open vSwitch's ``multipath`` action with
+``symmetric_l4``), and a bucket table maps each bucket to a live node. Both
+switches compute the same hash, so both directions of a connection cross the
+same node. Non-IP frames (ARP) cross one designated node. Frames leaving a
+node are delivered to hosts by destination MAC. Pure: no ryu import.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+COOKIE = 0xF1C1  # marks every flow this policy installs
+TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
+ETH_TYPE_IP = 0x0800
+BROADCAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # (value, mask) of group MACs
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One flow as data: table, priority, match fields and actions."""
+
+    table: int
+    priority: int
+    match: dict
+    actions: tuple  # ("output", port) | ("multipath", buckets, "reg0")
+    goto: int | None = None
+
+
+@dataclass
+class SwitchSpec:
+    """One switch: its side of the cluster, its node ports and its hosts."""
+
+    name: str
+    role: str  # "outside" or "inside"
+    node_ports: dict  # node name -> port number
+    host_ports: dict  # host MAC -> port number
+
+
+@dataclass
+class ClusterSpec:
+    """What the controller is told about the network it steers."""
+
+    nodes: list
+    switches: dict = field(default_factory=dict)  # dpid -> SwitchSpec
+    buckets: int = 64
+
+    def to_json(self) -> str:
+        return json.dumps({"nodes": self.nodes, "buckets": self.buckets,
+                           "switches": {str(d): vars(s) for d, s in self.switches.items()}},
+                          indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ClusterSpec":
+        raw = json.loads(text)
+        switches = {int(d): SwitchSpec(s["name"], s["role"], s["node_ports"],
+                                       {m: int(p) for m, p in s["host_ports"].items()})
+                    for d, s in raw["switches"].items()}
+        spec = cls(list(raw["nodes"]), switches, int(raw.get("buckets", 64)))
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Raise ValueError, in one line, where the spec cannot be steered."""
+        if not self.nodes:
+            raise ValueError("cluster spec names no nodes")
+        if not 1 <= self.buckets <= 4096:
+            raise ValueError(f"buckets={self.buckets} must be 1..4096")
+        for dpid, sw in self.switches.items():
+            missing = set(self.nodes) - set(sw.node_ports)
+            if missing:
+                raise ValueError(f"switch {sw.name} (dpid {dpid}) has no port for {sorted(missing)}")
+
+
+def assign_buckets(live: list, buckets: int) -> list:
+    """Bucket table: bucket b goes to live node b mod len(live)."""
+    if not live:
+        raise ValueError("no live node to steer to")
+    return [live[b % len(live)] for b in range(buckets)]
+
+
+def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str) -> list[FlowSpec]:
+    """Every flow of one switch, given the bucket table and the non-IP node."""
+    flows = []
+    host_ports = sorted(set(sw.host_ports.values()))
+    for port in sorted(sw.node_ports.values()):  # from a node: deliver to hosts
+        flows.append(FlowSpec(TABLE_CLASSIFY, 200, {"in_port": port}, (), TABLE_DELIVER))
+    for port in host_ports:
+        flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": ETH_TYPE_IP},
+                              (("multipath", len(bucket_table), "reg0"),), TABLE_BUCKETS))
+        flows.append(FlowSpec(TABLE_CLASSIFY, 50, {"in_port": port},
+                              (("output", sw.node_ports[designated]),), TABLE_DELIVER))
+    for bucket, node in enumerate(bucket_table):
+        flows.append(FlowSpec(TABLE_BUCKETS, 100, {"reg0": bucket},
+                              (("output", sw.node_ports[node]),)))
+    for mac, port in sorted(sw.host_ports.items()):
+        flows.append(FlowSpec(TABLE_DELIVER, 100, {"eth_dst": mac}, (("output", port),)))
+    flows.append(FlowSpec(TABLE_DELIVER, 50, {"eth_dst": BROADCAST},
+                          tuple(("output", p) for p in host_ports)))
+    return flows
+
+
+def cluster_flows(spec: ClusterSpec, live: list | None = None) -> dict[int, list[FlowSpec]]:
+    """Flows for every switch, spreading connections over ``live`` nodes."""
+    live = [n for n in spec.nodes if live is None or n in live]
+    table = assign_buckets(live, spec.buckets)
+    return {dpid: switch_flows(sw, table, live[0]) for dpid, sw in spec.switches.items()}

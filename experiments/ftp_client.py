@@ -1,0 +1,118 @@
+"""FTP sessions from an outside host: download, verify, record.
+
+Each session opens a control connection, announces the data connection in
+one of the four ways (PASV, EPSV, PORT, EPRT), downloads one file and checks
+its SHA-256. One JSON line a session goes to --out: mode, outcome, the
+control connection's ports, the announced data address, timings.
+"""
+from __future__ import annotations
+
+import argparse
+import ftplib
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+MODES = ("PASV", "EPSV", "PORT", "EPRT")
+
+
+class AnnouncingFTP(ftplib.FTP):
+    """ftplib with the data connection announced by a chosen command."""
+
+    def __init__(self, mode: str, timeout: float):
+        super().__init__(timeout=timeout)
+        self.mode = mode
+        self.announced: tuple[str, int] | None = None
+        self.data_conn: tuple | None = None
+        self.set_pasv(mode in ("PASV", "EPSV"))
+
+    def makepasv(self):
+        if self.mode == "EPSV":
+            host, port = ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
+        else:
+            host, port = ftplib.parse227(self.sendcmd("PASV"))
+        self.announced = (host, port)
+        return host, port
+
+    def makeport(self):
+        sock = socket.create_server((self.sock.getsockname()[0], 0), backlog=1)
+        host, port = sock.getsockname()[:2]
+        self.announced = (host, port)
+        if self.mode == "EPRT":
+            self.sendeprt(host, port)
+        else:
+            self.sendport(host, port)
+        sock.settimeout(self.timeout)
+        return sock
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = super().ntransfercmd(cmd, rest)
+        self.data_conn = (*conn.getsockname()[:2], *conn.getpeername()[:2])
+        return conn, size
+
+
+def session(sid: int, server: str, path: str, sha256: str, mode: str,
+            timeout: float) -> dict:
+    """Run one FTP session; return its record."""
+    rec = {"session": sid, "mode": mode, "server": server, "file": path, "outcome": "fail",
+           "error": None, "t_start": time.time()}
+    ftp = AnnouncingFTP(mode, timeout)
+    digest = hashlib.sha256()
+    try:
+        ftp.connect(server, 21)
+        rec["control"] = [*ftp.sock.getsockname()[:2], server, 21]
+        rec["t_connected"] = time.time()
+        ftp.login()
+        ftp.voidcmd("TYPE I")
+        size = [0]
+
+        def feed(chunk):
+            digest.update(chunk)
+            size[0] += len(chunk)
+            if "t_first_byte" not in rec:
+                rec["t_first_byte"] = time.time()
+
+        ftp.retrbinary(f"RETR {path}", feed)
+        rec["bytes"] = size[0]
+        ok = digest.hexdigest() == sha256
+        rec["outcome"] = "ok" if ok else "checksum_mismatch"
+        ftp.quit()
+    except (OSError, EOFError, ftplib.Error) as err:
+        rec["error"] = f"{type(err).__name__}: {err}"
+        ftp.close()
+    rec["announced"] = list(ftp.announced) if ftp.announced else None
+    rec["data"] = list(ftp.data_conn) if ftp.data_conn else None
+    rec["t_end"] = time.time()
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", required=True,
+                        help="JSON file: a list of {session, server, file, sha256, mode}")
+    parser.add_argument("--out", required=True, help="append one JSON line a session here")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    with open(args.plan, encoding="utf-8") as fh:
+        plan = json.load(fh)
+    lock = threading.Lock()
+    with open(args.out, "a", encoding="utf-8") as out, \
+            ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        def run(item):
+            rec = session(item["session"], item["server"], item["file"], item["sha256"],
+                          item["mode"], args.timeout)
+            with lock:
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+                print(f"session {rec['session']} {rec['mode']} {rec['outcome']}", flush=True)
+        list(pool.map(run, plan))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

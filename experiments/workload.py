@@ -1,0 +1,153 @@
+"""FTP workload: files, a seeded session plan, servers and clients in a cluster.
+
+And attribution: which node carried each session's control and data
+connection, read from the nodes' own event logs (new / drop events).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import time
+
+from topo.cluster import server_ip
+from topo.procs import wait_until
+
+_KEY = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
+
+
+def make_files(root: str, count: int, size: int, seed: int) -> dict[str, str]:
+    """Write ``count`` files of seeded random bytes; return name -> SHA-256."""
+    os.makedirs(root, exist_ok=True)
+    rnd = random.Random(seed)
+    sums = {}
+    for i in range(count):
+        data = rnd.randbytes(size)
+        name = f"file{i}.bin"
+        with open(os.path.join(root, name), "wb") as fh:
+            fh.write(data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    return sums
+
+
+def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
+                  files: dict[str, str], seed: int) -> dict[int, list[dict]]:
+    """Seeded plan: session i uses mode i mod len(modes), a random client, server, file."""
+    rnd = random.Random(seed)
+    plan: dict[int, list[dict]] = {c: [] for c in range(1, clients + 1)}
+    names = sorted(files)
+    for sid in range(sessions):
+        name = rnd.choice(names)
+        client = rnd.randint(1, clients)
+        plan[client].append({"session": sid, "server": server_ip(rnd.randint(1, servers)),
+                             "file": name, "sha256": files[name],
+                             "mode": modes[sid % len(modes)]})
+    return plan
+
+
+def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
+            files: int, concurrency: int, timeout: float, seed: int,
+            progress=None) -> list[dict]:
+    """Start FTP servers and clients in ``cluster``; return the session records."""
+    root = os.path.join(out_dir, "ftp-root")
+    sums = make_files(root, files, file_size, seed)
+    servers = []
+    for i in range(1, cluster.servers + 1):
+        servers.append(cluster.spawn(f"ftpd-srv{i}", [
+            sys.executable, "-m", "experiments.ftp_server", "--root", root,
+            "--address", server_ip(i)], host=cluster.net[f"srv{i}"]))
+    for proc in servers:
+        wait_until(lambda p=proc: "ready" in p.log_tail(20) or cluster._died(p), 15,
+                   f"{proc.name} to listen")
+    cluster.log("ftp_servers_up", servers=len(servers))
+    plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed)
+    out = os.path.join(out_dir, "sessions.raw.jsonl")
+    clients = []
+    for c, items in plan.items():
+        if not items:
+            continue
+        plan_path = os.path.join(out_dir, f"plan-c{c}.json")
+        with open(plan_path, "w", encoding="utf-8") as fh:
+            json.dump(items, fh, indent=1)
+        clients.append(cluster.spawn(f"ftp-c{c}", [
+            sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path,
+            "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout)],
+            host=cluster.net[f"c{c}"]))
+    cluster.log("ftp_clients_start", sessions=sessions)
+    # Each session ends by itself within a few timeouts; allow for the slowest client.
+    per_client = max(len(items) for items in plan.values())
+    deadline = time.monotonic() + 30 + per_client * (timeout * 4 + file_size / 1e6)
+    while any(p.alive() for p in clients):
+        if progress:
+            progress(_count_lines(out), sessions)
+        if time.monotonic() > deadline:
+            cluster.log("ftp_clients_deadline")
+            break
+        time.sleep(0.2)
+    for proc in clients + servers:
+        proc.stop()
+    cluster.log("ftp_done")
+    return read_jsonl(out)
+
+
+def _count_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return 0
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Every JSON object of a JSON-lines file (none when it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _parse_key(text: str) -> tuple | None:
+    m = _KEY.search(text or "")
+    return (m.group(1), m.group(2), int(m.group(3)), int(m.group(4))) if m else None
+
+
+def attribute(records: list[dict], node_events: list[dict]) -> list[dict]:
+    """Add control_node, data_node and data_verdict to each session record."""
+    opened = []  # (t, node, src, dst, sport, dport)
+    refused = []
+    for ev in node_events:
+        if ev["event"] == "new":
+            key = _parse_key(ev["entry"]["orig"])
+            if key:
+                opened.append((ev["t"], ev["node"], *key))
+        elif ev["event"] == "drop":
+            key = _parse_key(ev["key"])
+            if key:
+                refused.append((ev["t"], ev["node"], *key))
+    out = []
+    for rec in records:
+        rec = dict(rec)
+        rec["control_node"] = rec["data_node"] = rec["data_verdict"] = None
+        if rec.get("control"):
+            csrc, cport, cdst, _ = rec["control"]
+            for t, node, src, dst, sport, dport in opened:
+                if (src, sport, dst, dport) == (csrc, cport, cdst, 21):
+                    rec["control_node"] = node
+        if rec.get("announced"):
+            host, port = rec["announced"]
+            window = (rec["t_start"] - 1, rec["t_end"] + 1)
+            for verdict, events in (("accepted", opened), ("refused", refused)):
+                for t, node, src, dst, sport, dport in events:
+                    if (dst, dport) == (host, port) and window[0] <= t <= window[1]:
+                        rec["data_node"], rec["data_verdict"] = node, verdict
+                        break
+                if rec["data_node"]:
+                    break
+        rec["same_node"] = (rec["data_node"] == rec["control_node"]
+                            if rec["data_node"] and rec["control_node"] else None)
+        out.append(rec)
+    return out
+

@@ -1,0 +1,98 @@
+"""fw-inspect: a node's connection table, expectations and counters.
+
+Prints them the way ``conntrack -L``, ``conntrack -L expect`` and
+``conntrackd -s`` do, from the node's control socket.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from nodes.control import ask, current_run, socket_path
+
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
+
+
+def format_entry(e: dict) -> str:
+    """One line per connection, as conntrack -L prints it."""
+    proto = PROTO_NAMES.get(e["proto"], str(e["proto"]))
+    orig = e["orig"].split(" ", 1)[1]
+    reply = e["reply"].split(" ", 1)[1]
+    state = e["state"] if proto == "tcp" else ""
+    parts = [f"{proto:<8}{e['proto']:<3}{int(e['timeout']):<7}", state, orig,
+             f"packets={e['packets'][0]} bytes={e['bytes'][0]}", reply,
+             f"packets={e['packets'][1]} bytes={e['bytes'][1]}", f"owner={e['owner']}"]
+    if e["helper"]:
+        parts.append(f"helper={e['helper']}")
+    if e["related_to"]:
+        parts.append(f"master=[{e['related_to']}]")
+    return " ".join(p for p in parts if p)
+
+
+def format_expectation(x: dict) -> str:
+    """One line per expectation, as conntrack -L expect prints it."""
+    return (f"{int(x['timeout'])} proto={x['proto']} src={x['src']} dst={x['dst']} "
+            f"sport=0 dport={x['dport']} master=[{x['master']}] owner={x['owner']}")
+
+
+def format_stats(s: dict) -> str:
+    """Counters, as conntrackd -s prints them."""
+    lines = [f"node {s['node']} (pid {s.get('pid', '?')})",
+             f"  connections: {s['entries']:>12}",
+             f"  expectations: {s['expectations']:>11}",
+             f"  held connections: {s['held_connections']:>7}"]
+    for field in ("packets_in", "bytes_in", "packets_out", "tx_errors"):
+        if field in s:
+            lines.append(f"  {field:<14} outside={s[field]['outside']} inside={s[field]['inside']}")
+    lines.append("  drops by reason:")
+    lines += [f"    {k:<26}{v:>10}" for k, v in sorted(s["drops"].items())] or ["    (none)"]
+    lines.append("  counters:")
+    lines += [f"    {k:<26}{v:>10}" for k, v in sorted(s["counters"].items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fw-inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("node", help="node name (fw1, fw2, ...)")
+    parser.add_argument("-L", "--list", action="store_true", help="connections (default)")
+    parser.add_argument("-X", "--expect", action="store_true", help="expectations")
+    parser.add_argument("-s", "--stats", action="store_true", help="counters")
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    parser.add_argument("--run-id", help="which run (default: the newest on this machine)")
+    parser.add_argument("--socket", help="control socket path (overrides node and run)")
+    args = parser.parse_args(argv)
+    run_id = args.run_id or current_run()
+    path = args.socket or (socket_path(run_id, args.node) if run_id else None)
+    if path is None:
+        print("fw-inspect: no cluster is running here (start one with 'make demo', or "
+              "give --socket)", file=sys.stderr)
+        return 2
+    try:
+        if args.stats:
+            data = ask(path, "stats")
+        else:
+            data = ask(path, "dump")
+    except (OSError, ValueError) as err:
+        print(f"fw-inspect: cannot reach node {args.node} at {path}: {err} "
+              "(is the node running? list nodes with 'ls' on that folder)", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.stats:
+        print(format_stats(data))
+    elif args.expect:
+        for x in data["expectations"]:
+            print(format_expectation(x))
+        print(f"fw-inspect: {len(data['expectations'])} expectations on {data['node']}",
+              file=sys.stderr)
+    else:
+        for e in data["entries"]:
+            print(format_entry(e))
+        print(f"fw-inspect: {len(data['entries'])} connections on {data['node']}",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

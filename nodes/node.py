@@ -1,0 +1,205 @@
+"""The firewall node process: a bump in the wire around the gateway engine.
+
+It reads frames from the outside and inside interfaces with packet sockets,
+asks the engine for a verdict, and sends accepted frames out of the other
+interface. It answers inspection commands on a Unix socket and writes the
+engine's events (new, destroy, expect, drop) as JSON lines. I/O only.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from nodes.conntrack import Timeouts
+from nodes.control import socket_path
+from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
+from nodes.rules import RuleError, RuleSet
+
+ETH_P_ALL = 0x0003
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23
+BATCH = 64  # frames read from one socket before looking at the others
+HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
+
+
+def packet_socket(ifname: str) -> socket.socket:
+    """A non-blocking raw socket on ``ifname`` that does not see its own sends."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.bind((ifname, 0))
+    sock.setblocking(False)
+    return sock
+
+
+class Node:
+    """The I/O loop of one firewall node."""
+
+    def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
+                 events_path: str | None):
+        self.engine = engine
+        self.ports = [packet_socket(outside), packet_socket(inside)]
+        self.tx_errors = [0, 0]
+        self.sent = [0, 0]
+        self.control_path = control
+        os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
+        if os.path.exists(control):
+            os.unlink(control)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control.bind(control)
+        self.control.listen(8)
+        self.control.setblocking(False)
+        self.events = open(events_path, "a", encoding="utf-8") if events_path else None
+        self.wall_offset = time.time() - time.monotonic()
+        self.running = True
+
+    def run(self) -> None:
+        """Forward frames until SIGTERM or SIGINT."""
+        out, inn = self.ports
+        fds = {out.fileno(): OUTSIDE, inn.fileno(): INSIDE}
+        ctl = self.control.fileno()
+        watch = [out, inn, self.control]
+        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        while self.running:
+            timeout = 0.005 if self.engine.held else HOUSEKEEPING
+            try:
+                readable, _, _ = select.select(watch, [], [], timeout)
+            except InterruptedError:
+                continue
+            for sock in readable:
+                fd = sock.fileno()
+                if fd == ctl:
+                    self.serve_control()
+                else:
+                    self.pump(fds[fd])
+            now = time.monotonic()
+            if self.engine.held:
+                for frame, ingress in self.engine.release(now):
+                    self.send(1 - ingress, frame)
+            if now >= next_housekeeping:
+                self.engine.expire(now)
+                self.flush_events()
+                next_housekeeping = now + HOUSEKEEPING
+        self.flush_events()
+
+    def pump(self, ingress: int) -> None:
+        """Read up to BATCH frames from one interface and act on each verdict."""
+        rx, tx = self.ports[ingress], self.ports[1 - ingress]
+        process, clock = self.engine.process, time.monotonic
+        egress = 1 - ingress
+        for _ in range(BATCH):
+            try:
+                frame = rx.recv(65536)
+            except BlockingIOError:
+                return
+            if process(frame, ingress, clock()) == ACCEPT:
+                try:
+                    tx.send(frame)
+                    self.sent[egress] += 1
+                except OSError as err:  # ENOBUFS when the egress queue drops
+                    self.tx_errors[egress] += 1
+                    if err.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                        raise
+
+    def send(self, egress: int, frame: bytes) -> None:
+        try:
+            self.ports[egress].send(frame)
+            self.sent[egress] += 1
+        except OSError:
+            self.tx_errors[egress] += 1
+
+    def serve_control(self) -> None:
+        """Answer one inspection command: stats, dump or ping."""
+        try:
+            conn, _ = self.control.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                command = conn.recv(256).decode(errors="replace").strip()
+                conn.sendall(json.dumps(self.answer(command)).encode())
+            except OSError:
+                pass
+
+    def answer(self, command: str) -> dict:
+        now = time.monotonic()
+        if command == "stats":
+            stats = self.engine.stats(now)
+            stats["packets_out"] = {"outside": self.sent[OUTSIDE], "inside": self.sent[INSIDE]}
+            stats["tx_errors"] = {"outside": self.tx_errors[OUTSIDE], "inside": self.tx_errors[INSIDE]}
+            stats["pid"] = os.getpid()
+            return stats
+        if command == "dump":
+            return self.engine.dump(now)
+        if command == "ping":
+            return {"node": self.engine.node, "pid": os.getpid()}
+        return {"error": f"unknown command {command!r} (use stats, dump or ping)"}
+
+    def flush_events(self) -> None:
+        events = self.engine.drain_events()
+        if not self.events or not events:
+            return
+        for t, kind, fields in events:
+            record = {"t": round(t + self.wall_offset, 6), "node": self.engine.node,
+                      "event": kind, **fields}
+            self.events.write(json.dumps(record) + "\n")
+        self.events.flush()
+
+    def close(self) -> None:
+        for sock in (*self.ports, self.control):
+            sock.close()
+        if os.path.exists(self.control_path):
+            os.unlink(self.control_path)
+        if self.events:
+            self.events.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fw-node", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="node name, e.g. fw1")
+    parser.add_argument("--outside", required=True, help="outside interface, e.g. fw1-eth0")
+    parser.add_argument("--inside", required=True, help="inside interface, e.g. fw1-eth1")
+    parser.add_argument("--rules", required=True, help="rule file (see nodes/rules.py)")
+    parser.add_argument("--run-id", default="default", help="names the control socket folder")
+    parser.add_argument("--control", help="control socket path (default from --run-id)")
+    parser.add_argument("--events", help="append events as JSON lines to this file")
+    parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
+    args = parser.parse_args(argv)
+    try:
+        rules = RuleSet.from_file(args.rules)
+    except RuleError as err:
+        print(f"fw-node: {err}", file=sys.stderr)
+        return 2
+    engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
+    control = args.control or socket_path(args.run_id, args.name)
+    try:
+        node = Node(engine, args.outside, args.inside, control, args.events)
+    except OSError as err:
+        print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
+              " (run inside the firewall host, as root)", file=sys.stderr)
+        return 2
+
+    def stop(_signum, _frame):
+        node.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"fw-node {args.name}: forwarding {args.outside} <-> {args.inside}, "
+          f"{len(rules.rules)} rules, control {control}", flush=True)
+    try:
+        node.run()
+    finally:
+        node.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

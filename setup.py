@@ -1,0 +1,16 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fwcluster",
+    version="0.1.0",
+    description="Mininet testbed for firewall clusters that synchronize connection state",
+    packages=find_packages(include=["nodes", "controller", "topo", "experiments"]),
+    package_data={"experiments": ["specs/*.toml", "rules/*.rules"]},
+    python_requires=">=3.11",
+    entry_points={"console_scripts": [
+        "fw-node = nodes.node:main",
+        "fw-inspect = nodes.inspect:main",
+        "fwcluster = experiments.cli:main",
+        "fwcluster-controller = controller.manager:main",
+    ]},
+)

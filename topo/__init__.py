@@ -1,0 +1,1 @@
+"""Mininet topologies of the firewall cluster, and the code that runs them."""

@@ -1,0 +1,156 @@
+"""The firewall cluster topology, for the project and for ``mn --custom``.
+
+::
+
+    c1 ... cM                                   srv1 ... srvM
+       \\   |                                      |   /
+        [ s1 ] outside           inside [ s2 ]
+        /  |  \\                          /  |  \\
+      fw1 fw2 ... fwN  (bump in the wire, eth0 outside, eth1 inside)
+        \\  |  /
+        [ s3 ] sync network (eth2; only the firewall nodes are on it)
+
+Clients are 10.0.0.1.., servers 10.0.0.201.. (one subnet: the nodes are
+transparent), sync addresses 10.0.1.1... Node i is on port i of s1, s2 and
+s3; hosts are on ports 101... Offloads are off on every interface; the
+switches use the kernel datapath where the openvswitch module exists and the
+userspace datapath where it does not.
+
+    mn --custom topo/cluster.py --topo fwcluster,3 --switch fwovs --controller remote
+
+Only Mininet and the standard library are imported here, so ``mn`` can load it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+
+from mininet.node import Host, OVSBridge, OVSSwitch
+from mininet.topo import Topo
+
+MAX_NODES = 8
+HOST_PORT_BASE = 100
+OFFLOADS = ("tx", "rx", "tso", "gso", "gro")
+
+
+def client_ip(i: int) -> str:
+    return f"10.0.0.{i}"
+
+
+def server_ip(i: int) -> str:
+    return f"10.0.0.{200 + i}"
+
+
+def sync_ip(i: int) -> str:
+    return f"10.0.1.{i}"
+
+
+def client_mac(i: int) -> str:
+    return f"02:00:00:00:01:{i:02x}"
+
+
+def server_mac(i: int) -> str:
+    return f"02:00:00:00:02:{i:02x}"
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_datapath() -> bool:
+    """True where the kernel has (or can load) the openvswitch module."""
+    if os.path.exists("/sys/module/openvswitch"):
+        return True
+    try:
+        return subprocess.run(["modprobe", "-q", "openvswitch"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def datapath() -> str:
+    """The Open vSwitch datapath to use here: 'kernel' or 'user'."""
+    return "kernel" if kernel_datapath() else "user"
+
+
+def offloads_off(node, intf: str) -> None:
+    """Turn off checksum and segmentation offloads on one interface of a node."""
+    node.cmd("ethtool -K", intf, *(f"{o} off" for o in OFFLOADS), ">/dev/null 2>&1")
+
+
+class CleanHost(Host):
+    """A host with offloads off and IPv6 off (no stray router solicitations)."""
+
+    def config(self, **params):
+        result = super().config(**params)
+        self.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        for intf in self.intfNames():
+            offloads_off(self, intf)
+        return result
+
+
+class FirewallHost(CleanHost):
+    """A firewall node's host: no address on eth0 (outside) and eth1 (inside)."""
+
+    def config(self, **params):
+        result = super().config(**params)
+        for intf in (f"{self.name}-eth0", f"{self.name}-eth1"):
+            self.cmd("ip addr flush dev", intf)
+            self.cmd("ip link set", intf, "up")
+        return result
+
+
+class ClusterSwitch(OVSSwitch):
+    """OpenFlow 1.3 Open vSwitch, datapath picked at run time, offloads off."""
+
+    def __init__(self, name, **params):
+        params.setdefault("datapath", datapath())
+        params.setdefault("protocols", "OpenFlow13")
+        super().__init__(name, **params)
+
+    def start(self, controllers):
+        super().start(controllers)
+        for intf in self.intfNames():
+            if intf != "lo":
+                offloads_off(self, intf)
+
+
+class SyncBridge(OVSBridge):
+    """The sync network: a standalone learning switch with no controller."""
+
+    def __init__(self, name, **params):
+        params.setdefault("datapath", datapath())
+        super().__init__(name, **params)
+
+    def start(self, controllers):
+        super().start(controllers)
+        for intf in self.intfNames():
+            if intf != "lo":
+                offloads_off(self, intf)
+
+
+class FirewallClusterTopo(Topo):
+    """N firewall nodes between an outside and an inside switch, plus a sync net."""
+
+    def build(self, n: int = 3, clients: int = 2, servers: int = 2):
+        if not 1 <= n <= MAX_NODES:
+            raise ValueError(f"cluster size {n} is not 1..{MAX_NODES}")
+        if not 1 <= clients <= 50 or not 1 <= servers <= 50:
+            raise ValueError("clients and servers must each be 1..50")
+        outside = self.addSwitch("s1", cls=ClusterSwitch, dpid="1")
+        inside = self.addSwitch("s2", cls=ClusterSwitch, dpid="2")
+        sync = self.addSwitch("s3", cls=SyncBridge, dpid="3")
+        for i in range(1, n + 1):
+            fw = self.addHost(f"fw{i}", cls=FirewallHost, ip=None)
+            self.addLink(fw, outside, port1=0, port2=i)
+            self.addLink(fw, inside, port1=1, port2=i)
+            self.addLink(fw, sync, port1=2, port2=i, params1={"ip": f"{sync_ip(i)}/24"})
+        for i in range(1, clients + 1):
+            c = self.addHost(f"c{i}", cls=CleanHost, ip=f"{client_ip(i)}/24", mac=client_mac(i))
+            self.addLink(c, outside, port2=HOST_PORT_BASE + i)
+        for i in range(1, servers + 1):
+            s = self.addHost(f"srv{i}", cls=CleanHost, ip=f"{server_ip(i)}/24", mac=server_mac(i))
+            self.addLink(s, inside, port2=HOST_PORT_BASE + i)
+
+
+TOPOS = {"fwcluster": FirewallClusterTopo}
+SWITCHES = {"fwovs": ClusterSwitch}
+HOSTS = {"fwhost": CleanHost}

@@ -1,0 +1,218 @@
+"""Bring a firewall cluster up under Mininet and take it down, whatever happens.
+
+``Cluster`` is a context manager: it checks the machine, cleans leftovers,
+starts Open vSwitch if needed, the steering controller, the Mininet network
+and one firewall node process per node; on exit (also on error) it stops
+every process it started, stops the network and removes what is left.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from controller.steering import ClusterSpec, SwitchSpec
+from nodes.control import RUN_ROOT, ask, set_current_run, socket_path
+from topo.cluster import (HOST_PORT_BASE, FirewallClusterTopo, client_mac, datapath,
+                          server_mac)
+from topo.procs import Proc, kill_pidfiles, wait_until
+
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+
+
+class SetupError(RuntimeError):
+    """The machine cannot run a cluster; the message says how to fix it."""
+
+
+class EventLog:
+    """The run's event log: one JSON object a line, each with its wall time."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def __call__(self, event: str, **fields) -> None:
+        self.fh.write(json.dumps({"t": round(time.time(), 6), "event": event, **fields}) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def check_machine() -> None:
+    """Raise SetupError unless this is root with Mininet and Open vSwitch usable."""
+    if os.geteuid() != 0:
+        raise SetupError("Mininet needs root: run as root (sudo make demo)")
+    for tool in ("ovs-vsctl", "ovs-ofctl", "mnexec", "ethtool"):
+        if shutil.which(tool) is None:
+            raise SetupError(f"{tool} not found: run 'make setup' to install Mininet and Open vSwitch")
+    ensure_ovs()
+
+
+def ensure_ovs() -> None:
+    """Start Open vSwitch unless its daemons already answer."""
+    if subprocess.run(["ovs-vsctl", "--timeout=2", "show"], capture_output=True).returncode == 0:
+        return
+    subprocess.run([OVS_CTL, "start", "--system-id=random"], capture_output=True, timeout=60)
+    if subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True).returncode != 0:
+        raise SetupError(f"Open vSwitch does not start: try '{OVS_CTL} start' and read its output")
+
+
+def clean_leftovers() -> None:
+    """Remove what a crashed run left (Mininet's own 'mn -c')."""
+    from mininet.clean import cleanup
+    from mininet.log import setLogLevel
+    setLogLevel("error")
+    cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def steering_spec(n: int, clients: int, servers: int, buckets: int = 64) -> ClusterSpec:
+    """What the controller must know about the topology FirewallClusterTopo builds."""
+    nodes = [f"fw{i}" for i in range(1, n + 1)]
+    ports = {node: i for i, node in enumerate(nodes, 1)}
+    outside = {client_mac(i): HOST_PORT_BASE + i for i in range(1, clients + 1)}
+    inside = {server_mac(i): HOST_PORT_BASE + i for i in range(1, servers + 1)}
+    return ClusterSpec(nodes, {1: SwitchSpec("s1", "outside", ports, outside),
+                               2: SwitchSpec("s2", "inside", dict(ports), inside)}, buckets)
+
+
+class Cluster:
+    """A running firewall cluster: Mininet network, controller and nodes."""
+
+    def __init__(self, run_dir: str, rules: str, n: int = 3, clients: int = 2,
+                 servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
+                 established_timeout: float = 432000.0):
+        self.run_dir = os.path.abspath(run_dir)
+        self.rules = os.path.abspath(rules)
+        self.n, self.clients, self.servers = n, clients, servers
+        self.run_id = run_id or f"fwc-{os.getpid()}-{int(time.time())}"
+        self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
+        self.established_timeout = established_timeout
+        self.logs = os.path.join(self.run_dir, "logs")
+        self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
+        self.procs: dict[str, Proc] = {}
+        self.net = None
+        self.datapath = datapath()
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "Cluster":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import RemoteController
+        check_machine()
+        clean_leftovers()
+        setLogLevel("error")
+        os.makedirs(self.logs, exist_ok=True)
+        set_current_run(self.run_id)
+        spec_path = os.path.join(self.run_dir, "steering.json")
+        with open(spec_path, "w", encoding="utf-8") as fh:
+            fh.write(steering_spec(self.n, self.clients, self.servers).to_json())
+        port = free_port()
+        self.log("controller_start", port=port)
+        ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
+                                        "--ofp-tcp-listen-port", str(port)],
+                         env={"FWCLUSTER_STEERING": spec_path})
+        wait_until(lambda: self._listening(port) or self._died(ctl), 20, "the controller to listen")
+        topo = FirewallClusterTopo(n=self.n, clients=self.clients, servers=self.servers)
+        self.net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
+        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=port)
+        self.net.build()
+        self.net.start()
+        self.log("network_up", nodes=self.n, datapath=self.datapath)
+        for sw in ("s1", "s2"):
+            wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
+                       f"the controller to install flows on {sw}")
+        self._died(ctl)
+        for i in range(1, self.n + 1):
+            self.start_node(f"fw{i}")
+        self.log("cluster_up", nodes=self.n)
+
+    def start_node(self, name: str) -> Proc:
+        """Start the firewall node process in host ``name`` and wait until it answers."""
+        host = self.net[name]
+        cmd = [sys.executable, "-m", "nodes.node", "--name", name,
+               "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
+               "--rules", self.rules, "--run-id", self.run_id,
+               "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
+               "--established-timeout", str(self.established_timeout)]
+        proc = self.spawn(name, cmd, host=host)
+        wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
+        self._died(proc)
+        self.log("node_start", node=name, pid=proc.pid)
+        return proc
+
+    def spawn(self, name: str, cmd: list[str], host=None, env: dict | None = None) -> Proc:
+        proc = Proc(name, cmd, os.path.join(self.logs, f"{name}.log"), host, env, self.pids)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        """Stop every process, the network and the run's leftovers; never raises."""
+        for name, proc in reversed(list(self.procs.items())):
+            try:
+                code = proc.stop()
+                self.log("process_stop", name=name, code=code)
+            except Exception as err:  # keep going: everything else must stop too
+                self.log("process_stop_failed", name=name, error=str(err))
+        self.procs.clear()
+        kill_pidfiles(self.pids)
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as err:
+                self.log("network_stop_failed", error=str(err))
+                clean_leftovers()
+            self.net = None
+        shutil.rmtree(os.path.join(RUN_ROOT, self.run_id), ignore_errors=True)
+        self.log("cluster_down")
+
+    # -- observation -----------------------------------------------------
+    def node_names(self) -> list[str]:
+        return [f"fw{i}" for i in range(1, self.n + 1)]
+
+    def ask(self, node: str, command: str) -> dict:
+        return ask(socket_path(self.run_id, node), command)
+
+    def ping_node(self, node: str) -> bool:
+        try:
+            return bool(self.ask(node, "ping"))
+        except (OSError, ValueError):
+            return False
+
+    def flow_count(self, switch: str) -> int:
+        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
+                             capture_output=True, text=True).stdout
+        return sum(1 for line in out.splitlines() if "cookie=0xf1c1" in line)
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    @staticmethod
+    def _died(proc: Proc) -> bool:
+        if not proc.alive():
+            raise SetupError(f"{proc.name} exited ({proc.popen.returncode}); "
+                             f"its log {proc.log_path} ends: {proc.log_tail()}")
+        return False

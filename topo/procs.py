@@ -1,0 +1,94 @@
+"""Daemons in Mininet hosts (or the root namespace), with a lifecycle.
+
+Start with a log file (never an unread pipe), record the pid, wait for
+readiness with a deadline, stop with terminate, wait, then kill. Mininet's
+``net.stop()`` does not reach processes started with ``popen``; this does.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Callable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something true; raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """One process with a name, a log file and a stop that always stops it."""
+
+    def __init__(self, name: str, cmd: list[str], log_path: str, host=None,
+                 env: dict | None = None, pidfile_dir: str | None = None):
+        self.name, self.cmd, self.log_path, self.host = name, cmd, log_path, host
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        self.log = open(log_path, "ab")
+        full_env = {**os.environ, **(env or {})}
+        if host is not None:
+            self.popen = host.popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                    env=full_env)
+        else:
+            self.popen = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                          env=full_env, start_new_session=True)
+        self.pid = self.popen.pid
+        if pidfile_dir:
+            os.makedirs(pidfile_dir, exist_ok=True)
+            with open(os.path.join(pidfile_dir, f"{name}.pid"), "w") as fh:
+                fh.write(f"{self.pid}\n")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                return b"".join(fh.readlines()[-lines:]).decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            os.kill(self.pid, signum)
+
+    def stop(self, grace: float = 3.0) -> int | None:
+        """Terminate, wait up to ``grace`` seconds, then kill; return the exit code."""
+        if self.alive():
+            try:
+                self.popen.terminate()
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(grace)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        return self.popen.returncode
+
+    def __repr__(self) -> str:
+        return f"<Proc {self.name} pid={self.pid} {'alive' if self.alive() else 'exited'}>"
+
+
+def kill_pidfiles(pidfile_dir: str) -> int:
+    """Kill every process named in a run's pid files (after a crash); return how many."""
+    killed = 0
+    if not os.path.isdir(pidfile_dir):
+        return 0
+    for name in os.listdir(pidfile_dir):
+        try:
+            with open(os.path.join(pidfile_dir, name)) as fh:
+                os.kill(int(fh.read().strip()), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            pass
+    return killed
