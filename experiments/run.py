@@ -1,0 +1,173 @@
+"""Run an experiment spec: every point in its own cluster, raw data to disk.
+
+A run writes ``results/<name>-<UTC time>-<commit>/`` holding the spec as
+given and resolved, a manifest (versions, kernel, datapath, seed, commit,
+host), and per point the event log, the nodes' event logs and final
+counters, every process's log and the per-session raw data; then
+``sessions.csv`` over all points, and the figures plotted from it.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+from experiments import spec as specs
+from experiments.workload import attribute, read_jsonl, run_ftp
+from topo.cluster import datapath
+from topo.net import Cluster, EventLog
+
+SESSION_FIELDS = ["point", "nodes", "repetition", "session", "mode", "outcome", "error",
+                  "control_node", "data_node", "data_verdict", "same_node", "server", "file",
+                  "bytes", "t_start", "t_connected", "t_first_byte", "t_end"]
+
+
+def git_commit() -> tuple[str, bool]:
+    """The checkout's commit and whether it has uncommitted changes."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", here, "status", "--porcelain"],
+                                    capture_output=True, text=True).stdout.strip())
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def manifest(spec: dict) -> dict:
+    """What a reader needs to know to trust or repeat the run."""
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return None
+
+    try:
+        from mininet.net import VERSION as mininet_version
+    except ImportError:
+        mininet_version = None
+    commit, dirty = git_commit()
+    return {
+        "experiment": spec["name"], "seed": spec["seed"], "repetitions": spec["repetitions"],
+        "commit": commit, "dirty": dirty, "argv": sys.argv,
+        "host": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "datapath": datapath(), "openvswitch": first_line(["ovs-vsctl", "--version"]),
+        "mininet": mininet_version,
+        "packages": {p: version(p) for p in ("ryu", "eventlet", "pyftpdlib", "scapy",
+                                             "matplotlib", "fwcluster")},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run_dir_name(spec: dict) -> str:
+    commit, dirty = git_commit()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{spec['name']}-{stamp}-{commit[:7]}{'+' if dirty else ''}"
+
+
+class Progress:
+    """One line per step: experiment, point, elapsed time and time left."""
+
+    def __init__(self, name: str, total: int):
+        self.name, self.total, self.t0, self.done = name, total, time.monotonic(), 0
+        self.last = 0.0
+
+    def __call__(self, msg: str, force: bool = True) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 2:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        left = elapsed / self.done * (self.total - self.done) if self.done else None
+        eta = f", about {left:.0f}s left" if left is not None else ""
+        print(f"[{self.name} {min(self.done + 1, self.total)}/{self.total}] {msg} "
+              f"({elapsed:.0f}s elapsed{eta})", flush=True)
+
+
+def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> list[dict]:
+    """Bring up one cluster, run the traffic, collect, tear down."""
+    resolved = specs.resolve(spec, point)
+    with open(os.path.join(out, "spec.resolved.json"), "w", encoding="utf-8") as fh:
+        json.dump(resolved, fh, indent=2)
+    topo, traffic = resolved["topology"], resolved["traffic"]
+    log = EventLog(os.path.join(out, "events.jsonl"))
+    log("point_start", point=point.name, params=point.params, seed=point.seed)
+    stats = {}
+    progress(f"{point.name}: starting {topo['nodes']} node(s)")
+    with Cluster(out, resolved["cluster"]["rules"], n=topo["nodes"], clients=topo["clients"],
+                 servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log) as cluster:
+        progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
+        records = run_ftp(cluster, out, traffic["sessions"], traffic["modes"],
+                          traffic["file_size"], traffic["files"], traffic["concurrency"],
+                          traffic["timeout"], point.seed,
+                          progress=lambda n, total: progress(
+                              f"{point.name}: session {n}/{total}", force=False))
+        for node in cluster.node_names():
+            stats[node] = cluster.ask(node, "stats")
+    with open(os.path.join(out, "stats.json"), "w", encoding="utf-8") as fh:
+        json.dump(stats, fh, indent=2)
+    node_events = [ev for path in sorted(glob.glob(os.path.join(out, "fw*.events.jsonl")))
+                   for ev in read_jsonl(path)]
+    records = attribute(records, node_events)
+    for rec in records:
+        rec.update(point=point.name, nodes=topo["nodes"], repetition=point.repetition)
+    with open(os.path.join(out, "sessions.jsonl"), "w", encoding="utf-8") as fh:
+        for rec in sorted(records, key=lambda r: r["session"]):
+            fh.write(json.dumps(rec) + "\n")
+    ok = sum(r["outcome"] == "ok" for r in records)
+    log("point_end", sessions=len(records), ok=ok)
+    log.close()
+    progress(f"{point.name}: {ok}/{len(records)} sessions ok, "
+             f"{traffic['sessions'] - len(records)} missing")
+    return records
+
+
+def run(spec_path: str, results: str = "results") -> str:
+    """Run every point of a spec; return the run folder."""
+    spec = specs.load(spec_path)
+    run_dir = os.path.join(results, run_dir_name(spec))
+    os.makedirs(run_dir)
+    shutil.copy(spec_path, os.path.join(run_dir, "spec.toml"))
+    with open(os.path.join(run_dir, "spec.resolved.json"), "w", encoding="utf-8") as fh:
+        json.dump(spec, fh, indent=2)
+    info = manifest(spec)
+    with open(os.path.join(run_dir, "manifest.json"), "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=2)
+    pts = specs.points(spec)
+    progress = Progress(spec["name"], len(pts))
+    print(f"[{spec['name']}] {len(pts)} point(s), datapath {info['datapath']}, "
+          f"writing {run_dir}", flush=True)
+    records = []
+    for point in pts:
+        out = os.path.join(run_dir, "points", point.name)
+        os.makedirs(out)
+        records += run_point(spec, point, out, progress)
+        progress.done += 1
+    write_csv(records, os.path.join(run_dir, "sessions.csv"))
+    info["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(os.path.join(run_dir, "manifest.json"), "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=2)
+    return run_dir
+
+
+def write_csv(records: list[dict], path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SESSION_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for rec in sorted(records, key=lambda r: (r["point"], r["session"])):
+            writer.writerow(rec)
