@@ -180,6 +180,8 @@ class Cluster:
         if self.net is not None:
             try:
                 self.net.stop()
+                for controller in self.net.controllers:  # net.stop() leaves their shells
+                    controller.terminate()
             except Exception as err:
                 self.log("network_stop_failed", error=str(err))
                 clean_leftovers()

@@ -1,0 +1,33 @@
+# The front door. On a fresh Debian/Ubuntu machine, as root:
+#   make demo    the default experiment, ending in figures under results/
+#   make test    unit tests (no root) and Mininet integration tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SPEC ?= experiments/specs/demo.toml
+
+.DEFAULT_GOAL := demo
+.PHONY: setup demo test unit bench figures clean
+
+setup:
+	@bash scripts/setup-machine.sh
+
+demo: setup
+	@echo "make demo: FTP sessions through 1 and 3 firewall nodes without sync; raw data and figures go to results/"
+	@$(VENV)/bin/fwcluster run $(SPEC)
+
+test: setup
+	@echo "make test: unit tests, then integration tests under Mininet"
+	@$(PY) -m pytest
+
+unit: setup
+	@$(PY) -m pytest tests/unit
+
+bench: setup
+	@echo "make bench: data-plane throughput through one node against kernel forwarding"
+	@$(PY) -m experiments.bench $(BENCH)
+
+figures: setup
+	@$(VENV)/bin/fwcluster figures
+
+clean:
+	@$(VENV)/bin/fwcluster clean 2>/dev/null || mn -c >/dev/null 2>&1 || true
