@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import controller.compat  # noqa: F401  (before ryu)
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, set_ev_cls

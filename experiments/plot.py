@@ -88,7 +88,8 @@ def success_vs_prediction(rows: list[dict], run_dir: str) -> list[str]:
             k = sum(r["outcome"] == "ok" for r in sel)
             lo, hi = wilson(k, len(sel))
             share = k / len(sel) if sel else 0
-            ax.bar(i, share, color=COLORS["ok"], yerr=[[share - lo], [hi - share]], capsize=4,
+            err = [[max(0.0, share - lo)], [max(0.0, hi - share)]]  # float noise at 0 and 1
+            ax.bar(i, share, color=COLORS["ok"], yerr=err, capsize=4,
                    label="measured (95% CI)" if i == 0 else None)
             ax.plot([i - 0.4, i + 0.4], [1 / n, 1 / n], color="black", ls="--",
                     label="1/N: data lands on the control node" if i == 0 else None)

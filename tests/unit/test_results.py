@@ -1,0 +1,67 @@
+"""Attribution of sessions to nodes, and figures from raw data alone."""
+import csv
+
+from experiments.plot import plot_run, wilson
+from experiments.run import SESSION_FIELDS, write_csv
+from experiments.workload import attribute, plan_sessions
+
+
+def new(t, node, src, sport, dst, dport):
+    return {"t": t, "node": node, "event": "new",
+            "entry": {"orig": f"tcp src={src} dst={dst} sport={sport} dport={dport}"}}
+
+
+def drop(t, node, src, sport, dst, dport):
+    return {"t": t, "node": node, "event": "drop", "reason": "policy",
+            "key": f"tcp src={src} dst={dst} sport={sport} dport={dport}"}
+
+
+def session(sid, cport, announced, ok):
+    return {"session": sid, "mode": "PASV", "outcome": "ok" if ok else "fail",
+            "control": ["10.0.0.1", cport, "10.0.0.201", 21], "announced": announced,
+            "t_start": 100.0, "t_end": 101.0}
+
+
+def test_attribute_finds_control_and_data_nodes_from_node_events():
+    events = [new(100.1, "fw1", "10.0.0.1", 40000, "10.0.0.201", 21),
+              new(100.2, "fw1", "10.0.0.1", 40001, "10.0.0.201", 50000),
+              new(100.1, "fw2", "10.0.0.1", 40002, "10.0.0.201", 21),
+              drop(100.2, "fw3", "10.0.0.1", 40003, "10.0.0.201", 50001),
+              drop(300.0, "fw1", "10.0.0.1", 40009, "10.0.0.201", 50001)]  # another time
+    out = attribute([session(0, 40000, ["10.0.0.201", 50000], True),
+                     session(1, 40002, ["10.0.0.201", 50001], False),
+                     session(2, 40004, None, False)], events)
+    assert [(r["control_node"], r["data_node"], r["data_verdict"], r["same_node"]) for r in out] == [
+        ("fw1", "fw1", "accepted", True), ("fw2", "fw3", "refused", False), (None, None, None, None)]
+
+
+def test_plan_is_seeded_and_cycles_modes():
+    files = {"a": "1", "b": "2"}
+    p1 = plan_sessions(8, 2, 2, ["PASV", "PORT"], files, 5)
+    assert p1 == plan_sessions(8, 2, 2, ["PASV", "PORT"], files, 5)
+    items = sorted((i for c in p1.values() for i in c), key=lambda i: i["session"])
+    assert [i["mode"] for i in items] == ["PASV", "PORT"] * 4
+
+
+def test_wilson_interval():
+    lo, hi = wilson(8, 24)
+    assert 0.17 < lo < 0.19 and 0.53 < hi < 0.55
+    assert wilson(0, 0) == (0.0, 0.0)
+
+
+def test_figures_come_from_sessions_csv_alone(tmp_path):
+    rows = []
+    for n in (1, 3):
+        for sid in range(6):
+            same = n == 1 or sid % 3 == 0
+            rows.append({"point": f"nodes{n}", "nodes": n, "repetition": 0, "session": sid,
+                         "mode": "PASV", "outcome": "ok" if same else "fail",
+                         "control_node": f"fw{sid % n + 1}", "same_node": same})
+    write_csv(rows, str(tmp_path / "sessions.csv"))
+    with open(tmp_path / "sessions.csv") as fh:
+        assert next(csv.reader(fh)) == SESSION_FIELDS
+    paths = plot_run(str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == [
+        "sessions_per_node.pdf", "sessions_per_node.png",
+        "success_vs_cluster_size.pdf", "success_vs_cluster_size.png"]
+    assert all((tmp_path / "figures" / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in paths)

@@ -1,0 +1,48 @@
+"""Experiment specs: validation (one clear line), sweeps, the demo spec itself."""
+import pytest
+
+from experiments import spec as specs
+
+
+def write(tmp_path, text):
+    path = tmp_path / "x.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_demo_spec_is_valid_and_sweeps_cluster_size():
+    s = specs.load("experiments/specs/demo.toml")
+    pts = specs.points(s)
+    assert [p.params["topology.nodes"] for p in pts] == [1, 3]
+    assert specs.resolve(s, pts[1])["topology"]["nodes"] == 3
+    assert s["topology"]["nodes"] == [1, 3]  # resolving does not change the spec
+
+
+def test_repetitions_get_their_own_seeds(tmp_path):
+    s = specs.load(write(tmp_path, "seed = 7\nrepetitions = 3\n"))
+    assert [p.seed for p in specs.points(s)] == [7000, 7001, 7002]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("nodes = 3", "unknown field 'nodes'"),
+    ("[topology]\nnodes = 9", "1..8 nodes"),
+    ("[topology]\nnodes = [1, 0]", "1..8 nodes"),
+    ("[cluster]\nsync = \"periodic\"", "cluster.sync = 'periodic' is not available"),
+    ("[cluster]\nrules = \"missing.rules\"", "cannot read rule file missing.rules"),
+    ("[traffic]\nmodes = [\"PORT\", \"LPRT\"]", "traffic.modes"),
+    ("[traffic]\ntimeout = 0", "traffic.timeout"),
+    ("[[timeline]]\nat = 1", "timeline"),
+    ("topology = 3", "[topology] must be a table"),
+    ("this is not toml", "not valid TOML"),
+])
+def test_bad_specs_fail_in_one_line(tmp_path, text, words):
+    with pytest.raises(specs.SpecError) as err:
+        specs.load(write(tmp_path, text))
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dry_run_needs_no_root(capsys):
+    from experiments.cli import main
+    assert main(["run", "experiments/specs/demo.toml", "--dry-run"]) == 0
+    assert "2 point(s)" in capsys.readouterr().out
+    assert main(["run", "nope.toml", "--dry-run"]) == 2
