@@ -46,3 +46,8 @@ def test_dry_run_needs_no_root(capsys):
     assert main(["run", "experiments/specs/demo.toml", "--dry-run"]) == 0
     assert "2 point(s)" in capsys.readouterr().out
     assert main(["run", "nope.toml", "--dry-run"]) == 2
+
+
+def test_cluster_size_bound_matches_the_topology():
+    cluster = pytest.importorskip("topo.cluster", reason="Mininet not installed")
+    assert specs.MAX_NODES == cluster.MAX_NODES
