@@ -8,7 +8,7 @@ engine's events (new, destroy, expect, drop) as JSON lines. I/O only.
 from __future__ import annotations
 
 import argparse
-import errno
+import faulthandler
 import json
 import os
 import select
@@ -20,33 +20,20 @@ import time
 from nodes.conntrack import Timeouts
 from nodes.control import socket_path
 from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
+from nodes.ports import open_port
 from nodes.rules import RuleError, RuleSet
 
-ETH_P_ALL = 0x0003
-SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23
-BATCH = 64  # frames read from one socket before looking at the others
+BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
-
-
-def packet_socket(ifname: str) -> socket.socket:
-    """A non-blocking raw socket on ``ifname`` that does not see its own sends."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    sock.bind((ifname, 0))
-    sock.setblocking(False)
-    return sock
 
 
 class Node:
     """The I/O loop of one firewall node."""
 
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
-                 events_path: str | None):
+                 events_path: str | None, ring: bool = True):
         self.engine = engine
-        self.ports = [packet_socket(outside), packet_socket(inside)]
-        self.tx_errors = [0, 0]
+        self.ports = [open_port(outside, ring), open_port(inside, ring)]
         self.sent = [0, 0]
         self.control_path = control
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
@@ -90,30 +77,20 @@ class Node:
         self.flush_events()
 
     def pump(self, ingress: int) -> None:
-        """Read up to BATCH frames from one interface and act on each verdict."""
+        """Read a batch of frames from one port, act on each verdict, send in one go."""
         rx, tx = self.ports[ingress], self.ports[1 - ingress]
-        process, clock = self.engine.process, time.monotonic
-        egress = 1 - ingress
-        for _ in range(BATCH):
-            try:
-                frame = rx.recv(65536)
-            except BlockingIOError:
-                return
-            if process(frame, ingress, clock()) == ACCEPT:
-                try:
-                    tx.send(frame)
-                    self.sent[egress] += 1
-                except OSError as err:  # ENOBUFS when the egress queue drops
-                    self.tx_errors[egress] += 1
-                    if err.errno not in (errno.ENOBUFS, errno.EAGAIN):
-                        raise
+        process, send, now = self.engine.process, tx.send, time.monotonic()
+        sent = 0
+        for frame in rx.recv_batch(BATCH):
+            if process(frame, ingress, now) == ACCEPT and send(frame):
+                sent += 1
+        tx.flush()
+        self.sent[1 - ingress] += sent
 
     def send(self, egress: int, frame: bytes) -> None:
-        try:
-            self.ports[egress].send(frame)
+        if self.ports[egress].send(frame):
             self.sent[egress] += 1
-        except OSError:
-            self.tx_errors[egress] += 1
+        self.ports[egress].flush()
 
     def serve_control(self) -> None:
         """Answer one inspection command: stats, dump or ping."""
@@ -134,14 +111,19 @@ class Node:
         if command == "stats":
             stats = self.engine.stats(now)
             stats["packets_out"] = {"outside": self.sent[OUTSIDE], "inside": self.sent[INSIDE]}
-            stats["tx_errors"] = {"outside": self.tx_errors[OUTSIDE], "inside": self.tx_errors[INSIDE]}
+            stats["tx_errors"] = {"outside": self.ports[OUTSIDE].tx_errors,
+                                  "inside": self.ports[INSIDE].tx_errors}
+            stats["rx_truncated"] = sum(p.rx_truncated for p in self.ports)
+            stats["port_kind"] = self.ports[OUTSIDE].kind
             stats["pid"] = os.getpid()
             return stats
         if command == "dump":
             return self.engine.dump(now)
+        if command == "ports":
+            return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
         if command == "ping":
             return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump or ping)"}
+        return {"error": f"unknown command {command!r} (use stats, dump, ports or ping)"}
 
     def flush_events(self) -> None:
         events = self.engine.drain_events()
@@ -172,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", help="control socket path (default from --run-id)")
     parser.add_argument("--events", help="append events as JSON lines to this file")
     parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
+    parser.add_argument("--no-ring", action="store_true",
+                        help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
     try:
         rules = RuleSet.from_file(args.rules)
@@ -181,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
     control = args.control or socket_path(args.run_id, args.name)
     try:
-        node = Node(engine, args.outside, args.inside, control, args.events)
+        node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring)
     except OSError as err:
         print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)
@@ -192,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"fw-node {args.name}: forwarding {args.outside} <-> {args.inside}, "
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints every thread's stack to the log
+    print(f"fw-node {args.name}: forwarding {args.outside} <-> {args.inside} "
+          f"({node.ports[0].kind} ports), "
           f"{len(rules.rules)} rules, control {control}", flush=True)
     try:
         node.run()

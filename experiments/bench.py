@@ -1,0 +1,181 @@
+"""make bench: benchmarks that print ``name: value unit`` and write JSON.
+
+dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
+namespaces, first through a Linux bridge (the kernel doing the same bump-
+in-the-wire forwarding), then through one firewall node process, in the same
+run on the same veths; the ratios are node / kernel.
+
+    python -m experiments.bench [NAME_PREFIX ...] [--seconds S]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from topo.procs import Proc, wait_until
+
+NS = ("fwb-a", "fwb-fw", "fwb-b")
+ADDR_A, ADDR_B = "10.9.0.1", "10.9.0.2"
+OFFLOADS = ("tx", "rx", "tso", "gso", "gro")
+RULES = f"{ADDR_A} {ADDR_B} tcp 5201 accept\n{ADDR_A} {ADDR_B} udp 5201 accept\n"
+NODE_CPU, TRAFFIC_CPU = "1", "0"
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True) -> str:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(full, capture_output=True, text=True, check=check).stdout
+
+
+def teardown() -> None:
+    for ns in NS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def build() -> None:
+    """a --veth-- fw --veth-- b, offloads off everywhere."""
+    teardown()
+    for ns in NS:
+        sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", "fwa", "netns", "fwb-fw", "type", "veth", "peer", "name", "a0",
+       "netns", "fwb-a")
+    sh("ip", "link", "add", "fwb", "netns", "fwb-fw", "type", "veth", "peer", "name", "b0",
+       "netns", "fwb-b")
+    for ns, intf, addr in (("fwb-a", "a0", ADDR_A), ("fwb-b", "b0", ADDR_B),
+                           ("fwb-fw", "fwa", None), ("fwb-fw", "fwb", None)):
+        sh("ethtool", "-K", intf, *[x for o in OFFLOADS for x in (o, "off")], ns=ns)
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
+        if addr:
+            sh("ip", "addr", "add", f"{addr}/24", "dev", intf, ns=ns)
+        sh("ip", "link", "set", intf, "up", ns=ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+    # Receive processing of the middle veths on the forwarding core, for the
+    # kernel bridge and for the node alike (RPS), so both get the same CPU.
+    mask = format(1 << int(NODE_CPU), "x")
+    for intf in ("fwa", "fwb"):
+        sh("sh", "-c", f"echo {mask} > /sys/class/net/{intf}/queues/rx-0/rps_cpus", ns="fwb-fw")
+
+
+def iperf(udp: bool, seconds: float) -> dict:
+    """One iperf3 run from a to b, both pinned to the traffic core."""
+    server = subprocess.Popen(["ip", "netns", "exec", "fwb-b", "taskset", "-c", TRAFFIC_CPU,
+                               "iperf3", "-s", "-1", "-B", ADDR_B], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)  # iperf3 has no readiness signal; the client retries below
+        args = ["-u", "-l", "64", "-b", "0"] if udp else []
+        for _ in range(20):
+            out = subprocess.run(["ip", "netns", "exec", "fwb-a", "taskset", "-c", TRAFFIC_CPU,
+                                  "iperf3", "-c", ADDR_B, "-t", str(seconds), "-J", *args],
+                                 capture_output=True, text=True)
+            data = json.loads(out.stdout or "{}")
+            if "end" in data and not data.get("error"):
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"iperf3 failed: {data.get('error', out.stderr.strip())}")
+    finally:
+        server.kill()
+        server.wait()
+    end = data["end"]
+    if udp:
+        s = end["sum"]
+        received = s["packets"] - s["lost_packets"]
+        return {"pps": received / s["seconds"], "sent_pps": s["packets"] / s["seconds"],
+                "lost_percent": s["lost_percent"]}
+    return {"bps": end["sum_received"]["bits_per_second"]}
+
+
+def dataplane(seconds: float, out_dir: str) -> dict:
+    """Kernel bridge vs one firewall node, same veths, same run."""
+    build()
+    figures = {}
+    try:
+        sh("ip", "link", "add", "br0", "type", "bridge", ns="fwb-fw")
+        for intf in ("fwa", "fwb"):
+            sh("ip", "link", "set", intf, "master", "br0", ns="fwb-fw")
+        sh("ip", "link", "set", "br0", "up", ns="fwb-fw")
+        kernel_tcp = iperf(False, seconds)["bps"]
+        kernel_udp = iperf(True, seconds)
+        sh("ip", "link", "del", "br0", ns="fwb-fw")
+
+        rules = os.path.join(out_dir, "bench.rules")
+        with open(rules, "w") as fh:
+            fh.write(RULES)
+        node = {variant: through_node(rules, out_dir, seconds, variant)
+                for variant in ("ring", "socket")}
+    finally:
+        teardown()
+    figures["dataplane_tcp_kernel"] = (kernel_tcp / 1e9, "Gbit/s")
+    figures["dataplane_udp64_kernel"] = (kernel_udp["pps"] / 1e3, "kpps")
+    for variant, (tcp, udp) in node.items():
+        tag = "node" if variant == "ring" else "node_socket"
+        figures[f"dataplane_tcp_{tag}"] = (tcp / 1e9, "Gbit/s")
+        figures[f"dataplane_tcp_{tag}_ratio"] = (100 * tcp / kernel_tcp, "% of kernel")
+        figures[f"dataplane_udp64_{tag}"] = (udp["pps"] / 1e3, "kpps")
+        figures[f"dataplane_udp64_{tag}_loss"] = (udp["lost_percent"], "%")
+        figures[f"dataplane_udp64_{tag}_ratio"] = (100 * udp["pps"] / kernel_udp["pps"],
+                                                   "% of kernel")
+    return figures
+
+
+def through_node(rules: str, out_dir: str, seconds: float, variant: str) -> tuple:
+    """TCP bit rate and UDP result through one node process on its own core."""
+    sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")
+    cmd = ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", NODE_CPU, sys.executable, "-m",
+           "nodes.node", "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
+           "--rules", rules, "--control", sock] + (["--no-ring"] if variant == "socket" else [])
+    node = Proc(f"fw-bench-{variant}", cmd, os.path.join(out_dir, f"fw-bench-{variant}.log"))
+    try:
+        wait_until(lambda: os.path.exists(sock) or not node.alive(), 10, "the node")
+        if not node.alive():
+            raise RuntimeError(f"the node exited: {node.log_tail()}")
+        return iperf(False, seconds)["bps"], iperf(True, seconds)
+    finally:
+        node.stop()
+
+
+BENCHMARKS = {"dataplane": dataplane}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="run benchmarks whose name starts so")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--results", default="results")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces): run as root", file=sys.stderr)
+        return 2
+    chosen = [n for n in BENCHMARKS if not args.names or any(n.startswith(p) or p.startswith(n)
+                                                             for p in args.names)]
+    if not chosen:
+        print(f"bench: no benchmark matches {args.names} (have: {', '.join(BENCHMARKS)})",
+              file=sys.stderr)
+        return 2
+    from experiments.run import git_commit
+    commit, dirty = git_commit()
+    out_dir = os.path.join(args.results, time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
+                           + f"-{commit[:7]}{'+' if dirty else ''}")
+    os.makedirs(out_dir)
+    results = {}
+    for name in chosen:
+        figures = BENCHMARKS[name](args.seconds, out_dir)
+        for key, (value, unit) in figures.items():
+            if not args.names or any(key.startswith(p) for p in args.names):
+                print(f"{key}: {value:.3f} {unit}", flush=True)
+                results[key] = {"value": value, "unit": unit}
+    with open(os.path.join(out_dir, "bench.json"), "w") as fh:
+        json.dump({"commit": commit, "dirty": dirty, "seconds": args.seconds,
+                   "cpus": {"node": NODE_CPU, "traffic": TRAFFIC_CPU}, "figures": results},
+                  fh, indent=2)
+    print(f"bench: wrote {out_dir}/bench.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
