@@ -92,7 +92,7 @@ class GatewayEngine:
             if et == ETH_P_ARP:
                 self.counters["arp_passed"] += 1
                 return ACCEPT
-            return self._drop("ethertype" if et >= 0 else "truncated_eth")
+            return self._drop(f"ethertype_{et:04x}" if et >= 0 else "truncated_eth")
         pkt = parse_ipv4(frame)
         if pkt.__class__ is str:
             return self._drop(pkt)

@@ -115,7 +115,7 @@ def test_arp_passes_and_other_ethertypes_drop(fw):
     assert fw.process(arp(), OUTSIDE, 0) == ACCEPT
     ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)
     assert fw.process(ipv6, OUTSIDE, 0) == DROP
-    assert fw.drops["ethertype"] == 1
+    assert fw.drops["ethertype_86dd"] == 1
 
 
 def _mangle(frame: bytes, offset: int, value: int) -> bytes:
