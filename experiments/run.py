@@ -93,7 +93,7 @@ class Progress:
             return
         self.last = now
         elapsed = now - self.t0
-        left = elapsed / self.done * (self.total - self.done) if self.done else None
+        left = max(0.0, elapsed / self.done * self.total - elapsed) if self.done else None
         eta = f", about {left:.0f}s left" if left is not None else ""
         print(f"[{self.name} {min(self.done + 1, self.total)}/{self.total}] {msg} "
               f"({elapsed:.0f}s elapsed{eta})", flush=True)

@@ -151,6 +151,7 @@ class FirewallClusterTopo(Topo):
             self.addLink(s, inside, port2=HOST_PORT_BASE + i)
 
 
-TOPOS = {"fwcluster": FirewallClusterTopo}
-SWITCHES = {"fwovs": ClusterSwitch}
-HOSTS = {"fwhost": CleanHost}
+# What `mn --custom` merges into its registries (it reads these lowercase names).
+topos = {"fwcluster": FirewallClusterTopo}
+switches = {"fwovs": ClusterSwitch}
+TOPOS = topos
