@@ -98,33 +98,30 @@ class FirewallHost(CleanHost):
         return result
 
 
-class ClusterSwitch(OVSSwitch):
-    """OpenFlow 1.3 Open vSwitch, datapath picked at run time, offloads off."""
+class _RunTimeDatapath:
+    """Open vSwitch with the datapath this kernel allows and offloads off on its ports."""
 
     def __init__(self, name, **params):
         params.setdefault("datapath", datapath())
+        super().__init__(name, **params)
+
+    def start(self, controllers):
+        super().start(controllers)
+        for intf in self.intfNames():
+            if intf != "lo":
+                offloads_off(self, intf)
+
+
+class ClusterSwitch(_RunTimeDatapath, OVSSwitch):
+    """An outside or inside switch: OpenFlow 1.3, steered by the controller."""
+
+    def __init__(self, name, **params):
         params.setdefault("protocols", "OpenFlow13")
         super().__init__(name, **params)
 
-    def start(self, controllers):
-        super().start(controllers)
-        for intf in self.intfNames():
-            if intf != "lo":
-                offloads_off(self, intf)
 
-
-class SyncBridge(OVSBridge):
+class SyncBridge(_RunTimeDatapath, OVSBridge):
     """The sync network: a standalone learning switch with no controller."""
-
-    def __init__(self, name, **params):
-        params.setdefault("datapath", datapath())
-        super().__init__(name, **params)
-
-    def start(self, controllers):
-        super().start(controllers)
-        for intf in self.intfNames():
-            if intf != "lo":
-                offloads_off(self, intf)
 
 
 class FirewallClusterTopo(Topo):
