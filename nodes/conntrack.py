@@ -16,13 +16,14 @@ from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
 # TCP states, named as conntrack names them.
 SYN_SENT, SYN_RECV, ESTABLISHED = "SYN_SENT", "SYN_RECV", "ESTABLISHED"
 FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE = "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"
+TCP_STATES = (SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE)
 # Pseudo-states of UDP and ICMP echo.
 UNREPLIED, REPLIED = "UNREPLIED", "REPLIED"
 
 ORIGINAL, REPLY = 0, 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Timeouts:
     """Idle timeouts in seconds, per state (defaults after Linux conntrack)."""
 
@@ -38,13 +39,15 @@ class Timeouts:
     icmp: float = 30.0
     expectation: float = 300.0
 
+    def __post_init__(self):
+        by_state = {(PROTO_TCP, s): getattr(self, s.lower()) for s in TCP_STATES}
+        by_state[PROTO_UDP, UNREPLIED] = self.udp_unreplied
+        by_state[PROTO_UDP, REPLIED] = self.udp_replied
+        object.__setattr__(self, "_by_state", by_state)
+
     def for_state(self, proto: int, state: str) -> float:
-        """The idle timeout of an entry in ``state``."""
-        if proto == PROTO_TCP:
-            return getattr(self, state.lower())
-        if proto == PROTO_UDP:
-            return self.udp_replied if state == REPLIED else self.udp_unreplied
-        return self.icmp
+        """The idle timeout of an entry in ``state`` (ICMP echo: ``icmp``)."""
+        return self._by_state.get((proto, state), self.icmp)
 
 
 @dataclass(eq=False)
@@ -187,11 +190,6 @@ class ConnectionTable:
         entry = Entry(key, reverse(key), state, now, now, expires, owner, **kw)
         self.add(entry)
         return entry
-
-    def refresh(self, entry: Entry, now: float) -> None:
-        """Note activity: push the idle timeout out from ``now``."""
-        entry.last_seen = now
-        entry.expires = now + self.timeouts.for_state(entry.proto, entry.state)
 
     def expect(self, exp: Expectation) -> None:
         self.expectations.setdefault(exp.slot, []).append(exp)

@@ -46,10 +46,6 @@ class Packet:
     icmp_type: int = -1
     length: int = 0  # frame length
 
-    @property
-    def payload_len(self) -> int:
-        return self.payload_end - self.payload_off
-
 
 def ip_str(addr: bytes) -> str:
     """Dotted quad of a 4-byte address."""

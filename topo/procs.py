@@ -57,10 +57,6 @@ class Proc:
         except OSError:
             return ""
 
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.pid, signum)
-
     def stop(self, grace: float = 3.0) -> int | None:
         """Terminate, wait up to ``grace`` seconds, then kill; return the exit code."""
         if self.alive():
