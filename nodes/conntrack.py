@@ -221,9 +221,9 @@ class ConnectionTable:
                 return exp
         return None
 
-    def expire(self, now: float) -> tuple[list[Entry], list[Expectation]]:
-        """Remove entries and expectations idle past their timeout."""
-        dead = [e for e in self.entries() if e.expires <= now]
+    def expire(self, now: float, owner: str | None = None) -> tuple[list[Entry], list[Expectation]]:
+        """Remove entries (of ``owner`` only, if given) and expectations past their timeout."""
+        dead = [e for e in self.entries() if e.expires <= now and (owner is None or e.owner == owner)]
         for entry in dead:
             self.remove(entry)
         gone = [x for xs in self.expectations.values() for x in xs if x.expires <= now]

@@ -97,8 +97,8 @@ class GatewayEngine:
         if pkt.__class__ is str:
             return self._drop(pkt)
         entry = self.table.by_key.get(pkt.key)
-        if entry is not None and entry.expires <= now:
-            self._destroy(entry, now, "timeout")
+        if entry is not None and entry.expires <= now and entry.owner == self.node:
+            self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
         if entry is None:
             return self._open(pkt, frame, now)
@@ -109,11 +109,18 @@ class GatewayEngine:
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
                     return self._open(pkt, frame, now)
+                before = entry.state
                 reason = track_tcp(entry, direction, pkt.flags)
                 if reason:
                     return self._drop(reason)
+                if entry.state != before:
+                    self.sync.state_changed("update", entry, now)
         elif direction != ORIGINAL and entry.state == UNREPLIED:
             entry.state = REPLIED
+            self.sync.state_changed("update", entry, now)
+        if entry.owner != self.node and not entry.extra.get("seen_here"):
+            entry.extra["seen_here"] = True  # one session, packets on two nodes
+            self.sync.state_changed("multi_node", entry, now)
         entry.packets[direction] += 1
         entry.bytes[direction] += pkt.length
         entry.last_seen = now
@@ -144,6 +151,7 @@ class GatewayEngine:
         exp = self.table.take_expectation(proto, pkt.src, pkt.dst, pkt.dport, now)
         if exp is not None:
             rule_no, helper, related = 0, exp.helper, exp.master
+            self.sync.state_changed("unexpect", exp, now)  # admitted once, cluster-wide
         else:
             rule = self.rules.match(proto, pkt.src, pkt.dst, pkt.dport)
             if rule is None or rule.action != "accept":
@@ -215,7 +223,7 @@ class GatewayEngine:
     # -- housekeeping --------------------------------------------------------
     def expire(self, now: float) -> int:
         """Remove idle entries and expectations; return how many went."""
-        dead, gone = self.table.expire(now)
+        dead, gone = self.table.expire(now, self.node)
         for entry in dead:
             self._event(now, "destroy", entry=entry.as_dict(now), why="timeout")
             self.sync.state_changed("destroy", entry, now)

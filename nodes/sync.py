@@ -1,0 +1,375 @@
+"""Synchronization of state between cluster nodes (the seed's methods 400-800).
+
+``SyncEngine`` is what the gateway engine's ``SyncPort`` stands for. It is pure:
+time comes in as ``now``, received bytes come in through ``receive``, and the
+bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
+
+- Modes: ``none``; ``periodic`` (every ``interval``, ``full`` or
+  ``differential``: prior art); ``ondemand`` (method 400: a sync per
+  predetermined action, each switchable); ``combined`` (method 500: both, and an
+  on-demand sync resets the periodic timer).
+- What goes where: expectations and common records (state any node may need)
+  to every member; connection entries to the owner's backup nodes (method 600),
+  or to every member with ``replication = "full"``.
+- Reliability (after conntrackd's FT-FW): per peer a sequence-numbered channel,
+  cumulative acknowledgements, a resend queue with a retransmission timeout, an
+  out-of-order window; duplicates and replays are dropped and counted.
+- Holding (method 800): ``request_sync`` returns a ticket that is ``done`` once
+  every live member that must know has acknowledged it.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from nodes import syncproto as sp
+from nodes.conntrack import ConnectionTable, Entry, Expectation
+from nodes.groups import connection_backups, node_backups
+
+MODES = ("none", "periodic", "ondemand", "combined")
+TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
+            "multi_node_session", "new_connection")
+# Which predetermined action a state change of the gateway engine is.
+_TRIGGER_OF = {"new": "new_connection", "update": "state_modified",
+               "destroy": "state_modified", "expect": "state_modified",
+               "unexpect": "state_modified", "multi_node": "multi_node_session"}
+
+
+@dataclass
+class SyncConfig:
+    """How a cluster synchronizes; the same on every node."""
+
+    mode: str = "ondemand"
+    interval: float = 1.0
+    periodic: str = "differential"  # or "full"
+    triggers: tuple = TRIGGERS
+    replication: str = "backup"  # or "full"
+    k: int = 1
+    selection: str = "node"  # or "connection"
+    hold: bool = True
+    rto: float = 0.02  # seconds before an unacknowledged message is sent again
+    window: int = 4096  # messages a receiver buffers out of order
+
+    def validate(self) -> None:
+        """Raise ValueError, in one line, for a setting that cannot work."""
+        if self.mode not in MODES:
+            raise ValueError(f"sync mode {self.mode!r} unknown (use {', '.join(MODES)})")
+        if self.periodic not in ("full", "differential"):
+            raise ValueError("periodic must be 'full' or 'differential'")
+        bad = set(self.triggers) - set(TRIGGERS)
+        if bad:
+            raise ValueError(f"unknown triggers {sorted(bad)} (known: {', '.join(TRIGGERS)})")
+        if self.replication not in ("backup", "full"):
+            raise ValueError("replication must be 'backup' or 'full'")
+        if self.selection not in ("node", "connection"):
+            raise ValueError("selection must be 'node' or 'connection'")
+        if self.k < 1 or self.interval <= 0 or self.rto <= 0:
+            raise ValueError("k must be >= 1, interval and rto > 0")
+
+    @property
+    def periodic_on(self) -> bool:
+        return self.mode in ("periodic", "combined")
+
+    @property
+    def ondemand_on(self) -> bool:
+        return self.mode in ("ondemand", "combined")
+
+
+@dataclass
+class _Sent:
+    data: bytes
+    last_sent: float
+    records: int
+
+
+@dataclass
+class Channel:
+    """Both directions of the reliable channel with one peer."""
+
+    next_seq: int = 1  # to send
+    acked: int = 0  # highest seq the peer acknowledged
+    unacked: OrderedDict = field(default_factory=OrderedDict)  # seq -> _Sent
+    expected: int = 1  # next seq wanted from the peer
+    early: dict = field(default_factory=dict)  # seq -> records, received out of order
+    peer_boot: int = 0
+    ack_due: bool = False
+    pending: list = field(default_factory=list)  # records waiting to be packed
+
+
+class SyncEngine:
+    """One node's side of state synchronization."""
+
+    def __init__(self, me: int, members: list[int], table: ConnectionTable, key: bytes,
+                 config: SyncConfig | None = None, names: dict[int, str] | None = None,
+                 boot: int | None = None, now: float = 0.0):
+        self.config = config or SyncConfig()
+        self.config.validate()
+        self.me, self.table, self.key = me, table, key
+        self.members = sorted(set(members) | {me})
+        self.names = names or {m: f"fw{m}" for m in self.members}
+        self.ids = {n: i for i, n in self.names.items()}
+        self.boot = boot if boot is not None else int(time.time() * 1000)
+        self.channels = {p: Channel() for p in self.members if p != me}
+        self.alive = set(self.members)
+        self.outbox: list[tuple[int, bytes]] = []
+        self.counters: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
+        self.next_periodic = now + self.config.interval
+        self.common: dict[str, tuple[int, bytes]] = {}
+        self.lag: list[float] = []  # seconds from state change to acknowledgement
+        self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
+
+    # -- the SyncPort the gateway engine calls -----------------------------
+    def state_changed(self, kind: str, obj: object, now: float) -> None:
+        """A predetermined action: record it, and sync now if its trigger is on."""
+        if self.config.mode == "none":
+            return
+        if self.config.periodic_on and kind != "multi_node":
+            self.dirty[_identity(kind, obj)] = (kind, obj)
+        trigger = _TRIGGER_OF.get(kind)
+        if self.config.ondemand_on and trigger in self.config.triggers:
+            self._queue(kind, obj, now)
+            self.counters[f"trigger_{trigger}"] += 1
+            if self.config.mode == "combined":
+                self.next_periodic = now + self.config.interval
+
+    def request_sync(self, reason: str, objs: list, now: float) -> object:
+        """Protocol code asks for ``objs`` to reach the nodes now; a ticket or None."""
+        if not self.config.ondemand_on or "new_connection" not in self.config.triggers:
+            return None
+        self.flush(now)
+        ticket = {}
+        for obj in objs:
+            for peer in self._destinations(obj):
+                ch = self.channels[peer]
+                if ch.unacked:
+                    ticket[peer] = next(reversed(ch.unacked))  # the message carrying it
+        self.counters["sync_requests"] += 1
+        return ticket if self.config.hold else None
+
+    def done(self, ticket: object, now: float) -> bool:
+        """True once every live peer of ``ticket`` acknowledged its message."""
+        return all(self.channels[p].acked >= seq or p not in self.alive
+                   for p, seq in ticket.items())
+
+    # -- sending -------------------------------------------------------------
+    def _destinations(self, obj: object) -> list[int]:
+        live = [m for m in self.members if m in self.alive]
+        if isinstance(obj, Entry) and self.config.replication == "backup":
+            owner = self.ids.get(obj.owner, self.me)
+            if self.config.selection == "connection":
+                peers = connection_backups(sp.key_bytes(obj.orig), owner, live, self.config.k)
+            else:
+                peers = node_backups(live, self.config.k).get(owner, [])
+            return [p for p in peers if p != self.me]
+        return [p for p in live if p != self.me]
+
+    def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
+        if isinstance(obj, Entry):
+            owner = self.ids.get(obj.owner, self.me)
+            if kind == "destroy":
+                return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
+            return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
+                                "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
+                                "master": obj.related_to}
+        owner = self.ids.get(obj.owner, self.me)
+        fields = {"proto": obj.proto, "src": obj.src, "dst": obj.dst, "dport": obj.dport,
+                  "owner": owner}
+        if kind == "unexpect":
+            return sp.R_EXPECT_DEL, fields
+        return sp.R_EXPECT, {**fields, "timeout": max(0.0, obj.expires - now),
+                             "master": obj.master}
+
+    def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
+        record = self._record(kind, obj, now)
+        for peer in self._destinations(obj) if peers is None else peers:
+            self.channels[peer].pending.append(record)
+
+    def flush(self, now: float) -> None:
+        """Pack every pending record into DATA messages, and send due acks."""
+        for peer, ch in self.channels.items():
+            if peer not in self.alive:
+                ch.pending.clear()
+                continue
+            while ch.pending:
+                batch, size = [], 0
+                while ch.pending:
+                    rec = sp.encode_record(*ch.pending[0])
+                    if batch and size + len(rec) > sp.MAX_PAYLOAD:
+                        break
+                    batch.append(ch.pending.pop(0))
+                    size += len(rec)
+                self._send_data(peer, ch, batch, now)
+            if ch.ack_due:
+                self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1))
+                ch.ack_due = False
+
+    def _send_data(self, peer: int, ch: Channel, records: list, now: float) -> None:
+        seq = ch.next_seq
+        ch.next_seq += 1
+        data = sp.encode(sp.Message(sp.DATA, self.me, peer, self.boot, seq, ch.expected - 1,
+                                    records), self.key)
+        ch.unacked[seq] = _Sent(data, now, len(records))
+        ch.ack_due = False  # the ack rides along
+        self._changed_at[peer, seq] = now
+        self.outbox.append((peer, data))
+        self.counters["messages_sent"] += 1
+        self.counters["records_sent"] += len(records)
+        self.counters["bytes_sent"] += len(data)
+
+    def _send(self, peer: int, msg: sp.Message) -> None:
+        data = sp.encode(msg, self.key)
+        self.outbox.append((peer, data))
+        self.counters[f"{('', 'data', 'ack', 'heartbeat')[msg.type]}_sent"] += 1
+        self.counters["bytes_sent"] += len(data)
+
+    def tick(self, now: float) -> None:
+        """Periodic sync when due, retransmissions, pending records and acks."""
+        if self.config.periodic_on and now >= self.next_periodic:
+            self.periodic_sync(now)
+        for peer, ch in self.channels.items():
+            if peer not in self.alive:
+                continue
+            for seq, sent in ch.unacked.items():
+                if now - sent.last_sent >= self.config.rto:
+                    sent.last_sent = now
+                    self.outbox.append((peer, sent.data))
+                    self.counters["retransmissions"] += 1
+                    self.counters["bytes_sent"] += len(sent.data)
+        self.flush(now)
+
+    def periodic_sync(self, now: float) -> None:
+        """Send what changed (differential) or everything this node owns (full)."""
+        self.next_periodic = now + self.config.interval
+        self.counters["periodic_syncs"] += 1
+        if self.config.periodic == "full":
+            for entry in self.table.entries():
+                if entry.owner == self.names[self.me]:
+                    self._queue("update", entry, now)
+            for exps in self.table.expectations.values():
+                for exp in exps:
+                    if exp.owner == self.names[self.me]:
+                        self._queue("expect", exp, now)
+        else:
+            for kind, obj in self.dirty.values():
+                self._queue(kind, obj, now)
+        self.dirty.clear()
+
+    # -- receiving -----------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> None:
+        """Verify, order and apply one message from the sync network."""
+        try:
+            msg = sp.decode(data, self.key)
+        except sp.Reject as err:
+            self.rejected[err.reason] += 1
+            return
+        ch = self.channels.get(msg.sender)
+        if ch is None or msg.receiver not in (0, self.me):
+            self.rejected["not_a_member" if ch is None else "not_for_me"] += 1
+            return
+        if msg.boot < ch.peer_boot:
+            self.rejected["old_boot"] += 1
+            return
+        if msg.boot > ch.peer_boot:
+            if ch.peer_boot:  # the peer restarted: it lost all it had from us
+                self.counters["peer_restarts"] += 1
+                self.channels[msg.sender] = ch = Channel()
+            ch.peer_boot = msg.boot
+        self.counters["bytes_received"] += len(data)
+        if msg.type in (sp.DATA, sp.ACK):
+            self._acked(msg.sender, ch, msg.ack, now)
+        if msg.type != sp.DATA:
+            self.counters[("", "", "acks", "heartbeats")[msg.type] + "_received"] += 1
+            return
+        self.counters["messages_received"] += 1
+        ch.ack_due = True
+        if msg.seq < ch.expected or msg.seq in ch.early:
+            self.rejected["duplicate"] += 1
+            return
+        if msg.seq >= ch.expected + self.config.window:
+            self.rejected["outside_window"] += 1
+            return
+        ch.early[msg.seq] = msg.records
+        if msg.seq != ch.expected:
+            self.counters["out_of_order"] += 1
+        while ch.expected in ch.early:
+            for rtype, fields in ch.early.pop(ch.expected):
+                self._apply(msg.sender, rtype, fields, now)
+            ch.expected += 1
+
+    def _acked(self, peer: int, ch: Channel, ack: int, now: float) -> None:
+        if ack <= ch.acked:
+            return
+        if ack >= ch.next_seq:
+            self.rejected["ack_beyond_sent"] += 1
+            return
+        ch.acked = ack
+        while ch.unacked and next(iter(ch.unacked)) <= ack:
+            seq, _ = ch.unacked.popitem(last=False)
+            changed = self._changed_at.pop((peer, seq), None)
+            if changed is not None:
+                self.lag.append(now - changed)
+
+    def _apply(self, sender: int, rtype: int, f: dict, now: float) -> None:
+        table = self.table
+        self.counters["records_applied"] += 1
+        if rtype == sp.R_ENTRY:
+            owner = self.names.get(f["owner"], f"fw{f['owner']}")
+            entry = table.by_key.get(f["key"])
+            if entry is not None and entry.orig != f["key"]:
+                self.rejected["entry_key_clash"] += 1
+                return
+            if entry is None:
+                entry = table.new_entry(f["key"], f["state"], now, owner, helper=f["helper"],
+                                        related_to=f["master"])
+            elif entry.owner == self.names[self.me] and owner != entry.owner:
+                self.counters["ownership_conflicts"] += 1
+                return
+            entry.state, entry.owner = f["state"], owner
+            entry.expires = now + f["timeout"]
+        elif rtype == sp.R_ENTRY_DEL:
+            entry = table.by_key.get(f["key"])
+            if entry is not None and entry.orig == f["key"] and \
+                    entry.owner == self.names.get(f["owner"]):
+                table.remove(entry)
+        elif rtype == sp.R_EXPECT:
+            if _find_expectation(table, f) is None:
+                table.expect(Expectation(f["proto"], f["src"], f["dst"], f["dport"], f["master"],
+                                         now, now + f["timeout"],
+                                         self.names.get(f["owner"], f"fw{f['owner']}")))
+        elif rtype == sp.R_EXPECT_DEL:
+            exp = _find_expectation(table, f)
+            if exp is not None:
+                table.unexpect(exp)
+        elif rtype == sp.R_COMMON:
+            self.common[f["name"]] = (f["owner"], f["value"])
+
+    # -- observation ---------------------------------------------------------
+    def stats(self) -> dict:
+        """Counters for the inspection command."""
+        me = self.names[self.me]
+        owned = sum(1 for e in self.table.entries() if e.owner == me)
+        lag = sorted(self.lag)
+        pct = (lambda q: round(lag[min(len(lag) - 1, int(q * len(lag)))] * 1000, 3)) if lag else None
+        return {"mode": self.config.mode, "members": self.members, "alive": sorted(self.alive),
+                "backups": node_backups(sorted(self.alive), self.config.k).get(self.me, []),
+                "entries_owned": owned, "entries_backup": len(self.table) - owned,
+                "common": self.table.n_expectations + len(self.common),
+                "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
+                "lag_ms_p50": pct(0.5) if lag else None, "lag_ms_p99": pct(0.99) if lag else None,
+                "counters": dict(self.counters), "rejected": dict(self.rejected)}
+
+
+def _identity(kind: str, obj: object) -> tuple:
+    if isinstance(obj, Entry):
+        return ("entry", obj.orig)
+    return ("expect", obj.proto, obj.src, obj.dst, obj.dport)
+
+
+def _find_expectation(table: ConnectionTable, f: dict) -> Expectation | None:
+    for exp in table.expectations.get((f["proto"], f["dst"], f["dport"]), []):
+        if exp.src == f["src"]:
+            return exp
+    return None

@@ -1,0 +1,222 @@
+"""The sync protocol's wire format: the one place that defines it.
+
+Every message is UDP on the sync network (port 3780, as conntrackd's FT-FW)::
+
+    offset size field
+         0    2 magic 0x4657 ("FW")
+         2    1 version (1)
+         3    1 type: 1 DATA (records, reliable), 2 ACK, 3 HEARTBEAT
+         4    2 sender node id
+         6    2 receiver node id (0: every node)
+         8    8 sender boot epoch (ms since 1970 at process start; a restart raises it)
+        16    4 seq: DATA sequence number on the sender->receiver channel (from 1)
+        20    4 ack: highest seq received in order on the receiver->sender channel
+        24    2 payload length
+        26    2 reserved (0)
+        28    n payload: records (DATA) or the member list (HEARTBEAT)
+      28+n   16 HMAC-SHA256 of bytes 0..28+n under the cluster key, first 16 bytes
+
+A record is ``type (1) | length (2) | value``; all integers are big-endian:
+
+    1 ENTRY      proto 1, src 4, sport 2, dst 4, dport 2, state 1, owner 2,
+                 timeout ms 4, flags 1 (1: FTP helper, 2: related), [master key 13]
+    2 ENTRY_DEL  proto 1, src 4, sport 2, dst 4, dport 2, owner 2
+    3 EXPECT     proto 1, src 4 (0.0.0.0: any), dst 4, dport 2, owner 2,
+                 timeout ms 4, master key 13
+    4 EXPECT_DEL proto 1, src 4, dst 4, dport 2, owner 2
+    5 COMMON     owner 2, name length 1, name, value length 2, value
+                 (authentication or VPN parameters: state every node needs)
+    6 BULK_REQUEST   (empty): send me what I must hold
+    7 BULK_END   records 4: the bulk transfer that this ends carried so many
+
+A HEARTBEAT's payload is the sender's view of live members: count 1, ids 2 each.
+
+A message that is short, has a bad magic, version, length or HMAC, comes from
+an older boot of its sender, or is not addressed to this node is dropped and
+counted by reason (``decode`` raises ``Reject``); it is never applied.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass, field
+
+MAGIC, VERSION, PORT = 0x4657, 1, 3780
+DATA, ACK, HEARTBEAT = 1, 2, 3
+R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END = range(1, 8)
+MAC_LEN = 16
+HEADER = struct.Struct("!HBBHHQIIHH")
+HEADER_LEN = HEADER.size  # 28
+MAX_PAYLOAD = 1400  # keeps a message inside one Ethernet frame
+_KEY = struct.Struct("!B4sH4sH")  # a connection key: 13 bytes
+_REC = struct.Struct("!BH")
+_ENTRY = struct.Struct("!B4sH4sHBHIB")
+_ENTRY_DEL = struct.Struct("!B4sH4sHH")
+_EXPECT = struct.Struct("!B4s4sHHI")
+_EXPECT_DEL = struct.Struct("!B4s4sHH")
+ANY = b"\0\0\0\0"
+
+# Connection states on the wire, by index.
+STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
+          "UNREPLIED", "REPLIED")
+_STATE_INDEX = {s: i for i, s in enumerate(STATES)}
+F_FTP, F_RELATED = 1, 2
+
+
+class Reject(ValueError):
+    """A message that must not be applied; ``reason`` names why (for counters)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Message:
+    """One decoded message."""
+
+    type: int
+    sender: int
+    receiver: int
+    boot: int
+    seq: int = 0
+    ack: int = 0
+    records: list = field(default_factory=list)  # DATA: [(type, fields dict)]
+    members: list = field(default_factory=list)  # HEARTBEAT
+
+
+def encode(msg: Message, key: bytes) -> bytes:
+    """The bytes on the wire of ``msg``, authenticated under ``key``."""
+    if msg.type == HEARTBEAT:
+        payload = struct.pack(f"!B{len(msg.members)}H", len(msg.members), *msg.members)
+    else:
+        payload = b"".join(encode_record(t, f) for t, f in msg.records)
+    if len(payload) > 0xFFFF:
+        raise ValueError("payload too long for one message")
+    head = HEADER.pack(MAGIC, VERSION, msg.type, msg.sender, msg.receiver, msg.boot, msg.seq,
+                       msg.ack, len(payload), 0)
+    body = head + payload
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]
+
+
+def decode(data: bytes, key: bytes) -> Message:
+    """Parse and verify one message; raise Reject with a reason when it is bad."""
+    if len(data) < HEADER_LEN + MAC_LEN:
+        raise Reject("short")
+    magic, version, mtype, sender, receiver, boot, seq, ack, length, _ = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise Reject("bad_magic")
+    if version != VERSION:
+        raise Reject("bad_version")
+    if HEADER_LEN + length + MAC_LEN != len(data):
+        raise Reject("bad_length")
+    body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
+    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]):
+        raise Reject("bad_mac")
+    if mtype not in (DATA, ACK, HEARTBEAT):
+        raise Reject("bad_type")
+    msg = Message(mtype, sender, receiver, boot, seq, ack)
+    payload = body[HEADER_LEN:]
+    try:
+        if mtype == DATA:
+            msg.records = decode_records(payload)
+        elif mtype == HEARTBEAT:
+            n = payload[0]
+            if len(payload) != 1 + 2 * n:
+                raise ValueError("member list length")
+            msg.members = list(struct.unpack_from(f"!{n}H", payload, 1))
+    except (struct.error, IndexError, KeyError, ValueError) as err:
+        raise Reject("bad_record") from err
+    return msg
+
+
+def key_bytes(key: tuple) -> bytes:
+    proto, src, sport, dst, dport = key
+    return _KEY.pack(proto, src, sport, dst, dport)
+
+
+def key_from(data: bytes, off: int = 0) -> tuple:
+    return _KEY.unpack_from(data, off)
+
+
+def encode_record(rtype: int, f: dict) -> bytes:
+    """One record's bytes; ``f`` holds the fields the module docstring lists."""
+    if rtype == R_ENTRY:
+        proto, src, sport, dst, dport = f["key"]
+        flags = (F_FTP if f.get("helper") == "ftp" else 0) | (F_RELATED if f.get("master") else 0)
+        value = _ENTRY.pack(proto, src, sport, dst, dport, _STATE_INDEX[f["state"]], f["owner"],
+                            min(int(f["timeout"] * 1000), 0xFFFFFFFF), flags)
+        if f.get("master"):
+            value += key_bytes(f["master"])
+    elif rtype == R_ENTRY_DEL:
+        proto, src, sport, dst, dport = f["key"]
+        value = _ENTRY_DEL.pack(proto, src, sport, dst, dport, f["owner"])
+    elif rtype == R_EXPECT:
+        value = _EXPECT.pack(f["proto"], f["src"] or ANY, f["dst"], f["dport"], f["owner"],
+                             min(int(f["timeout"] * 1000), 0xFFFFFFFF)) + key_bytes(f["master"])
+    elif rtype == R_EXPECT_DEL:
+        value = _EXPECT_DEL.pack(f["proto"], f["src"] or ANY, f["dst"], f["dport"], f["owner"])
+    elif rtype == R_COMMON:
+        name, val = f["name"].encode(), f["value"]
+        value = struct.pack("!HB", f["owner"], len(name)) + name + struct.pack("!H", len(val)) + val
+    elif rtype == R_BULK_REQUEST:
+        value = b""
+    elif rtype == R_BULK_END:
+        value = struct.pack("!I", f["records"])
+    else:
+        raise ValueError(f"unknown record type {rtype}")
+    return _REC.pack(rtype, len(value)) + value
+
+
+def decode_records(payload: bytes) -> list:
+    """Every record of a DATA payload as (type, fields)."""
+    out, off, end = [], 0, len(payload)
+    while off < end:
+        rtype, length = _REC.unpack_from(payload, off)
+        off += _REC.size
+        value = payload[off:off + length]
+        if len(value) != length:
+            raise ValueError("record runs past the payload")
+        off += length
+        out.append((rtype, _decode_record(rtype, value)))
+    return out
+
+
+def _decode_record(rtype: int, v: bytes) -> dict:
+    if rtype == R_ENTRY:
+        proto, src, sport, dst, dport, state, owner, timeout, flags = _ENTRY.unpack_from(v)
+        f = {"key": (proto, src, sport, dst, dport), "state": STATES[state], "owner": owner,
+             "timeout": timeout / 1000, "helper": "ftp" if flags & F_FTP else None,
+             "master": key_from(v, _ENTRY.size) if flags & F_RELATED else None}
+        if len(v) != _ENTRY.size + (13 if flags & F_RELATED else 0):
+            raise ValueError("ENTRY length")
+        return f
+    if rtype == R_ENTRY_DEL:
+        proto, src, sport, dst, dport, owner = _ENTRY_DEL.unpack(v)
+        return {"key": (proto, src, sport, dst, dport), "owner": owner}
+    if rtype == R_EXPECT:
+        proto, src, dst, dport, owner, timeout = _EXPECT.unpack_from(v)
+        if len(v) != _EXPECT.size + 13:
+            raise ValueError("EXPECT length")
+        return {"proto": proto, "src": None if src == ANY else src, "dst": dst, "dport": dport,
+                "owner": owner, "timeout": timeout / 1000, "master": key_from(v, _EXPECT.size)}
+    if rtype == R_EXPECT_DEL:
+        proto, src, dst, dport, owner = _EXPECT_DEL.unpack(v)
+        return {"proto": proto, "src": None if src == ANY else src, "dst": dst, "dport": dport,
+                "owner": owner}
+    if rtype == R_COMMON:
+        owner, n = struct.unpack_from("!HB", v)
+        name = v[3:3 + n].decode()
+        (m,) = struct.unpack_from("!H", v, 3 + n)
+        value = v[5 + n:5 + n + m]
+        if len(value) != m or 5 + n + m != len(v):
+            raise ValueError("COMMON length")
+        return {"owner": owner, "name": name, "value": value}
+    if rtype == R_BULK_REQUEST:
+        if v:
+            raise ValueError("BULK_REQUEST carries nothing")
+        return {}
+    if rtype == R_BULK_END:
+        return {"records": struct.unpack("!I", v)[0]}
+    raise ValueError(f"unknown record type {rtype}")

@@ -1,0 +1,242 @@
+"""Sync between simulated nodes: modes, triggers, destinations, reliability, hold."""
+import random
+
+import pytest
+
+from nodes import syncproto as sp
+from nodes.engine import ACCEPT, HOLD, INSIDE, OUTSIDE, GatewayEngine
+from nodes.rules import RuleSet
+from nodes.sync import TRIGGERS, SyncConfig, SyncEngine
+from tests.unit.frames import CLIENT, SERVER, tcp
+
+KEY = b"cluster key for tests"
+RULES = RuleSet.from_text("10.0.0.0/25 10.0.0.192/26 tcp 21 accept helper=ftp\n"
+                          "10.0.0.0/25 10.0.0.192/26 tcp 80 accept")
+
+
+class Net:
+    """N nodes: gateway engines with sync engines, joined by a lossy fake network."""
+
+    def __init__(self, n=3, loss=0.0, reorder=False, dup=False, seed=1, **config):
+        self.rnd = random.Random(seed)
+        self.loss, self.reorder, self.dup = loss, reorder, dup
+        self.t = 0.0
+        self.fw, self.sync = {}, {}
+        for i in range(1, n + 1):
+            fw = GatewayEngine(f"fw{i}", RULES)
+            s = SyncEngine(i, list(range(1, n + 1)), fw.table, KEY, SyncConfig(**config), boot=100)
+            fw.sync = s
+            self.fw[i], self.sync[i] = fw, s
+        self.wire = []
+
+    def run(self, seconds=0.0, step=0.005, settle=True):
+        """Deliver and tick until ``seconds`` pass and (``settle``) all is acknowledged."""
+        end = self.t + seconds
+        while True:
+            for s in self.sync.values():
+                s.tick(self.t)
+                for peer, data in s.outbox:
+                    if self.rnd.random() >= self.loss:
+                        self.wire.append((peer, data))
+                        if self.dup:
+                            self.wire.append((peer, data))
+                s.outbox.clear()
+            if self.reorder:
+                self.rnd.shuffle(self.wire)
+            wire, self.wire = self.wire, []
+            for peer, data in wire:
+                self.sync[peer].receive(data, self.t)
+            busy = any(ch.ack_due or ch.unacked or ch.pending
+                       for s in self.sync.values() for p, ch in s.channels.items() if p in s.alive)
+            if self.t >= end and (not settle or not self.wire and not busy):
+                return
+            self.t += step
+
+    def entries(self, i):
+        return {e.orig: e.owner for e in self.fw[i].table.entries()}
+
+
+def syn(fw, sport=40000, dport=80, t=0.0):
+    return fw.process(tcp(sport=sport, dport=dport, flags="S"), OUTSIDE, t)
+
+
+def test_entries_go_to_the_backup_node_only():
+    net = Net(3)
+    syn(net.fw[1], 40000)
+    net.run()
+    assert len(net.entries(1)) == len(net.entries(2)) == 1  # fw2 backs up fw1
+    assert len(net.entries(3)) == 0
+    (owner,) = net.entries(2).values()
+    assert owner == "fw1"
+    assert net.sync[2].stats()["entries_backup"] == 1
+
+
+def test_full_replication_sends_entries_everywhere():
+    net = Net(3, replication="full")
+    syn(net.fw[1])
+    net.run()
+    assert all(len(net.entries(i)) == 1 for i in (1, 2, 3))
+
+
+def test_state_updates_and_deletes_follow():
+    net = Net(3)
+    fw = net.fw[1]
+    syn(fw)
+    fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 5000, 1001), INSIDE, 0)
+    fw.process(tcp(flags="A", seq=1001, ack=5001, dport=80), OUTSIDE, 0)
+    net.run()
+    copy = next(iter(net.fw[2].table.entries()))
+    assert copy.state == "ESTABLISHED"
+    fw.process(tcp(flags="R", seq=1001, dport=80), OUTSIDE, 0)
+    fw.expire(100.0)
+    net.run()
+    assert len(net.fw[2].table) == 0
+
+
+def test_backup_copies_do_not_expire_while_their_owner_lives():
+    net = Net(2)
+    syn(net.fw[1])
+    net.run()
+    assert net.fw[2].expire(10_000.0) == 0 and len(net.fw[2].table) == 1
+
+
+@pytest.mark.parametrize("n, k", [(n, k) for n in (3, 5, 8) for k in (1, 2)])
+def test_each_node_holds_about_one_plus_k_over_n_of_all_entries(n, k):
+    net = Net(n, k=k)
+    total = 60 * n
+    for c in range(total):
+        syn(net.fw[c % n + 1], sport=10000 + c)
+    net.run()
+    for i in range(1, n + 1):
+        assert len(net.fw[i].table) == total * (1 + k) // n
+
+
+def ftp_until_pasv_reply(fw, reply=b"227 Entering Passive Mode (10,0,0,201,195,80).\r\n"):
+    fw.process(tcp(flags="S", seq=1000), OUTSIDE, 0)
+    fw.process(tcp(SERVER, CLIENT, 21, 40000, "SA", 5000, 1001), INSIDE, 0)
+    fw.process(tcp(flags="A", seq=1001, ack=5001), OUTSIDE, 0)
+    return fw.process(tcp(SERVER, CLIENT, 21, 40000, "PA", 5001, 1001, reply), INSIDE, 0)
+
+
+def test_expectations_reach_every_node_and_the_reply_is_held_until_acknowledged():
+    net = Net(3, hold=True)
+    assert ftp_until_pasv_reply(net.fw[1]) == HOLD
+    assert net.fw[1].release(net.t) == []
+    net.run()
+    released = net.fw[1].release(net.t)
+    assert len(released) == 1 and b"227" in released[0][0]
+    for i in (2, 3):
+        assert net.fw[i].table.n_expectations == 1
+    # the data connection lands on fw3, which admits it, and the others forget it
+    data = tcp(CLIENT, SERVER, 41000, 50000, "S")
+    assert net.fw[3].process(data, OUTSIDE, net.t) == ACCEPT
+    net.run()
+    assert [net.fw[i].table.n_expectations for i in (1, 2, 3)] == [0, 0, 0]
+
+
+def test_without_hold_the_reply_passes_at_once():
+    net = Net(3, hold=False)
+    assert ftp_until_pasv_reply(net.fw[1]) == ACCEPT
+
+
+def test_periodic_sync_waits_for_its_interval():
+    net = Net(3, mode="periodic", interval=1.0)
+    assert ftp_until_pasv_reply(net.fw[1]) == ACCEPT  # prior art: nothing to hold for
+    net.run(0.5)
+    assert net.fw[2].table.n_expectations == 0  # the window the seed complains of
+    net.run(0.6)
+    assert net.fw[2].table.n_expectations == 1
+
+
+def test_combined_mode_resets_the_periodic_timer():
+    net = Net(2, mode="combined", interval=1.0)
+    net.run(0.9)
+    syn(net.fw[1], t=net.t)
+    assert net.sync[1].next_periodic == pytest.approx(net.t + 1.0)
+    net.run(0.2)
+    assert net.sync[1].counters.get("periodic_syncs", 0) == 0
+
+
+def test_full_periodic_sends_everything_each_interval():
+    net = Net(2, mode="periodic", periodic="full", interval=0.5)
+    syn(net.fw[1])
+    net.run(1.6)
+    assert net.sync[1].counters["periodic_syncs"] == 3
+    assert net.sync[1].counters["records_sent"] == 3  # the one entry, every time
+
+
+def test_mode_none_sends_nothing():
+    net = Net(3, mode="none")
+    ftp_until_pasv_reply(net.fw[1])
+    net.run(2.0)
+    assert net.sync[1].counters.get("bytes_sent", 0) == 0
+
+
+@pytest.mark.parametrize("trigger", ["new_connection", "state_modified", "multi_node_session"])
+def test_each_trigger_fires_and_a_switched_off_one_does_not(trigger):
+    def scenario(net):
+        fw = net.fw[1]
+        syn(fw)  # new_connection
+        fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 5000, 1001), INSIDE, 0)  # state_modified
+        net.run()
+        # fw2 now handles a packet of fw1's connection: multi_node_session
+        net.fw[2].process(tcp(flags="A", seq=1001, ack=5001, dport=80), OUTSIDE, net.t)
+        net.run()
+        return sum(s.counters.get(f"trigger_{trigger}", 0) for s in net.sync.values())
+
+    assert scenario(Net(3)) >= 1
+    assert scenario(Net(3, triggers=tuple(t for t in TRIGGERS if t != trigger))) == 0
+
+
+def test_nothing_is_lost_with_loss_reordering_and_duplicates():
+    net = Net(3, loss=0.3, reorder=True, dup=True, replication="full")
+    for c in range(200):
+        syn(net.fw[c % 3 + 1], sport=20000 + c, t=net.t)
+        if c % 20 == 0:
+            net.run(0.01, settle=False)
+    net.run(2.0)
+    for i in (1, 2, 3):
+        assert len(net.fw[i].table) == 200
+    counters = sum((s.counters for s in net.sync.values()), start=__import__("collections").Counter())
+    rejected = sum((s.rejected for s in net.sync.values()), start=__import__("collections").Counter())
+    assert counters["retransmissions"] > 0 and rejected["duplicate"] > 0
+    assert counters["out_of_order"] > 0
+    assert all(not ch.unacked for s in net.sync.values() for ch in s.channels.values())
+
+
+def test_forged_replayed_and_stale_messages_are_not_applied():
+    net = Net(2)
+    syn(net.fw[1])
+    net.sync[1].flush(0)
+    (peer, data), = net.sync[1].outbox
+    net.sync[1].outbox.clear()
+    s2 = net.sync[2]
+    forged = sp.encode(sp.decode(data, KEY), b"not the cluster key")
+    s2.receive(forged, 0)
+    assert len(net.fw[2].table) == 0 and s2.rejected["bad_mac"] == 1
+    s2.receive(data, 0)
+    s2.receive(data, 0)  # a replay
+    assert len(net.fw[2].table) == 1 and s2.rejected["duplicate"] == 1
+    old = sp.decode(data, KEY)
+    old.boot, old.seq = 50, 2  # an earlier incarnation of fw1
+    s2.receive(sp.encode(old, KEY), 0)
+    assert s2.rejected["old_boot"] == 1
+    stranger = sp.decode(data, KEY)
+    stranger.sender = 9
+    s2.receive(sp.encode(stranger, KEY), 0)
+    assert s2.rejected["not_a_member"] == 1
+
+
+def test_replication_lag_is_measured():
+    net = Net(2)
+    syn(net.fw[1])
+    net.run()
+    stats = net.sync[1].stats()
+    assert stats["lag_ms_p50"] is not None and stats["lag_ms_p50"] >= 0
+
+
+def test_bad_config_is_one_line():
+    with pytest.raises(ValueError, match="sync mode 'sometimes' unknown"):
+        SyncConfig(mode="sometimes").validate()
+    with pytest.raises(ValueError, match="unknown triggers"):
+        SyncConfig(triggers=("full_moon",)).validate()

@@ -1,0 +1,70 @@
+"""The wire format: round trips, and every kind of bad message rejected."""
+import pytest
+
+from nodes import syncproto as sp
+from nodes.packet import ip_bytes
+
+KEY = b"k" * 32
+A, B = ip_bytes("10.0.0.1"), ip_bytes("10.0.0.201")
+CONN = (6, A, 40000, B, 21)
+
+RECORDS = [
+    (sp.R_ENTRY, {"key": CONN, "state": "ESTABLISHED", "owner": 2, "timeout": 431999.5,
+                  "helper": "ftp", "master": None}),
+    (sp.R_ENTRY, {"key": (6, B, 20, A, 50000), "state": "SYN_SENT", "owner": 3, "timeout": 120.0,
+                  "helper": None, "master": CONN}),
+    (sp.R_ENTRY_DEL, {"key": CONN, "owner": 2}),
+    (sp.R_EXPECT, {"proto": 6, "src": None, "dst": A, "dport": 50000, "owner": 2,
+                   "timeout": 300.0, "master": CONN}),
+    (sp.R_EXPECT_DEL, {"proto": 6, "src": A, "dst": B, "dport": 50001, "owner": 2}),
+    (sp.R_COMMON, {"owner": 1, "name": "vpn:tunnel1", "value": b"\x01\x02secret"}),
+    (sp.R_BULK_REQUEST, {}),
+    (sp.R_BULK_END, {"records": 12345}),
+]
+
+
+def test_every_record_type_round_trips():
+    msg = sp.Message(sp.DATA, 2, 3, 1700000000000, 7, 5, RECORDS)
+    back = sp.decode(sp.encode(msg, KEY), KEY)
+    assert (back.type, back.sender, back.receiver, back.boot, back.seq, back.ack) == \
+        (sp.DATA, 2, 3, 1700000000000, 7, 5)
+    assert back.records == RECORDS
+
+
+def test_heartbeat_and_ack_round_trip():
+    hb = sp.decode(sp.encode(sp.Message(sp.HEARTBEAT, 1, 0, 9, members=[1, 2, 5]), KEY), KEY)
+    assert hb.members == [1, 2, 5]
+    ack = sp.decode(sp.encode(sp.Message(sp.ACK, 1, 2, 9, 0, 41), KEY), KEY)
+    assert (ack.type, ack.ack) == (sp.ACK, 41)
+
+
+def good() -> bytes:
+    return sp.encode(sp.Message(sp.DATA, 2, 3, 9, 1, 0, RECORDS[:2]), KEY)
+
+
+def reframe(body: bytes) -> bytes:
+    """A message whose HMAC is right but whose content is crafted."""
+    import hashlib
+    import hmac
+    return body + hmac.new(KEY, body, hashlib.sha256).digest()[:sp.MAC_LEN]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "short"),
+    (good()[:20], "short"),
+    (good()[:-1], "bad_length"),
+    (good() + b"x", "bad_length"),
+    (b"XX" + good()[2:], "bad_magic"),
+    (good()[:2] + b"\x09" + good()[3:], "bad_version"),
+    (good()[:40] + bytes([good()[40] ^ 1]) + good()[41:], "bad_mac"),  # a flipped bit
+    (sp.encode(sp.Message(sp.DATA, 2, 3, 9, 1, 0, RECORDS[:2]), b"other key"), "bad_mac"),
+    (reframe(good()[:2] + b"\x01\x07" + good()[4:-sp.MAC_LEN]), "bad_type"),
+    (reframe(sp.HEADER.pack(sp.MAGIC, 1, sp.DATA, 2, 3, 9, 1, 0, 3, 0) + b"\x01\x00\x09"),
+     "bad_record"),
+    (reframe(sp.HEADER.pack(sp.MAGIC, 1, sp.DATA, 2, 3, 9, 1, 0, 3, 0) + b"\x63\x00\x00"),
+     "bad_record"),
+])
+def test_bad_messages_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(sp.Reject) as err:
+        sp.decode(data, KEY)
+    assert err.value.reason == reason
