@@ -110,7 +110,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
     stats = {}
     progress(f"{point.name}: starting {topo['nodes']} node(s)")
     with Cluster(out, resolved["cluster"]["rules"], n=topo["nodes"], clients=topo["clients"],
-                 servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log) as cluster:
+                 servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log,
+                 sync=specs.cluster_sync(resolved["cluster"])) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         records = run_ftp(cluster, out, traffic["sessions"], traffic["modes"],
                           traffic["file_size"], traffic["files"], traffic["concurrency"],

@@ -12,9 +12,10 @@ import tomllib
 from dataclasses import dataclass
 
 from nodes.rules import RuleError, RuleSet
+from nodes.sync import TRIGGERS, SyncConfig
 
 MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
-SYNC_MODES = ("none",)  # periodic, on-demand and combined come with the sync protocol
+SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold")
 FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
 SWEEPABLE = (("topology", "nodes"), ("traffic", "sessions"))
 
@@ -23,7 +24,9 @@ DEFAULTS = {
     "seed": 1,
     "repetitions": 1,
     "topology": {"nodes": 3, "clients": 2, "servers": 2},
-    "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules"},
+    "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
+                "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
+                "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0},
     "timeline": [],
@@ -101,8 +104,12 @@ def validate(spec: dict, path: str = "<spec>") -> None:
     for field in ("clients", "servers"):
         need(isinstance(topo[field], int) and 1 <= topo[field] <= 50,
              f"topology.{field} must be 1..50")
-    need(cluster["sync"] in SYNC_MODES,
-         f"cluster.sync = {cluster['sync']!r} is not available (available: {', '.join(SYNC_MODES)})")
+    try:
+        sync_config(cluster).validate()
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{path}: cluster: {err}") from None
+    need(isinstance(cluster["hold_timeout"], (int, float)) and cluster["hold_timeout"] > 0,
+         "cluster.hold_timeout must be > 0 seconds")
     try:
         RuleSet.from_file(cluster["rules"])
     except RuleError as err:
@@ -121,6 +128,19 @@ def validate(spec: dict, path: str = "<spec>") -> None:
     need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,
          "traffic.timeout must be > 0 seconds")
     need(spec["timeline"] == [], "timeline: fault injection is not available yet; leave it empty")
+
+
+def sync_config(cluster: dict) -> SyncConfig:
+    """The SyncConfig a spec's [cluster] table asks for."""
+    settings = {name: cluster[name] for name in SYNC_SETTINGS if name != "mode"}
+    settings["triggers"] = tuple(settings["triggers"])
+    return SyncConfig(mode=cluster["sync"], **settings)
+
+
+def cluster_sync(cluster: dict) -> dict:
+    """The sync settings handed to the cluster runner (and on to every node)."""
+    settings = {name: cluster[name] for name in SYNC_SETTINGS if name != "mode"}
+    return {"mode": cluster["sync"], **settings, "hold_timeout": cluster["hold_timeout"]}
 
 
 def points(spec: dict) -> list[Point]:

@@ -8,6 +8,7 @@ engine's events (new, destroy, expect, drop) as JSON lines. I/O only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import json
 import os
@@ -22,19 +23,35 @@ from nodes.control import socket_path
 from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
 from nodes.ports import open_port
 from nodes.rules import RuleError, RuleSet
+from nodes.sync import SyncConfig, SyncEngine
+from nodes.syncproto import PORT
+
+SETTABLE = {"mode": str, "interval": float, "periodic": str, "hold": lambda v: v in ("1", "on", "true"),
+            "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str}
 
 BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
+
+
+SYNC_TICK = 0.005  # seconds between retransmission checks while something is unacknowledged
 
 
 class Node:
     """The I/O loop of one firewall node."""
 
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
-                 events_path: str | None, ring: bool = True):
+                 events_path: str | None, ring: bool = True, sync: SyncEngine | None = None,
+                 peers: dict[int, str] | None = None):
         self.engine = engine
         self.ports = [open_port(outside, ring), open_port(inside, ring)]
         self.sent = [0, 0]
+        self.sync, self.peers = sync, peers or {}
+        self.sync_sock = None
+        if sync is not None:
+            self.sync_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sync_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.sync_sock.bind((self.peers[sync.me], PORT))
+            self.sync_sock.setblocking(False)
         self.control_path = control
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         if os.path.exists(control):
@@ -48,25 +65,30 @@ class Node:
         self.running = True
 
     def run(self) -> None:
-        """Forward frames until SIGTERM or SIGINT."""
+        """Forward frames and synchronize state until SIGTERM or SIGINT."""
         out, inn = self.ports
         fds = {out.fileno(): OUTSIDE, inn.fileno(): INSIDE}
         ctl = self.control.fileno()
-        watch = [out, inn, self.control]
+        watch = [out, inn, self.control] + ([self.sync_sock] if self.sync_sock else [])
+        sync_fd = self.sync_sock.fileno() if self.sync_sock else -1
         next_housekeeping = time.monotonic() + HOUSEKEEPING
         while self.running:
-            timeout = 0.005 if self.engine.held else HOUSEKEEPING
             try:
-                readable, _, _ = select.select(watch, [], [], timeout)
+                readable, _, _ = select.select(watch, [], [], self.timeout())
             except InterruptedError:
                 continue
             for sock in readable:
                 fd = sock.fileno()
                 if fd == ctl:
                     self.serve_control()
+                elif fd == sync_fd:
+                    self.receive_sync()
                 else:
                     self.pump(fds[fd])
             now = time.monotonic()
+            if self.sync is not None:
+                self.sync.tick(now)
+                self.send_sync()
             if self.engine.held:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
@@ -75,6 +97,37 @@ class Node:
                 self.flush_events()
                 next_housekeeping = now + HOUSEKEEPING
         self.flush_events()
+
+    def timeout(self) -> float:
+        """How long select may wait: short while packets are held or sync is unacked."""
+        if self.engine.held:
+            return 0.001
+        if self.sync is None:
+            return HOUSEKEEPING
+        if any(ch.unacked for ch in self.sync.channels.values()):
+            return SYNC_TICK
+        if self.sync.config.periodic_on:
+            return max(0.0, min(HOUSEKEEPING, self.sync.next_periodic - time.monotonic()))
+        return HOUSEKEEPING
+
+    def receive_sync(self) -> None:
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                data = self.sync_sock.recv(65536)
+            except BlockingIOError:
+                break
+            self.sync.receive(data, now)
+        self.sync.flush(now)  # acknowledge at once: the sender may be holding a packet
+        self.send_sync()
+
+    def send_sync(self) -> None:
+        for peer, data in self.sync.outbox:
+            try:
+                self.sync_sock.sendto(data, (self.peers[peer], PORT))
+            except OSError:  # a full queue or an unreachable peer: the resend queue retries
+                self.sync.counters["send_errors"] += 1
+        self.sync.outbox.clear()
 
     def pump(self, ingress: int) -> None:
         """Read a batch of frames from one port, act on each verdict, send in one go."""
@@ -86,6 +139,9 @@ class Node:
                 sent += 1
         tx.flush()
         self.sent[1 - ingress] += sent
+        if self.sync is not None:
+            self.sync.flush(now)
+            self.send_sync()
 
     def send(self, egress: int, frame: bytes) -> None:
         if self.ports[egress].send(frame):
@@ -115,15 +171,39 @@ class Node:
                                   "inside": self.ports[INSIDE].tx_errors}
             stats["rx_truncated"] = sum(p.rx_truncated for p in self.ports)
             stats["port_kind"] = self.ports[OUTSIDE].kind
+            if self.sync is not None:
+                stats["sync"] = self.sync.stats()
             stats["pid"] = os.getpid()
             return stats
         if command == "dump":
             return self.engine.dump(now)
+        if command.startswith("set "):
+            return self.set_sync(command[4:])
         if command == "ports":
             return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
         if command == "ping":
             return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump, ports or ping)"}
+        return {"error": f"unknown command {command!r} (use stats, dump, ports, ping or set KEY=VALUE ...)"}
+
+    def set_sync(self, args: str) -> dict:
+        """Change sync settings at run time, e.g. ``set mode=periodic interval=2``."""
+        if self.sync is None:
+            return {"error": "this node was started without --sync-config"}
+        config = self.sync.config
+        changes = {}
+        try:
+            for item in args.split():
+                name, _, value = item.partition("=")
+                if name not in SETTABLE:
+                    raise ValueError(f"cannot set {name!r} (settable: {', '.join(SETTABLE)})")
+                changes[name] = SETTABLE[name](value)
+            candidate = dataclasses.replace(config, **changes)
+            candidate.validate()
+        except ValueError as err:
+            return {"error": str(err)}
+        self.sync.config = candidate
+        self.sync.next_periodic = time.monotonic() + candidate.interval
+        return {"ok": True, "sync": dataclasses.asdict(candidate)}
 
     def flush_events(self) -> None:
         events = self.engine.drain_events()
@@ -138,10 +218,32 @@ class Node:
     def close(self) -> None:
         for sock in (*self.ports, self.control):
             sock.close()
+        if self.sync_sock:
+            self.sync_sock.close()
         if os.path.exists(self.control_path):
             os.unlink(self.control_path)
         if self.events:
             self.events.close()
+
+
+def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
+    """The sync engine of node ``name`` from the cluster's sync config file."""
+    with open(path, encoding="utf-8") as fh:
+        raw = json.load(fh)
+    names = {int(i): n for i, n in raw["names"].items()}
+    me = {n: i for i, n in names.items()}[name]
+    with open(raw["key_file"], "rb") as fh:
+        key = fh.read()
+    if len(key) < 16:
+        raise ValueError("the cluster key must be at least 16 bytes")
+    settings = dict(raw.get("settings", {}))
+    hold_timeout = float(settings.pop("hold_timeout", 0.05))
+    if "triggers" in settings:
+        settings["triggers"] = tuple(settings["triggers"])
+    config = SyncConfig(**settings)
+    sync = SyncEngine(me, list(names), engine.table, key, config, names, now=time.monotonic())
+    peers = {int(i): a for i, a in raw["addresses"].items()}
+    return sync, peers, hold_timeout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", help="control socket path (default from --run-id)")
     parser.add_argument("--events", help="append events as JSON lines to this file")
     parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
+    parser.add_argument("--sync-config", help="JSON file: members, key file and sync settings")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
@@ -163,9 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
+    sync, peers = None, None
+    if args.sync_config:
+        try:
+            sync, peers, hold_timeout = load_sync(args.sync_config, args.name, engine)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"fw-node: bad sync config {args.sync_config}: {err}", file=sys.stderr)
+            return 2
+        engine.sync, engine.hold_timeout = sync, hold_timeout
     control = args.control or socket_path(args.run_id, args.name)
     try:
-        node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring)
+        node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring,
+                    sync, peers)
     except OSError as err:
         print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)

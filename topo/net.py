@@ -18,7 +18,7 @@ import time
 from controller.steering import ClusterSpec, SwitchSpec
 from nodes.control import RUN_ROOT, ask, set_current_run, socket_path
 from topo.cluster import (HOST_PORT_BASE, FirewallClusterTopo, client_mac, datapath,
-                          server_mac)
+                          server_mac, sync_ip)
 from topo.procs import Proc, kill_pidfiles, wait_until
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
@@ -91,17 +91,19 @@ class Cluster:
 
     def __init__(self, run_dir: str, rules: str, n: int = 3, clients: int = 2,
                  servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
-                 established_timeout: float = 432000.0):
+                 established_timeout: float = 432000.0, sync: dict | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
         self.run_id = run_id or f"fwc-{os.getpid()}-{int(time.time())}"
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
+        self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
         self.net = None
+        self.sync_config = None
         self.datapath = datapath()
 
     # -- lifecycle -------------------------------------------------------
@@ -144,9 +146,25 @@ class Cluster:
             wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
                        f"the controller to install flows on {sw}")
         self._died(ctl)
+        self.sync_config = self.write_sync_config()
         for i in range(1, self.n + 1):
             self.start_node(f"fw{i}")
-        self.log("cluster_up", nodes=self.n)
+        self.log("cluster_up", nodes=self.n, sync=self.sync.get("mode", "none"))
+
+    def write_sync_config(self) -> str | None:
+        """The sync config every node reads, and a fresh cluster key (mode 0600)."""
+        if self.sync.get("mode", "none") == "none":
+            return None
+        key_file = os.path.join(self.run_dir, "cluster.key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(os.urandom(32))
+        path = os.path.join(self.run_dir, "sync.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"names": {i: f"fw{i}" for i in range(1, self.n + 1)},
+                       "addresses": {i: sync_ip(i) for i in range(1, self.n + 1)},
+                       "key_file": key_file, "settings": self.sync}, fh, indent=2)
+        return path
 
     def start_node(self, name: str) -> Proc:
         """Start the firewall node process in host ``name`` and wait until it answers."""
@@ -156,6 +174,8 @@ class Cluster:
                "--rules", self.rules, "--run-id", self.run_id,
                "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
                "--established-timeout", str(self.established_timeout)]
+        if self.sync_config:
+            cmd += ["--sync-config", self.sync_config]
         proc = self.spawn(name, cmd, host=host)
         wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
         self._died(proc)

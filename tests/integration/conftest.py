@@ -59,6 +59,7 @@ def cluster_factory(tmp_path):
     made = []
 
     def make(n: int = 3, rules: str = "experiments/rules/ftp.rules", **kw):
+        """A started cluster; ``kw`` goes to Cluster (e.g. sync={"mode": "ondemand"})."""
         run_id = f"fwc-test-{os.getpid()}-{len(made)}"
         cluster = Cluster(str(tmp_path / run_id), rules, n=n, run_id=run_id, **kw)
         made.append(cluster)

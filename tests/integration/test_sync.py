@@ -1,0 +1,81 @@
+"""State synchronization in a real 3-node cluster (issue 3)."""
+import pytest
+
+from tests.integration.test_cluster import MODES, flushed_events, ftp
+
+pytestmark = pytest.mark.mininet
+
+
+def sync_stats(cluster):
+    return {n: cluster.ask(n, "stats") for n in cluster.node_names()}
+
+
+def test_on_demand_sync_with_hold_carries_every_ftp_session(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "hold": True})
+    records, _ = ftp(cluster, 50, seed=3)
+    records = flushed_events(cluster, records)
+    assert len(records) == 50 and {r["mode"] for r in records} == set(MODES)
+    assert [r for r in records if r["outcome"] != "ok"] == []  # checksums verified
+    assert sum(r["same_node"] is False for r in records) >= 10  # the race was there to lose
+    stats = sync_stats(cluster)
+    assert sum(s["counters"].get("holds_completed", 0) for s in stats.values()) == 50
+    assert sum(s["counters"].get("holds_timed_out", 0) for s in stats.values()) == 0
+    assert sum(s["drops"].get("policy", 0) for s in stats.values()) == 0  # no SYN refused
+
+
+def test_periodic_sync_with_a_long_interval_loses_related_connections(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "periodic", "interval": 30.0})
+    records, _ = ftp(cluster, 16, seed=4)
+    records = flushed_events(cluster, records)
+    elsewhere = [r for r in records if r["same_node"] is False]
+    assert elsewhere and all(r["outcome"] != "ok" for r in elsewhere)
+    assert all(r["outcome"] == "ok" for r in records if r["same_node"])
+    refused = sum(s["drops"].get("policy", 0) for s in sync_stats(cluster).values())
+    assert refused >= len(elsewhere)
+
+
+def test_backup_groups_hold_their_predecessors_entries_not_all(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "k": 1})
+    ftp(cluster, 24, seed=5)
+    sync = {n: s["sync"] for n, s in sync_stats(cluster).items()}
+    assert sync["fw1"]["backups"] == [2] and sync["fw2"]["backups"] == [3]
+    # cyclic, k = 1: fw2 holds fw1's entries, fw3 fw2's, fw1 fw3's, and nothing more
+    assert sync["fw2"]["entries_backup"] == sync["fw1"]["entries_owned"]
+    assert sync["fw3"]["entries_backup"] == sync["fw2"]["entries_owned"]
+    assert sync["fw1"]["entries_backup"] == sync["fw3"]["entries_owned"]
+    total = sum(s["entries_owned"] for s in sync.values())
+    for s in sync.values():
+        assert s["entries_owned"] + s["entries_backup"] < total
+
+
+LOSS = ("nft add table netdev fwloss; "
+        "nft add chain netdev fwloss c '{{ type filter hook ingress device \"{intf}\" priority 0; "
+        "policy accept; }}'; "
+        "nft add rule netdev fwloss c numgen random mod 100 '<' {percent} counter drop")
+
+
+def test_nothing_is_lost_with_ten_percent_loss_on_the_sync_link(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "hold": True,
+                                         "replication": "full"})
+    for node in cluster.node_names():
+        out = cluster.net[node].cmd(LOSS.format(intf=f"{node}-eth2", percent=10))
+        assert "Error" not in out, out
+    records, _ = ftp(cluster, 24, seed=6)
+    assert [r for r in records if r["outcome"] != "ok"] == []
+    stats = sync_stats(cluster)
+    dropped = sum(int(cluster.net[n].cmd("nft list table netdev fwloss | grep -o 'packets [0-9]*'"
+                                         ).split()[1]) for n in cluster.node_names())
+    assert dropped > 0
+    assert sum(s["sync"]["counters"].get("retransmissions", 0) for s in stats.values()) > 0
+    # full replication: every node ends with every entry
+    counts = {n: s["entries"] for n, s in stats.items()}
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_sync_mode_can_be_switched_at_run_time(cluster_factory):
+    cluster = cluster_factory(n=2, sync={"mode": "ondemand"})
+    answer = cluster.ask("fw1", "set mode=periodic interval=5")
+    assert answer.get("ok") and answer["sync"]["mode"] == "periodic"
+    assert "unknown" in cluster.ask("fw1", "set mode=sometimes")["error"]
+    assert "cannot set" in cluster.ask("fw1", "set key=x")["error"]
+    assert cluster.ask("fw1", "stats")["sync"]["mode"] == "periodic"
