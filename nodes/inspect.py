@@ -49,6 +49,18 @@ def format_stats(s: dict) -> str:
     lines += [f"    {k:<26}{v:>10}" for k, v in sorted(s["drops"].items())] or ["    (none)"]
     lines.append("  counters:")
     lines += [f"    {k:<26}{v:>10}" for k, v in sorted(s["counters"].items())]
+    sync = s.get("sync")
+    if sync:
+        backups = ", ".join(f"fw{b}" for b in sync["backups"]) or "none"
+        lines += [f"  sync: mode {sync['mode']}, alive {sync['alive']}, backed up by {backups}",
+                  f"    entries owned / backup / common: {sync['entries_owned']} / "
+                  f"{sync['entries_backup']} / {sync['common']}",
+                  f"    replication lag ms p50 / p99: {sync['lag_ms_p50']} / {sync['lag_ms_p99']}",
+                  f"    unacknowledged messages: {sync['unacked']}"]
+        lines += [f"    {k:<24}{v:>12}" for k, v in sorted(sync["counters"].items())]
+        lines.append("    rejected by reason:")
+        lines += [f"      {k:<22}{v:>12}" for k, v in sorted(sync["rejected"].items())] or \
+            ["      (none)"]
     return "\n".join(lines)
 
 

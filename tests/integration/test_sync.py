@@ -79,3 +79,15 @@ def test_sync_mode_can_be_switched_at_run_time(cluster_factory):
     assert "unknown" in cluster.ask("fw1", "set mode=sometimes")["error"]
     assert "cannot set" in cluster.ask("fw1", "set key=x")["error"]
     assert cluster.ask("fw1", "stats")["sync"]["mode"] == "periodic"
+
+
+def test_inspection_shows_the_sync_counters(cluster_factory):
+    import subprocess
+    import sys
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"})
+    ftp(cluster, 4, seed=7)
+    out = subprocess.run([sys.executable, "-m", "nodes.inspect", "fw2", "-s", "--run-id",
+                          cluster.run_id], capture_output=True, text=True).stdout
+    assert "sync: mode ondemand, alive [1, 2, 3], backed up by fw3" in out
+    assert "entries owned / backup / common" in out and "messages_sent" in out
+    assert "rejected by reason" in out
