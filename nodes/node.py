@@ -96,7 +96,24 @@ class Node:
                 self.engine.expire(now)
                 self.flush_events()
                 next_housekeeping = now + HOUSEKEEPING
+        self.leave()
         self.flush_events()
+
+    def leave(self, grace: float = 0.5) -> None:
+        """Graceful leave: tell the peers, let them acknowledge what is in flight."""
+        if self.sync is None:
+            return
+        start = time.monotonic()
+        self.sync.leave(start)
+        while time.monotonic() - start < grace:
+            now = time.monotonic()
+            self.sync.tick(now)
+            self.send_sync()
+            readable, _, _ = select.select([self.sync_sock], [], [], SYNC_TICK)
+            if readable:
+                self.receive_sync()
+            if not any(c.unacked for c in self.sync.channels.values()) and now - start > 0.05:
+                break
 
     def timeout(self) -> float:
         """How long select may wait: short while packets are held or sync is unacked."""
@@ -134,6 +151,10 @@ class Node:
         rx, tx = self.ports[ingress], self.ports[1 - ingress]
         process, send, now = self.engine.process, tx.send, time.monotonic()
         sent = 0
+        if self.sync is not None and not self.sync.ready:
+            dropped = len(rx.recv_batch(BATCH))  # no state yet: forwarding would be blind
+            self.engine.drops["not_ready"] += dropped
+            return
         for frame in rx.recv_batch(BATCH):
             if process(frame, ingress, now) == ACCEPT and send(frame):
                 sent += 1
@@ -207,6 +228,9 @@ class Node:
 
     def flush_events(self) -> None:
         events = self.engine.drain_events()
+        if self.sync is not None and self.sync.events:
+            events += self.sync.events
+            self.sync.events = []
         if not self.events or not events:
             return
         for t, kind, fields in events:

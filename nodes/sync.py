@@ -16,6 +16,13 @@ bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
   out-of-order window; duplicates and replays are dropped and counted.
 - Holding (method 800): ``request_sync`` returns a ticket that is ``done`` once
   every live member that must know has acknowledged it.
+- Membership (method 700): heartbeats; a peer not heard for ``dead_after`` has
+  failed (a heartbeat that leaves its sender out is a graceful leave). The
+  failed node's first live backup adopts its connections; every node sends its
+  own entries to backups it did not have before, so no node is left without one,
+  and drops copies of nodes it no longer backs up. A new or restarted node asks
+  every peer for state (BULK_REQUEST) and is ``ready`` once each has answered
+  with common state and the entries the newcomer must back up (BULK_END).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
 from nodes.conntrack import ConnectionTable, Entry, Expectation
-from nodes.groups import connection_backups, node_backups
+from nodes.groups import adopter, connection_backups, node_backups
 
 MODES = ("none", "periodic", "ondemand", "combined")
 TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
@@ -50,6 +57,9 @@ class SyncConfig:
     hold: bool = True
     rto: float = 0.02  # seconds before an unacknowledged message is sent again
     window: int = 4096  # messages a receiver buffers out of order
+    heartbeat: float = 0.02  # seconds between heartbeats on the sync network
+    dead_after: float = 0.1  # a peer not heard from for this long has failed
+    bulk_timeout: float = 2.0  # a joining node is ready after this even without answers
 
     def validate(self) -> None:
         """Raise ValueError, in one line, for a setting that cannot work."""
@@ -66,6 +76,8 @@ class SyncConfig:
             raise ValueError("selection must be 'node' or 'connection'")
         if self.k < 1 or self.interval <= 0 or self.rto <= 0:
             raise ValueError("k must be >= 1, interval and rto > 0")
+        if not 0 < self.heartbeat < self.dead_after:
+            raise ValueError("heartbeat must be > 0 and shorter than dead_after")
 
     @property
     def periodic_on(self) -> bool:
@@ -120,6 +132,15 @@ class SyncEngine:
         self.common: dict[str, tuple[int, bytes]] = {}
         self.lag: list[float] = []  # seconds from state change to acknowledgement
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
+        self.last_heard = {p: now for p in self.channels}
+        self.next_heartbeat = now
+        self.leaving = False
+        self.events: list[tuple] = []  # (time, kind, fields): membership changes, for the log
+        # Ask every peer for the state this node must hold (method 700, step 704).
+        self.bulk_waiting = set(self.channels) if self.config.mode != "none" else set()
+        self.bulk_deadline = now + self.config.bulk_timeout
+        for peer in self.bulk_waiting:
+            self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
 
     # -- the SyncPort the gateway engine calls -----------------------------
     def state_changed(self, kind: str, obj: object, now: float) -> None:
@@ -217,6 +238,8 @@ class SyncEngine:
         self.outbox.append((peer, data))
         self.counters["messages_sent"] += 1
         self.counters["records_sent"] += len(records)
+        for rtype, _ in records:
+            self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
         self.counters["bytes_sent"] += len(data)
 
     def _send(self, peer: int, msg: sp.Message) -> None:
@@ -226,7 +249,10 @@ class SyncEngine:
         self.counters["bytes_sent"] += len(data)
 
     def tick(self, now: float) -> None:
-        """Periodic sync when due, retransmissions, pending records and acks."""
+        """Heartbeats, failure detection, periodic sync, retransmissions, pending records."""
+        if self.config.mode == "none":
+            return
+        self._heartbeats(now)
         if self.config.periodic_on and now >= self.next_periodic:
             self.periodic_sync(now)
         for peer, ch in self.channels.items():
@@ -278,6 +304,11 @@ class SyncEngine:
                 self.channels[msg.sender] = ch = Channel()
             ch.peer_boot = msg.boot
         self.counters["bytes_received"] += len(data)
+        if msg.type == sp.HEARTBEAT and msg.sender not in msg.members:
+            self.peer_failed(msg.sender, now, "node_offline")  # a graceful leave
+            self.last_heard[msg.sender] = now
+            return
+        self._heard(msg.sender, now)
         if msg.type in (sp.DATA, sp.ACK):
             self._acked(msg.sender, ch, msg.ack, now)
         if msg.type != sp.DATA:
@@ -315,6 +346,7 @@ class SyncEngine:
     def _apply(self, sender: int, rtype: int, f: dict, now: float) -> None:
         table = self.table
         self.counters["records_applied"] += 1
+        self.counters[f"received_{sp.RECORD_NAMES[rtype]}"] += 1
         if rtype == sp.R_ENTRY:
             owner = self.names.get(f["owner"], f"fw{f['owner']}")
             entry = table.by_key.get(f["key"])
@@ -345,6 +377,117 @@ class SyncEngine:
                 table.unexpect(exp)
         elif rtype == sp.R_COMMON:
             self.common[f["name"]] = (f["owner"], f["value"])
+        elif rtype == sp.R_BULK_REQUEST:
+            if "state_requested" in self.config.triggers and self.config.ondemand_on:
+                self.counters["trigger_state_requested"] += 1
+                self._answer_bulk(sender, now)
+            else:
+                self.channels[sender].pending.append((sp.R_BULK_END, {"records": 0}))
+        elif rtype == sp.R_BULK_END:
+            self.bulk_waiting.discard(sender)
+            self.counters["bulk_records_received"] += f["records"]
+
+    # -- membership ----------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True once every live peer answered the bulk request (or it timed out)."""
+        return not (self.bulk_waiting & self.alive)
+
+    def _heard(self, peer: int, now: float) -> None:
+        self.last_heard[peer] = now
+        if peer not in self.alive and not self.leaving:
+            self.peer_joined(peer, now)
+
+    def peer_failed(self, peer: int, now: float, trigger: str = "node_failed") -> None:
+        """Method 700 for a failed or departed peer: adopt, re-replicate, regroup."""
+        if peer not in self.alive or peer == self.me:
+            return
+        before = sorted(self.alive)
+        self.alive.discard(peer)
+        self.events.append((now, "peer_down", {"peer": self.names[peer], "why": trigger}))
+        self.counters[f"peers_{'failed' if trigger == 'node_failed' else 'left'}"] += 1
+        if trigger not in self.config.triggers or not self.config.ondemand_on:
+            return
+        self.counters[f"trigger_{trigger}"] += 1
+        dead, me = self.names[peer], self.names[self.me]
+        if adopter(before, self.config.k, peer, sorted(self.alive)) == self.me:
+            adopted = [e for e in self.table.entries() if e.owner == dead]
+            for entry in adopted:
+                entry.owner = me
+            for entry in adopted:  # they are mine now: my backups must hold them too
+                self._queue("update", entry, now)
+            self.counters["entries_adopted"] += len(adopted)
+            self.events.append((now, "adopted", {"peer": dead, "entries": len(adopted)}))
+        self._regroup(before, now)
+
+    def peer_joined(self, peer: int, now: float) -> None:
+        """A new or restarted peer: regroup; it asks for its state itself."""
+        before = sorted(self.alive)
+        self.alive.add(peer)
+        self.events.append((now, "peer_up", {"peer": self.names[peer]}))
+        self.counters["peers_joined"] += 1
+        self._regroup(before, now)
+
+    def _regroup(self, before: list[int], now: float) -> None:
+        """Send my entries to backups I did not have; drop copies I no longer keep."""
+        if self.config.replication == "full" or self.config.selection == "connection":
+            owned = [e for e in self.table.entries() if e.owner == self.names[self.me]]
+            for entry in owned:
+                self._queue("update", entry, now)
+            return
+        old = node_backups(before, self.config.k)
+        new = node_backups(sorted(self.alive), self.config.k)
+        gained = [p for p in new.get(self.me, []) if p not in old.get(self.me, [])]
+        owned = [e for e in self.table.entries() if e.owner == self.names[self.me]]
+        for entry in owned:
+            self._queue("update", entry, now, peers=gained)
+        keep = {self.names[o] for o, bs in new.items() if self.me in bs} | {self.names[self.me]}
+        stale = [e for e in self.table.entries() if e.owner not in keep]
+        for entry in stale:
+            self.table.remove(entry)
+        self.counters["entries_handed_on"] += len(owned) * len(gained)
+        self.counters["copies_dropped"] += len(stale)
+
+    def _answer_bulk(self, peer: int, now: float) -> None:
+        """Common state and the entries ``peer`` must back up, then BULK_END."""
+        me = self.names[self.me]
+        sent = 0
+        for exps in list(self.table.expectations.values()):
+            for exp in exps:
+                if exp.owner == me:
+                    self._queue("expect", exp, now, peers=[peer])
+                    sent += 1
+        for name, (owner, value) in self.common.items():
+            if owner == self.me:
+                self.channels[peer].pending.append(
+                    (sp.R_COMMON, {"owner": owner, "name": name, "value": value}))
+                sent += 1
+        for entry in list(self.table.entries()):
+            if entry.owner == me and peer in self._destinations(entry):
+                self._queue("update", entry, now, peers=[peer])
+                sent += 1
+        self.channels[peer].pending.append((sp.R_BULK_END, {"records": sent}))
+        self.counters["bulk_answers"] += 1
+        self.counters["bulk_records_sent"] += sent
+
+    def leave(self, now: float) -> None:
+        """Graceful leave: peers treat the next heartbeats as this node going offline."""
+        self.leaving = True
+        self.next_heartbeat = now
+
+    def _heartbeats(self, now: float) -> None:
+        if now < self.next_heartbeat:
+            return
+        self.next_heartbeat = now + self.config.heartbeat
+        view = [] if self.leaving else sorted(self.alive)
+        for peer in self.channels:  # the dead too: so they can come back
+            self._send(peer, sp.Message(sp.HEARTBEAT, self.me, peer, self.boot, members=view))
+        for peer in list(self.alive - {self.me}):
+            if now - self.last_heard[peer] > self.config.dead_after:
+                self.peer_failed(peer, now)
+        if self.bulk_waiting and now >= self.bulk_deadline:
+            self.counters["bulk_timeouts"] += 1
+            self.bulk_waiting.clear()
 
     # -- observation ---------------------------------------------------------
     def stats(self) -> dict:
@@ -354,6 +497,7 @@ class SyncEngine:
         lag = sorted(self.lag)
         pct = (lambda q: round(lag[min(len(lag) - 1, int(q * len(lag)))] * 1000, 3)) if lag else None
         return {"mode": self.config.mode, "members": self.members, "alive": sorted(self.alive),
+                "ready": self.ready,
                 "backups": node_backups(sorted(self.alive), self.config.k).get(self.me, []),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
                 "common": self.table.n_expectations + len(self.common),

@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 MAGIC, VERSION, PORT = 0x4657, 1, 3780
 DATA, ACK, HEARTBEAT = 1, 2, 3
 R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END = range(1, 8)
+RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
+                R_EXPECT_DEL: "expect_del", R_COMMON: "common", R_BULK_REQUEST: "bulk_request",
+                R_BULK_END: "bulk_end"}
 MAC_LEN = 16
 HEADER = struct.Struct("!HBBHHQIIHH")
 HEADER_LEN = HEADER.size  # 28

@@ -149,6 +149,7 @@ class Cluster:
         self.sync_config = self.write_sync_config()
         for i in range(1, self.n + 1):
             self.start_node(f"fw{i}")
+        self.wait_ready()
         self.log("cluster_up", nodes=self.n, sync=self.sync.get("mode", "none"))
 
     def write_sync_config(self) -> str | None:
@@ -182,7 +183,28 @@ class Cluster:
         self.log("node_start", node=name, pid=proc.pid)
         return proc
 
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until every running node has the state it must hold (bulk sync done)."""
+        for name in self.node_names():
+            if name in self.procs and self.procs[name].alive():
+                wait_until(lambda n=name: self.ask(n, "stats").get("sync", {"ready": True})["ready"],
+                           timeout, f"node {name} to receive its state")
+
+    def crash_node(self, name: str) -> None:
+        """Fault: SIGKILL the node's process (it leaves nothing behind but its state)."""
+        proc = self.procs.pop(name)
+        proc.popen.kill()
+        proc.stop()
+        self.log("fault_crash", node=name, pid=proc.pid)
+
+    def restart_node(self, name: str) -> Proc:
+        """Start a node again (a new boot epoch: its peers see a restart)."""
+        self.log("fault_restart", node=name)
+        return self.start_node(name)
+
     def spawn(self, name: str, cmd: list[str], host=None, env: dict | None = None) -> Proc:
+        if name in self.procs and self.procs[name].alive():
+            raise SetupError(f"{name} is already running")
         proc = Proc(name, cmd, os.path.join(self.logs, f"{name}.log"), host, env, self.pids)
         self.procs[name] = proc
         return proc

@@ -91,3 +91,28 @@ def test_inspection_shows_the_sync_counters(cluster_factory):
     assert "sync: mode ondemand, alive [1, 2, 3], backed up by fw3" in out
     assert "entries owned / backup / common" in out and "messages_sent" in out
     assert "rejected by reason" in out
+
+
+def test_crash_adoption_and_a_restarted_node_receiving_its_state(cluster_factory):
+    from topo.procs import wait_until
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"})
+    ftp(cluster, 12, seed=8)  # closed connections stay in TIME_WAIT: state to carry
+
+    def sync(node):
+        return cluster.ask(node, "stats")["sync"]
+    owned_by_fw1 = sync("fw1")["entries_owned"]
+    assert owned_by_fw1 > 0
+    cluster.crash_node("fw1")
+    wait_until(lambda: sync("fw2")["alive"] == sync("fw3")["alive"] == [2, 3], 5,
+               "fw2 and fw3 to see fw1 gone")
+    assert sync("fw2")["counters"]["entries_adopted"] == owned_by_fw1  # fw2 backed up fw1
+    wait_until(lambda: sync("fw3")["entries_backup"] == sync("fw2")["entries_owned"], 5,
+               "fw3 to back up fw2, adopted entries included")
+
+    cluster.restart_node("fw1")
+    cluster.wait_ready()
+    fw1 = sync("fw1")
+    assert fw1["ready"] and fw1["counters"]["bulk_records_received"] > 0
+    wait_until(lambda: sync("fw1")["entries_backup"] == sync("fw3")["entries_owned"] > 0, 5,
+               "the restarted fw1 to hold fw3's entries again")
+    assert sync("fw1")["alive"] == sync("fw2")["alive"] == [1, 2, 3]

@@ -28,12 +28,17 @@ class Net:
             fw.sync = s
             self.fw[i], self.sync[i] = fw, s
         self.wire = []
+        self.down = set()  # nodes that neither send, receive nor tick (crashed)
+        self.run()  # the start-up exchange (bulk requests) settles before any traffic
 
     def run(self, seconds=0.0, step=0.005, settle=True):
         """Deliver and tick until ``seconds`` pass and (``settle``) all is acknowledged."""
         end = self.t + seconds
         while True:
-            for s in self.sync.values():
+            for i, s in self.sync.items():
+                if i in self.down:
+                    s.outbox.clear()
+                    continue
                 s.tick(self.t)
                 for peer, data in s.outbox:
                     if self.rnd.random() >= self.loss:
@@ -45,9 +50,11 @@ class Net:
                 self.rnd.shuffle(self.wire)
             wire, self.wire = self.wire, []
             for peer, data in wire:
-                self.sync[peer].receive(data, self.t)
+                if peer not in self.down:
+                    self.sync[peer].receive(data, self.t)
             busy = any(ch.ack_due or ch.unacked or ch.pending
-                       for s in self.sync.values() for p, ch in s.channels.items() if p in s.alive)
+                       for i, s in self.sync.items() if i not in self.down
+                       for p, ch in s.channels.items() if p in s.alive)
             if self.t >= end and (not settle or not self.wire and not busy):
                 return
             self.t += step
@@ -162,7 +169,7 @@ def test_full_periodic_sends_everything_each_interval():
     syn(net.fw[1])
     net.run(1.6)
     assert net.sync[1].counters["periodic_syncs"] == 3
-    assert net.sync[1].counters["records_sent"] == 3  # the one entry, every time
+    assert net.sync[1].counters["sent_entry"] == 3  # the one entry, every time
 
 
 def test_mode_none_sends_nothing():
@@ -170,6 +177,7 @@ def test_mode_none_sends_nothing():
     ftp_until_pasv_reply(net.fw[1])
     net.run(2.0)
     assert net.sync[1].counters.get("bytes_sent", 0) == 0
+    assert net.sync[1].ready
 
 
 @pytest.mark.parametrize("trigger", ["new_connection", "state_modified", "multi_node_session"])
@@ -240,3 +248,87 @@ def test_bad_config_is_one_line():
         SyncConfig(mode="sometimes").validate()
     with pytest.raises(ValueError, match="unknown triggers"):
         SyncConfig(triggers=("full_moon",)).validate()
+
+
+def owned(net, i):
+    return {e.orig for e in net.fw[i].table.entries() if e.owner == f"fw{i}"}
+
+
+def copies(net, i, of):
+    return {e.orig for e in net.fw[i].table.entries() if e.owner == f"fw{of}"}
+
+
+def fill(net, per_node=10):
+    for i in net.fw:
+        if i not in net.down:
+            for c in range(per_node):
+                syn(net.fw[i], sport=30000 + 100 * i + c, t=net.t)
+    net.run()
+
+
+def assert_everyone_backed_up(net):
+    from nodes.groups import node_backups
+    alive = sorted(set(net.fw) - net.down)
+    for i, backups in node_backups(alive, 1).items():
+        for b in backups:
+            assert owned(net, i) <= copies(net, b, i), f"fw{b} lacks fw{i}'s entries"
+
+
+def test_a_crashed_nodes_backup_adopts_its_connections_and_groups_heal():
+    net = Net(3)
+    fill(net)
+    before = owned(net, 1)
+    net.down.add(1)
+    net.run(0.3)
+    assert net.sync[2].alive == net.sync[3].alive == {2, 3}
+    assert before <= owned(net, 2)  # fw2 backed up fw1: it carries fw1's connections now
+    assert net.sync[2].counters["entries_adopted"] == 10
+    assert not any(e.owner == "fw1" for i in (2, 3) for e in net.fw[i].table.entries())
+    assert_everyone_backed_up(net)  # fw3 now holds fw2's, adopted ones included
+
+
+def test_a_restarted_node_gets_its_state_before_it_is_ready():
+    net = Net(3)
+    fill(net)
+    net.down.add(1)
+    net.run(0.3)
+    fresh = GatewayEngine("fw1", RULES)
+    s = SyncEngine(1, [1, 2, 3], fresh.table, KEY, SyncConfig(), boot=200, now=net.t)
+    fresh.sync = s
+    net.fw[1], net.sync[1] = fresh, s
+    net.down.discard(1)
+    assert not s.ready
+    net.run(0.3)
+    assert s.ready and s.counters["bulk_records_received"] > 0
+    assert all(net.sync[i].alive == {1, 2, 3} for i in (1, 2, 3))
+    assert copies(net, 1, 3) == owned(net, 3)  # fw1 backs up fw3 again
+    assert copies(net, 2, 3) == set()  # and fw2's old copies of fw3's entries are gone
+    assert_everyone_backed_up(net)
+
+
+def test_a_graceful_leave_is_a_node_going_offline():
+    net = Net(3)
+    fill(net)
+    leaving = owned(net, 3)
+    net.sync[3].leave(net.t)
+    net.run(0.05)
+    assert net.sync[1].alive == {1, 2}
+    assert net.sync[1].counters["trigger_node_offline"] == 1
+    assert leaving <= owned(net, 1)  # fw1 backed up fw3
+
+
+def test_with_the_failure_trigger_off_nothing_is_adopted():
+    net = Net(3, triggers=tuple(t for t in TRIGGERS if t != "node_failed"))
+    fill(net)
+    net.down.add(1)
+    net.run(0.3)
+    assert net.sync[2].alive == {2, 3}
+    assert net.sync[2].counters.get("entries_adopted", 0) == 0
+
+
+def test_a_dead_peer_does_not_block_a_held_packet():
+    net = Net(3)
+    net.down.add(3)
+    assert ftp_until_pasv_reply(net.fw[1]) == HOLD
+    net.run(0.3)
+    assert len(net.fw[1].release(net.t)) == 1
