@@ -50,12 +50,11 @@ class Timeouts:
         return self._by_state.get((proto, state), self.icmp)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """One connection: both directions, state, times, counters, owner."""
 
     orig: Key
-    reply: Key
     state: str
     created: float
     last_seen: float
@@ -64,12 +63,27 @@ class Entry:
     rule: int = 0  # line of the accepting rule; 0 when admitted by an expectation
     helper: str | None = None
     related_to: Key | None = None  # the master connection of a related one
-    packets: list = field(default_factory=lambda: [0, 0])
-    bytes: list = field(default_factory=lambda: [0, 0])
+    packets_orig: int = 0
+    packets_reply: int = 0
+    bytes_orig: int = 0
+    bytes_reply: int = 0
     fin_seen: int = 0  # bit 1 << direction for each direction that sent FIN
+    seen_here: bool = False  # a packet of another node's connection was handled here
     helper_state: object = None
-    expectations: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # NAT, keys, routing: the seed's 33
+    expectations: list | None = None  # made when the first one is announced
+    extra: dict | None = None  # NAT, keys, routing: the seed's additional information 33
+
+    @property
+    def reply(self) -> Key:
+        return reverse(self.orig)
+
+    @property
+    def packets(self) -> list:
+        return [self.packets_orig, self.packets_reply]
+
+    @property
+    def bytes(self) -> list:
+        return [self.bytes_orig, self.bytes_reply]
 
     @property
     def proto(self) -> int:
@@ -85,7 +99,7 @@ class Entry:
             "packets": list(self.packets), "bytes": list(self.bytes),
             "rule": self.rule, "helper": self.helper,
             "related_to": key_str(self.related_to) if self.related_to else None,
-            "extra": dict(self.extra),
+            "extra": dict(self.extra or {}),
         }
 
 
@@ -141,61 +155,66 @@ def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
     return None
 
 
+def canonical(key: Key) -> Key:
+    """The one dictionary key of both directions of a connection."""
+    proto, src, sport, dst, dport = key
+    other = (proto, dst, dport, src, sport)
+    return key if key <= other else other
+
+
 class ConnectionTable:
-    """Entries indexed by both directions' keys, and pending expectations."""
+    """Entries under one direction-independent key each, and pending expectations."""
 
     def __init__(self, timeouts: Timeouts | None = None, max_entries: int = 1_000_000):
         self.timeouts = timeouts or Timeouts()
         self.max_entries = max_entries
-        self.by_key: dict[Key, Entry] = {}
+        self.by_key: dict[Key, Entry] = {}  # canonical(key) -> entry
         self.expectations: dict[tuple, list[Expectation]] = {}
-        self.n_entries = 0
         self.n_expectations = 0
 
     def __len__(self) -> int:
-        return self.n_entries
+        return len(self.by_key)
 
     def entries(self):
-        """Each entry once (by its original key)."""
-        return (e for k, e in self.by_key.items() if k is e.orig)
+        """Each entry once."""
+        return self.by_key.values()
 
     def lookup(self, key: Key) -> tuple[Entry | None, int]:
-        """The entry for ``key`` and the direction ``key`` is, or (None, -1)."""
-        entry = self.by_key.get(key)
+        """The entry for either direction's ``key`` and which direction it is, or (None, -1)."""
+        entry = self.by_key.get(canonical(key))
         if entry is None:
             return None, -1
         return entry, ORIGINAL if key == entry.orig else REPLY
 
     def full(self) -> bool:
-        return self.n_entries >= self.max_entries
+        return len(self.by_key) >= self.max_entries
 
     def add(self, entry: Entry) -> None:
-        self.by_key[entry.orig] = entry
-        self.by_key[entry.reply] = entry
-        self.n_entries += 1
+        self.by_key[canonical(entry.orig)] = entry
 
     def remove(self, entry: Entry) -> None:
         """Drop an entry and the expectations it announced."""
-        if self.by_key.get(entry.orig) is entry:
-            del self.by_key[entry.orig]
-            self.by_key.pop(entry.reply, None)
-            self.n_entries -= 1
-        for exp in entry.expectations:
+        ck = canonical(entry.orig)
+        if self.by_key.get(ck) is entry:
+            del self.by_key[ck]
+        for exp in entry.expectations or ():
             self.unexpect(exp)
-        entry.expectations.clear()
+        entry.expectations = None
 
     def new_entry(self, key: Key, state: str, now: float, owner: str, **kw) -> Entry:
         """Create and insert an entry whose original direction is ``key``."""
         expires = now + self.timeouts.for_state(key[0], state)
-        entry = Entry(key, reverse(key), state, now, now, expires, owner, **kw)
+        entry = Entry(key, state, now, now, expires, owner, **kw)
         self.add(entry)
         return entry
 
     def expect(self, exp: Expectation) -> None:
         self.expectations.setdefault(exp.slot, []).append(exp)
         self.n_expectations += 1
-        master = self.by_key.get(exp.master)
+        master, _ = self.lookup(exp.master)
         if master is not None:
+            if master.expectations is None:
+                master.expectations = []
             master.expectations.append(exp)
 
     def unexpect(self, exp: Expectation) -> None:
@@ -215,22 +234,23 @@ class ConnectionTable:
         for exp in waiting:
             if exp.expires > now and (exp.src is None or exp.src == src):
                 self.unexpect(exp)
-                master = self.by_key.get(exp.master)
-                if master is not None and exp in master.expectations:
+                master, _ = self.lookup(exp.master)
+                if master is not None and exp in (master.expectations or ()):
                     master.expectations.remove(exp)
                 return exp
         return None
 
     def expire(self, now: float, owner: str | None = None) -> tuple[list[Entry], list[Expectation]]:
         """Remove entries (of ``owner`` only, if given) and expectations past their timeout."""
-        dead = [e for e in self.entries() if e.expires <= now and (owner is None or e.owner == owner)]
+        dead = [e for e in self.by_key.values()
+                if e.expires <= now and (owner is None or e.owner == owner)]
         for entry in dead:
             self.remove(entry)
         gone = [x for xs in self.expectations.values() for x in xs if x.expires <= now]
         for exp in gone:
             self.unexpect(exp)
-            master = self.by_key.get(exp.master)
-            if master is not None and exp in master.expectations:
+            master, _ = self.lookup(exp.master)
+            if master is not None and exp in (master.expectations or ()):
                 master.expectations.remove(exp)
         return dead, gone
 

@@ -96,13 +96,16 @@ class GatewayEngine:
         pkt = parse_ipv4(frame)
         if pkt.__class__ is str:
             return self._drop(pkt)
-        entry = self.table.by_key.get(pkt.key)
+        key = pkt.key
+        proto, src, sport, dst, dport = key
+        other = (proto, dst, dport, src, sport)
+        entry = self.table.by_key.get(key if key <= other else other)  # canonical(key), inlined
         if entry is not None and entry.expires <= now and entry.owner == self.node:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
         if entry is None:
             return self._open(pkt, frame, now)
-        direction = ORIGINAL if pkt.key == entry.orig else REPLY
+        direction = ORIGINAL if key == entry.orig else REPLY
         if pkt.proto == PROTO_TCP:
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
@@ -118,11 +121,15 @@ class GatewayEngine:
         elif direction != ORIGINAL and entry.state == UNREPLIED:
             entry.state = REPLIED
             self.sync.state_changed("update", entry, now)
-        if entry.owner != self.node and not entry.extra.get("seen_here"):
-            entry.extra["seen_here"] = True  # one session, packets on two nodes
+        if entry.owner != self.node and not entry.seen_here:
+            entry.seen_here = True  # one session, packets on two nodes
             self.sync.state_changed("multi_node", entry, now)
-        entry.packets[direction] += 1
-        entry.bytes[direction] += pkt.length
+        if direction == ORIGINAL:
+            entry.packets_orig += 1
+            entry.bytes_orig += pkt.length
+        else:
+            entry.packets_reply += 1
+            entry.bytes_reply += pkt.length
         entry.last_seen = now
         entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
@@ -160,8 +167,7 @@ class GatewayEngine:
         state = SYN_SENT if proto == PROTO_TCP else UNREPLIED
         entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,
                                      helper=helper, related_to=related)
-        entry.packets[ORIGINAL] = 1
-        entry.bytes[ORIGINAL] = pkt.length
+        entry.packets_orig, entry.bytes_orig = 1, pkt.length
         self.counters["entries_created"] += 1
         self._event(now, "new", entry=entry.as_dict(now),
                     via="expectation" if exp else f"rule {rule_no}")

@@ -349,7 +349,7 @@ class SyncEngine:
         self.counters[f"received_{sp.RECORD_NAMES[rtype]}"] += 1
         if rtype == sp.R_ENTRY:
             owner = self.names.get(f["owner"], f"fw{f['owner']}")
-            entry = table.by_key.get(f["key"])
+            entry, _ = table.lookup(f["key"])
             if entry is not None and entry.orig != f["key"]:
                 self.rejected["entry_key_clash"] += 1
                 return
@@ -362,7 +362,7 @@ class SyncEngine:
             entry.state, entry.owner = f["state"], owner
             entry.expires = now + f["timeout"]
         elif rtype == sp.R_ENTRY_DEL:
-            entry = table.by_key.get(f["key"])
+            entry, _ = table.lookup(f["key"])
             if entry is not None and entry.orig == f["key"] and \
                     entry.owner == self.names.get(f["owner"]):
                 table.remove(entry)

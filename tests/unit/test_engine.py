@@ -23,7 +23,7 @@ def handshake(fw, sport=40000, dport=80, t=0.0):
     assert fw.process(tcp(sport=sport, dport=dport, flags="S"), OUTSIDE, t) == ACCEPT
     assert fw.process(tcp(SERVER, CLIENT, dport, sport, "SA", 5000, 1001), INSIDE, t) == ACCEPT
     assert fw.process(tcp(sport=sport, dport=dport, flags="A", seq=1001, ack=5001), OUTSIDE, t) == ACCEPT
-    entry, _ = fw.table.lookup(next(iter(fw.table.by_key)))
+    entry = next(iter(fw.table.entries()))
     return entry
 
 
@@ -87,7 +87,7 @@ def test_idle_entry_is_gone_on_lookup(fw):
 def test_syn_recv_state(fw):
     fw.process(tcp(flags="S", dport=80), OUTSIDE, 0)
     fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 1, 1001), INSIDE, 0)
-    entry, _ = fw.table.lookup(next(iter(fw.table.by_key)))
+    entry = next(iter(fw.table.entries()))
     assert entry.state == SYN_RECV
 
 
