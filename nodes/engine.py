@@ -27,6 +27,17 @@ OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
 
 
+def percentiles(seconds, qs=(0.5, 0.99)) -> dict:
+    """p50/p99 (and n) of durations in seconds, in milliseconds; {} when empty."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    out = {f"p{round(q * 100)}": round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+           for q in qs}
+    out["n"] = len(ordered)
+    return out
+
+
 class SyncPort(Protocol):
     """What the gateway engine needs of a synchronization mechanism."""
 
@@ -56,10 +67,10 @@ class NoSync:
 class _Held:
     """Packets of one connection waiting for a synchronization to complete."""
 
-    __slots__ = ("ticket", "deadline", "frames")
+    __slots__ = ("ticket", "start", "deadline", "frames")
 
-    def __init__(self, ticket: object, deadline: float):
-        self.ticket, self.deadline, self.frames = ticket, deadline, deque()
+    def __init__(self, ticket: object, start: float, deadline: float):
+        self.ticket, self.start, self.deadline, self.frames = ticket, start, deadline, deque()
 
 
 class GatewayEngine:
@@ -81,6 +92,7 @@ class GatewayEngine:
         self.events: list[tuple] = []  # (time, kind, fields); drained by the shell
         self.max_events = max_events
         self.held: dict[Entry, _Held] = {}
+        self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
 
     # -- packet processing --------------------------------------------------
     def process(self, frame: bytes, ingress: int, now: float) -> int:
@@ -210,7 +222,7 @@ class GatewayEngine:
         """Hold this and later packets of ``entry`` until ``ticket`` is done."""
         if ticket is None or self.sync.done(ticket, now) or entry in self.held:
             return
-        self.held[entry] = _Held(ticket, now + self.hold_timeout)
+        self.held[entry] = _Held(ticket, now, now + self.hold_timeout)
 
     def release(self, now: float) -> list[tuple[bytes, int]]:
         """Held frames whose synchronization completed or timed out, in order."""
@@ -222,6 +234,7 @@ class GatewayEngine:
                 self.counters["holds_timed_out"] += 1
             else:
                 continue
+            self.hold_times.append(now - held.start)
             out.extend(held.frames)
             del self.held[entry]
         return out
@@ -256,6 +269,7 @@ class GatewayEngine:
             "drops": dict(self.drops),
             "counters": dict(self.counters),
             "held_connections": len(self.held),
+            "hold_ms": percentiles(self.hold_times),
         }
 
     def dump(self, now: float) -> dict:

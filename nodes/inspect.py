@@ -41,7 +41,8 @@ def format_stats(s: dict) -> str:
     lines = [f"node {s['node']} (pid {s.get('pid', '?')})",
              f"  connections: {s['entries']:>12}",
              f"  expectations: {s['expectations']:>11}",
-             f"  held connections: {s['held_connections']:>7}"]
+             f"  held connections: {s['held_connections']:>7}",
+             f"  hold time ms: {s.get('hold_ms') or '(none held)'}"]
     for field in ("packets_in", "bytes_in", "packets_out", "tx_errors"):
         if field in s:
             lines.append(f"  {field:<14} outside={s[field]['outside']} inside={s[field]['inside']}")

@@ -27,11 +27,12 @@ bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
 from nodes.conntrack import ConnectionTable, Entry, Expectation
+from nodes.engine import percentiles
 from nodes.groups import adopter, connection_backups, node_backups
 
 MODES = ("none", "periodic", "ondemand", "combined")
@@ -130,7 +131,7 @@ class SyncEngine:
         self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
         self.next_periodic = now + self.config.interval
         self.common: dict[str, tuple[int, bytes]] = {}
-        self.lag: list[float] = []  # seconds from state change to acknowledgement
+        self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
         self.last_heard = {p: now for p in self.channels}
         self.next_heartbeat = now
@@ -494,15 +495,14 @@ class SyncEngine:
         """Counters for the inspection command."""
         me = self.names[self.me]
         owned = sum(1 for e in self.table.entries() if e.owner == me)
-        lag = sorted(self.lag)
-        pct = (lambda q: round(lag[min(len(lag) - 1, int(q * len(lag)))] * 1000, 3)) if lag else None
+        lag = percentiles(self.lag)
         return {"mode": self.config.mode, "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
                 "backups": node_backups(sorted(self.alive), self.config.k).get(self.me, []),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
                 "common": self.table.n_expectations + len(self.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
-                "lag_ms_p50": pct(0.5) if lag else None, "lag_ms_p99": pct(0.99) if lag else None,
+                "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),
                 "counters": dict(self.counters), "rejected": dict(self.rejected)}
 
 

@@ -190,6 +190,7 @@ def test_announcing_packet_and_later_ones_are_held_until_sync_is_done():
     released = fw.release(0.02)
     assert [f[-6:] for f, _ in released] == [b"195,80\r\n"[-6:], b"LIST\r\n"]
     assert fw.counters["holds_completed"] == 1
+    assert fw.stats(0.02)["hold_ms"] == {"p50": 20.0, "p99": 20.0, "n": 1}
     assert ftp.client(b"NOOP\r\n") == ACCEPT
 
 
