@@ -1,5 +1,8 @@
 """make bench: benchmarks that print ``name: value unit`` and write JSON.
 
+Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
+(experiments/bench_sync.py).
+
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
 in-the-wire forwarding), then through one firewall node process, in the same
@@ -139,7 +142,15 @@ def through_node(rules: str, out_dir: str, seconds: float, variant: str) -> tupl
         node.stop()
 
 
-BENCHMARKS = {"dataplane": dataplane}
+def _sync(name):
+    def run(seconds, out_dir):
+        from experiments import bench_sync
+        return getattr(bench_sync, name)(seconds, out_dir)
+    return run
+
+
+BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
+              "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         figures = BENCHMARKS[name](args.seconds, out_dir)
         for key, (value, unit) in figures.items():
-            if not args.names or any(key.startswith(p) for p in args.names):
-                print(f"{key}: {value:.3f} {unit}", flush=True)
+            if not args.names or name in args.names or any(key.startswith(p) for p in args.names):
+                shown = "n/a" if value is None else f"{value:.3f}"
+                print(f"{key}: {shown} {unit}", flush=True)
                 results[key] = {"value": value, "unit": unit}
     with open(os.path.join(out_dir, "bench.json"), "w") as fh:
         json.dump({"commit": commit, "dirty": dirty, "seconds": args.seconds,

@@ -125,6 +125,7 @@ class SyncEngine:
         self.boot = boot if boot is not None else int(time.time() * 1000)
         self.channels = {p: Channel() for p in self.members if p != me}
         self.alive = set(self.members)
+        self._groups: tuple = ((), {})
         self.outbox: list[tuple[int, bytes]] = []
         self.counters: Counter = Counter()
         self.rejected: Counter = Counter()
@@ -177,16 +178,23 @@ class SyncEngine:
                    for p, seq in ticket.items())
 
     # -- sending -------------------------------------------------------------
+    def groups(self) -> dict[int, list[int]]:
+        """Backup groups of the live members (cached until membership changes)."""
+        live = tuple(sorted(self.alive))
+        if self._groups[0] != live:
+            self._groups = (live, node_backups(list(live), self.config.k))
+        return self._groups[1]
+
     def _destinations(self, obj: object) -> list[int]:
-        live = [m for m in self.members if m in self.alive]
         if isinstance(obj, Entry) and self.config.replication == "backup":
             owner = self.ids.get(obj.owner, self.me)
             if self.config.selection == "connection":
-                peers = connection_backups(sp.key_bytes(obj.orig), owner, live, self.config.k)
+                peers = connection_backups(sp.key_bytes(obj.orig), owner, sorted(self.alive),
+                                           self.config.k)
             else:
-                peers = node_backups(live, self.config.k).get(owner, [])
+                peers = self.groups().get(owner, [])
             return [p for p in peers if p != self.me]
-        return [p for p in live if p != self.me]
+        return [p for p in sorted(self.alive) if p != self.me]
 
     def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
         if isinstance(obj, Entry):
@@ -215,31 +223,34 @@ class SyncEngine:
             if peer not in self.alive:
                 ch.pending.clear()
                 continue
-            while ch.pending:
-                batch, size = [], 0
-                while ch.pending:
-                    rec = sp.encode_record(*ch.pending[0])
-                    if batch and size + len(rec) > sp.MAX_PAYLOAD:
-                        break
-                    batch.append(ch.pending.pop(0))
+            if ch.pending:
+                chunks, size, kinds = [], 0, []
+                for rtype, fields in ch.pending:
+                    rec = sp.encode_record(rtype, fields)
+                    if chunks and size + len(rec) > sp.MAX_PAYLOAD:
+                        self._send_data(peer, ch, b"".join(chunks), kinds, now)
+                        chunks, size, kinds = [], 0, []
+                    chunks.append(rec)
+                    kinds.append(rtype)
                     size += len(rec)
-                self._send_data(peer, ch, batch, now)
+                self._send_data(peer, ch, b"".join(chunks), kinds, now)
+                ch.pending.clear()
             if ch.ack_due:
                 self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1))
                 ch.ack_due = False
 
-    def _send_data(self, peer: int, ch: Channel, records: list, now: float) -> None:
+    def _send_data(self, peer: int, ch: Channel, payload: bytes, kinds: list, now: float) -> None:
+        """One DATA message carrying already encoded records of types ``kinds``."""
         seq = ch.next_seq
         ch.next_seq += 1
-        data = sp.encode(sp.Message(sp.DATA, self.me, peer, self.boot, seq, ch.expected - 1,
-                                    records), self.key)
-        ch.unacked[seq] = _Sent(data, now, len(records))
+        data = sp.seal(sp.DATA, self.me, peer, self.boot, seq, ch.expected - 1, payload, self.key)
+        ch.unacked[seq] = _Sent(data, now, len(kinds))
         ch.ack_due = False  # the ack rides along
         self._changed_at[peer, seq] = now
         self.outbox.append((peer, data))
         self.counters["messages_sent"] += 1
-        self.counters["records_sent"] += len(records)
-        for rtype, _ in records:
+        self.counters["records_sent"] += len(kinds)
+        for rtype in kinds:
             self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
         self.counters["bytes_sent"] += len(data)
 
@@ -498,7 +509,7 @@ class SyncEngine:
         lag = percentiles(self.lag)
         return {"mode": self.config.mode, "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
-                "backups": node_backups(sorted(self.alive), self.config.k).get(self.me, []),
+                "backups": self.groups().get(self.me, []),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
                 "common": self.table.n_expectations + len(self.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},

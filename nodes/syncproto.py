@@ -95,11 +95,16 @@ def encode(msg: Message, key: bytes) -> bytes:
         payload = struct.pack(f"!B{len(msg.members)}H", len(msg.members), *msg.members)
     else:
         payload = b"".join(encode_record(t, f) for t, f in msg.records)
+    return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key)
+
+
+def seal(mtype: int, sender: int, receiver: int, boot: int, seq: int, ack: int,
+         payload: bytes, key: bytes) -> bytes:
+    """Header, payload (records already encoded) and HMAC: one message."""
     if len(payload) > 0xFFFF:
         raise ValueError("payload too long for one message")
-    head = HEADER.pack(MAGIC, VERSION, msg.type, msg.sender, msg.receiver, msg.boot, msg.seq,
-                       msg.ack, len(payload), 0)
-    body = head + payload
+    body = HEADER.pack(MAGIC, VERSION, mtype, sender, receiver, boot, seq, ack, len(payload), 0)
+    body += payload
     return body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]
 
 

@@ -1,0 +1,189 @@
+"""Sync benchmarks: memory per entry, bulk transfer, replication lag, hold time.
+
+- sync_memory: tracemalloc over 100k entries in a connection table.
+- sync_bulk: a node owning 100k entries answers a joining backup's bulk
+  request; time until the newcomer is ready with every entry (both sync
+  engines in this process, messages handed over directly: protocol cost only).
+- sync_lag: two node processes in namespaces, joined by a veth sync link
+  (UDP, HMAC, acks); crafted FTP control connections cross node 1, whose
+  227 replies are held until node 2 acknowledges the expectation. Reports
+  node 1's replication lag (state change -> acknowledgement) and hold time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+from nodes.conntrack import ConnectionTable
+from nodes.control import ask
+from topo.procs import Proc, wait_until
+
+N_ENTRIES = 100_000
+
+
+def _keys(n: int) -> list[tuple]:
+    return [(6, (0x0A000000 + i).to_bytes(4, "big"), 1024 + i % 60000,
+             (0x0A640000 + i % 250).to_bytes(4, "big"), 80) for i in range(n)]
+
+
+def sync_memory(seconds: float, out_dir: str) -> dict:
+    """Bytes per entry: the table's own structures, and with the keys."""
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    keys = _keys(N_ENTRIES)
+    with_keys_start = base
+    table = ConnectionTable()
+    after_keys = tracemalloc.get_traced_memory()[0]
+    for key in keys:
+        table.new_entry(key, "ESTABLISHED", 0.0, "fw1")
+    end = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {"sync_memory_per_entry_table": ((end - after_keys) / N_ENTRIES, "bytes"),
+            "sync_memory_per_entry_with_key": ((end - with_keys_start) / N_ENTRIES, "bytes")}
+
+
+def sync_bulk(seconds: float, out_dir: str) -> dict:
+    """100k entries to a joining backup node, in process."""
+    from nodes.sync import SyncConfig, SyncEngine
+    key = os.urandom(32)
+    config = SyncConfig(mode="ondemand", bulk_timeout=60.0)
+    t1, t2 = ConnectionTable(), ConnectionTable()
+    a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
+    for k in _keys(N_ENTRIES):
+        t1.new_entry(k, "ESTABLISHED", 0.0, "fw1")
+    a.outbox.clear()
+    start = time.perf_counter()
+    b = SyncEngine(2, [1, 2], t2, key, config, boot=2, now=0.0)
+    now = 0.0
+    while not (b.ready and len(t2) == N_ENTRIES):
+        for src, dst in ((b, a), (a, b)):
+            src.tick(now)
+            for _, data in src.outbox:
+                dst.receive(data, now)
+            src.outbox.clear()
+        now += 0.001
+        if time.perf_counter() - start > 120:
+            raise RuntimeError("bulk transfer did not finish in 120 s")
+    took = time.perf_counter() - start
+    return {"sync_bulk_100k_entries": (took, "s"),
+            "sync_bulk_100k_messages": (a.counters["messages_sent"], "messages"),
+            "sync_bulk_100k_bytes_per_entry": (a.counters["bytes_sent"] / N_ENTRIES, "bytes")}
+
+
+# -- lag and hold between two node processes ------------------------------------
+NS = ("fws-a", "fws-n1", "fws-n2", "fws-b")
+CLIENT, SERVER = "10.8.0.1", "10.8.0.201"
+MAC_C, MAC_S = "02:00:00:00:0a:01", "02:00:00:00:0a:02"  # nobody's: kernels ignore them
+
+
+def _sh(*cmd: str, ns: str | None = None) -> None:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    subprocess.run(full, check=True, capture_output=True)
+
+
+def _teardown() -> None:
+    for ns in NS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _veth(a: str, ns_a: str, b: str, ns_b: str) -> None:
+    _sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
+    for ns, intf in ((ns_a, a), (ns_b, b)):
+        _sh("ethtool", "-K", intf, "tx", "off", "rx", "off", "tso", "off", "gso", "off",
+            "gro", "off", ns=ns)
+        _sh("ip", "link", "set", intf, "up", ns=ns)
+
+
+def _build() -> None:
+    """a --- n1 --- b carry traffic; n1 --- n2 is the sync link; n2 has idle data ports."""
+    _teardown()
+    for ns in NS:
+        _sh("ip", "netns", "add", ns)
+        _sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
+    _veth("a0", "fws-a", "n1o", "fws-n1")
+    _veth("n1i", "fws-n1", "b0", "fws-b")
+    _veth("n1s", "fws-n1", "n2s", "fws-n2")
+    _veth("n2o", "fws-n2", "n2i", "fws-n2")
+    _sh("ip", "addr", "add", "10.9.1.1/24", "dev", "n1s", ns="fws-n1")
+    _sh("ip", "addr", "add", "10.9.1.2/24", "dev", "n2s", ns="fws-n2")
+
+
+INJECT = r'''
+import socket, struct, sys, time
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+side, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[4], 0))
+C, S, MC, MS = "{C}", "{S}", "{MC}", "{MS}"
+def out(sport, flags, seq, ack, data=b""):
+    return bytes(Ether(src=MC, dst=MS)/IP(src=C, dst=S)/TCP(sport=sport, dport=21, flags=flags, seq=seq, ack=ack)/data)
+def inn(sport, flags, seq, ack, data=b""):
+    return bytes(Ether(src=MS, dst=MC)/IP(src=S, dst=C)/TCP(sport=21, dport=sport, flags=flags, seq=seq, ack=ack)/data)
+for i in range(count):
+    sport = 20000 + i
+    t = time.time()
+    if side == "a":
+        s.send(out(sport, "S", 100, 0)); time.sleep(0.0005)
+        s.send(out(sport, "A", 101, 501))
+    else:
+        time.sleep(0.00025)
+        s.send(inn(sport, "SA", 500, 101)); time.sleep(0.0005)
+        port = 50000 + i % 10000
+        s.send(inn(sport, "PA", 501, 101,
+                   b"227 Entering Passive Mode (10,8,0,201,%d,%d).\r\n" % (port // 256, port % 256)))
+    time.sleep(max(0.0, 1 / rate - (time.time() - t)))
+'''.replace("{C}", CLIENT).replace("{S}", SERVER).replace("{MC}", MAC_C).replace("{MS}", MAC_S)
+
+
+def sync_lag(seconds: float, out_dir: str) -> dict:
+    """Replication lag and hold time at node 1, with node 2 acknowledging over UDP."""
+    _build()
+    procs = []
+    try:
+        rules = os.path.join(out_dir, "sync-bench.rules")
+        with open(rules, "w") as fh:
+            fh.write(f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n")
+        key = os.path.join(out_dir, "sync-bench.key")
+        with open(key, "wb") as fh:
+            fh.write(os.urandom(32))
+        config = os.path.join(out_dir, "sync-bench.json")
+        with open(config, "w") as fh:
+            json.dump({"names": {"1": "fw1", "2": "fw2"},
+                       "addresses": {"1": "10.9.1.1", "2": "10.9.1.2"}, "key_file": key,
+                       "settings": {"mode": "ondemand", "hold": True, "replication": "full"}}, fh)
+        tmp = tempfile.mkdtemp(prefix="fwsync-")
+        socks = {}
+        for name, ns, o, i, cpu in (("fw1", "fws-n1", "n1o", "n1i", "1"),
+                                    ("fw2", "fws-n2", "n2o", "n2i", "0")):
+            socks[name] = os.path.join(tmp, f"{name}.sock")
+            procs.append(Proc(name, ["ip", "netns", "exec", ns, "taskset", "-c", cpu,
+                                     sys.executable, "-m", "nodes.node", "--name", name,
+                                     "--outside", o, "--inside", i, "--rules", rules,
+                                     "--control", socks[name], "--sync-config", config],
+                              os.path.join(out_dir, f"sync-bench-{name}.log")))
+        for name in socks:
+            wait_until(lambda n=name: os.path.exists(socks[n]) and
+                       ask(socks[n], "stats")["sync"]["ready"], 10, f"{name} ready")
+        count = max(50, int(200 * seconds))
+        senders = [subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", "0",
+                                     sys.executable, "-c", INJECT, side, str(count), "200", intf])
+                   for side, ns, intf in (("a", "fws-a", "a0"), ("b", "fws-b", "b0"))]
+        for p in senders:
+            p.wait(timeout=60 + count / 100)
+        time.sleep(0.2)
+        stats = ask(socks["fw1"], "stats")
+    finally:
+        for p in procs:
+            p.stop()
+        _teardown()
+    sync, hold = stats["sync"], stats["hold_ms"]
+    return {"sync_lag_p50": (sync["lag_ms_p50"], "ms"), "sync_lag_p99": (sync["lag_ms_p99"], "ms"),
+            "sync_hold_p50": (hold.get("p50"), "ms"), "sync_hold_p99": (hold.get("p99"), "ms"),
+            "sync_holds": (hold.get("n", 0), "held packets"),
+            "sync_holds_timed_out": (stats["counters"].get("holds_timed_out", 0), "held packets")}
