@@ -15,7 +15,8 @@ from nodes.rules import RuleError, RuleSet
 from nodes.sync import TRIGGERS, SyncConfig
 
 MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
-SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold")
+SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold",
+                 "budget_bandwidth", "budget_entries")
 FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
 SWEEPABLE = (("topology", "nodes"), ("traffic", "sessions"))
 
@@ -26,7 +27,8 @@ DEFAULTS = {
     "topology": {"nodes": 3, "clients": 2, "servers": 2},
     "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
-                "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05},
+                "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
+                "budget_bandwidth": 0.0, "budget_entries": 0},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0},
     "timeline": [],

@@ -128,6 +128,15 @@ class Expectation:
                 "timeout": round(max(0.0, self.expires - now), 1), "owner": self.owner}
 
 
+@dataclass(eq=False)
+class CommonState:
+    """State every node needs (the seed's VPN keys, authentication): name -> value."""
+
+    name: str
+    value: bytes
+    owner: str
+
+
 def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
     """Advance the TCP state of ``entry``; return a drop reason or None."""
     state = entry.state
@@ -171,6 +180,7 @@ class ConnectionTable:
         self.by_key: dict[Key, Entry] = {}  # canonical(key) -> entry
         self.expectations: dict[tuple, list[Expectation]] = {}
         self.n_expectations = 0
+        self.common: dict[str, CommonState] = {}
 
     def __len__(self) -> int:
         return len(self.by_key)

@@ -14,8 +14,8 @@ from collections import Counter, deque
 from typing import Protocol
 
 from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_SENT,
-                             TIME_WAIT, UNREPLIED, ConnectionTable, Entry, Expectation, Timeouts,
-                             track_tcp)
+                             TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
+                             Expectation, Timeouts, track_tcp)
 from nodes.ftp import FtpHelper
 from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
@@ -206,11 +206,15 @@ class GatewayEngine:
 
     # -- the Figure 9 interfaces for protocol-specific code ---------------
     def modify_state(self, kind: str, obj: object, now: float) -> None:
-        """Store state on behalf of protocol code (only ``expect`` so far)."""
-        if kind != "expect" or not isinstance(obj, Expectation):
+        """Store state on behalf of protocol code: ``expect`` or ``common``."""
+        if kind == "expect" and isinstance(obj, Expectation):
+            self.table.expect(obj)
+            self._event(now, "expect", expectation=obj.as_dict(now))
+        elif kind == "common" and isinstance(obj, CommonState):
+            self.table.common[obj.name] = obj
+            self._event(now, "common", name=obj.name, owner=obj.owner, size=len(obj.value))
+        else:
             raise ValueError(f"unknown state modification {kind!r}")
-        self.table.expect(obj)
-        self._event(now, "expect", expectation=obj.as_dict(now))
         self.sync.state_changed(kind, obj, now)
 
     def request_sync(self, reason: str, objs: list, now: float) -> object:
@@ -279,4 +283,6 @@ class GatewayEngine:
             "entries": [e.as_dict(now) for e in self.table.entries()],
             "expectations": [x.as_dict(now) for xs in self.table.expectations.values()
                              for x in xs],
+            "common": [{"name": c.name, "owner": c.owner, "bytes": len(c.value)}
+                       for c in self.table.common.values()],
         }

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 
-from nodes.conntrack import Timeouts
+from nodes.conntrack import CommonState, Timeouts
 from nodes.control import socket_path
 from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
 from nodes.ports import open_port
@@ -26,8 +26,10 @@ from nodes.rules import RuleError, RuleSet
 from nodes.sync import SyncConfig, SyncEngine
 from nodes.syncproto import PORT
 
-SETTABLE = {"mode": str, "interval": float, "periodic": str, "hold": lambda v: v in ("1", "on", "true"),
-            "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str}
+SETTABLE = {"mode": str, "interval": float, "periodic": str,
+            "hold": lambda v: v in ("1", "on", "true"),
+            "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
+            "budget_bandwidth": float, "budget_entries": int}
 
 BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
@@ -123,9 +125,10 @@ class Node:
             return HOUSEKEEPING
         if any(ch.unacked for ch in self.sync.channels.values()):
             return SYNC_TICK
-        if self.sync.config.periodic_on:
-            return max(0.0, min(HOUSEKEEPING, self.sync.next_periodic - time.monotonic()))
-        return HOUSEKEEPING
+        due = self.sync.next_heartbeat  # peers take a silent node for a failed one
+        if self.sync.periodic_on:
+            due = min(due, self.sync.next_periodic)
+        return max(0.0, min(HOUSEKEEPING, due - time.monotonic()))
 
     def receive_sync(self) -> None:
         now = time.monotonic()
@@ -200,11 +203,18 @@ class Node:
             return self.engine.dump(now)
         if command.startswith("set "):
             return self.set_sync(command[4:])
+        if command.startswith("common "):
+            name, sep, value = command[7:].partition("=")
+            if not sep or not name.strip():
+                return {"error": "use: common NAME=VALUE"}
+            state = CommonState(name.strip(), value.encode(), self.engine.node)
+            self.engine.modify_state("common", state, now)
+            return {"ok": True, "common": name.strip()}
         if command == "ports":
             return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
         if command == "ping":
             return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump, ports, ping or set KEY=VALUE ...)"}
+        return {"error": f"unknown command {command!r} (use stats, dump, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
 
     def set_sync(self, args: str) -> dict:
         """Change sync settings at run time, e.g. ``set mode=periodic interval=2``."""
@@ -222,8 +232,7 @@ class Node:
             candidate.validate()
         except ValueError as err:
             return {"error": str(err)}
-        self.sync.config = candidate
-        self.sync.next_periodic = time.monotonic() + candidate.interval
+        self.sync.reconfigure(candidate, time.monotonic())
         return {"ok": True, "sync": dataclasses.asdict(candidate)}
 
     def flush_events(self) -> None:

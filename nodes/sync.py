@@ -31,16 +31,16 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
-from nodes.conntrack import ConnectionTable, Entry, Expectation
+from nodes.conntrack import CommonState, ConnectionTable, Entry, Expectation
 from nodes.engine import percentiles
 from nodes.groups import adopter, connection_backups, node_backups
 
-MODES = ("none", "periodic", "ondemand", "combined")
+MODES = ("none", "periodic", "ondemand", "combined", "auto")
 TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
             "multi_node_session", "new_connection")
 # Which predetermined action a state change of the gateway engine is.
 _TRIGGER_OF = {"new": "new_connection", "update": "state_modified",
-               "destroy": "state_modified", "expect": "state_modified",
+               "destroy": "state_modified", "expect": "state_modified", "common": "state_modified",
                "unexpect": "state_modified", "multi_node": "multi_node_session"}
 
 
@@ -61,6 +61,8 @@ class SyncConfig:
     heartbeat: float = 0.02  # seconds between heartbeats on the sync network
     dead_after: float = 0.1  # a peer not heard from for this long has failed
     bulk_timeout: float = 2.0  # a joining node is ready after this even without answers
+    budget_bandwidth: float = 0.0  # auto: bytes/s of on-demand sync before going periodic
+    budget_entries: int = 0  # auto: entries per node before full replication gives way
 
     def validate(self) -> None:
         """Raise ValueError, in one line, for a setting that cannot work."""
@@ -79,14 +81,9 @@ class SyncConfig:
             raise ValueError("k must be >= 1, interval and rto > 0")
         if not 0 < self.heartbeat < self.dead_after:
             raise ValueError("heartbeat must be > 0 and shorter than dead_after")
+        if self.mode == "auto" and self.budget_bandwidth <= 0 and self.budget_entries <= 0:
+            raise ValueError("mode auto needs budget_bandwidth (bytes/s) or budget_entries")
 
-    @property
-    def periodic_on(self) -> bool:
-        return self.mode in ("periodic", "combined")
-
-    @property
-    def ondemand_on(self) -> bool:
-        return self.mode in ("ondemand", "combined")
 
 
 @dataclass
@@ -126,15 +123,19 @@ class SyncEngine:
         self.channels = {p: Channel() for p in self.members if p != me}
         self.alive = set(self.members)
         self._groups: tuple = ((), {})
+        self.active = "ondemand" if self.config.mode == "auto" else self.config.mode
+        self.replication = self.config.replication
+        self._window = (now, 0)  # auto: start of the window, state changes in it
         self.outbox: list[tuple[int, bytes]] = []
         self.counters: Counter = Counter()
         self.rejected: Counter = Counter()
         self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
         self.next_periodic = now + self.config.interval
-        self.common: dict[str, tuple[int, bytes]] = {}
         self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
         self.last_heard = {p: now for p in self.channels}
+        self.adopted: dict[int, set] = {}  # peer -> keys of the entries adopted from it
+        self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
         self.leaving = False
         self.events: list[tuple] = []  # (time, kind, fields): membership changes, for the log
@@ -144,23 +145,68 @@ class SyncEngine:
         for peer in self.bulk_waiting:
             self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
 
+    @property
+    def periodic_on(self) -> bool:
+        return self.active in ("periodic", "combined")
+
+    @property
+    def ondemand_on(self) -> bool:
+        return self.active in ("ondemand", "combined")
+
+    def reconfigure(self, config: SyncConfig, now: float) -> None:
+        """Take new settings at run time (the control socket's ``set``)."""
+        config.validate()
+        self.config = config
+        self.active = "ondemand" if config.mode == "auto" else config.mode
+        self.replication = config.replication
+        self.next_periodic = now + config.interval
+
+    def _auto(self, now: float) -> None:
+        """Mode auto: switch by projected sync bandwidth and by table size (method 500)."""
+        start, changes = self._window
+        if now - start >= 1.0:
+            rate = changes * 40 / (now - start)  # ~ bytes a state change costs on demand
+            budget = self.config.budget_bandwidth
+            if budget and self.active == "ondemand" and rate > budget:
+                self._switch("active", "periodic", now, rate=round(rate))
+            elif budget and self.active == "periodic" and rate < budget / 2:
+                self._switch("active", "ondemand", now, rate=round(rate))
+            self._window = (now, 0)
+        limit = self.config.budget_entries
+        if limit and self.config.replication == "full":
+            if self.replication == "full" and len(self.table) > limit:
+                self._switch("replication", "backup", now, entries=len(self.table))
+            elif self.replication == "backup" and len(self.table) < limit / 2:
+                self._switch("replication", "full", now, entries=len(self.table))
+
+    def _switch(self, what: str, value: str, now: float, **why) -> None:
+        setattr(self, what, value)
+        self.counters[f"auto_{what}_{value}"] += 1
+        self.events.append((now, "sync_switch", {what: value, **why}))
+        if what == "replication":
+            self._regroup(sorted(self.alive), now)
+        else:
+            self.next_periodic = now + self.config.interval
+
     # -- the SyncPort the gateway engine calls -----------------------------
     def state_changed(self, kind: str, obj: object, now: float) -> None:
         """A predetermined action: record it, and sync now if its trigger is on."""
         if self.config.mode == "none":
             return
-        if self.config.periodic_on and kind != "multi_node":
+        if self.config.mode == "auto":
+            self._window = (self._window[0], self._window[1] + 1)
+        if self.periodic_on and kind != "multi_node":
             self.dirty[_identity(kind, obj)] = (kind, obj)
         trigger = _TRIGGER_OF.get(kind)
-        if self.config.ondemand_on and trigger in self.config.triggers:
+        if self.ondemand_on and trigger in self.config.triggers:
             self._queue(kind, obj, now)
             self.counters[f"trigger_{trigger}"] += 1
-            if self.config.mode == "combined":
+            if self.active == "combined":
                 self.next_periodic = now + self.config.interval
 
     def request_sync(self, reason: str, objs: list, now: float) -> object:
         """Protocol code asks for ``objs`` to reach the nodes now; a ticket or None."""
-        if not self.config.ondemand_on or "new_connection" not in self.config.triggers:
+        if not self.ondemand_on or "new_connection" not in self.config.triggers:
             return None
         self.flush(now)
         ticket = {}
@@ -186,7 +232,7 @@ class SyncEngine:
         return self._groups[1]
 
     def _destinations(self, obj: object) -> list[int]:
-        if isinstance(obj, Entry) and self.config.replication == "backup":
+        if isinstance(obj, Entry) and self.replication == "backup":
             owner = self.ids.get(obj.owner, self.me)
             if self.config.selection == "connection":
                 peers = connection_backups(sp.key_bytes(obj.orig), owner, sorted(self.alive),
@@ -197,6 +243,9 @@ class SyncEngine:
         return [p for p in sorted(self.alive) if p != self.me]
 
     def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
+        if isinstance(obj, CommonState):
+            return sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me), "name": obj.name,
+                                 "value": obj.value}
         if isinstance(obj, Entry):
             owner = self.ids.get(obj.owner, self.me)
             if kind == "destroy":
@@ -265,7 +314,9 @@ class SyncEngine:
         if self.config.mode == "none":
             return
         self._heartbeats(now)
-        if self.config.periodic_on and now >= self.next_periodic:
+        if self.config.mode == "auto":
+            self._auto(now)
+        if self.periodic_on and now >= self.next_periodic:
             self.periodic_sync(now)
         for peer, ch in self.channels.items():
             if peer not in self.alive:
@@ -290,6 +341,9 @@ class SyncEngine:
                 for exp in exps:
                     if exp.owner == self.names[self.me]:
                         self._queue("expect", exp, now)
+            for common in self.table.common.values():
+                if common.owner == self.names[self.me]:
+                    self._queue("common", common, now)
         else:
             for kind, obj in self.dirty.values():
                 self._queue(kind, obj, now)
@@ -388,9 +442,10 @@ class SyncEngine:
             if exp is not None:
                 table.unexpect(exp)
         elif rtype == sp.R_COMMON:
-            self.common[f["name"]] = (f["owner"], f["value"])
+            table.common[f["name"]] = CommonState(f["name"], f["value"],
+                                                  self.names.get(f["owner"], f"fw{f['owner']}"))
         elif rtype == sp.R_BULK_REQUEST:
-            if "state_requested" in self.config.triggers and self.config.ondemand_on:
+            if "state_requested" in self.config.triggers and self.ondemand_on:
                 self.counters["trigger_state_requested"] += 1
                 self._answer_bulk(sender, now)
             else:
@@ -416,14 +471,16 @@ class SyncEngine:
             return
         before = sorted(self.alive)
         self.alive.discard(peer)
+        self.suspected[peer] = self.channels[peer].peer_boot
         self.events.append((now, "peer_down", {"peer": self.names[peer], "why": trigger}))
         self.counters[f"peers_{'failed' if trigger == 'node_failed' else 'left'}"] += 1
-        if trigger not in self.config.triggers or not self.config.ondemand_on:
+        if trigger not in self.config.triggers or not self.ondemand_on:
             return
         self.counters[f"trigger_{trigger}"] += 1
         dead, me = self.names[peer], self.names[self.me]
         if adopter(before, self.config.k, peer, sorted(self.alive)) == self.me:
             adopted = [e for e in self.table.entries() if e.owner == dead]
+            self.adopted[peer] = {e.orig for e in adopted}
             for entry in adopted:
                 entry.owner = me
             for entry in adopted:  # they are mine now: my backups must hold them too
@@ -433,16 +490,38 @@ class SyncEngine:
         self._regroup(before, now)
 
     def peer_joined(self, peer: int, now: float) -> None:
-        """A new or restarted peer: regroup; it asks for its state itself."""
+        """A new, restarted or wrongly suspected peer: regroup and bring it up to date.
+
+        A restarted peer (new boot epoch) asks for its state itself. A peer that
+        was only taken for dead (same boot: it kept its state) gets back the
+        connections adopted from it, and what it missed meanwhile; this is how
+        a split view heals.
+        """
         before = sorted(self.alive)
         self.alive.add(peer)
         self.events.append((now, "peer_up", {"peer": self.names[peer]}))
         self.counters["peers_joined"] += 1
+        kept_state = self.suspected.pop(peer, None) == self.channels[peer].peer_boot
+        keys = self.adopted.pop(peer, set())
+        if kept_state:
+            mine = self.groups().get(self.me, []) if self.replication == "backup" else \
+                [p for p in self.alive if p != self.me]
+            for key in keys:
+                entry, _ = self.table.lookup(key)
+                if entry is not None and entry.owner == self.names[self.me]:
+                    entry.owner = self.names[peer]
+                    for backup in mine:  # withdraw the copies made while it was mine
+                        if backup != peer:
+                            self.channels[backup].pending.append(
+                                (sp.R_ENTRY_DEL, {"key": key, "owner": self.me}))
+            self.counters["entries_handed_back"] += len(keys)
         self._regroup(before, now)
+        if kept_state:
+            self._answer_bulk(peer, now)  # what it missed while taken for dead
 
     def _regroup(self, before: list[int], now: float) -> None:
         """Send my entries to backups I did not have; drop copies I no longer keep."""
-        if self.config.replication == "full" or self.config.selection == "connection":
+        if self.replication == "full" or self.config.selection == "connection":
             owned = [e for e in self.table.entries() if e.owner == self.names[self.me]]
             for entry in owned:
                 self._queue("update", entry, now)
@@ -469,10 +548,9 @@ class SyncEngine:
                 if exp.owner == me:
                     self._queue("expect", exp, now, peers=[peer])
                     sent += 1
-        for name, (owner, value) in self.common.items():
-            if owner == self.me:
-                self.channels[peer].pending.append(
-                    (sp.R_COMMON, {"owner": owner, "name": name, "value": value}))
+        for common in list(self.table.common.values()):
+            if common.owner == me:
+                self._queue("common", common, now, peers=[peer])
                 sent += 1
         for entry in list(self.table.entries()):
             if entry.owner == me and peer in self._destinations(entry):
@@ -507,11 +585,12 @@ class SyncEngine:
         me = self.names[self.me]
         owned = sum(1 for e in self.table.entries() if e.owner == me)
         lag = percentiles(self.lag)
-        return {"mode": self.config.mode, "members": self.members, "alive": sorted(self.alive),
+        return {"mode": self.config.mode, "active": self.active, "replication": self.replication,
+                "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
                 "backups": self.groups().get(self.me, []),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
-                "common": self.table.n_expectations + len(self.common),
+                "common": self.table.n_expectations + len(self.table.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
                 "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),
                 "counters": dict(self.counters), "rejected": dict(self.rejected)}
@@ -520,6 +599,8 @@ class SyncEngine:
 def _identity(kind: str, obj: object) -> tuple:
     if isinstance(obj, Entry):
         return ("entry", obj.orig)
+    if isinstance(obj, CommonState):
+        return ("common", obj.name)
     return ("expect", obj.proto, obj.src, obj.dst, obj.dport)
 
 

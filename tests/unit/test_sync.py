@@ -332,3 +332,64 @@ def test_a_dead_peer_does_not_block_a_held_packet():
     assert ftp_until_pasv_reply(net.fw[1]) == HOLD
     net.run(0.3)
     assert len(net.fw[1].release(net.t)) == 1
+
+
+def test_common_state_reaches_every_node_and_a_newcomer():
+    from nodes.conntrack import CommonState
+    net = Net(3)
+    net.fw[1].modify_state("common", CommonState("vpn:tunnel1", b"key material", "fw1"), net.t)
+    net.run()
+    for i in (2, 3):
+        assert net.fw[i].table.common["vpn:tunnel1"].value == b"key material"
+        assert net.fw[i].table.common["vpn:tunnel1"].owner == "fw1"
+    # a restarted fw3 gets it in its bulk transfer
+    fresh = GatewayEngine("fw3", RULES)
+    s = SyncEngine(3, [1, 2, 3], fresh.table, KEY, SyncConfig(), boot=300, now=net.t)
+    fresh.sync, net.fw[3], net.sync[3] = s, fresh, s
+    net.run(0.2)
+    assert fresh.table.common["vpn:tunnel1"].value == b"key material"
+
+
+def test_auto_goes_periodic_above_the_bandwidth_budget_and_back_below_it():
+    net = Net(2, mode="auto", budget_bandwidth=2000, interval=0.5)
+    assert net.sync[1].active == "ondemand"
+    for c in range(300):  # about 12 kB/s of on-demand sync, over the 2 kB/s budget
+        syn(net.fw[1], sport=50000 + c, t=net.t)
+        net.run(0.004, settle=False)
+    net.run(0.1)
+    assert net.sync[1].active == "periodic"
+    sent = net.sync[1].counters["sent_entry"]
+    net.run(0.5)  # one interval: the periodic sync sends what changed since the switch
+    assert len(net.fw[2].table) == 300  # nothing lost in the switch
+    assert net.sync[1].counters["sent_entry"] - sent < 50  # and nothing sent twice
+    net.run(1.2)  # quiet
+    assert net.sync[1].active == "ondemand"
+    assert net.sync[1].counters["auto_active_periodic"] == 1
+
+
+def test_auto_gives_up_full_replication_above_the_entry_budget():
+    net = Net(3, mode="auto", replication="full", budget_entries=100)
+    fill(net, per_node=20)  # 60 entries on every node: under the budget
+    assert net.sync[1].replication == "full" and len(net.fw[1].table) == 60
+    fill(net, per_node=0)
+    for i in (1, 2, 3):
+        for c in range(20):
+            syn(net.fw[i], sport=40000 + 100 * i + c, t=net.t)
+    net.run(0.1)
+    assert all(s.replication == "backup" for s in net.sync.values())
+    assert [len(net.fw[i].table) for i in (1, 2, 3)] == [80, 80, 80]  # (1 + k)/N of 120
+    assert_everyone_backed_up(net)
+
+
+def test_a_peer_only_taken_for_dead_gets_its_connections_back():
+    net = Net(3)
+    fill(net)
+    mine = owned(net, 1)
+    net.down.add(1)  # silent, not crashed: it keeps its state and its boot
+    net.run(0.3)
+    assert mine <= owned(net, 2)
+    net.down.discard(1)
+    net.run(0.3)
+    assert owned(net, 1) == mine and copies(net, 2, 1) == mine  # a single owner again
+    assert net.sync[2].counters["entries_handed_back"] == 10
+    assert_everyone_backed_up(net)
