@@ -142,6 +142,7 @@ class SyncEngine:
         # Ask every peer for the state this node must hold (method 700, step 704).
         self.bulk_waiting = set(self.channels) if self.config.mode != "none" else set()
         self.bulk_deadline = now + self.config.bulk_timeout
+        self.bulk_started: dict[int, float] = {}
         for peer in self.bulk_waiting:
             self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
 
@@ -450,8 +451,13 @@ class SyncEngine:
                 self._answer_bulk(sender, now)
             else:
                 self.channels[sender].pending.append((sp.R_BULK_END, {"records": 0}))
+        elif rtype == sp.R_BULK_START:
+            self.bulk_started[sender] = now
         elif rtype == sp.R_BULK_END:
             self.bulk_waiting.discard(sender)
+            started = self.bulk_started.pop(sender, None)
+            if started is not None:
+                self.counters["bulk_ms_last"] = round((now - started) * 1000, 3)
             self.counters["bulk_records_received"] += f["records"]
 
     # -- membership ----------------------------------------------------------
@@ -543,6 +549,7 @@ class SyncEngine:
         """Common state and the entries ``peer`` must back up, then BULK_END."""
         me = self.names[self.me]
         sent = 0
+        self.channels[peer].pending.append((sp.R_BULK_START, {}))
         for exps in list(self.table.expectations.values()):
             for exp in exps:
                 if exp.owner == me:
@@ -561,7 +568,9 @@ class SyncEngine:
         self.counters["bulk_records_sent"] += sent
 
     def leave(self, now: float) -> None:
-        """Graceful leave: peers treat the next heartbeats as this node going offline."""
+        """Graceful leave: hand over what is not yet sent, then say goodbye in heartbeats."""
+        if self.dirty:
+            self.periodic_sync(now)  # periodic mode: the backups must not miss the last changes
         self.leaving = True
         self.next_heartbeat = now
 

@@ -28,6 +28,7 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
                  (authentication or VPN parameters: state every node needs)
     6 BULK_REQUEST   (empty): send me what I must hold
     7 BULK_END   records 4: the bulk transfer that this ends carried so many
+    8 BULK_START (empty): the answer to a BULK_REQUEST begins
 
 A HEARTBEAT's payload is the sender's view of live members: count 1, ids 2 each.
 
@@ -44,10 +45,11 @@ from dataclasses import dataclass, field
 
 MAGIC, VERSION, PORT = 0x4657, 1, 3780
 DATA, ACK, HEARTBEAT = 1, 2, 3
-R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END = range(1, 8)
+R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END, \
+    R_BULK_START = range(1, 9)
 RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
                 R_EXPECT_DEL: "expect_del", R_COMMON: "common", R_BULK_REQUEST: "bulk_request",
-                R_BULK_END: "bulk_end"}
+                R_BULK_END: "bulk_end", R_BULK_START: "bulk_start"}
 MAC_LEN = 16
 HEADER = struct.Struct("!HBBHHQIIHH")
 HEADER_LEN = HEADER.size  # 28
@@ -168,7 +170,7 @@ def encode_record(rtype: int, f: dict) -> bytes:
     elif rtype == R_COMMON:
         name, val = f["name"].encode(), f["value"]
         value = struct.pack("!HB", f["owner"], len(name)) + name + struct.pack("!H", len(val)) + val
-    elif rtype == R_BULK_REQUEST:
+    elif rtype in (R_BULK_REQUEST, R_BULK_START):
         value = b""
     elif rtype == R_BULK_END:
         value = struct.pack("!I", f["records"])
@@ -221,9 +223,9 @@ def _decode_record(rtype: int, v: bytes) -> dict:
         if len(value) != m or 5 + n + m != len(v):
             raise ValueError("COMMON length")
         return {"owner": owner, "name": name, "value": value}
-    if rtype == R_BULK_REQUEST:
+    if rtype in (R_BULK_REQUEST, R_BULK_START):
         if v:
-            raise ValueError("BULK_REQUEST carries nothing")
+            raise ValueError("BULK_REQUEST and BULK_START carry nothing")
         return {}
     if rtype == R_BULK_END:
         return {"records": struct.unpack("!I", v)[0]}

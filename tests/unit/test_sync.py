@@ -393,3 +393,39 @@ def test_a_peer_only_taken_for_dead_gets_its_connections_back():
     assert owned(net, 1) == mine and copies(net, 2, 1) == mine  # a single owner again
     assert net.sync[2].counters["entries_handed_back"] == 10
     assert_everyone_backed_up(net)
+
+
+def test_state_requested_trigger_off_answers_with_nothing():
+    net = Net(2, triggers=tuple(t for t in TRIGGERS if t != "state_requested"))
+    syn(net.fw[1])
+    net.run()
+    fresh = GatewayEngine("fw2", RULES)
+    s = SyncEngine(2, [1, 2], fresh.table, KEY, SyncConfig(triggers=net.sync[1].config.triggers),
+                   boot=500, now=net.t)
+    fresh.sync, net.fw[2], net.sync[2] = s, fresh, s
+    net.run(0.2)
+    assert s.ready and len(fresh.table) == 0
+    assert net.sync[1].counters.get("trigger_state_requested", 0) == 0
+    with_trigger = Net(2)
+    syn(with_trigger.fw[1])
+    with_trigger.run()
+    assert with_trigger.sync[1].counters["trigger_state_requested"] == 1  # at start-up
+
+
+def test_node_offline_trigger_off_adopts_nothing_on_a_leave():
+    net = Net(3, triggers=tuple(t for t in TRIGGERS if t != "node_offline"))
+    fill(net)
+    net.sync[3].leave(net.t)
+    net.run(0.05)
+    assert net.sync[1].alive == {1, 2}
+    assert net.sync[1].counters.get("entries_adopted", 0) == 0
+
+
+def test_a_leave_in_periodic_mode_pushes_the_last_changes_first():
+    net = Net(2, mode="periodic", interval=10.0)
+    syn(net.fw[1], t=net.t)
+    net.run(0.05)
+    assert len(net.fw[2].table) == 0  # the periodic window
+    net.sync[1].leave(net.t)
+    net.run(0.05)
+    assert len(net.fw[2].table) == 1

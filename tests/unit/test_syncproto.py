@@ -20,6 +20,7 @@ RECORDS = [
     (sp.R_COMMON, {"owner": 1, "name": "vpn:tunnel1", "value": b"\x01\x02secret"}),
     (sp.R_BULK_REQUEST, {}),
     (sp.R_BULK_END, {"records": 12345}),
+    (sp.R_BULK_START, {}),
 ]
 
 
