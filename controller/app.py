@@ -1,24 +1,37 @@
 """The Ryu app: a thin shim that installs what controller.steering returns.
 
-Started by ryu-manager (see controller/manager.py) with the cluster spec in
-the file named by $FWCLUSTER_STEERING. Flows are installed proactively when
-a switch connects: no packet of a connection ever comes to the controller.
+Started by ryu-manager (see controller/manager.py). Environment:
+
+- FWCLUSTER_STEERING: the cluster spec (switches, ports, nodes) as JSON;
+- FWCLUSTER_SYNC (optional): the cluster's sync config (names, key file,
+  heartbeat settings); with it the app hears the nodes' heartbeats on the
+  sync network and moves a failed node's buckets (failover);
+- FWCLUSTER_FAILOVER: ``backup`` (default) or ``spread``;
+- FWCLUSTER_EVENTS (optional): a file for membership events, as JSON lines.
+
+Flows are installed proactively; no packet of a connection comes here. When
+a switch connects, the bucket table it still holds is read back first, so a
+restarted controller moves no connection (the switches are fail-secure).
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
+import time
 
 import controller.compat  # noqa: F401  (before ryu)
 from ryu.base import app_manager
 from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, set_ev_cls
+from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.lib import hub
 from ryu.ofproto import nicira_ext, ofproto_v1_3
 
-from controller.steering import COOKIE, ClusterSpec, FlowSpec, cluster_flows
+from controller.steering import COOKIE, TABLE_BUCKETS, ClusterSpec, FlowSpec, Steering
 
 
 def flow_mod(datapath, spec: FlowSpec):
-    """Translate one FlowSpec into an OpenFlow 1.3 flow-mod."""
+    """Translate one FlowSpec into an OpenFlow 1.3 flow-mod (add or replace)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
     actions = []
     for action in spec.actions:
@@ -40,7 +53,7 @@ def flow_mod(datapath, spec: FlowSpec):
 
 
 class ClusterSteering(app_manager.RyuApp):
-    """Installs the steering flows on every switch of the cluster spec."""
+    """Installs the steering flows and keeps them following membership."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
 
@@ -51,23 +64,134 @@ class ClusterSteering(app_manager.RyuApp):
             raise SystemExit("controller: set FWCLUSTER_STEERING to the cluster spec JSON file")
         with open(path, encoding="utf-8") as fh:
             self.spec = ClusterSpec.from_json(fh.read())
-        self.flows = cluster_flows(self.spec)
-        self.logger.info("steering %d nodes over %d buckets on %d switches",
-                         len(self.spec.nodes), self.spec.buckets, len(self.spec.switches))
+        self.sync = None
+        k = 1
+        if os.environ.get("FWCLUSTER_SYNC"):
+            with open(os.environ["FWCLUSTER_SYNC"], encoding="utf-8") as fh:
+                self.sync = json.load(fh)
+            k = int(self.sync.get("settings", {}).get("k", 1))
+        self.steering = Steering(self.spec, os.environ.get("FWCLUSTER_FAILOVER", "backup"), k)
+        self.event_log = open(os.environ["FWCLUSTER_EVENTS"], "a", encoding="utf-8") \
+            if os.environ.get("FWCLUSTER_EVENTS") else None
+        self.datapaths: dict[int, object] = {}
+        self.relearned = False
+        self.logger.info("steering %d nodes over %d buckets on %d switches, failover %s",
+                         len(self.spec.nodes), self.spec.buckets, len(self.spec.switches),
+                         self.steering.policy if self.sync else "off (no sync config)")
+        if self.sync:
+            hub.spawn(self.watch_heartbeats)
 
+    def log_event(self, event: str, **fields) -> None:
+        record = {"t": round(time.time(), 6), "event": event, **fields}
+        self.logger.info("%s", json.dumps(record))
+        if self.event_log:
+            self.event_log.write(json.dumps(record) + "\n")
+            self.event_log.flush()
+
+    # -- switches ------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
         datapath = ev.msg.datapath
-        flows = self.flows.get(datapath.id)
-        if flows is None:
+        if datapath.id not in self.spec.switches:
             self.logger.warning("switch dpid %016x is not in the cluster spec; ignored", datapath.id)
             return
+        self.datapaths[datapath.id] = datapath
         ofp, parser = datapath.ofproto, datapath.ofproto_parser
-        datapath.send_msg(parser.OFPFlowMod(datapath=datapath, command=ofp.OFPFC_DELETE,
-                                            table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
-                                            out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
+        # What does it still hold? A restarted controller must not move connections.
+        datapath.send_msg(parser.OFPFlowStatsRequest(
+            datapath, 0, TABLE_BUCKETS, ofp.OFPP_ANY, ofp.OFPG_ANY, COOKIE, 0xFFFFFFFFFFFFFFFF,
+            parser.OFPMatch()))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def flow_stats(self, ev):
+        datapath = ev.msg.datapath
+        sw = self.spec.switches[datapath.id]
+        outputs = {}
+        for stat in ev.msg.body:
+            bucket = stat.match.get("reg0")
+            ports = [a.port for i in stat.instructions for a in getattr(i, "actions", [])
+                     if hasattr(a, "port")]
+            if bucket is not None and ports:
+                outputs[bucket] = ports[0]
+        table = self.steering.table_from_flows(sw, outputs)
+        if table and not self.relearned and None not in table:
+            self.steering.relearn(table)
+            self.log_event("bucket_table_relearned", switch=sw.name, live=self.steering.live)
+        self.relearned = True
+        flows = self.steering.flows()[datapath.id]
         for spec in flows:
             datapath.send_msg(flow_mod(datapath, spec))
-        datapath.send_msg(parser.OFPBarrierRequest(datapath))
-        self.logger.info("switch %s (dpid %016x): installed %d flows",
-                         self.spec.switches[datapath.id].name, datapath.id, len(flows))
+        datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+        self.logger.info("switch %s (dpid %016x): installed %d flows", sw.name, datapath.id,
+                         len(flows))
+
+    def push(self, buckets: list[int]) -> None:
+        """Rewrite the moved buckets (and the ARP path) on every switch."""
+        for dpid, flows in self.steering.changed_flows(buckets).items():
+            datapath = self.datapaths.get(dpid)
+            if datapath is None:
+                continue
+            for spec in flows:
+                datapath.send_msg(flow_mod(datapath, spec))
+            datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+
+    # -- membership ------------------------------------------------------------
+    def watch_heartbeats(self):
+        """Hear the nodes' heartbeats; a node silent for dead_after has failed."""
+        from nodes import syncproto as sp
+        with open(self.sync["key_file"], "rb") as fh:
+            key = fh.read()
+        names = {int(i): n for i, n in self.sync["names"].items()}
+        settings = self.sync.get("settings", {})
+        dead_after = float(settings.get("dead_after", 0.1))
+        interval = float(settings.get("heartbeat", 0.02))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", sp.PORT))
+        sock.settimeout(interval / 2)
+        start = time.monotonic()
+        heard = {n: start for n in names.values()}
+        boots: dict[str, int] = {}
+        grace = start + max(1.0, 5 * dead_after)  # let every node be heard after a (re)start
+        while True:
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                data = None
+            now = time.monotonic()
+            if data:
+                try:
+                    msg = sp.decode(data, key)
+                except sp.Reject:
+                    msg = None
+                if msg is not None and msg.type == sp.HEARTBEAT and msg.sender in names:
+                    node = names[msg.sender]
+                    if msg.sender not in msg.members and msg.members == []:
+                        self.node_down(node, "left")  # a graceful leave
+                        heard[node] = now
+                        continue
+                    heard[node] = now
+                    boots[node] = msg.boot
+                    if node not in self.steering.live and msg.ready:
+                        self.node_up(node, msg.boot)
+            if now < grace:
+                continue
+            for node in list(self.steering.live):
+                if now - heard[node] > dead_after:
+                    self.node_down(node, "silent", silent_ms=round((now - heard[node]) * 1000, 1))
+
+    def node_down(self, node: str, why: str, **fields) -> None:
+        if node not in self.steering.live:
+            return
+        moved = self.steering.node_down(node)
+        if node in self.steering.live:  # the last node keeps its buckets
+            return
+        self.log_event("node_down", node=node, why=why, buckets_moved=len(moved),
+                       live=self.steering.live, **fields)
+        self.push(moved)
+
+    def node_up(self, node: str, boot: int) -> None:
+        back = self.steering.node_up(node)
+        self.log_event("node_up", node=node, boot=boot, buckets_returned=len(back),
+                       live=self.steering.live)
+        self.push(back)

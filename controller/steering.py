@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from nodes.groups import adopter
+
 COOKIE = 0xF1C1  # marks every flow this policy installs
 TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
 ETH_TYPE_IP = 0x0800
@@ -107,3 +109,88 @@ def cluster_flows(spec: ClusterSpec, live: list | None = None) -> dict[int, list
     live = [n for n in spec.nodes if live is None or n in live]
     table = assign_buckets(live, spec.buckets)
     return {dpid: switch_flows(sw, table, live[0]) for dpid, sw in spec.switches.items()}
+
+
+POLICIES = ("backup", "spread")
+
+
+class Steering:
+    """The bucket table, following membership: only a failed node's buckets move.
+
+    Policy ``backup`` (the seed's modified clustering mechanism) gives a failed
+    node's buckets to its first live backup, the node that adopts its
+    connections (nodes.groups.adopter); ``spread`` deals them out over every
+    survivor, as an unmodified mechanism would. A node that is back gets its
+    own buckets again once it reports that it holds its state (``ready``).
+    """
+
+    def __init__(self, spec: ClusterSpec, policy: str = "backup", k: int = 1):
+        if policy not in POLICIES:
+            raise ValueError(f"failover policy {policy!r} unknown (use {', '.join(POLICIES)})")
+        self.spec, self.policy, self.k = spec, policy, k
+        self.home = assign_buckets(spec.nodes, spec.buckets)
+        self.table = list(self.home)
+        self.live = list(spec.nodes)
+
+    def _id(self, node: str) -> int:
+        return self.spec.nodes.index(node) + 1
+
+    def node_down(self, node: str) -> list[int]:
+        """Move the buckets of a failed or departed node; return the buckets moved."""
+        if node not in self.live or len(self.live) == 1:
+            return []
+        before = [self._id(n) for n in self.live]
+        self.live.remove(node)
+        if self.policy == "backup":
+            heir = adopter(before, self.k, self._id(node), [self._id(n) for n in self.live])
+            targets = [self.spec.nodes[heir - 1]] if heir else list(self.live)
+        else:
+            targets = list(self.live)
+        moved = [b for b, n in enumerate(self.table) if n == node]
+        for i, b in enumerate(moved):
+            self.table[b] = targets[i % len(targets)]
+        return moved
+
+    def node_up(self, node: str) -> list[int]:
+        """Give a returning (ready) node its own buckets back; return them."""
+        if node in self.live or node not in self.spec.nodes:
+            return []
+        self.live = [n for n in self.spec.nodes if n in self.live or n == node]
+        back = [b for b, h in enumerate(self.home) if h == node and self.table[b] != node]
+        for b in back:
+            self.table[b] = node
+        return back
+
+    def relearn(self, table: list) -> None:
+        """Take the bucket table a switch still holds (after a controller restart)."""
+        if len(table) != self.spec.buckets or any(n not in self.spec.nodes for n in table):
+            raise ValueError("the switch's bucket table does not fit the cluster spec")
+        self.table = list(table)
+        self.live = [n for n in self.spec.nodes if n in set(table)]
+
+    @property
+    def designated(self) -> str:
+        """The node that carries non-IP frames (ARP)."""
+        return self.live[0]
+
+    def flows(self) -> dict[int, list[FlowSpec]]:
+        """Every flow of every switch for the current table."""
+        return {dpid: switch_flows(sw, self.table, self.designated)
+                for dpid, sw in self.spec.switches.items()}
+
+    def changed_flows(self, buckets: list[int]) -> dict[int, list[FlowSpec]]:
+        """The flows to rewrite after ``buckets`` moved (and the designated node)."""
+        out = {}
+        for dpid, sw in self.spec.switches.items():
+            flows = [f for f in switch_flows(sw, self.table, self.designated)
+                     if (f.table == TABLE_BUCKETS and f.match["reg0"] in buckets)
+                     or (f.table == TABLE_CLASSIFY and f.priority == 50)]
+            out[dpid] = flows
+        return out
+
+    def table_from_flows(self, sw: SwitchSpec, outputs: dict[int, int]) -> list | None:
+        """The bucket table a switch holds, from its bucket -> output port flows."""
+        by_port = {p: n for n, p in sw.node_ports.items()}
+        if sorted(outputs) != list(range(self.spec.buckets)):
+            return None
+        return [by_port.get(outputs[b]) for b in range(self.spec.buckets)]

@@ -274,8 +274,12 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
     if "triggers" in settings:
         settings["triggers"] = tuple(settings["triggers"])
     config = SyncConfig(**settings)
-    sync = SyncEngine(me, list(names), engine.table, key, config, names, now=time.monotonic())
+    observer = raw.get("controller")  # where the steering controller hears heartbeats
+    sync = SyncEngine(me, list(names), engine.table, key, config, names, now=time.monotonic(),
+                      observer=bool(observer))
     peers = {int(i): a for i, a in raw["addresses"].items()}
+    if observer:
+        peers[0] = observer
     return sync, peers, hold_timeout
 
 

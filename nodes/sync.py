@@ -112,7 +112,7 @@ class SyncEngine:
 
     def __init__(self, me: int, members: list[int], table: ConnectionTable, key: bytes,
                  config: SyncConfig | None = None, names: dict[int, str] | None = None,
-                 boot: int | None = None, now: float = 0.0):
+                 boot: int | None = None, now: float = 0.0, observer: bool = False):
         self.config = config or SyncConfig()
         self.config.validate()
         self.me, self.table, self.key = me, table, key
@@ -121,6 +121,7 @@ class SyncEngine:
         self.ids = {n: i for i, n in self.names.items()}
         self.boot = boot if boot is not None else int(time.time() * 1000)
         self.channels = {p: Channel() for p in self.members if p != me}
+        self.observer = True if observer else None  # also send heartbeats to peer 0
         self.alive = set(self.members)
         self._groups: tuple = ((), {})
         self.active = "ondemand" if self.config.mode == "auto" else self.config.mode
@@ -312,9 +313,10 @@ class SyncEngine:
 
     def tick(self, now: float) -> None:
         """Heartbeats, failure detection, periodic sync, retransmissions, pending records."""
+        self._heartbeats(now)  # mode none too: membership without state
         if self.config.mode == "none":
+            self.flush(now)
             return
-        self._heartbeats(now)
         if self.config.mode == "auto":
             self._auto(now)
         if self.periodic_on and now >= self.next_periodic:
@@ -509,21 +511,25 @@ class SyncEngine:
         self.counters["peers_joined"] += 1
         kept_state = self.suspected.pop(peer, None) == self.channels[peer].peer_boot
         keys = self.adopted.pop(peer, set())
-        if kept_state:
-            mine = self.groups().get(self.me, []) if self.replication == "backup" else \
-                [p for p in self.alive if p != self.me]
-            for key in keys:
-                entry, _ = self.table.lookup(key)
-                if entry is not None and entry.owner == self.names[self.me]:
-                    entry.owner = self.names[peer]
-                    for backup in mine:  # withdraw the copies made while it was mine
-                        if backup != peer:
-                            self.channels[backup].pending.append(
-                                (sp.R_ENTRY_DEL, {"key": key, "owner": self.me}))
-            self.counters["entries_handed_back"] += len(keys)
+        mine = self.groups().get(self.me, []) if self.replication == "backup" else \
+            [p for p in self.alive if p != self.me]
+        handed = []
+        for key in keys:  # its connections go back to it, so its buckets can follow
+            entry, _ = self.table.lookup(key)
+            if entry is not None and entry.owner == self.names[self.me]:
+                entry.owner = self.names[peer]
+                handed.append(entry)
+                for backup in mine:  # withdraw the copies made while it was mine
+                    if backup != peer:
+                        self.channels[backup].pending.append(
+                            (sp.R_ENTRY_DEL, {"key": key, "owner": self.me}))
+        self.counters["entries_handed_back"] += len(handed)
         self._regroup(before, now)
         if kept_state:
             self._answer_bulk(peer, now)  # what it missed while taken for dead
+        elif handed:  # a restarted node lost them: send them with its bulk answer
+            for entry in handed:
+                self._queue("update", entry, now, peers=[peer])
 
     def _regroup(self, before: list[int], now: float) -> None:
         """Send my entries to backups I did not have; drop copies I no longer keep."""
@@ -580,7 +586,11 @@ class SyncEngine:
         self.next_heartbeat = now + self.config.heartbeat
         view = [] if self.leaving else sorted(self.alive)
         for peer in self.channels:  # the dead too: so they can come back
-            self._send(peer, sp.Message(sp.HEARTBEAT, self.me, peer, self.boot, members=view))
+            self._send(peer, sp.Message(sp.HEARTBEAT, self.me, peer, self.boot, members=view,
+                                        ready=self.ready))
+        if self.observer is not None:  # the steering controller
+            self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot,
+                                                        members=view, ready=self.ready), self.key)))
         for peer in list(self.alive - {self.me}):
             if now - self.last_heard[peer] > self.config.dead_after:
                 self.peer_failed(peer, now)

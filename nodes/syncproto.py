@@ -30,7 +30,10 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
     7 BULK_END   records 4: the bulk transfer that this ends carried so many
     8 BULK_START (empty): the answer to a BULK_REQUEST begins
 
-A HEARTBEAT's payload is the sender's view of live members: count 1, ids 2 each.
+A HEARTBEAT's payload is the sender's view of live members and its state:
+count 1, ids 2 each, flags 1 (1: ready, it holds the state it must hold). The
+steering controller hears heartbeats too (receiver 0), so nodes and controller
+judge membership from the same messages.
 
 A message that is short, has a bad magic, version, length or HMAC, comes from
 an older boot of its sender, or is not addressed to this node is dropped and
@@ -89,12 +92,14 @@ class Message:
     ack: int = 0
     records: list = field(default_factory=list)  # DATA: [(type, fields dict)]
     members: list = field(default_factory=list)  # HEARTBEAT
+    ready: bool = True  # HEARTBEAT
 
 
 def encode(msg: Message, key: bytes) -> bytes:
     """The bytes on the wire of ``msg``, authenticated under ``key``."""
     if msg.type == HEARTBEAT:
-        payload = struct.pack(f"!B{len(msg.members)}H", len(msg.members), *msg.members)
+        payload = struct.pack(f"!B{len(msg.members)}HB", len(msg.members), *msg.members,
+                              1 if msg.ready else 0)
     else:
         payload = b"".join(encode_record(t, f) for t, f in msg.records)
     return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key)
@@ -133,9 +138,10 @@ def decode(data: bytes, key: bytes) -> Message:
             msg.records = decode_records(payload)
         elif mtype == HEARTBEAT:
             n = payload[0]
-            if len(payload) != 1 + 2 * n:
+            if len(payload) != 2 + 2 * n:
                 raise ValueError("member list length")
             msg.members = list(struct.unpack_from(f"!{n}H", payload, 1))
+            msg.ready = bool(payload[-1] & 1)
     except (struct.error, IndexError, KeyError, ValueError) as err:
         raise Reject("bad_record") from err
     return msg

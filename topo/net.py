@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from topo.cluster import (HOST_PORT_BASE, FirewallClusterTopo, client_mac, datap
 from topo.procs import Proc, kill_pidfiles, wait_until
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+CONTROLLER_SYNC_IP = "10.0.1.254"  # the controller's ear on the sync network
 
 
 class SetupError(RuntimeError):
@@ -91,7 +93,8 @@ class Cluster:
 
     def __init__(self, run_dir: str, rules: str, n: int = 3, clients: int = 2,
                  servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
-                 established_timeout: float = 432000.0, sync: dict | None = None):
+                 established_timeout: float = 432000.0, sync: dict | None = None,
+                 failover: str | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -99,6 +102,7 @@ class Cluster:
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
+        self.failover = failover  # "backup" or "spread": the controller follows membership
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
@@ -130,31 +134,72 @@ class Cluster:
         spec_path = os.path.join(self.run_dir, "steering.json")
         with open(spec_path, "w", encoding="utf-8") as fh:
             fh.write(steering_spec(self.n, self.clients, self.servers).to_json())
-        port = free_port()
-        self.log("controller_start", port=port)
-        ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
-                                        "--ofp-tcp-listen-port", str(port)],
-                         env={"FWCLUSTER_STEERING": spec_path})
-        wait_until(lambda: self._listening(port) or self._died(ctl), 20, "the controller to listen")
+        self.sync_config = self.write_sync_config()
+        self.controller_port = free_port()
+        ctl = self.start_controller()
         topo = FirewallClusterTopo(n=self.n, clients=self.clients, servers=self.servers)
         self.net = Mininet(topo=topo, controller=None, autoSetMacs=False, build=False)
-        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=port)
+        self.net.addController("c0", controller=RemoteController, ip="127.0.0.1",
+                            port=self.controller_port)
         self.net.build()
         self.net.start()
         self.log("network_up", nodes=self.n, datapath=self.datapath)
+        self._fast_reconnect()
+        if self.failover:
+            self._controller_on_sync_network()
         for sw in ("s1", "s2"):
             wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
                        f"the controller to install flows on {sw}")
         self._died(ctl)
-        self.sync_config = self.write_sync_config()
         for i in range(1, self.n + 1):
             self.start_node(f"fw{i}")
         self.wait_ready()
         self.log("cluster_up", nodes=self.n, sync=self.sync.get("mode", "none"))
 
+    def start_controller(self) -> Proc:
+        """Start the steering controller and wait until it listens."""
+        env = {"FWCLUSTER_STEERING": os.path.join(self.run_dir, "steering.json"),
+               "FWCLUSTER_EVENTS": os.path.join(self.run_dir, "controller.events.jsonl")}
+        if self.failover and self.sync_config:
+            env.update(FWCLUSTER_SYNC=self.sync_config, FWCLUSTER_FAILOVER=self.failover)
+        self.log("controller_start", port=self.controller_port, failover=self.failover)
+        ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
+                                        "--ofp-tcp-listen-port", str(self.controller_port)],
+                         env=env)
+        wait_until(lambda: self._listening(self.controller_port) or self._died(ctl), 20,
+                   "the controller to listen")
+        return ctl
+
+    def restart_controller(self) -> None:
+        """Fault: kill the controller and start it again; switches keep their flows."""
+        proc = self.procs.pop("controller")
+        proc.popen.kill()
+        proc.stop()
+        self.log("fault_controller_restart")
+        self.start_controller()
+
+    def _fast_reconnect(self) -> None:
+        """Switches retry a lost controller every 0.5 s at most (not OVS's 8 s)."""
+        out = subprocess.run(["ovs-vsctl", "--columns=_uuid", "--bare", "list", "controller"],
+                             capture_output=True, text=True).stdout.split()
+        for uuid in out:
+            subprocess.run(["ovs-vsctl", "set", "controller", uuid, "max_backoff=500"],
+                           capture_output=True)
+
+    def _controller_on_sync_network(self) -> None:
+        """An internal port on s3, where the controller hears the nodes' heartbeats."""
+        cmds = [["ovs-vsctl", "add-port", "s3", "s3-ctl", "--", "set", "interface", "s3-ctl",
+                 "type=internal"],
+                ["ip", "addr", "add", f"{CONTROLLER_SYNC_IP}/24", "dev", "s3-ctl"],
+                ["ip", "link", "set", "s3-ctl", "up"],
+                ["ethtool", "-K", "s3-ctl", "tx", "off", "rx", "off", "tso", "off", "gso", "off",
+                 "gro", "off"]]
+        for cmd in cmds:
+            subprocess.run(cmd, capture_output=True)
+
     def write_sync_config(self) -> str | None:
         """The sync config every node reads, and a fresh cluster key (mode 0600)."""
-        if self.sync.get("mode", "none") == "none":
+        if self.sync.get("mode", "none") == "none" and not self.failover:
             return None
         key_file = os.path.join(self.run_dir, "cluster.key")
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -164,7 +209,9 @@ class Cluster:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({"names": {i: f"fw{i}" for i in range(1, self.n + 1)},
                        "addresses": {i: sync_ip(i) for i in range(1, self.n + 1)},
-                       "key_file": key_file, "settings": self.sync}, fh, indent=2)
+                       "key_file": key_file, "settings": {"mode": "none", **self.sync},
+                       **({"controller": CONTROLLER_SYNC_IP} if self.failover else {})},
+                      fh, indent=2)
         return path
 
     def start_node(self, name: str) -> Proc:
@@ -193,9 +240,29 @@ class Cluster:
     def crash_node(self, name: str) -> None:
         """Fault: SIGKILL the node's process (it leaves nothing behind but its state)."""
         proc = self.procs.pop(name)
+        self.log("fault_crash", node=name, pid=proc.pid)
         proc.popen.kill()
         proc.stop()
-        self.log("fault_crash", node=name, pid=proc.pid)
+
+    def hang_node(self, name: str) -> None:
+        """Fault: SIGSTOP the node's process (alive but silent)."""
+        self.log("fault_hang", node=name)
+        os.kill(self.procs[name].pid, signal.SIGSTOP)
+
+    def resume_node(self, name: str) -> None:
+        """Undo hang_node: SIGCONT."""
+        self.log("fault_resume", node=name)
+        os.kill(self.procs[name].pid, signal.SIGCONT)
+
+    def leave_node(self, name: str) -> None:
+        """Fault: graceful leave (SIGTERM: the node says goodbye and stops)."""
+        self.log("fault_leave", node=name)
+        self.procs.pop(name).stop()
+
+    def link(self, node: str, intf: str, up: bool) -> None:
+        """Fault: take one of a node's links down or up (eth0 outside, eth1 inside, eth2 sync)."""
+        self.log("fault_link", node=node, intf=intf, up=up)
+        self.net[node].cmd("ip link set", f"{node}-{intf}", "up" if up else "down")
 
     def restart_node(self, name: str) -> Proc:
         """Start a node again (a new boot epoch: its peers see a restart)."""

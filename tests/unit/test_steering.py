@@ -91,3 +91,58 @@ def test_app_translates_every_flow_into_a_valid_flow_mod():
     from ryu.ofproto import nicira_ext
     assert (action.max_link, action.dst) == (63, "reg0")
     assert action.fields == nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4
+
+
+from controller.steering import Steering  # noqa: E402
+
+
+def test_backup_policy_moves_only_the_failed_nodes_buckets_to_its_backup():
+    st = Steering(spec(3))
+    before = list(st.table)
+    moved = st.node_down("fw1")
+    assert moved == [b for b, n in enumerate(before) if n == "fw1"]
+    assert {st.table[b] for b in moved} == {"fw2"}  # fw2 backs up fw1 and adopted its state
+    assert all(st.table[b] == before[b] for b in range(64) if b not in moved)
+    assert st.designated == "fw2"
+
+
+def test_spread_policy_deals_the_buckets_over_all_survivors():
+    st = Steering(spec(3), policy="spread")
+    moved = st.node_down("fw1")
+    assert {st.table[b] for b in moved} == {"fw2", "fw3"}
+
+
+def test_a_returning_node_gets_exactly_its_own_buckets_back():
+    st = Steering(spec(4))
+    st.node_down("fw2")
+    st.node_down("fw3")
+    back = st.node_up("fw2")
+    assert all(st.table[b] == "fw2" for b in back) and st.live == ["fw1", "fw2", "fw4"]
+    assert [b for b, n in enumerate(st.home) if n == "fw2"] == back
+    assert st.node_up("fw2") == [] and st.node_down("fw9") == []
+
+
+def test_the_last_node_keeps_its_buckets():
+    st = Steering(spec(2))
+    st.node_down("fw1")
+    assert st.node_down("fw2") == [] and set(st.table) == {"fw2"}
+
+
+def test_changed_flows_rewrite_only_moved_buckets_and_the_arp_path():
+    st = Steering(spec(3))
+    moved = st.node_down("fw1")
+    flows = st.changed_flows(moved)[1]
+    assert sorted(f.match["reg0"] for f in flows if f.match.get("reg0") is not None) == moved
+    assert {f.actions for f in flows if f.priority == 50} == {(("output", 2),)}
+
+
+def test_relearning_the_table_from_a_switch():
+    st = Steering(spec(3))
+    st.node_down("fw3")
+    outputs = {b: spec(3).switches[1].node_ports[n] for b, n in enumerate(st.table)}
+    fresh = Steering(spec(3))
+    fresh.relearn(fresh.table_from_flows(spec(3).switches[1], outputs))
+    assert fresh.table == st.table and fresh.live == ["fw1", "fw2"]
+    assert fresh.table_from_flows(spec(3).switches[1], {0: 1}) is None
+    with pytest.raises(ValueError, match="failover policy"):
+        Steering(spec(3), policy="random")

@@ -34,7 +34,9 @@ def test_every_record_type_round_trips():
 
 def test_heartbeat_and_ack_round_trip():
     hb = sp.decode(sp.encode(sp.Message(sp.HEARTBEAT, 1, 0, 9, members=[1, 2, 5]), KEY), KEY)
-    assert hb.members == [1, 2, 5]
+    assert hb.members == [1, 2, 5] and hb.ready
+    hb = sp.decode(sp.encode(sp.Message(sp.HEARTBEAT, 1, 0, 9, members=[], ready=False), KEY), KEY)
+    assert hb.members == [] and not hb.ready
     ack = sp.decode(sp.encode(sp.Message(sp.ACK, 1, 2, 9, 0, 41), KEY), KEY)
     assert (ack.type, ack.ack) == (sp.ACK, 41)
 
