@@ -152,7 +152,7 @@ class ClusterSteering(app_manager.RyuApp):
         start = time.monotonic()
         heard = {n: start for n in names.values()}
         boots: dict[str, int] = {}
-        grace = start + max(1.0, 5 * dead_after)  # let every node be heard after a (re)start
+        startup = 5.0  # a node never heard may not have started yet
         while True:
             try:
                 data = sock.recv(4096)
@@ -174,10 +174,9 @@ class ClusterSteering(app_manager.RyuApp):
                     boots[node] = msg.boot
                     if node not in self.steering.live and msg.ready:
                         self.node_up(node, msg.boot)
-            if now < grace:
-                continue
             for node in list(self.steering.live):
-                if now - heard[node] > dead_after:
+                limit = dead_after if node in boots else startup
+                if now - heard[node] > limit:
                     self.node_down(node, "silent", silent_ms=round((now - heard[node]) * 1000, 1))
 
     def node_down(self, node: str, why: str, **fields) -> None:

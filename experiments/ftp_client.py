@@ -56,7 +56,7 @@ class AnnouncingFTP(ftplib.FTP):
 
 
 def session(sid: int, server: str, path: str, sha256: str, mode: str,
-            timeout: float) -> dict:
+            timeout: float, throttle: float = 0.0) -> dict:
     """Run one FTP session; return its record."""
     rec = {"session": sid, "mode": mode, "server": server, "file": path, "outcome": "fail",
            "error": None, "t_start": time.time()}
@@ -75,6 +75,9 @@ def session(sid: int, server: str, path: str, sha256: str, mode: str,
             size[0] += len(chunk)
             if "t_first_byte" not in rec:
                 rec["t_first_byte"] = time.time()
+                print(f"session {sid} transferring {ftp.data_conn}", flush=True)
+            if throttle:  # a slow reader: TCP flow control slows the sender down
+                time.sleep(len(chunk) / throttle)
 
         ftp.retrbinary(f"RETR {path}", feed)
         rec["bytes"] = size[0]
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="append one JSON line a session here")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--throttle", type=float, default=0.0,
+                        help="read at most this many bytes a second (long downloads)")
     args = parser.parse_args(argv)
     with open(args.plan, encoding="utf-8") as fh:
         plan = json.load(fh)
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         def run(item):
             rec = session(item["session"], item["server"], item["file"], item["sha256"],
-                          item["mode"], args.timeout)
+                          item["mode"], args.timeout, args.throttle)
             with lock:
                 out.write(json.dumps(rec) + "\n")
                 out.flush()

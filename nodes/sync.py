@@ -135,6 +135,7 @@ class SyncEngine:
         self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
         self.last_heard = {p: now for p in self.channels}
+        self.heard_once: set[int] = set()
         self.adopted: dict[int, set] = {}  # peer -> keys of the entries adopted from it
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
@@ -470,6 +471,7 @@ class SyncEngine:
 
     def _heard(self, peer: int, now: float) -> None:
         self.last_heard[peer] = now
+        self.heard_once.add(peer)
         if peer not in self.alive and not self.leaving:
             self.peer_joined(peer, now)
 
@@ -592,7 +594,9 @@ class SyncEngine:
             self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot,
                                                         members=view, ready=self.ready), self.key)))
         for peer in list(self.alive - {self.me}):
-            if now - self.last_heard[peer] > self.config.dead_after:
+            # A peer never heard may just not have started: fail it only after the grace.
+            limit = self.config.dead_after if peer in self.heard_once else self.config.bulk_timeout
+            if now - self.last_heard[peer] > limit:
                 self.peer_failed(peer, now)
         if self.bulk_waiting and now >= self.bulk_deadline:
             self.counters["bulk_timeouts"] += 1

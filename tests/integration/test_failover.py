@@ -1,0 +1,124 @@
+"""Failover (issue 4): a crashed node's share goes to its backup, which has the state."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments.workload import make_files, read_jsonl
+from topo.cluster import server_ip
+from topo.procs import wait_until
+
+pytestmark = pytest.mark.mininet
+SIZE, RATE = 24 << 20, 6e6  # a 24 MiB download read at 6 MB/s: about 4 s
+
+
+def download(cluster, tmp_path, mode="PASV", attempts=1):
+    """Start one throttled FTP download from c1; return (client proc, record file).
+
+    Without sync a data connection works only when it lands on its control
+    connection's node, so ``attempts`` sessions may be tried until one transfers.
+    """
+    root = tmp_path / "ftp"
+    sums = make_files(str(root), 1, SIZE, seed=11)
+    server = cluster.spawn("ftpd", [sys.executable, "-m", "experiments.ftp_server", "--root",
+                                    str(root), "--address", server_ip(1)],
+                           host=cluster.net["srv1"])
+    wait_until(lambda: "ready" in server.log_tail(), 10, "the FTP server")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"session": 0, "server": server_ip(1), "file": "file0.bin",
+                                 "sha256": sums["file0.bin"], "mode": mode}]))
+    for attempt in range(attempts):
+        out = tmp_path / f"sessions{attempt}.jsonl"
+        client = cluster.spawn(f"client{attempt}", [
+            sys.executable, "-m", "experiments.ftp_client", "--plan", str(plan), "--out",
+            str(out), "--timeout", "5", "--throttle", str(RATE)], host=cluster.net["c1"])
+        wait_until(lambda: "transferring" in client.log_tail() or not client.alive(),
+                             15, "the download to start or fail")
+        if client.alive():
+            return client, out
+    raise AssertionError(f"no download started in {attempts} attempts")
+
+
+def carrier(cluster):
+    """The node that owns the established data connection of the download."""
+    for node in cluster.node_names():
+        if node in cluster.procs:
+            for e in cluster.ask(node, "dump")["entries"]:
+                if e["related_to"] and e["state"] == "ESTABLISHED" and e["owner"] == node:
+                    return node
+    return None
+
+
+def buckets(switch="s1"):
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch, "table=1"],
+                         capture_output=True, text=True).stdout
+    return {int(b, 16): int(p) for b, p in re.findall(r"reg0=0x([0-9a-f]+) actions=output:(\d+)", out)}
+
+
+def controller_events(cluster):
+    return read_jsonl(os.path.join(cluster.run_dir, "controller.events.jsonl"))
+
+
+def finish(client, out):
+    wait_until(lambda: not client.alive(), 60, "the download to end")
+    (record,) = read_jsonl(str(out))
+    return record
+
+
+def test_a_long_download_survives_the_crash_of_the_node_carrying_it(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
+    client, out = download(cluster, tmp_path)
+    node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
+    before = buckets()
+    cluster.crash_node(node)
+    record = finish(client, out)
+    assert record["outcome"] == "ok", record  # every byte, checksum verified
+    assert record["bytes"] == SIZE
+    # only the dead node's share moved, all of it to its backup
+    after = buckets()
+    dead_port = int(node[2:])
+    assert {b for b in before if before[b] != after[b]} == {b for b in before if before[b] == dead_port}
+    assert {after[b] for b in before if before[b] == dead_port} == {dead_port % 3 + 1}
+    down = [e for e in controller_events(cluster) if e["event"] == "node_down"]
+    assert [e["node"] for e in down] == [node]
+
+
+def test_without_sync_the_same_crash_breaks_the_download(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, sync={"mode": "none"}, failover="backup")
+    client, out = download(cluster, tmp_path, attempts=20)
+    node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
+    cluster.crash_node(node)
+    record = finish(client, out)
+    assert record["outcome"] != "ok"
+    heir = f"fw{int(node[2:]) % 3 + 1}"
+    assert cluster.ask(heir, "stats")["drops"].get("tcp_no_entry", 0) > 0  # no state there
+
+
+def test_a_hung_node_is_detected_like_a_crashed_one_and_returns(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
+    before = buckets()
+    cluster.hang_node("fw2")
+    wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw2"
+                           for e in controller_events(cluster)), 5, "the controller to notice")
+    assert 2 not in buckets().values()
+    cluster.resume_node("fw2")
+    wait_until(lambda: any(e["event"] == "node_up" and e["node"] == "fw2"
+                           for e in controller_events(cluster)), 5, "fw2 to come back")
+    wait_until(lambda: buckets() == before, 5, "fw2's buckets to return")
+
+
+def test_a_restarted_controller_moves_no_connection(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
+    cluster.crash_node("fw3")  # so that the table differs from the initial one
+    wait_until(lambda: 3 not in buckets().values(), 5, "fw3's buckets to move")
+    client, out = download(cluster, tmp_path)
+    table = buckets()
+    cluster.restart_controller()
+    wait_until(lambda: any(e["event"] == "bucket_table_relearned"
+                           for e in controller_events(cluster)), 10, "the table to be relearned")
+    assert buckets() == buckets("s1") == table
+    assert finish(client, out)["outcome"] == "ok"
+    assert buckets() == table
