@@ -21,7 +21,7 @@ import time
 from nodes.conntrack import CommonState, Timeouts
 from nodes.control import socket_path
 from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
-from nodes.ports import open_port
+from nodes.ports import link_up, open_port
 from nodes.rules import RuleError, RuleSet
 from nodes.sync import SyncConfig, SyncEngine
 from nodes.syncproto import PORT
@@ -49,6 +49,8 @@ class Node:
         self.sent = [0, 0]
         self.sync, self.peers = sync, peers or {}
         self.sync_sock = None
+        self.next_link_check = 0.0
+        self.links_were_up = True
         if sync is not None:
             self.sync_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sync_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -89,6 +91,8 @@ class Node:
                     self.pump(fds[fd])
             now = time.monotonic()
             if self.sync is not None:
+                if now >= self.next_link_check:
+                    self.check_links(now)
                 self.sync.tick(now)
                 self.send_sync()
             if self.engine.held:
@@ -116,6 +120,16 @@ class Node:
                 self.receive_sync()
             if not any(c.unacked for c in self.sync.channels.values()) and now - start > 0.05:
                 break
+
+    def check_links(self, now: float) -> None:
+        """A node whose outside or inside link is down cannot carry traffic: go offline."""
+        self.next_link_check = now + self.sync.config.heartbeat
+        up = all(link_up(self.sync_sock, p.ifname) for p in self.ports)
+        if up == self.links_were_up:
+            return
+        self.links_were_up = up
+        self.engine.count("link_down" if not up else "link_up")
+        self.sync.set_offline(not up, now)
 
     def timeout(self) -> float:
         """How long select may wait: short while packets are held or sync is unacked."""

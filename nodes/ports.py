@@ -10,7 +10,6 @@ socket: one ``recv`` and one ``send`` a frame. Both offer ``recv_batch(limit)``,
 """
 from __future__ import annotations
 
-import errno
 import mmap
 import socket
 import struct
@@ -37,12 +36,14 @@ class SocketPort:
     kind = "socket"
 
     def __init__(self, ifname: str):
+        self.ifname = ifname
         self.sock = _raw_socket(ifname)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sock.bind((ifname, 0))
         self.sock.setblocking(False)
         self.tx_errors = 0
+        self.rx_errors = 0
         self.rx_truncated = 0
 
     def fileno(self) -> int:
@@ -56,15 +57,16 @@ class SocketPort:
                 out.append(recv(65536))
             except BlockingIOError:
                 break
+            except OSError:  # ENETDOWN while the link is down
+                self.rx_errors += 1
+                break
         return out
 
     def send(self, frame: bytes) -> bool:
         try:
             self.sock.send(frame)
             return True
-        except OSError as err:  # ENOBUFS when the egress queue drops
-            if err.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.EMSGSIZE):
-                raise
+        except OSError:  # ENOBUFS when the queue drops, ENETDOWN when the link is down
             self.tx_errors += 1
             return False
 
@@ -84,6 +86,7 @@ class RingPort(SocketPort):
     kind = "txring"
 
     def __init__(self, ifname: str, frames: int = 4096, frame_size: int = 2048):
+        self.ifname = ifname
         self.sock = _raw_socket(ifname)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
@@ -98,6 +101,7 @@ class RingPort(SocketPort):
         self.tx_next = 0
         self.tx_pending = 0
         self.tx_errors = 0
+        self.rx_errors = 0
         self.rx_truncated = 0
 
     def send(self, frame: bytes) -> bool:
@@ -127,9 +131,7 @@ class RingPort(SocketPort):
         self.tx_pending = 0
         try:
             self.sock.send(b"")
-        except OSError as err:
-            if err.errno not in (errno.ENOBUFS, errno.EAGAIN):
-                raise
+        except OSError:  # as in SocketPort.send: counted, never fatal
             self.tx_errors += 1
 
     def describe(self) -> dict:
@@ -144,6 +146,21 @@ class RingPort(SocketPort):
     def close(self) -> None:
         self.ring.close()
         self.sock.close()
+
+
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+SIOCGIFFLAGS = 0x8913
+
+
+def link_up(sock: socket.socket, ifname: str) -> bool:
+    """True when ``ifname`` (in this network namespace) is up and has carrier."""
+    import fcntl
+    try:
+        raw = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16sH", ifname.encode(), 0))
+    except OSError:
+        return False
+    flags = struct.unpack_from("16sH", raw)[1]
+    return bool(flags & IFF_UP and flags & IFF_RUNNING)
 
 
 def open_port(ifname: str, ring: bool = True) -> SocketPort:

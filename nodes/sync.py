@@ -582,6 +582,13 @@ class SyncEngine:
         self.leaving = True
         self.next_heartbeat = now
 
+    def set_offline(self, offline: bool, now: float) -> None:
+        """A data link went down (offline) or came back: peers treat it as a leave / a return."""
+        if offline != self.leaving:
+            self.leaving = offline
+            self.next_heartbeat = now
+            self.events.append((now, "offline" if offline else "online", {}))
+
     def _heartbeats(self, now: float) -> None:
         if now < self.next_heartbeat:
             return

@@ -122,3 +122,14 @@ def test_a_restarted_controller_moves_no_connection(cluster_factory, tmp_path):
     assert buckets() == buckets("s1") == table
     assert finish(client, out)["outcome"] == "ok"
     assert buckets() == table
+
+
+def test_a_node_whose_link_goes_down_gives_up_its_share_and_gets_it_back(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
+    before = buckets()
+    cluster.link("fw1", "eth1", up=False)  # its inside link
+    wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw1" and e["why"] == "left"
+                           for e in controller_events(cluster)), 5, "the controller to notice")
+    assert 1 not in buckets().values() and cluster.ask("fw1", "stats")["counters"]["link_down"] == 1
+    cluster.link("fw1", "eth1", up=True)
+    wait_until(lambda: buckets() == before, 5, "fw1's buckets to return")
