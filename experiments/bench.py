@@ -1,7 +1,7 @@
 """make bench: benchmarks that print ``name: value unit`` and write JSON.
 
 Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
-(experiments/bench_sync.py).
+(experiments/bench_sync.py), failover (experiments/bench_failover.py).
 
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
@@ -149,8 +149,18 @@ def _sync(name):
     return run
 
 
+def _failover(seconds, out_dir):
+    """Default detection (20 ms heartbeats, dead after 100 ms), then a fast one (10/40)."""
+    from experiments import bench_failover
+    figures = bench_failover.failover(seconds, out_dir)
+    fast = bench_failover.failover(seconds, out_dir, heartbeat=0.01, dead_after=0.04)
+    figures.update({k.replace("failover_", "failover_fast_"): v for k, v in fast.items()})
+    return figures
+
+
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
-              "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag")}
+              "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
+              "failover": _failover}
 
 
 def main(argv: list[str] | None = None) -> int:

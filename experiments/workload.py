@@ -25,11 +25,16 @@ def make_files(root: str, count: int, size: int, seed: int) -> dict[str, str]:
     rnd = random.Random(seed)
     sums = {}
     for i in range(count):
-        data = rnd.randbytes(size)
         name = f"file{i}.bin"
+        digest = hashlib.sha256()
         with open(os.path.join(root, name), "wb") as fh:
-            fh.write(data)
-        sums[name] = hashlib.sha256(data).hexdigest()
+            left = size
+            while left:  # in chunks: files may be larger than memory should hold
+                data = rnd.randbytes(min(left, 16 << 20))
+                fh.write(data)
+                digest.update(data)
+                left -= len(data)
+        sums[name] = digest.hexdigest()
     return sums
 
 

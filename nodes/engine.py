@@ -118,6 +118,10 @@ class GatewayEngine:
         if entry is None:
             return self._open(pkt, frame, now)
         direction = ORIGINAL if key == entry.orig else REPLY
+        if entry.extra is not None and "adopted_at" in entry.extra:
+            adopted = entry.extra.pop("adopted_at")  # its first packet here since failover
+            self._event(now, "failover_first_packet", key=key_str(entry.orig),
+                        after_adoption_ms=round((now - adopted) * 1000, 3))
         if pkt.proto == PROTO_TCP:
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL

@@ -493,6 +493,7 @@ class SyncEngine:
             self.adopted[peer] = {e.orig for e in adopted}
             for entry in adopted:
                 entry.owner = me
+                entry.extra = {**(entry.extra or {}), "adopted_at": now}
             for entry in adopted:  # they are mine now: my backups must hold them too
                 self._queue("update", entry, now)
             self.counters["entries_adopted"] += len(adopted)
