@@ -20,6 +20,7 @@ import time
 from importlib import metadata
 
 from experiments import spec as specs
+from experiments.timeline import Timeline
 from experiments.workload import attribute, read_jsonl, run_ftp
 from topo.cluster import datapath
 from topo.net import Cluster, EventLog
@@ -111,15 +112,32 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
     progress(f"{point.name}: starting {topo['nodes']} node(s)")
     with Cluster(out, resolved["cluster"]["rules"], n=topo["nodes"], clients=topo["clients"],
                  servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log,
-                 sync=specs.cluster_sync(resolved["cluster"])) as cluster:
+                 sync=specs.cluster_sync(resolved["cluster"]),
+                 failover=None if resolved["cluster"]["failover"] == "none"
+                 else resolved["cluster"]["failover"]) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
-        records = run_ftp(cluster, out, traffic["sessions"], traffic["modes"],
-                          traffic["file_size"], traffic["files"], traffic["concurrency"],
-                          traffic["timeout"], point.seed,
-                          progress=lambda n, total: progress(
-                              f"{point.name}: session {n}/{total}", force=False))
+        timeline = Timeline(cluster, resolved["timeline"])
+        timeline.start()
+        try:
+            records = run_ftp(cluster, out, traffic["sessions"], traffic["modes"],
+                              traffic["file_size"], traffic["files"], traffic["concurrency"],
+                              traffic["timeout"], point.seed,
+                              progress=lambda n, total: progress(
+                                  f"{point.name}: session {n}/{total}", force=False))
+        finally:
+            timeline.stop()
+        for problem in timeline.errors:
+            progress(f"{point.name}: fault failed: {problem}")
+        for event in timeline.skipped:
+            log("fault_skipped", fault=event["fault"], at=event["at"])
+            progress(f"{point.name}: {event['fault']} at {event['at']}s not applied: "
+                     "the traffic had ended (more sessions or larger files make it last)")
         for node in cluster.node_names():
-            stats[node] = cluster.ask(node, "stats")
+            if node in cluster.procs:
+                try:
+                    stats[node] = cluster.ask(node, "stats")
+                except (OSError, ValueError):
+                    stats[node] = {"error": "no answer (hung or gone)"}
     with open(os.path.join(out, "stats.json"), "w", encoding="utf-8") as fh:
         json.dump(stats, fh, indent=2)
     node_events = [ev for path in sorted(glob.glob(os.path.join(out, "fw*.events.jsonl")))

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 
 from nodes.rules import RuleError, RuleSet
+from experiments.timeline import check
 from nodes.sync import TRIGGERS, SyncConfig
 
 MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
@@ -28,7 +29,7 @@ DEFAULTS = {
     "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
                 "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
-                "budget_bandwidth": 0.0, "budget_entries": 0},
+                "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0},
     "timeline": [],
@@ -129,7 +130,13 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "traffic.concurrency must be 1..64")
     need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,
          "traffic.timeout must be > 0 seconds")
-    need(spec["timeline"] == [], "timeline: fault injection is not available yet; leave it empty")
+    need(cluster["failover"] in ("none", "backup", "spread"),
+         "cluster.failover must be none, backup or spread")
+    need(isinstance(spec["timeline"], list), "timeline must be a list of [[timeline]] tables")
+    smallest = min(_ints(topo["nodes"]))
+    for i, event in enumerate(spec["timeline"], 1):
+        problem = check(event, smallest) if isinstance(event, dict) else "not a table"
+        need(problem is None, f"timeline entry {i}: {problem}")
 
 
 def sync_config(cluster: dict) -> SyncConfig:

@@ -136,7 +136,7 @@ class SyncEngine:
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
         self.last_heard = {p: now for p in self.channels}
         self.heard_once: set[int] = set()
-        self.adopted: dict[int, set] = {}  # peer -> keys of the entries adopted from it
+        self.adopted: dict[int, tuple[set, float]] = {}  # peer -> (keys adopted, when)
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
         self.leaving = False
@@ -490,7 +490,7 @@ class SyncEngine:
         dead, me = self.names[peer], self.names[self.me]
         if adopter(before, self.config.k, peer, sorted(self.alive)) == self.me:
             adopted = [e for e in self.table.entries() if e.owner == dead]
-            self.adopted[peer] = {e.orig for e in adopted}
+            self.adopted[peer] = ({e.orig for e in adopted}, now)
             for entry in adopted:
                 entry.owner = me
                 entry.extra = {**(entry.extra or {}), "adopted_at": now}
@@ -513,26 +513,40 @@ class SyncEngine:
         self.events.append((now, "peer_up", {"peer": self.names[peer]}))
         self.counters["peers_joined"] += 1
         kept_state = self.suspected.pop(peer, None) == self.channels[peer].peer_boot
-        keys = self.adopted.pop(peer, set())
+        self._regroup(before, now)
+        if kept_state:
+            self._answer_bulk(peer, now)  # its connections back, and what it missed
+        # A restarted peer asks for its state itself; _answer_bulk answers it.
+
+    def _hand_back(self, peer: int, now: float) -> list[Entry]:
+        """Return what was adopted from ``peer``; also what opened here since then.
+
+        The controller gives ``peer`` its buckets back once it is ready, and which
+        of the connections opened here meanwhile fall into those buckets only the
+        switch's hash knows; so ``peer`` gets all of them (as copies of mine) and
+        the adopted ones (its own again). Copies my backups made of the adopted
+        ones are withdrawn.
+        """
+        keys, since = self.adopted.pop(peer, (set(), None))
+        if since is None:
+            return []
+        me = self.names[self.me]
         mine = self.groups().get(self.me, []) if self.replication == "backup" else \
             [p for p in self.alive if p != self.me]
-        handed = []
-        for key in keys:  # its connections go back to it, so its buckets can follow
+        out = []
+        for key in keys:
             entry, _ = self.table.lookup(key)
-            if entry is not None and entry.owner == self.names[self.me]:
+            if entry is not None and entry.owner == me:
                 entry.owner = self.names[peer]
-                handed.append(entry)
-                for backup in mine:  # withdraw the copies made while it was mine
+                out.append(entry)
+                for backup in mine:
                     if backup != peer:
                         self.channels[backup].pending.append(
                             (sp.R_ENTRY_DEL, {"key": key, "owner": self.me}))
-        self.counters["entries_handed_back"] += len(handed)
-        self._regroup(before, now)
-        if kept_state:
-            self._answer_bulk(peer, now)  # what it missed while taken for dead
-        elif handed:  # a restarted node lost them: send them with its bulk answer
-            for entry in handed:
-                self._queue("update", entry, now, peers=[peer])
+        self.counters["entries_handed_back"] += len(out)
+        opened = [e for e in self.table.entries() if e.owner == me and e.created >= since]
+        self.counters["entries_opened_meanwhile_sent"] += len(opened)
+        return out + opened
 
     def _regroup(self, before: list[int], now: float) -> None:
         """Send my entries to backups I did not have; drop copies I no longer keep."""
@@ -559,6 +573,9 @@ class SyncEngine:
         me = self.names[self.me]
         sent = 0
         self.channels[peer].pending.append((sp.R_BULK_START, {}))
+        for entry in self._hand_back(peer, now):
+            self._queue("update", entry, now, peers=[peer])
+            sent += 1
         for exps in list(self.table.expectations.values()):
             for exp in exps:
                 if exp.owner == me:

@@ -259,6 +259,30 @@ class Cluster:
         self.log("fault_leave", node=name)
         self.procs.pop(name).stop()
 
+    def sync_loss(self, node: str, percent: float) -> None:
+        """Fault: drop ``percent`` % of what a node receives on its sync link (0 undoes it)."""
+        self.log("fault_sync_loss", node=node, percent=percent)
+        host, intf = self.net[node], f"{node}-eth2"
+        host.cmd("nft delete table netdev fwloss 2>/dev/null")
+        if percent > 0:
+            out = host.cmd(
+                "nft add table netdev fwloss && nft add chain netdev fwloss c "
+                f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}' && "
+                f"nft add rule netdev fwloss c numgen random mod 100 '<' {int(percent)} counter drop")
+            if "Error" in out:
+                raise SetupError(f"nftables refused the loss rule on {intf}: {out.strip()}")
+
+    def rate_limit(self, node: str, intf: str, mbit: float) -> None:
+        """Fault: limit what a node sends on one link to ``mbit`` Mbit/s (0 lifts it)."""
+        self.log("fault_rate_limit", node=node, intf=intf, mbit=mbit)
+        dev = f"{node}-{intf}"
+        self.net[node].cmd("tc qdisc del dev", dev, "root 2>/dev/null")
+        if mbit > 0:
+            out = self.net[node].cmd("tc qdisc add dev", dev,
+                                     f"root tbf rate {mbit}mbit burst 64kb latency 50ms")
+            if out.strip():
+                raise SetupError(f"tc refused the rate limit on {dev}: {out.strip()}")
+
     def link(self, node: str, intf: str, up: bool) -> None:
         """Fault: take one of a node's links down or up (eth0 outside, eth1 inside, eth2 sync)."""
         self.log("fault_link", node=node, intf=intf, up=up)

@@ -133,3 +133,25 @@ def test_a_node_whose_link_goes_down_gives_up_its_share_and_gets_it_back(cluster
     assert 1 not in buckets().values() and cluster.ask("fw1", "stats")["counters"]["link_down"] == 1
     cluster.link("fw1", "eth1", up=True)
     wait_until(lambda: buckets() == before, 5, "fw1's buckets to return")
+
+
+def test_a_spec_timeline_crashes_and_restarts_a_node_during_the_traffic(tmp_path):
+    from experiments import run
+    spec = tmp_path / "crash.toml"
+    spec.write_text(open("experiments/specs/failover.toml").read()
+                    .replace("sessions = 40", "sessions = 16")
+                    .replace("file_size = 1048576", "file_size = 8388608")
+                    .replace("at = 2.0", "at = 0.5").replace("at = 5.0", "at = 1.5"))
+    run_dir = run.run(str(spec), str(tmp_path / "results"))
+    (point,) = os.listdir(os.path.join(run_dir, "points"))
+    events = read_jsonl(os.path.join(run_dir, "points", point, "events.jsonl"))
+    kinds = [e["event"] for e in events]
+    assert kinds.index("fault_crash") < kinds.index("fault_restart")
+    crash = next(e for e in events if e["event"] == "fault_crash")
+    down = [e for e in read_jsonl(os.path.join(run_dir, "points", point,
+                                               "controller.events.jsonl"))
+            if e["event"] == "node_down"]
+    assert down and down[0]["node"] == "fw1" and 0 < down[0]["t"] - crash["t"] < 1.0
+    sessions = read_jsonl(os.path.join(run_dir, "points", point, "sessions.jsonl"))
+    assert len(sessions) == 16
+    assert sum(s["outcome"] == "ok" for s in sessions) >= 14  # a crash may cost a session or so

@@ -1,0 +1,85 @@
+"""Faults on a timeline: a spec's ``[[timeline]]`` entries, applied during the traffic.
+
+    [[timeline]]
+    at = 2.0            # seconds after the traffic starts
+    fault = "crash"     # see FAULTS
+    node = "fw1"
+
+Parameters by fault: ``link_down``/``link_up``: ``intf`` (eth0 outside, eth1
+inside, eth2 sync); ``sync_loss``: ``percent``; ``rate_limit``: ``intf`` and
+``mbit`` (0 lifts it). ``controller_restart`` takes no node. Every fault is
+written with its time to the run's event log by the cluster that applies it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+FAULTS = {
+    "crash": ((), lambda c, e: c.crash_node(e["node"])),
+    "hang": ((), lambda c, e: c.hang_node(e["node"])),
+    "resume": ((), lambda c, e: c.resume_node(e["node"])),
+    "leave": ((), lambda c, e: c.leave_node(e["node"])),
+    "restart": ((), lambda c, e: c.restart_node(e["node"])),
+    "link_down": (("intf",), lambda c, e: c.link(e["node"], e["intf"], False)),
+    "link_up": (("intf",), lambda c, e: c.link(e["node"], e["intf"], True)),
+    "sync_cut": ((), lambda c, e: c.link(e["node"], "eth2", False)),
+    "sync_restore": ((), lambda c, e: c.link(e["node"], "eth2", True)),
+    "sync_loss": (("percent",), lambda c, e: c.sync_loss(e["node"], float(e["percent"]))),
+    "rate_limit": (("intf", "mbit"), lambda c, e: c.rate_limit(e["node"], e["intf"],
+                                                               float(e["mbit"]))),
+    "controller_restart": ((), lambda c, e: c.restart_controller()),
+}
+INTERFACES = ("eth0", "eth1", "eth2")
+
+
+def check(event: dict, nodes: int) -> str | None:
+    """What is wrong with one timeline entry for a cluster of ``nodes``, or None."""
+    fault = event.get("fault")
+    if fault not in FAULTS:
+        return f"fault {fault!r} unknown (use {', '.join(FAULTS)})"
+    at = event.get("at")
+    if not isinstance(at, (int, float)) or at < 0:
+        return f"{fault}: 'at' must be seconds >= 0"
+    if fault != "controller_restart":
+        node = event.get("node", "")
+        if not (isinstance(node, str) and node.startswith("fw") and node[2:].isdigit()
+                and 1 <= int(node[2:]) <= nodes):
+            return f"{fault}: node {node!r} is not fw1..fw{nodes}"
+    params, _ = FAULTS[fault]
+    for name in params:
+        if name not in event:
+            return f"{fault}: needs {name!r}"
+    if "intf" in event and event["intf"] not in INTERFACES:
+        return f"{fault}: intf {event['intf']!r} is not one of {', '.join(INTERFACES)}"
+    unknown = set(event) - {"at", "fault", "node", *params}
+    if unknown:
+        return f"{fault}: unknown fields {sorted(unknown)}"
+    return None
+
+
+class Timeline(threading.Thread):
+    """Applies timeline entries to a running cluster at their times."""
+
+    def __init__(self, cluster, events: list[dict]):
+        super().__init__(name="timeline", daemon=True)
+        self.cluster, self.events = cluster, sorted(events, key=lambda e: e["at"])
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+        self.skipped: list[dict] = []  # the traffic ended before their time
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for i, event in enumerate(self.events):
+            if self.stopping.wait(max(0.0, start + event["at"] - time.monotonic())):
+                self.skipped = self.events[i:]
+                return
+            try:
+                FAULTS[event["fault"]][1](self.cluster, event)
+            except Exception as err:  # keep the run going; the error is reported
+                self.errors.append(f"{event['fault']} at {event['at']}s: {err}")
+                self.cluster.log("fault_failed", fault=event["fault"], error=str(err))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
