@@ -104,13 +104,6 @@ def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str) -> list[Fl
     return flows
 
 
-def cluster_flows(spec: ClusterSpec, live: list | None = None) -> dict[int, list[FlowSpec]]:
-    """Flows for every switch, spreading connections over ``live`` nodes."""
-    live = [n for n in spec.nodes if live is None or n in live]
-    table = assign_buckets(live, spec.buckets)
-    return {dpid: switch_flows(sw, table, live[0]) for dpid, sw in spec.switches.items()}
-
-
 POLICIES = ("backup", "spread")
 
 

@@ -31,11 +31,6 @@ def connection_backups(key: bytes, owner: int, members: list[int], k: int) -> li
     return [others[(start + j) % len(others)] for j in range(k)]
 
 
-def backed_up_by(members: list[int], k: int, node: int) -> list[int]:
-    """The members whose backups include ``node`` (whose state it holds)."""
-    return sorted(m for m, bs in node_backups(members, k).items() if node in bs)
-
-
 def adopter(members_before: list[int], k: int, failed: int, alive: list[int]) -> int | None:
     """The node that takes over a failed node's connections: its first live backup."""
     for b in node_backups(members_before, k).get(failed, []):

@@ -3,14 +3,13 @@ import itertools
 
 import pytest
 
-from nodes.groups import adopter, backed_up_by, connection_backups, node_backups
+from nodes.groups import adopter, connection_backups, node_backups
 
 CASES = [(n, k) for n in range(2, 9) for k in range(1, n)]
 
 
 def test_the_seeds_three_node_cycle():
     assert node_backups([1, 2, 3], 1) == {1: [2], 2: [3], 3: [1]}
-    assert backed_up_by([1, 2, 3], 1, 2) == [1]
 
 
 @pytest.mark.parametrize("n, k", CASES)
