@@ -155,3 +155,21 @@ def test_a_spec_timeline_crashes_and_restarts_a_node_during_the_traffic(tmp_path
     sessions = read_jsonl(os.path.join(run_dir, "points", point, "sessions.jsonl"))
     assert len(sessions) == 16
     assert sum(s["outcome"] == "ok" for s in sessions) >= 14  # a crash may cost a session or so
+
+
+def test_sync_loss_and_rate_limit_primitives_apply_and_lift(cluster_factory):
+    cluster = cluster_factory(n=2, sync={"mode": "ondemand"})
+    fw1 = cluster.net["fw1"]
+    cluster.sync_loss("fw1", 30)
+    assert "numgen random mod 100 < 30" in fw1.cmd("nft list table netdev fwloss")
+    wait_until(lambda: "packets 0 " not in fw1.cmd("nft list table netdev fwloss"), 5,
+               "heartbeats to be dropped")
+    cluster.sync_loss("fw1", 0)
+    assert "No such file" in fw1.cmd("nft list table netdev fwloss 2>&1")
+    cluster.rate_limit("fw1", "eth1", 50)
+    assert "tbf" in fw1.cmd("tc qdisc show dev fw1-eth1") and "50Mbit" in \
+        fw1.cmd("tc qdisc show dev fw1-eth1")
+    cluster.rate_limit("fw1", "eth1", 0)
+    assert "tbf" not in fw1.cmd("tc qdisc show dev fw1-eth1")
+    kinds = [e["event"] for e in read_jsonl(os.path.join(cluster.run_dir, "events.jsonl"))]
+    assert kinds.count("fault_sync_loss") == 2 and kinds.count("fault_rate_limit") == 2
