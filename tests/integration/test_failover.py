@@ -173,3 +173,23 @@ def test_sync_loss_and_rate_limit_primitives_apply_and_lift(cluster_factory):
     assert "tbf" not in fw1.cmd("tc qdisc show dev fw1-eth1")
     kinds = [e["event"] for e in read_jsonl(os.path.join(cluster.run_dir, "events.jsonl"))]
     assert kinds.count("fault_sync_loss") == 2 and kinds.count("fault_rate_limit") == 2
+
+
+def test_spread_policy_deals_a_dead_nodes_share_over_all_survivors(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="spread")
+    before = buckets()
+    cluster.crash_node("fw1")
+    wait_until(lambda: 1 not in buckets().values(), 5, "fw1's buckets to move")
+    after = buckets()
+    heirs = {after[b] for b in before if before[b] == 1}
+    assert heirs == {2, 3}  # not only to the backup that holds fw1's state
+    assert all(after[b] == before[b] for b in before if before[b] != 1)
+
+
+def test_a_graceful_leave_is_noticed_at_once(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
+    cluster.leave_node("fw2")  # SIGTERM: the node says goodbye in its heartbeats
+    wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw2"
+                           for e in controller_events(cluster)), 5, "the controller to notice")
+    down = next(e for e in controller_events(cluster) if e["event"] == "node_down")
+    assert down["why"] == "left" and 2 not in buckets().values()
