@@ -235,20 +235,25 @@ class ConnectionTable:
             if not waiting:
                 del self.expectations[exp.slot]
 
+    def find_expectation(self, proto: int, src: bytes, dst: bytes, dport: int,
+                         now: float) -> Expectation | None:
+        """The live expectation that would admit this opening packet (not consumed)."""
+        for exp in self.expectations.get((proto, dst, dport), ()):
+            if exp.expires > now and (exp.src is None or exp.src == src):
+                return exp
+        return None
+
     def take_expectation(self, proto: int, src: bytes, dst: bytes, dport: int,
                          now: float) -> Expectation | None:
         """Consume the live expectation that admits this opening packet."""
-        waiting = self.expectations.get((proto, dst, dport))
-        if not waiting:
+        exp = self.find_expectation(proto, src, dst, dport, now)
+        if exp is None:
             return None
-        for exp in waiting:
-            if exp.expires > now and (exp.src is None or exp.src == src):
-                self.unexpect(exp)
-                master, _ = self.lookup(exp.master)
-                if master is not None and exp in (master.expectations or ()):
-                    master.expectations.remove(exp)
-                return exp
-        return None
+        self.unexpect(exp)
+        master, _ = self.lookup(exp.master)
+        if master is not None and exp in (master.expectations or ()):
+            master.expectations.remove(exp)
+        return exp
 
     def expire(self, now: float, owner: str | None = None) -> tuple[list[Entry], list[Expectation]]:
         """Remove entries (of ``owner`` only, if given) and expectations past their timeout."""

@@ -22,7 +22,7 @@ from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUES
                           Packet, ethertype, key_str, parse_ipv4)
 from nodes.rules import RuleSet
 
-ACCEPT, DROP, HOLD = 0, 1, 2
+ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3  # ASK: mode home, find the flow's home node
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
 
@@ -92,6 +92,8 @@ class GatewayEngine:
         self.events: list[tuple] = []  # (time, kind, fields); drained by the shell
         self.max_events = max_events
         self.held: dict[Entry, _Held] = {}
+        self.home_mode = False  # no local state for a packet: ASK instead of DROP
+        self.last_key = None  # the key of the packet the last ASK was about
         self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
 
     # -- packet processing --------------------------------------------------
@@ -159,14 +161,21 @@ class GatewayEngine:
             return HOLD
         return ACCEPT
 
+    def _unknown(self, reason: str, pkt: Packet, now: float) -> int:
+        """No state here: drop, or in mode home ask the cluster for the flow's home."""
+        if self.home_mode:
+            self.last_key = pkt.key
+            return ASK
+        return self._drop(reason, pkt, now)
+
     def _open(self, pkt: Packet, frame: bytes, now: float) -> int:
         """A packet with no entry: admit it by expectation or rule, or drop it."""
         proto = pkt.proto
         if proto == PROTO_TCP and pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN:
-            return self._drop("tcp_no_entry", pkt, now)
+            return self._unknown("tcp_no_entry", pkt, now)
         if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
             if pkt.icmp_type == ICMP_ECHO_REPLY:
-                return self._drop("icmp_no_entry", pkt, now)
+                return self._unknown("icmp_no_entry", pkt, now)
             rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
             return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
         if self.table.full():
@@ -178,7 +187,7 @@ class GatewayEngine:
         else:
             rule = self.rules.match(proto, pkt.src, pkt.dst, pkt.dport)
             if rule is None or rule.action != "accept":
-                return self._drop("policy", pkt, now)
+                return self._unknown("policy", pkt, now)
             rule_no, helper, related = rule.lineno, rule.helper, None
         state = SYN_SENT if proto == PROTO_TCP else UNREPLIED
         entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,
@@ -207,6 +216,19 @@ class GatewayEngine:
         self.table.remove(entry)
         self._event(now, "destroy", entry=entry.as_dict(now), why=why)
         self.sync.state_changed("destroy", entry, now)
+
+    def is_home(self, frame: bytes, now: float) -> tuple | None:
+        """The key of ``frame`` if this node is its home: it holds the connection,
+        or the expectation that admits it (a related connection announced here)."""
+        pkt = parse_ipv4(frame) if ethertype(frame) == ETH_P_IP else None
+        if pkt is None or pkt.__class__ is str:
+            return None
+        entry, _ = self.table.lookup(pkt.key)
+        if entry is not None and entry.owner == self.node:
+            return entry.orig
+        if self.table.find_expectation(pkt.proto, pkt.src, pkt.dst, pkt.dport, now):
+            return pkt.key
+        return None
 
     # -- the Figure 9 interfaces for protocol-specific code ---------------
     def modify_state(self, kind: str, obj: object, now: float) -> None:

@@ -30,6 +30,13 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
     7 BULK_END   records 4: the bulk transfer that this ends carried so many
     8 BULK_START (empty): the answer to a BULK_REQUEST begins
 
+Home-node forwarding (mode ``home``) uses three more message types, not
+sequenced (a lost query is a dropped packet, as a lost packet would be):
+
+    4 HOME_QUERY   query id 4, ingress 1 (0 outside, 1 inside), the packet (frame)
+    5 HOME_ANSWER  query id 4, home node id 2, connection key 13
+    6 FORWARD      ingress 1, the packet: process it as if it arrived on ingress
+
 A HEARTBEAT's payload is the sender's view of live members and its state:
 count 1, ids 2 each, flags 1 (1: ready, it holds the state it must hold). The
 steering controller hears heartbeats too (receiver 0), so nodes and controller
@@ -48,6 +55,7 @@ from dataclasses import dataclass, field
 
 MAGIC, VERSION, PORT = 0x4657, 1, 3780
 DATA, ACK, HEARTBEAT = 1, 2, 3
+HOME_QUERY, HOME_ANSWER, FORWARD = 4, 5, 6  # home-node forwarding (the second seed)
 R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END, \
     R_BULK_START = range(1, 9)
 RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
@@ -93,6 +101,11 @@ class Message:
     records: list = field(default_factory=list)  # DATA: [(type, fields dict)]
     members: list = field(default_factory=list)  # HEARTBEAT
     ready: bool = True  # HEARTBEAT
+    query: int = 0  # HOME_QUERY, HOME_ANSWER
+    ingress: int = 0  # HOME_QUERY, FORWARD
+    frame: bytes = b""  # HOME_QUERY, FORWARD
+    home: int = 0  # HOME_ANSWER
+    key: tuple = ()  # HOME_ANSWER
 
 
 def encode(msg: Message, key: bytes) -> bytes:
@@ -100,6 +113,12 @@ def encode(msg: Message, key: bytes) -> bytes:
     if msg.type == HEARTBEAT:
         payload = struct.pack(f"!B{len(msg.members)}HB", len(msg.members), *msg.members,
                               1 if msg.ready else 0)
+    elif msg.type == HOME_QUERY:
+        payload = struct.pack("!IB", msg.query, msg.ingress) + msg.frame
+    elif msg.type == HOME_ANSWER:
+        payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)
+    elif msg.type == FORWARD:
+        payload = struct.pack("!B", msg.ingress) + msg.frame
     else:
         payload = b"".join(encode_record(t, f) for t, f in msg.records)
     return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key)
@@ -129,7 +148,7 @@ def decode(data: bytes, key: bytes) -> Message:
     body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
     if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]):
         raise Reject("bad_mac")
-    if mtype not in (DATA, ACK, HEARTBEAT):
+    if mtype not in (DATA, ACK, HEARTBEAT, HOME_QUERY, HOME_ANSWER, FORWARD):
         raise Reject("bad_type")
     msg = Message(mtype, sender, receiver, boot, seq, ack)
     payload = body[HEADER_LEN:]
@@ -142,6 +161,17 @@ def decode(data: bytes, key: bytes) -> Message:
                 raise ValueError("member list length")
             msg.members = list(struct.unpack_from(f"!{n}H", payload, 1))
             msg.ready = bool(payload[-1] & 1)
+        elif mtype == HOME_QUERY:
+            msg.query, msg.ingress = struct.unpack_from("!IB", payload)
+            msg.frame = payload[5:]
+        elif mtype == HOME_ANSWER:
+            if len(payload) != 6 + 13:
+                raise ValueError("HOME_ANSWER length")
+            msg.query, msg.home = struct.unpack_from("!IH", payload)
+            msg.key = key_from(payload, 6)
+        elif mtype == FORWARD:
+            msg.ingress = payload[0]
+            msg.frame = payload[1:]
     except (struct.error, IndexError, KeyError, ValueError) as err:
         raise Reject("bad_record") from err
     return msg

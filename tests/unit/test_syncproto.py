@@ -71,3 +71,15 @@ def test_bad_messages_are_rejected_with_a_reason(data, reason):
     with pytest.raises(sp.Reject) as err:
         sp.decode(data, KEY)
     assert err.value.reason == reason
+
+
+def test_home_forwarding_messages_round_trip():
+    frame = bytes(range(60))
+    q = sp.decode(sp.encode(sp.Message(sp.HOME_QUERY, 2, 0, 9, query=77, ingress=1,
+                                       frame=frame), KEY), KEY)
+    assert (q.query, q.ingress, q.frame) == (77, 1, frame)
+    a = sp.decode(sp.encode(sp.Message(sp.HOME_ANSWER, 1, 2, 9, query=77, home=1, key=CONN),
+                            KEY), KEY)
+    assert (a.query, a.home, a.key) == (77, 1, CONN)
+    f = sp.decode(sp.encode(sp.Message(sp.FORWARD, 2, 1, 9, ingress=0, frame=frame), KEY), KEY)
+    assert (f.ingress, f.frame) == (0, frame)
