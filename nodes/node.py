@@ -20,11 +20,12 @@ import time
 
 from nodes.conntrack import CommonState, Timeouts
 from nodes.control import socket_path
-from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
+from nodes.engine import ACCEPT, ASK, INSIDE, OUTSIDE, GatewayEngine
+from nodes.home import HomeForwarder
 from nodes.ports import link_up, open_port
 from nodes.rules import RuleError, RuleSet
 from nodes.sync import SyncConfig, SyncEngine
-from nodes.syncproto import PORT
+from nodes.syncproto import HOME_ANSWER, HOME_QUERY, PORT
 
 SETTABLE = {"mode": str, "interval": float, "periodic": str,
             "hold": lambda v: v in ("1", "on", "true"),
@@ -51,6 +52,11 @@ class Node:
         self.sync_sock = None
         self.next_link_check = 0.0
         self.links_were_up = True
+        self.home = None
+        if sync is not None and sync.config.mode == "home":
+            engine.home_mode = True
+            self.home = HomeForwarder(sync.me, sync.key, sync.boot)
+            sync.on_peer_down.append(self.home.peer_down)
         if sync is not None:
             self.sync_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sync_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -133,7 +139,7 @@ class Node:
 
     def timeout(self) -> float:
         """How long select may wait: short while packets are held or sync is unacked."""
-        if self.engine.held:
+        if self.engine.held or (self.home is not None and self.home.pending):
             return 0.001
         if self.sync is None:
             return HOUSEKEEPING
@@ -155,7 +161,32 @@ class Node:
         self.sync.flush(now)  # acknowledge at once: the sender may be holding a packet
         self.send_sync()
 
+    def serve_home(self, now: float) -> None:
+        """Answer queries, learn homes, and carry packets forwarded to this node."""
+        home, engine = self.home, self.engine
+        for msg in self.sync.home_inbox:
+            if msg.type == HOME_QUERY:
+                home.query(msg, engine, now)
+            elif msg.type == HOME_ANSWER:
+                home.answer(msg, now)
+            else:  # FORWARD: as if it had arrived on our own port
+                verdict = engine.process(msg.frame, msg.ingress, now)
+                if verdict == ACCEPT:
+                    self.send(1 - msg.ingress, msg.frame)
+                elif verdict == ASK:
+                    home.counters["forwarded_but_no_state"] += 1
+        self.sync.home_inbox.clear()
+        home.tick(now)
+        for peer, data in home.outbox:
+            try:
+                self.sync_sock.sendto(data, (self.peers[peer], PORT))
+            except OSError:
+                home.counters["send_errors"] += 1
+        home.outbox.clear()
+
     def send_sync(self) -> None:
+        if self.home is not None:
+            self.serve_home(time.monotonic())
         for peer, data in self.sync.outbox:
             try:
                 self.sync_sock.sendto(data, (self.peers[peer], PORT))
@@ -172,9 +203,15 @@ class Node:
             dropped = len(rx.recv_batch(BATCH))  # no state yet: forwarding would be blind
             self.engine.drops["not_ready"] += dropped
             return
+        home = self.home
         for frame in rx.recv_batch(BATCH):
-            if process(frame, ingress, now) == ACCEPT and send(frame):
-                sent += 1
+            verdict = process(frame, ingress, now)
+            if verdict == ACCEPT:
+                if send(frame):
+                    sent += 1
+            elif verdict == ASK and home is not None:
+                peers = [p for p in self.sync.alive if p != self.sync.me]
+                home.unknown(frame, ingress, self.engine.last_key, peers, now)
         tx.flush()
         self.sent[1 - ingress] += sent
         if self.sync is not None:
@@ -211,6 +248,8 @@ class Node:
             stats["port_kind"] = self.ports[OUTSIDE].kind
             if self.sync is not None:
                 stats["sync"] = self.sync.stats()
+            if self.home is not None:
+                stats["home"] = self.home.stats()
             stats["pid"] = os.getpid()
             return stats
         if command == "dump":

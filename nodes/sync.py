@@ -35,7 +35,8 @@ from nodes.conntrack import CommonState, ConnectionTable, Entry, Expectation
 from nodes.engine import percentiles
 from nodes.groups import adopter, connection_backups, node_backups
 
-MODES = ("none", "periodic", "ondemand", "combined", "auto")
+MODES = ("none", "periodic", "ondemand", "combined", "auto", "home")
+STATELESS = ("none", "home")  # membership only; "home" forwards packets instead (nodes/home.py)
 TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
             "multi_node_session", "new_connection")
 # Which predetermined action a state change of the gateway engine is.
@@ -136,13 +137,15 @@ class SyncEngine:
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
         self.last_heard = {p: now for p in self.channels}
         self.heard_once: set[int] = set()
+        self.home_inbox: list = []  # authenticated home-forwarding messages
+        self.on_peer_down: list = []  # callables(peer) told of every failure or leave
         self.adopted: dict[int, tuple[set, float]] = {}  # peer -> (keys adopted, when)
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
         self.leaving = False
         self.events: list[tuple] = []  # (time, kind, fields): membership changes, for the log
         # Ask every peer for the state this node must hold (method 700, step 704).
-        self.bulk_waiting = set(self.channels) if self.config.mode != "none" else set()
+        self.bulk_waiting = set(self.channels) if self.config.mode not in STATELESS else set()
         self.bulk_deadline = now + self.config.bulk_timeout
         self.bulk_started: dict[int, float] = {}
         for peer in self.bulk_waiting:
@@ -194,7 +197,7 @@ class SyncEngine:
     # -- the SyncPort the gateway engine calls -----------------------------
     def state_changed(self, kind: str, obj: object, now: float) -> None:
         """A predetermined action: record it, and sync now if its trigger is on."""
-        if self.config.mode == "none":
+        if self.config.mode in STATELESS:
             return
         if self.config.mode == "auto":
             self._window = (self._window[0], self._window[1] + 1)
@@ -315,7 +318,7 @@ class SyncEngine:
     def tick(self, now: float) -> None:
         """Heartbeats, failure detection, periodic sync, retransmissions, pending records."""
         self._heartbeats(now)  # mode none too: membership without state
-        if self.config.mode == "none":
+        if self.config.mode in STATELESS:
             self.flush(now)
             return
         if self.config.mode == "auto":
@@ -379,6 +382,9 @@ class SyncEngine:
             self.last_heard[msg.sender] = now
             return
         self._heard(msg.sender, now)
+        if msg.type in (sp.HOME_QUERY, sp.HOME_ANSWER, sp.FORWARD):
+            self.home_inbox.append(msg)  # for the node's HomeForwarder
+            return
         if msg.type in (sp.DATA, sp.ACK):
             self._acked(msg.sender, ch, msg.ack, now)
         if msg.type != sp.DATA:
@@ -482,6 +488,8 @@ class SyncEngine:
         before = sorted(self.alive)
         self.alive.discard(peer)
         self.suspected[peer] = self.channels[peer].peer_boot
+        for callback in self.on_peer_down:
+            callback(peer)
         self.events.append((now, "peer_down", {"peer": self.names[peer], "why": trigger}))
         self.counters[f"peers_{'failed' if trigger == 'node_failed' else 'left'}"] += 1
         if trigger not in self.config.triggers or not self.ondemand_on:

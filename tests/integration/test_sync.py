@@ -116,3 +116,18 @@ def test_crash_adoption_and_a_restarted_node_receiving_its_state(cluster_factory
     wait_until(lambda: sync("fw1")["entries_backup"] == sync("fw3")["entries_owned"] > 0, 5,
                "the restarted fw1 to hold fw3's entries again")
     assert sync("fw1")["alive"] == sync("fw2")["alive"] == [1, 2, 3]
+
+
+def test_mode_home_forwards_data_connections_to_the_home_node(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "home"})
+    records, _ = ftp(cluster, 24, seed=9)
+    records = flushed_events(cluster, records)
+    assert [r for r in records if r["outcome"] != "ok"] == []  # checksums verified
+    stats = {n: cluster.ask(n, "stats") for n in cluster.node_names()}
+    home = [s["home"]["counters"] for s in stats.values()]
+    assert sum(c.get("forwarded_packets", 0) for c in home) > 0
+    assert sum(c.get("answers_sent", 0) for c in home) >= sum(
+        c.get("answers_received", 0) for c in home) > 0
+    # unreplicated: every connection's state is on exactly one node
+    keys = [e["orig"] for s in cluster.node_names() for e in cluster.ask(s, "dump")["entries"]]
+    assert len(keys) == len(set(keys))
