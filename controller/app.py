@@ -39,7 +39,8 @@ def flow_mod(datapath, spec: FlowSpec):
             actions.append(parser.OFPActionOutput(action[1]))
         elif action[0] == "multipath":
             actions.append(parser.NXActionMultipath(
-                fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4, basis=0,
+                fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
+                basis=action[3] if len(action) > 3 else 0,
                 algorithm=nicira_ext.NX_MP_ALG_MODULO_N, max_link=action[1] - 1, arg=0,
                 ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst=action[2]))
         else:

@@ -48,9 +48,11 @@ class ClusterSpec:
     nodes: list
     switches: dict = field(default_factory=dict)  # dpid -> SwitchSpec
     buckets: int = 64
+    asymmetric: bool = False  # the inside switch hashes differently: directions split
 
     def to_json(self) -> str:
         return json.dumps({"nodes": self.nodes, "buckets": self.buckets,
+                           "asymmetric": self.asymmetric,
                            "switches": {str(d): vars(s) for d, s in self.switches.items()}},
                           indent=2)
 
@@ -60,7 +62,8 @@ class ClusterSpec:
         switches = {int(d): SwitchSpec(s["name"], s["role"], s["node_ports"],
                                        {m: int(p) for m, p in s["host_ports"].items()})
                     for d, s in raw["switches"].items()}
-        spec = cls(list(raw["nodes"]), switches, int(raw.get("buckets", 64)))
+        spec = cls(list(raw["nodes"]), switches, int(raw.get("buckets", 64)),
+                   bool(raw.get("asymmetric", False)))
         spec.validate()
         return spec
 
@@ -83,15 +86,20 @@ def assign_buckets(live: list, buckets: int) -> list:
     return [live[b % len(live)] for b in range(buckets)]
 
 
-def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str) -> list[FlowSpec]:
-    """Every flow of one switch, given the bucket table and the non-IP node."""
+def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
+                 basis: int = 0) -> list[FlowSpec]:
+    """Every flow of one switch, given the bucket table and the non-IP node.
+
+    Both switches hash with ``basis`` 0, so both directions of a connection
+    meet the same node; another basis on one switch splits them (asymmetric).
+    """
     flows = []
     host_ports = sorted(set(sw.host_ports.values()))
     for port in sorted(sw.node_ports.values()):  # from a node: deliver to hosts
         flows.append(FlowSpec(TABLE_CLASSIFY, 200, {"in_port": port}, (), TABLE_DELIVER))
     for port in host_ports:
         flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": ETH_TYPE_IP},
-                              (("multipath", len(bucket_table), "reg0"),), TABLE_BUCKETS))
+                              (("multipath", len(bucket_table), "reg0", basis),), TABLE_BUCKETS))
         flows.append(FlowSpec(TABLE_CLASSIFY, 50, {"in_port": port},
                               (("output", sw.node_ports[designated]),), TABLE_DELIVER))
     for bucket, node in enumerate(bucket_table):
@@ -168,14 +176,17 @@ class Steering:
 
     def flows(self) -> dict[int, list[FlowSpec]]:
         """Every flow of every switch for the current table."""
-        return {dpid: switch_flows(sw, self.table, self.designated)
+        return {dpid: switch_flows(sw, self.table, self.designated, self._basis(sw))
                 for dpid, sw in self.spec.switches.items()}
+
+    def _basis(self, sw: SwitchSpec) -> int:
+        return 1 if self.spec.asymmetric and sw.role == "inside" else 0
 
     def changed_flows(self, buckets: list[int]) -> dict[int, list[FlowSpec]]:
         """The flows to rewrite after ``buckets`` moved (and the designated node)."""
         out = {}
         for dpid, sw in self.spec.switches.items():
-            flows = [f for f in switch_flows(sw, self.table, self.designated)
+            flows = [f for f in switch_flows(sw, self.table, self.designated, self._basis(sw))
                      if (f.table == TABLE_BUCKETS and f.match["reg0"] in buckets)
                      or (f.table == TABLE_CLASSIFY and f.priority == 50)]
             out[dpid] = flows

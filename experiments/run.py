@@ -114,7 +114,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                  servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log,
                  sync=specs.cluster_sync(resolved["cluster"]),
                  failover=None if resolved["cluster"]["failover"] == "none"
-                 else resolved["cluster"]["failover"]) as cluster:
+                 else resolved["cluster"]["failover"],
+                 steering=resolved["cluster"]["steering"]) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         timeline = Timeline(cluster, resolved["timeline"])
         timeline.start()

@@ -29,7 +29,8 @@ DEFAULTS = {
     "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
                 "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
-                "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none"},
+                "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none",
+                "steering": "symmetric"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0},
     "timeline": [],
@@ -132,6 +133,8 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "traffic.timeout must be > 0 seconds")
     need(cluster["failover"] in ("none", "backup", "spread"),
          "cluster.failover must be none, backup or spread")
+    need(cluster["steering"] in ("symmetric", "asymmetric"),
+         "cluster.steering must be symmetric or asymmetric")
     need(isinstance(spec["timeline"], list), "timeline must be a list of [[timeline]] tables")
     smallest = min(_ints(topo["nodes"]))
     for i, event in enumerate(spec["timeline"], 1):

@@ -78,14 +78,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def steering_spec(n: int, clients: int, servers: int, buckets: int = 64) -> ClusterSpec:
+def steering_spec(n: int, clients: int, servers: int, buckets: int = 64,
+                  asymmetric: bool = False) -> ClusterSpec:
     """What the controller must know about the topology FirewallClusterTopo builds."""
     nodes = [f"fw{i}" for i in range(1, n + 1)]
     ports = {node: i for i, node in enumerate(nodes, 1)}
     outside = {client_mac(i): HOST_PORT_BASE + i for i in range(1, clients + 1)}
     inside = {server_mac(i): HOST_PORT_BASE + i for i in range(1, servers + 1)}
     return ClusterSpec(nodes, {1: SwitchSpec("s1", "outside", ports, outside),
-                               2: SwitchSpec("s2", "inside", dict(ports), inside)}, buckets)
+                               2: SwitchSpec("s2", "inside", dict(ports), inside)}, buckets,
+                       asymmetric)
 
 
 class Cluster:
@@ -94,7 +96,7 @@ class Cluster:
     def __init__(self, run_dir: str, rules: str, n: int = 3, clients: int = 2,
                  servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
                  established_timeout: float = 432000.0, sync: dict | None = None,
-                 failover: str | None = None):
+                 failover: str | None = None, steering: str = "symmetric"):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -103,6 +105,9 @@ class Cluster:
         self.established_timeout = established_timeout
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         self.failover = failover  # "backup" or "spread": the controller follows membership
+        if steering not in ("symmetric", "asymmetric"):
+            raise SetupError(f"steering {steering!r} unknown (use symmetric or asymmetric)")
+        self.asymmetric = steering == "asymmetric"
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
@@ -133,7 +138,8 @@ class Cluster:
         set_current_run(self.run_id)
         spec_path = os.path.join(self.run_dir, "steering.json")
         with open(spec_path, "w", encoding="utf-8") as fh:
-            fh.write(steering_spec(self.n, self.clients, self.servers).to_json())
+            fh.write(steering_spec(self.n, self.clients, self.servers,
+                                   asymmetric=self.asymmetric).to_json())
         self.sync_config = self.write_sync_config()
         self.controller_port = free_port()
         ctl = self.start_controller()

@@ -193,3 +193,12 @@ def test_a_graceful_leave_is_noticed_at_once(cluster_factory):
                            for e in controller_events(cluster)), 5, "the controller to notice")
     down = next(e for e in controller_events(cluster) if e["event"] == "node_down")
     assert down["why"] == "left" and 2 not in buckets().values()
+
+
+def test_in_mode_home_a_crashed_homes_flows_fail(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, sync={"mode": "home"}, failover="backup")
+    client, out = download(cluster, tmp_path, attempts=1)
+    home = wait_until(lambda: carrier(cluster), 5, "the data connection's home")
+    cluster.crash_node(home)
+    record = finish(client, out)
+    assert record["outcome"] != "ok"  # its state was nowhere else: that is the trade-off

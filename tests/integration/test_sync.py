@@ -131,3 +131,12 @@ def test_mode_home_forwards_data_connections_to_the_home_node(cluster_factory):
     # unreplicated: every connection's state is on exactly one node
     keys = [e["orig"] for s in cluster.node_names() for e in cluster.ask(s, "dump")["entries"]]
     assert len(keys) == len(set(keys))
+
+
+def test_mode_home_with_asymmetric_steering(cluster_factory):
+    cluster = cluster_factory(n=3, sync={"mode": "home"}, steering="asymmetric")
+    records, _ = ftp(cluster, 16, seed=10)
+    assert [r for r in records if r["outcome"] != "ok"] == []
+    home = [cluster.ask(n, "stats")["home"]["counters"] for n in cluster.node_names()]
+    # most replies now cross another node than their connection's home
+    assert sum(c.get("forwarded_packets", 0) for c in home) > 100

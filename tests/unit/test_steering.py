@@ -44,7 +44,8 @@ def test_ip_from_hosts_is_hashed_and_nothing_goes_to_the_controller():
     flows = cluster_flows(spec())[1]
     hashed = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x0800]
     assert sorted(f.match["in_port"] for f in hashed) == [101, 102]
-    assert all(f.actions == (("multipath", 64, "reg0"),) and f.goto == TABLE_BUCKETS for f in hashed)
+    assert all(f.actions == (("multipath", 64, "reg0", 0),) and f.goto == TABLE_BUCKETS
+               for f in hashed)
     assert all(a[0] in ("output", "multipath") for f in flows for a in f.actions)
     assert not any(a == ("output", 0xfffffffd) for f in flows for a in f.actions)  # CONTROLLER
 
@@ -151,3 +152,13 @@ def test_relearning_the_table_from_a_switch():
     assert fresh.table_from_flows(spec(3).switches[1], {0: 1}) is None
     with pytest.raises(ValueError, match="failover policy"):
         Steering(spec(3), policy="random")
+
+
+def test_asymmetric_steering_hashes_the_inside_switch_differently():
+    s = spec()
+    s.asymmetric = True
+    flows = Steering(s).flows()
+    bases = {dpid: {f.actions[0][3] for f in fl if f.actions and f.actions[0][0] == "multipath"}
+             for dpid, fl in flows.items()}
+    assert bases == {1: {0}, 2: {1}}
+    assert ClusterSpec.from_json(s.to_json()).asymmetric
