@@ -109,13 +109,16 @@ class HomeForwarder:
             self._forward(msg.home, frame, ingress)
 
     def tick(self, now: float) -> None:
-        """Give up on unanswered queries; forget idle forward-table entries."""
+        """Give up on unanswered queries (few, and due within milliseconds)."""
         for ck, waiting in list(self.pending.items()):
             if now >= waiting.deadline:
                 del self.pending[ck]
                 self.queries.pop(waiting.query, None)
                 self.counters["queries_unanswered"] += 1
                 self.counters["dropped_no_home"] += len(waiting.frames)
+
+    def expire(self, now: float) -> None:
+        """Forget idle forward-table entries (a sweep of the table: housekeeping)."""
         for ck in [ck for ck, (_, expires) in self.forward.items() if expires <= now]:
             del self.forward[ck]
             self.counters["forward_entries_expired"] += 1

@@ -100,12 +100,16 @@ class Node:
                 if now >= self.next_link_check:
                     self.check_links(now)
                 self.sync.tick(now)
+                if self.home is not None:
+                    self.home.tick(now)
                 self.send_sync()
             if self.engine.held:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
             if now >= next_housekeeping:
                 self.engine.expire(now)
+                if self.home is not None:
+                    self.home.expire(now)
                 self.flush_events()
                 next_housekeeping = now + HOUSEKEEPING
         self.leave()
@@ -176,23 +180,21 @@ class Node:
                 elif verdict == ASK:
                     home.counters["forwarded_but_no_state"] += 1
         self.sync.home_inbox.clear()
-        home.tick(now)
-        for peer, data in home.outbox:
-            try:
-                self.sync_sock.sendto(data, (self.peers[peer], PORT))
-            except OSError:
-                home.counters["send_errors"] += 1
-        home.outbox.clear()
+        self._send_all(home.outbox, home.counters)
 
     def send_sync(self) -> None:
         if self.home is not None:
             self.serve_home(time.monotonic())
-        for peer, data in self.sync.outbox:
+        self._send_all(self.sync.outbox, self.sync.counters)
+
+    def _send_all(self, outbox: list, counters) -> None:
+        """Send (peer, bytes) messages on the sync network; empty the outbox."""
+        for peer, data in outbox:
             try:
                 self.sync_sock.sendto(data, (self.peers[peer], PORT))
-            except OSError:  # a full queue or an unreachable peer: the resend queue retries
-                self.sync.counters["send_errors"] += 1
-        self.sync.outbox.clear()
+            except OSError:  # a full queue or an unreachable peer: resend queues retry
+                counters["send_errors"] += 1
+        outbox.clear()
 
     def pump(self, ingress: int) -> None:
         """Read a batch of frames from one port, act on each verdict, send in one go."""

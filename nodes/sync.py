@@ -106,6 +106,7 @@ class Channel:
     peer_boot: int = 0
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
+    resend_at: float = float("inf")  # no unacknowledged message is due before this
 
 
 class SyncEngine:
@@ -300,6 +301,7 @@ class SyncEngine:
         ch.next_seq += 1
         data = sp.seal(sp.DATA, self.me, peer, self.boot, seq, ch.expected - 1, payload, self.key)
         ch.unacked[seq] = _Sent(data, now, len(kinds))
+        ch.resend_at = min(ch.resend_at, now + self.config.rto)
         ch.ack_due = False  # the ack rides along
         self._changed_at[peer, seq] = now
         self.outbox.append((peer, data))
@@ -326,14 +328,16 @@ class SyncEngine:
         if self.periodic_on and now >= self.next_periodic:
             self.periodic_sync(now)
         for peer, ch in self.channels.items():
-            if peer not in self.alive:
-                continue
+            if peer not in self.alive or now < ch.resend_at:
+                continue  # nothing due: no scan of the resend queue
+            ch.resend_at = float("inf")
             for seq, sent in ch.unacked.items():
                 if now - sent.last_sent >= self.config.rto:
                     sent.last_sent = now
                     self.outbox.append((peer, sent.data))
                     self.counters["retransmissions"] += 1
                     self.counters["bytes_sent"] += len(sent.data)
+                ch.resend_at = min(ch.resend_at, sent.last_sent + self.config.rto)
         self.flush(now)
 
     def periodic_sync(self, now: float) -> None:

@@ -68,13 +68,18 @@ def finish(client, out):
     return record
 
 
+def crash_the_carrier(cluster, client, out):
+    """Crash the node carrying the download; return it and the download's record."""
+    node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
+    cluster.crash_node(node)
+    return node, finish(client, out)
+
+
 def test_a_long_download_survives_the_crash_of_the_node_carrying_it(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
     client, out = download(cluster, tmp_path)
-    node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
     before = buckets()
-    cluster.crash_node(node)
-    record = finish(client, out)
+    node, record = crash_the_carrier(cluster, client, out)
     assert record["outcome"] == "ok", record  # every byte, checksum verified
     assert record["bytes"] == SIZE
     # only the dead node's share moved, all of it to its backup
@@ -89,9 +94,7 @@ def test_a_long_download_survives_the_crash_of_the_node_carrying_it(cluster_fact
 def test_without_sync_the_same_crash_breaks_the_download(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, sync={"mode": "none"}, failover="backup")
     client, out = download(cluster, tmp_path, attempts=20)
-    node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
-    cluster.crash_node(node)
-    record = finish(client, out)
+    node, record = crash_the_carrier(cluster, client, out)
     assert record["outcome"] != "ok"
     heir = f"fw{int(node[2:]) % 3 + 1}"
     assert cluster.ask(heir, "stats")["drops"].get("tcp_no_entry", 0) > 0  # no state there
@@ -198,7 +201,5 @@ def test_a_graceful_leave_is_noticed_at_once(cluster_factory):
 def test_in_mode_home_a_crashed_homes_flows_fail(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, sync={"mode": "home"}, failover="backup")
     client, out = download(cluster, tmp_path, attempts=1)
-    home = wait_until(lambda: carrier(cluster), 5, "the data connection's home")
-    cluster.crash_node(home)
-    record = finish(client, out)
+    _, record = crash_the_carrier(cluster, client, out)
     assert record["outcome"] != "ok"  # its state was nowhere else: that is the trade-off

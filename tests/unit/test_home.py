@@ -115,7 +115,7 @@ def test_forward_entries_expire_and_go_with_a_failed_home():
     h2.peer_down(1)
     assert not h2.forward and h2.counters["forward_entries_home_failed"] == 1
     net.packet(2, tcp(SERVER, CLIENT, 80, 40000, "A", 5001, 1001), INSIDE)
-    h2.tick(400.0)
+    h2.expire(400.0)
     assert not h2.forward and h2.counters["forward_entries_expired"] == 1
 
 
