@@ -115,7 +115,9 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                  sync=specs.cluster_sync(resolved["cluster"]),
                  failover=None if resolved["cluster"]["failover"] == "none"
                  else resolved["cluster"]["failover"],
-                 steering=resolved["cluster"]["steering"]) as cluster:
+                 steering=resolved["cluster"]["steering"],
+                 latency=resolved["cluster"]["latency_ms"] / 1000,
+                 latency_via=resolved["cluster"]["latency_via"]) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         timeline = Timeline(cluster, resolved["timeline"])
         timeline.start()

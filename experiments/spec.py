@@ -30,7 +30,7 @@ DEFAULTS = {
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
                 "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
                 "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none",
-                "steering": "symmetric"},
+                "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0},
     "timeline": [],
@@ -135,6 +135,12 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "cluster.failover must be none, backup or spread")
     need(cluster["steering"] in ("symmetric", "asymmetric"),
          "cluster.steering must be symmetric or asymmetric")
+    need(isinstance(cluster["latency_ms"], (int, float)) and 0 <= cluster["latency_ms"] <= 10000,
+         "cluster.latency_ms (one-way delay between nodes) must be 0..10000")
+    need(cluster["latency_via"] in ("auto", "netem", "node"),
+         "cluster.latency_via must be auto (netem if the kernel has it), netem or node")
+    need(cluster["latency_ms"] == 0 or cluster["sync"] != "none" or cluster["failover"] != "none",
+         "cluster.latency_ms needs a cluster network: set cluster.sync (or failover)")
     need(isinstance(spec["timeline"], list), "timeline must be a list of [[timeline]] tables")
     smallest = min(_ints(topo["nodes"]))
     for i, event in enumerate(spec["timeline"], 1):

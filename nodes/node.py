@@ -20,6 +20,7 @@ import time
 
 from nodes.conntrack import CommonState, Timeouts
 from nodes.control import socket_path
+from nodes.delayline import DelayLine
 from nodes.engine import ACCEPT, ASK, INSIDE, OUTSIDE, GatewayEngine
 from nodes.home import HomeForwarder
 from nodes.ports import link_up, open_port
@@ -44,7 +45,7 @@ class Node:
 
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
                  events_path: str | None, ring: bool = True, sync: SyncEngine | None = None,
-                 peers: dict[int, str] | None = None):
+                 peers: dict[int, str] | None = None, cluster_delay: float = 0.0):
         self.engine = engine
         self.ports = [open_port(outside, ring), open_port(inside, ring)]
         self.sent = [0, 0]
@@ -53,6 +54,9 @@ class Node:
         self.next_link_check = 0.0
         self.links_were_up = True
         self.home = None
+        # Inter-node latency where the kernel has no netem: every message this
+        # node sends on the cluster network waits here first (one-way delay).
+        self.delay_line = DelayLine(cluster_delay) if cluster_delay > 0 else None
         if sync is not None and sync.config.mode == "home":
             engine.home_mode = True
             self.home = HomeForwarder(sync.me, sync.key, sync.boot)
@@ -103,6 +107,8 @@ class Node:
                 if self.home is not None:
                     self.home.tick(now)
                 self.send_sync()
+                if self.delay_line is not None:
+                    self._transmit(self.delay_line.due(time.monotonic()))
             if self.engine.held:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
@@ -125,10 +131,14 @@ class Node:
             now = time.monotonic()
             self.sync.tick(now)
             self.send_sync()
+            if self.delay_line is not None:
+                self._transmit(self.delay_line.due(now))
             readable, _, _ = select.select([self.sync_sock], [], [], SYNC_TICK)
             if readable:
                 self.receive_sync()
-            if not any(c.unacked for c in self.sync.channels.values()) and now - start > 0.05:
+            if (not any(c.unacked for c in self.sync.channels.values())
+                    and (self.delay_line is None or len(self.delay_line) == 0)
+                    and now - start > 0.05):
                 break
 
     def check_links(self, now: float) -> None:
@@ -147,12 +157,16 @@ class Node:
             return 0.001
         if self.sync is None:
             return HOUSEKEEPING
-        if any(ch.unacked for ch in self.sync.channels.values()):
-            return SYNC_TICK
         due = self.sync.next_heartbeat  # peers take a silent node for a failed one
         if self.sync.periodic_on:
             due = min(due, self.sync.next_periodic)
-        return max(0.0, min(HOUSEKEEPING, due - time.monotonic()))
+        leaves = self.delay_line.next_due() if self.delay_line is not None else None
+        if leaves is not None:  # a message leaves the delay line
+            due = min(due, leaves)
+        wait = max(0.0, min(HOUSEKEEPING, due - time.monotonic()))
+        if any(ch.unacked for ch in self.sync.channels.values()):
+            return min(wait, SYNC_TICK)
+        return wait
 
     def receive_sync(self) -> None:
         now = time.monotonic()
@@ -189,12 +203,23 @@ class Node:
 
     def _send_all(self, outbox: list, counters) -> None:
         """Send (peer, bytes) messages on the sync network; empty the outbox."""
-        for peer, data in outbox:
+        if self.delay_line is not None:
+            now = time.monotonic()
+            for peer, data in outbox:
+                self.delay_line.push(now, (peer, data, counters))
+            outbox.clear()
+            self._transmit(self.delay_line.due(now))
+            return
+        self._transmit([(peer, data, counters) for peer, data in outbox])
+        outbox.clear()
+
+    def _transmit(self, messages: list) -> None:
+        """Hand (peer, bytes, counters) messages to the sync socket."""
+        for peer, data, counters in messages:
             try:
                 self.sync_sock.sendto(data, (self.peers[peer], PORT))
             except OSError:  # a full queue or an unreachable peer: resend queues retry
                 counters["send_errors"] += 1
-        outbox.clear()
 
     def pump(self, ingress: int) -> None:
         """Read a batch of frames from one port, act on each verdict, send in one go."""
@@ -250,6 +275,8 @@ class Node:
             stats["port_kind"] = self.ports[OUTSIDE].kind
             if self.sync is not None:
                 stats["sync"] = self.sync.stats()
+                stats["sync"]["cluster_delay_ms"] = (self.delay_line.delay * 1000
+                                                     if self.delay_line is not None else 0.0)
             if self.home is not None:
                 stats["home"] = self.home.stats()
             stats["pid"] = os.getpid()
@@ -326,6 +353,9 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
         raise ValueError("the cluster key must be at least 16 bytes")
     settings = dict(raw.get("settings", {}))
     hold_timeout = float(settings.pop("hold_timeout", 0.05))
+    cluster_delay = float(raw.get("cluster_delay", 0.0))  # seconds, one way; see DelayLine
+    if cluster_delay < 0:
+        raise ValueError(f"cluster_delay = {cluster_delay}: a delay cannot be negative")
     if "triggers" in settings:
         settings["triggers"] = tuple(settings["triggers"])
     config = SyncConfig(**settings)
@@ -335,7 +365,7 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
     peers = {int(i): a for i, a in raw["addresses"].items()}
     if observer:
         peers[0] = observer
-    return sync, peers, hold_timeout
+    return sync, peers, hold_timeout, cluster_delay
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,10 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
-    sync, peers = None, None
+    sync, peers, cluster_delay = None, None, 0.0
     if args.sync_config:
         try:
-            sync, peers, hold_timeout = load_sync(args.sync_config, args.name, engine)
+            sync, peers, hold_timeout, cluster_delay = load_sync(args.sync_config, args.name, engine)
         except (OSError, ValueError, KeyError) as err:
             print(f"fw-node: bad sync config {args.sync_config}: {err}", file=sys.stderr)
             return 2
@@ -369,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     control = args.control or socket_path(args.run_id, args.name)
     try:
         node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring,
-                    sync, peers)
+                    sync, peers, cluster_delay)
     except OSError as err:
         print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)

@@ -72,6 +72,28 @@ def clean_leftovers() -> None:
     cleanup()
 
 
+_NETEM: bool | None = None
+
+
+def netem_available() -> bool:
+    """Whether this kernel can delay packets with netem (tried on a dummy link)."""
+    global _NETEM
+    if _NETEM is None:
+        ns = f"fwc-netem-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", ns], capture_output=True)
+        try:
+            subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"],
+                           capture_output=True)
+            _NETEM = subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root",
+                                     "netem", "delay", "1ms"], capture_output=True).returncode == 0
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    return _NETEM
+
+
+LATENCY_VIA = ("auto", "netem", "node")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,7 +118,8 @@ class Cluster:
     def __init__(self, run_dir: str, rules: str, n: int = 3, clients: int = 2,
                  servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
                  established_timeout: float = 432000.0, sync: dict | None = None,
-                 failover: str | None = None, steering: str = "symmetric"):
+                 failover: str | None = None, steering: str = "symmetric",
+                 latency: float = 0.0, latency_via: str = "auto"):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -108,6 +131,13 @@ class Cluster:
         if steering not in ("symmetric", "asymmetric"):
             raise SetupError(f"steering {steering!r} unknown (use symmetric or asymmetric)")
         self.asymmetric = steering == "asymmetric"
+        # One-way delay between nodes on the cluster network (geographically
+        # separated nodes): netem on each node's sync link where the kernel has
+        # it, else the node's own delay line (nodes/delayline.py).
+        if latency < 0 or latency_via not in LATENCY_VIA:
+            raise SetupError(f"latency {latency} s via {latency_via!r}: need latency >= 0 "
+                             f"and via one of {', '.join(LATENCY_VIA)}")
+        self.latency, self.latency_via = latency, latency_via
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
@@ -136,6 +166,8 @@ class Cluster:
         setLogLevel("error")
         os.makedirs(self.logs, exist_ok=True)
         set_current_run(self.run_id)
+        if self.latency > 0:
+            self.latency_via = self._latency_mechanism()
         spec_path = os.path.join(self.run_dir, "steering.json")
         with open(spec_path, "w", encoding="utf-8") as fh:
             fh.write(steering_spec(self.n, self.clients, self.servers,
@@ -153,6 +185,14 @@ class Cluster:
         self._fast_reconnect()
         if self.failover:
             self._controller_on_sync_network()
+        if self.latency > 0:
+            if self.latency_via == "netem":
+                for name in self.node_names():
+                    out = self.net[name].cmd("tc qdisc add dev", f"{name}-eth2", "root netem delay",
+                                             f"{self.latency * 1000:.3f}ms")
+                    if out.strip():
+                        raise SetupError(f"netem refused the delay on {name}-eth2: {out.strip()}")
+            self.log("cluster_latency", one_way_ms=self.latency * 1000, via=self.latency_via)
         for sw in ("s1", "s2"):
             wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
                        f"the controller to install flows on {sw}")
@@ -161,6 +201,18 @@ class Cluster:
             self.start_node(f"fw{i}")
         self.wait_ready()
         self.log("cluster_up", nodes=self.n, sync=self.sync.get("mode", "none"))
+
+    def _latency_mechanism(self) -> str:
+        """netem where the kernel has it, else the nodes' delay line; asked-for netem must exist."""
+        if self.sync.get("mode", "none") == "none" and not self.failover:
+            raise SetupError("an inter-node latency needs a cluster network: set a sync mode")
+        if self.latency_via == "node":
+            return "node"
+        if netem_available():
+            return "netem"
+        if self.latency_via == "netem":
+            raise SetupError("this kernel has no netem (sch_netem): use latency_via 'node' or 'auto'")
+        return "node"
 
     def start_controller(self) -> Proc:
         """Start the steering controller and wait until it listens."""
@@ -216,6 +268,7 @@ class Cluster:
             json.dump({"names": {i: f"fw{i}" for i in range(1, self.n + 1)},
                        "addresses": {i: sync_ip(i) for i in range(1, self.n + 1)},
                        "key_file": key_file, "settings": {"mode": "none", **self.sync},
+                       "cluster_delay": self.latency if self.latency_via == "node" else 0.0,
                        **({"controller": CONTROLLER_SYNC_IP} if self.failover else {})},
                       fh, indent=2)
         return path

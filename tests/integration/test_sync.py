@@ -140,3 +140,19 @@ def test_mode_home_with_asymmetric_steering(cluster_factory):
     home = [cluster.ask(n, "stats")["home"]["counters"] for n in cluster.node_names()]
     # most replies now cross another node than their connection's home
     assert sum(c.get("forwarded_packets", 0) for c in home) > 100
+
+
+def test_inter_node_latency_delays_discovery_and_sessions_still_work(cluster_factory):
+    one_way = 0.015
+    cluster = cluster_factory(n=3, sync={"mode": "home"}, steering="asymmetric",
+                              latency=one_way)
+    assert cluster.latency_via in ("netem", "node")  # what this kernel offers, never silent
+    records, _ = ftp(cluster, 8, seed=11)
+    assert [r for r in records if r["outcome"] != "ok"] == []
+    stats = [cluster.ask(n, "stats") for n in cluster.node_names()]
+    expected = one_way * 1000 if cluster.latency_via == "node" else 0.0
+    assert [s["sync"]["cluster_delay_ms"] for s in stats] == [pytest.approx(expected)] * 3, \
+        cluster.latency_via
+    # a query and its answer cross the cluster network once each: a round trip
+    discovery = [s["home"]["discovery_ms"] for s in stats if s["home"]["discovery_ms"]]
+    assert discovery and min(d["p50"] for d in discovery) >= 2 * one_way * 1000

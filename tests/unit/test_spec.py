@@ -40,6 +40,9 @@ def test_repetitions_get_their_own_seeds(tmp_path):
     ("[[timeline]]\nat = 1\nfault = \"link_down\"\nnode = \"fw1\"\nintf = \"eth7\"",
      "intf 'eth7'"),
     ("[cluster]\nfailover = \"maybe\"", "cluster.failover"),
+    ("[cluster]\nlatency_ms = 5", "needs a cluster network"),
+    ("[cluster]\nsync = \"home\"\nlatency_ms = -1", "latency_ms"),
+    ("[cluster]\nsync = \"home\"\nlatency_via = \"pigeon\"", "latency_via"),
     ("topology = 3", "[topology] must be a table"),
     ("this is not toml", "not valid TOML"),
 ])
