@@ -1,7 +1,8 @@
 """make bench: benchmarks that print ``name: value unit`` and write JSON.
 
 Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
-(experiments/bench_sync.py), failover (experiments/bench_failover.py).
+(experiments/bench_sync.py), failover (experiments/bench_failover.py),
+home (experiments/bench_home.py).
 
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
@@ -158,9 +159,14 @@ def _failover(seconds, out_dir):
     return figures
 
 
+def _home(seconds, out_dir):
+    from experiments import bench_home
+    return bench_home.home(seconds, out_dir)
+
+
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
-              "failover": _failover}
+              "failover": _failover, "home": _home}
 
 
 def main(argv: list[str] | None = None) -> int:

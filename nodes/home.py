@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from nodes import syncproto as sp
 from nodes.conntrack import canonical
 from nodes.engine import percentiles
+from nodes.packet import key_str
 
 MAX_QUEUED = 64  # packets of one unknown flow waiting for the answer
 
@@ -35,8 +36,9 @@ class HomeForwarder:
     """One node's forward table and discovery."""
 
     def __init__(self, me: int, key: bytes, boot: int, query_timeout: float = 0.05,
-                 idle: float = 300.0):
+                 idle: float = 300.0, names: dict[int, str] | None = None):
         self.me, self.key, self.boot = me, key, boot
+        self.names = names or {}
         self.query_timeout, self.idle = query_timeout, idle
         self.forward: dict[tuple, list] = {}  # canonical key -> [home, expires]
         self.pending: dict[tuple, _Pending] = {}
@@ -45,11 +47,13 @@ class HomeForwarder:
         self.outbox: list[tuple[int, bytes]] = []
         self.counters: Counter = Counter()
         self.discovery: deque = deque(maxlen=100_000)  # seconds from query to answer
+        self.events: list[tuple[float, str, dict]] = []  # (now, kind, fields), drained by the shell
 
     def _send(self, peer: int, msg: sp.Message) -> None:
         data = sp.encode(msg, self.key)
         self.outbox.append((peer, data))
         self.counters["cluster_bytes_sent"] += len(data)
+        self.counters["cluster_messages_sent"] += 1
 
     def unknown(self, frame: bytes, ingress: int, key: tuple, peers: list[int],
                 now: float) -> None:
@@ -105,6 +109,9 @@ class HomeForwarder:
         self.counters["answers_received"] += 1
         self.discovery.append(now - waiting.asked)
         self.forward[ck] = [msg.home, now + self.idle]
+        self.events.append((now, "home_learned", {
+            "key": key_str(ck), "home": self.names.get(msg.home, msg.home),
+            "discovery_ms": round((now - waiting.asked) * 1000, 3)}))
         for frame, ingress in waiting.frames:
             self._forward(msg.home, frame, ingress)
 
@@ -116,6 +123,8 @@ class HomeForwarder:
                 self.queries.pop(waiting.query, None)
                 self.counters["queries_unanswered"] += 1
                 self.counters["dropped_no_home"] += len(waiting.frames)
+                self.events.append((now, "home_unknown", {"key": key_str(ck),
+                                                          "dropped": len(waiting.frames)}))
 
     def expire(self, now: float) -> None:
         """Forget idle forward-table entries (a sweep of the table: housekeeping)."""

@@ -45,7 +45,8 @@ class Node:
 
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
                  events_path: str | None, ring: bool = True, sync: SyncEngine | None = None,
-                 peers: dict[int, str] | None = None, cluster_delay: float = 0.0):
+                 peers: dict[int, str] | None = None, cluster_delay: float = 0.0,
+                 query_timeout: float = 0.05):
         self.engine = engine
         self.ports = [open_port(outside, ring), open_port(inside, ring)]
         self.sent = [0, 0]
@@ -59,7 +60,8 @@ class Node:
         self.delay_line = DelayLine(cluster_delay) if cluster_delay > 0 else None
         if sync is not None and sync.config.mode == "home":
             engine.home_mode = True
-            self.home = HomeForwarder(sync.me, sync.key, sync.boot)
+            self.home = HomeForwarder(sync.me, sync.key, sync.boot, query_timeout,
+                                      names=sync.names)
             sync.on_peer_down.append(self.home.peer_down)
         if sync is not None:
             self.sync_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -319,9 +321,10 @@ class Node:
 
     def flush_events(self) -> None:
         events = self.engine.drain_events()
-        if self.sync is not None and self.sync.events:
-            events += self.sync.events
-            self.sync.events = []
+        for source in (self.sync, self.home):
+            if source is not None and source.events:
+                events += source.events
+                source.events = []
         if not self.events or not events:
             return
         for t, kind, fields in events:
@@ -353,6 +356,9 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
         raise ValueError("the cluster key must be at least 16 bytes")
     settings = dict(raw.get("settings", {}))
     hold_timeout = float(settings.pop("hold_timeout", 0.05))
+    query_timeout = float(settings.pop("query_timeout", 0.05))  # mode home: wait for the home
+    if query_timeout <= 0:
+        raise ValueError(f"query_timeout = {query_timeout}: must be > 0 s (above the round trip)")
     cluster_delay = float(raw.get("cluster_delay", 0.0))  # seconds, one way; see DelayLine
     if cluster_delay < 0:
         raise ValueError(f"cluster_delay = {cluster_delay}: a delay cannot be negative")
@@ -365,7 +371,8 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
     peers = {int(i): a for i, a in raw["addresses"].items()}
     if observer:
         peers[0] = observer
-    return sync, peers, hold_timeout, cluster_delay
+    return sync, peers, hold_timeout, {"cluster_delay": cluster_delay,
+                                       "query_timeout": query_timeout}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
-    sync, peers, cluster_delay = None, None, 0.0
+    sync, peers, link = None, None, {}
     if args.sync_config:
         try:
-            sync, peers, hold_timeout, cluster_delay = load_sync(args.sync_config, args.name, engine)
+            sync, peers, hold_timeout, link = load_sync(args.sync_config, args.name, engine)
         except (OSError, ValueError, KeyError) as err:
             print(f"fw-node: bad sync config {args.sync_config}: {err}", file=sys.stderr)
             return 2
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     control = args.control or socket_path(args.run_id, args.name)
     try:
         node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring,
-                    sync, peers, cluster_delay)
+                    sync, peers, **link)
     except OSError as err:
         print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)

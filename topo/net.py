@@ -263,11 +263,14 @@ class Cluster:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(os.urandom(32))
+        settings = {"mode": "none", **self.sync}
+        if self.latency > 0 and settings["mode"] == "home":  # the deadline outlasts a round trip
+            settings.setdefault("query_timeout", 0.05 + 2 * self.latency)
         path = os.path.join(self.run_dir, "sync.json")
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({"names": {i: f"fw{i}" for i in range(1, self.n + 1)},
                        "addresses": {i: sync_ip(i) for i in range(1, self.n + 1)},
-                       "key_file": key_file, "settings": {"mode": "none", **self.sync},
+                       "key_file": key_file, "settings": settings,
                        "cluster_delay": self.latency if self.latency_via == "node" else 0.0,
                        **({"controller": CONTROLLER_SYNC_IP} if self.failover else {})},
                       fh, indent=2)

@@ -67,6 +67,8 @@ def test_the_first_node_is_home_and_others_forward_to_it():
     assert h2.counters["queries_sent"] == 1 and h2.counters["forward_table_hits"] == 1
     entry = next(iter(net.fw[1].table.entries()))
     assert len(net.out[1]) == 3 and entry.packets == [1, 2]  # both replies tracked at home
+    [(_, kind, fields)] = h2.events  # what a student sees in fw2's event log
+    assert kind == "home_learned" and fields["home"] == 1 and "sport=40000" in fields["key"]
 
 
 def test_a_burst_asks_once_and_waits():
@@ -89,6 +91,7 @@ def test_no_answer_drops_the_packets_after_the_deadline():
     assert h2.pending
     h2.tick(0.05)
     assert not h2.pending and h2.counters["dropped_no_home"] == 1
+    assert [(k, f["dropped"]) for _, k, f in h2.events] == [("home_unknown", 1)]
     assert net.fw[2].drops == {}  # not a firewall drop: the cluster did not know it
 
 
