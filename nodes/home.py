@@ -4,12 +4,13 @@ The node that sees a connection's first packet is its home and keeps its
 state there, unreplicated. A node that receives a packet it holds no state
 for (the gateway engine says ASK) looks the flow up in its forward table;
 where the home is known it forwards the packet to it over the cluster
-network; where it is not, it sends a query carrying the packet to the other
-nodes, the home answers, the asking node stores the answer and forwards this
+network; where it is not, it multicasts a query carrying the packet to the
+other nodes, the home answers, the asking node stores the answer and forwards this
 packet and later ones directly. No answer by the deadline: the packets are
 dropped and counted, and the burst asked only once.
 
-Pure: time comes in as ``now``; messages pile up in ``outbox`` as (peer, bytes).
+Pure: time comes in as ``now``; messages pile up in ``outbox`` as (peer, bytes),
+where peer ``syncproto.MULTICAST`` means the cluster's multicast group.
 """
 from __future__ import annotations
 
@@ -80,9 +81,9 @@ class HomeForwarder:
         self.pending[ck] = _Pending(qid, now, now + self.query_timeout, [(frame, ingress)])
         self.queries[qid] = ck
         self.counters["queries_sent"] += 1
-        for peer in peers:  # the multicast request: the packet and who asks
-            self._send(peer, sp.Message(sp.HOME_QUERY, self.me, 0, self.boot, query=qid,
-                                        ingress=ingress, frame=frame))
+        # the multicast request: the packet and who asks, once, to every node
+        self._send(sp.MULTICAST, sp.Message(sp.HOME_QUERY, self.me, 0, self.boot, query=qid,
+                                            ingress=ingress, frame=frame))
 
     def _forward(self, home: int, frame: bytes, ingress: int) -> None:
         self._send(home, sp.Message(sp.FORWARD, self.me, home, self.boot, ingress=ingress,

@@ -26,7 +26,7 @@ from nodes.home import HomeForwarder
 from nodes.ports import link_up, open_port
 from nodes.rules import RuleError, RuleSet
 from nodes.sync import SyncConfig, SyncEngine
-from nodes.syncproto import HOME_ANSWER, HOME_QUERY, PORT
+from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
 
 SETTABLE = {"mode": str, "interval": float, "periodic": str,
             "hold": lambda v: v in ("1", "on", "true"),
@@ -63,11 +63,15 @@ class Node:
             self.home = HomeForwarder(sync.me, sync.key, sync.boot, query_timeout,
                                       names=sync.names)
             sync.on_peer_down.append(self.home.peer_down)
+        self.group_sock = None
         if sync is not None:
             self.sync_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sync_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self.sync_sock.bind((self.peers[sync.me], PORT))
             self.sync_sock.setblocking(False)
+        if self.home is not None:
+            self.group_sock = self.join_group(self.peers[sync.me])
+            self.peers[MULTICAST] = GROUP
         self.control_path = control
         os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
         if os.path.exists(control):
@@ -80,13 +84,28 @@ class Node:
         self.wall_offset = time.time() - time.monotonic()
         self.running = True
 
+    def join_group(self, address: str) -> socket.socket:
+        """Send multicast from the sync address; hear the cluster's group (mode home's queries)."""
+        here = socket.inet_aton(address)
+        self.sync_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, here)
+        self.sync_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        self.sync_sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((GROUP, PORT))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                        socket.inet_aton(GROUP) + here)
+        sock.setblocking(False)
+        return sock
+
     def run(self) -> None:
         """Forward frames and synchronize state until SIGTERM or SIGINT."""
         out, inn = self.ports
         fds = {out.fileno(): OUTSIDE, inn.fileno(): INSIDE}
         ctl = self.control.fileno()
-        watch = [out, inn, self.control] + ([self.sync_sock] if self.sync_sock else [])
-        sync_fd = self.sync_sock.fileno() if self.sync_sock else -1
+        listening = [s for s in (self.sync_sock, self.group_sock) if s is not None]
+        watch = [out, inn, self.control] + listening
+        sync_fds = {s.fileno() for s in listening}
         next_housekeeping = time.monotonic() + HOUSEKEEPING
         while self.running:
             try:
@@ -97,8 +116,8 @@ class Node:
                 fd = sock.fileno()
                 if fd == ctl:
                     self.serve_control()
-                elif fd == sync_fd:
-                    self.receive_sync()
+                elif fd in sync_fds:
+                    self.receive_sync(sock)
                 else:
                     self.pump(fds[fd])
             now = time.monotonic()
@@ -137,7 +156,7 @@ class Node:
                 self._transmit(self.delay_line.due(now))
             readable, _, _ = select.select([self.sync_sock], [], [], SYNC_TICK)
             if readable:
-                self.receive_sync()
+                self.receive_sync(self.sync_sock)
             if (not any(c.unacked for c in self.sync.channels.values())
                     and (self.delay_line is None or len(self.delay_line) == 0)
                     and now - start > 0.05):
@@ -170,11 +189,11 @@ class Node:
             return min(wait, SYNC_TICK)
         return wait
 
-    def receive_sync(self) -> None:
+    def receive_sync(self, sock: socket.socket) -> None:
         now = time.monotonic()
         for _ in range(BATCH):
             try:
-                data = self.sync_sock.recv(65536)
+                data = sock.recv(65536)
             except BlockingIOError:
                 break
             self.sync.receive(data, now)
@@ -334,10 +353,9 @@ class Node:
         self.events.flush()
 
     def close(self) -> None:
-        for sock in (*self.ports, self.control):
-            sock.close()
-        if self.sync_sock:
-            self.sync_sock.close()
+        for sock in (*self.ports, self.control, self.sync_sock, self.group_sock):
+            if sock is not None:
+                sock.close()
         if os.path.exists(self.control_path):
             os.unlink(self.control_path)
         if self.events:

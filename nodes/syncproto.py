@@ -31,7 +31,9 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
     8 BULK_START (empty): the answer to a BULK_REQUEST begins
 
 Home-node forwarding (mode ``home``) uses three more message types, not
-sequenced (a lost query is a dropped packet, as a lost packet would be):
+sequenced (a lost query is a dropped packet, as a lost packet would be). A
+HOME_QUERY is sent once, by IP multicast, to group 239.255.37.80 port 3780
+(receiver 0: every node); answers and forwarded packets are unicast:
 
     4 HOME_QUERY   query id 4, ingress 1 (0 outside, 1 inside), the packet (frame)
     5 HOME_ANSWER  query id 4, home node id 2, connection key 13
@@ -54,6 +56,8 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC, VERSION, PORT = 0x4657, 1, 3780
+GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scoped, 239/8)
+MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
 DATA, ACK, HEARTBEAT = 1, 2, 3
 HOME_QUERY, HOME_ANSWER, FORWARD = 4, 5, 6  # home-node forwarding (the second seed)
 R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END, \

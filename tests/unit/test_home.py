@@ -20,6 +20,7 @@ class Home:
         self.home = {i: HomeForwarder(i, KEY, boot=1) for i in self.fw}
         self.out = {i: [] for i in self.fw}  # frames each node sent out of a data port
         self.down = set()
+        self.sent = []  # (from, to) of every cluster message; to may be MULTICAST
         self.t = 0.0
 
     def packet(self, i, frame, ingress):
@@ -40,17 +41,21 @@ class Home:
         while any(h.outbox for h in self.home.values()):
             for i, h in self.home.items():
                 wire, h.outbox = h.outbox, []
-                for peer, data in wire:
-                    if peer in self.down:
-                        continue
-                    msg = sp.decode(data, KEY)
-                    if msg.type == sp.HOME_QUERY:
-                        self.home[peer].query(msg, self.fw[peer], self.t)
-                    elif msg.type == sp.HOME_ANSWER:
-                        self.home[peer].answer(msg, self.t)
-                    elif msg.type == sp.FORWARD:
-                        if self.fw[peer].process(msg.frame, msg.ingress, self.t) == ACCEPT:
-                            self.out[peer].append(msg.frame)
+                for to, data in wire:
+                    self.sent.append((i, to))
+                    group = [p for p in self.fw if p != i] if to == sp.MULTICAST else [to]
+                    for peer in group:
+                        if peer not in self.down:
+                            self.deliver(peer, sp.decode(data, KEY))
+
+    def deliver(self, peer, msg):
+        if msg.type == sp.HOME_QUERY:
+            self.home[peer].query(msg, self.fw[peer], self.t)
+        elif msg.type == sp.HOME_ANSWER:
+            self.home[peer].answer(msg, self.t)
+        elif msg.type == sp.FORWARD:
+            if self.fw[peer].process(msg.frame, msg.ingress, self.t) == ACCEPT:
+                self.out[peer].append(msg.frame)
 
 
 def test_the_first_node_is_home_and_others_forward_to_it():
@@ -63,6 +68,8 @@ def test_the_first_node_is_home_and_others_forward_to_it():
     assert len(net.fw[2].table) == 0  # unreplicated
     h2 = net.home[2]
     assert h2.counters["queries_sent"] == 1 and h2.counters["answers_received"] == 1
+    # one multicast query, one unicast answer, one unicast forward
+    assert net.sent == [(2, sp.MULTICAST), (1, 2), (2, 1)]
     net.packet(2, tcp(SERVER, CLIENT, 80, 40000, "A", 5001, 1001), INSIDE)
     assert h2.counters["queries_sent"] == 1 and h2.counters["forward_table_hits"] == 1
     entry = next(iter(net.fw[1].table.entries()))
