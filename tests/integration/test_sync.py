@@ -128,9 +128,12 @@ def test_mode_home_forwards_data_connections_to_the_home_node(cluster_factory):
     assert sum(c.get("forwarded_packets", 0) for c in home) > 0
     assert sum(c.get("answers_sent", 0) for c in home) >= sum(
         c.get("answers_received", 0) for c in home) > 0
-    # each query is multicast once and heard by both other nodes
-    assert sum(c.get("queries_received", 0) for c in home) == 2 * sum(
-        c.get("queries_sent", 0) for c in home) > 0
+    # each query is multicast once, to the group every node joined, and heard by
+    # the two other nodes (UDP: a query may be lost, as the packet might be)
+    for node in cluster.node_names():
+        assert "239.255.37.80" in cluster.net[node].cmd("ip maddr show dev", f"{node}-eth2")
+    sent = sum(c.get("queries_sent", 0) for c in home)
+    assert 2 * sent >= sum(c.get("queries_received", 0) for c in home) >= 1.8 * sent > 0
     # unreplicated: every connection's state is on exactly one node
     keys = [e["orig"] for s in cluster.node_names() for e in cluster.ask(s, "dump")["entries"]]
     assert len(keys) == len(set(keys))
