@@ -3,7 +3,8 @@
     fwcluster run experiments/specs/demo.toml     # run, then plot
     fwcluster run SPEC --dry-run                  # validate only (no root)
     fwcluster plot results/demo-...               # figures of one run
-    fwcluster figures                             # figures of every run
+    fwcluster reproduce [--quick] [--shard i/n]   # the reproduction suite, then its report
+    fwcluster figures                             # every figure and report, from raw data
     fwcluster clean                               # remove leftovers of a crashed run
 """
 from __future__ import annotations
@@ -22,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--results", default="results", help="folder for run folders")
     p_plot = sub.add_parser("plot", help="figures of one run folder")
     p_plot.add_argument("run_dir")
-    p_fig = sub.add_parser("figures", help="figures of every run folder")
+    p_rep = sub.add_parser("reproduce", help="run the reproduction suite, then its report")
+    p_rep.add_argument("--quick", action="store_true", help="the CI form: few points")
+    p_rep.add_argument("--shard", default="1/1", help="run every n-th point from the i-th (i/n)")
+    p_rep.add_argument("--only", help="comma-separated experiment prefixes, e.g. e2,e3")
+    p_rep.add_argument("--results", default="results")
+    p_rep.add_argument("--dry-run", action="store_true", help="list this shard's points")
+    p_fig = sub.add_parser("figures", help="every figure and report, from raw data alone")
     p_fig.add_argument("--results", default="results")
     sub.add_parser("clean", help="remove what a crashed run left (Mininet's mn -c)")
     args = parser.parse_args(argv)
@@ -45,6 +52,27 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.plot import plot_run
             for path in plot_run(args.run_dir):
                 print(f"figure: {path}")
+        elif args.command == "reproduce":
+            from experiments import reproduce as rep
+            shard = rep.parse_shard(args.shard)
+            only = args.only.split(",") if args.only else None
+            if args.dry_run:
+                todo = rep.plan(rep.suite(only, args.quick), shard)
+                for spec, point in todo:
+                    print(f"{spec['name']}/{point.name}")
+                print(f"{len(todo)} point(s) in shard {args.shard}")
+                return 0
+            folder = rep.reproduce(args.results, args.quick, shard, only)
+            left = rep.missing(folder, args.quick)
+            if left:
+                print(f"reproduce: this shard is done; {len(left)} point(s) of the suite are "
+                      f"not in {folder} yet: gather every shard there, then 'fwcluster figures'")
+                return 0
+            from experiments.analysis import report
+            path, figs = report(folder)
+            for fig in figs:
+                print(f"figure: {fig}")
+            print(f"report: {path}")
         elif args.command == "figures":
             from experiments.plot import plot_all
             paths = plot_all(args.results)

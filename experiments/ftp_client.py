@@ -3,7 +3,9 @@
 Each session opens a control connection, announces the data connection in
 one of the four ways (PASV, EPSV, PORT, EPRT), downloads one file and checks
 its SHA-256. One JSON line a session goes to --out: mode, outcome, the
-control connection's ports, the announced data address, timings.
+control connection's ports, the announced data address, timings, the longest
+silence during the download (max_gap, s) and bytes per 0.1 s of wall time
+(bins: {int(t / 0.1): bytes}).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 MODES = ("PASV", "EPSV", "PORT", "EPRT")
+BIN = 0.1  # seconds: the resolution of goodput over time
 
 
 class AnnouncingFTP(ftplib.FTP):
@@ -70,15 +73,26 @@ def session(sid: int, server: str, path: str, sha256: str, mode: str,
         ftp.voidcmd("TYPE I")
         size = [0]
 
+        bins: dict[int, int] = {}  # bytes received per BIN seconds of wall time
+        last = [None]
+
         def feed(chunk):
+            now = time.time()
             digest.update(chunk)
             size[0] += len(chunk)
+            slot = int(now / BIN)
+            bins[slot] = bins.get(slot, 0) + len(chunk)
+            if last[0] is not None:  # the longest silence while downloading: a stall
+                rec["max_gap"] = max(rec.get("max_gap", 0.0), now - last[0])
+            last[0] = now
             if "t_first_byte" not in rec:
-                rec["t_first_byte"] = time.time()
+                rec["t_first_byte"] = now
                 print(f"session {sid} transferring {ftp.data_conn}", flush=True)
             if throttle:  # a slow reader: TCP flow control slows the sender down
                 time.sleep(len(chunk) / throttle)
+                last[0] = time.time()  # a stall is time spent waiting, not reading slowly
 
+        rec["bins"] = bins  # filled in as the download goes, also if it fails
         ftp.retrbinary(f"RETR {path}", feed)
         rec["bytes"] = size[0]
         ok = digest.hexdigest() == sha256
@@ -90,6 +104,7 @@ def session(sid: int, server: str, path: str, sha256: str, mode: str,
     rec["announced"] = list(ftp.announced) if ftp.announced else None
     rec["data"] = list(ftp.data_conn) if ftp.data_conn else None
     rec["t_end"] = time.time()
+    rec.setdefault("bytes", sum(rec.get("bins", {}).values()))
     return rec
 
 

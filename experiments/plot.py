@@ -1,5 +1,8 @@
 """Figures from a run's raw data (sessions.csv) alone; PNG and PDF.
 
+Reproduction campaigns (results/reproduce*/) are analysed by
+experiments/analysis.py, which writes their figures and REPORT.md.
+
     fwcluster plot results/demo-...   # one run
     fwcluster figures                 # every run under results/
 """
@@ -116,4 +119,8 @@ def plot_all(results: str = "results") -> list[str]:
         run_dir = os.path.join(results, name)
         if os.path.exists(os.path.join(run_dir, "sessions.csv")):
             paths += plot_run(run_dir)
+        elif os.path.isdir(os.path.join(run_dir, "manifests")):  # a reproduction campaign
+            from experiments.analysis import report
+            path, figures = report(run_dir)
+            paths += figures + [path]
     return paths

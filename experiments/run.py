@@ -19,15 +19,16 @@ import sys
 import time
 from importlib import metadata
 
+from experiments import fidelity
 from experiments import spec as specs
 from experiments.timeline import Timeline
 from experiments.workload import attribute, read_jsonl, run_ftp
 from topo.cluster import datapath
 from topo.net import Cluster, EventLog
 
-SESSION_FIELDS = ["point", "nodes", "repetition", "session", "mode", "outcome", "error",
+SESSION_FIELDS = ["point", "variant", "nodes", "repetition", "session", "mode", "outcome", "error",
                   "control_node", "data_node", "data_verdict", "same_node", "server", "file",
-                  "bytes", "t_start", "t_connected", "t_first_byte", "t_end"]
+                  "bytes", "max_gap", "t_start", "t_connected", "t_first_byte", "t_end"]
 
 
 def git_commit() -> tuple[str, bool]:
@@ -101,24 +102,33 @@ class Progress:
 
 
 def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> list[dict]:
-    """Bring up one cluster, run the traffic, collect, tear down."""
+    """Bring up one cluster, run the traffic, collect, tear down.
+
+    Writes into ``out``: spec.resolved.json, events.jsonl, the nodes' event
+    logs, stats.json and raw.json (every node's counters and samples at the
+    end), snapshots.jsonl (if the timeline takes any), sessions.jsonl, logs/,
+    and last point.json (params, traffic times, fidelity): a point folder
+    with point.json is complete.
+    """
     resolved = specs.resolve(spec, point)
     with open(os.path.join(out, "spec.resolved.json"), "w", encoding="utf-8") as fh:
         json.dump(resolved, fh, indent=2)
-    topo, traffic = resolved["topology"], resolved["traffic"]
+    topo, traffic, cl = resolved["topology"], resolved["traffic"], resolved["cluster"]
     log = EventLog(os.path.join(out, "events.jsonl"))
-    log("point_start", point=point.name, params=point.params, seed=point.seed)
-    stats = {}
+    log("point_start", point=point.name, params=point.params, seed=point.seed,
+        variant=point.variant)
+    stats, raw = {}, {}
     progress(f"{point.name}: starting {topo['nodes']} node(s)")
-    with Cluster(out, resolved["cluster"]["rules"], n=topo["nodes"], clients=topo["clients"],
+    with Cluster(out, cl["rules"], n=topo["nodes"], clients=topo["clients"],
                  servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log,
-                 sync=specs.cluster_sync(resolved["cluster"]),
-                 failover=None if resolved["cluster"]["failover"] == "none"
-                 else resolved["cluster"]["failover"],
-                 steering=resolved["cluster"]["steering"],
-                 latency=resolved["cluster"]["latency_ms"] / 1000,
-                 latency_via=resolved["cluster"]["latency_via"]) as cluster:
+                 sync=specs.cluster_sync(cl),
+                 failover=None if cl["failover"] == "none" else cl["failover"],
+                 steering=cl["steering"], latency=cl["latency_ms"] / 1000,
+                 latency_via=cl["latency_via"]) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
+        switches = ["s1", "s2", "s3"]
+        drops_before = fidelity.switch_drops(switches)
+        cpu_before, t_start = fidelity.cpu_times(), time.time()
         timeline = Timeline(cluster, resolved["timeline"])
         timeline.start()
         try:
@@ -126,9 +136,12 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                               traffic["file_size"], traffic["files"], traffic["concurrency"],
                               traffic["timeout"], point.seed,
                               progress=lambda n, total: progress(
-                                  f"{point.name}: session {n}/{total}", force=False))
+                                  f"{point.name}: session {n}/{total}", force=False),
+                              throttle=traffic["throttle"])
         finally:
             timeline.stop()
+        cpu_after, t_end = fidelity.cpu_times(), time.time()
+        drops_after = fidelity.switch_drops(switches)
         for problem in timeline.errors:
             progress(f"{point.name}: fault failed: {problem}")
         for event in timeline.skipped:
@@ -139,23 +152,41 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
             if node in cluster.procs:
                 try:
                     stats[node] = cluster.ask(node, "stats")
+                    raw[node] = cluster.ask(node, "raw")
                 except (OSError, ValueError):
                     stats[node] = {"error": "no answer (hung or gone)"}
-    with open(os.path.join(out, "stats.json"), "w", encoding="utf-8") as fh:
-        json.dump(stats, fh, indent=2)
+    for name, data in (("stats.json", stats), ("raw.json", raw)):
+        with open(os.path.join(out, name), "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
     node_events = [ev for path in sorted(glob.glob(os.path.join(out, "fw*.events.jsonl")))
                    for ev in read_jsonl(path)]
     records = attribute(records, node_events)
     for rec in records:
-        rec.update(point=point.name, nodes=topo["nodes"], repetition=point.repetition)
+        rec.update(point=point.name, nodes=topo["nodes"], repetition=point.repetition,
+                   variant=point.variant)
     with open(os.path.join(out, "sessions.jsonl"), "w", encoding="utf-8") as fh:
         for rec in sorted(records, key=lambda r: r["session"]):
             fh.write(json.dumps(rec) + "\n")
+    idle = fidelity.idle_share(cpu_before, cpu_after)
+    switch = {sw: drops_after[sw] - drops_before.get(sw, 0) for sw in drops_after}
+    nodes = {n: fidelity.node_drops(st) for n, st in stats.items()}
+    flags = fidelity.judge(idle, switch, nodes)
     ok = sum(r["outcome"] == "ok" for r in records)
-    log("point_end", sessions=len(records), ok=ok)
+    summary = {"point": point.name, "experiment": spec["name"], "variant": point.variant,
+               "params": point.params, "repetition": point.repetition, "seed": point.seed,
+               "t_traffic_start": t_start, "t_traffic_end": t_end,
+               "sessions": len(records), "ok": ok,
+               "faults_failed": timeline.errors,
+               "faults_skipped": [e["fault"] for e in timeline.skipped],
+               "fidelity": {"idle_cpu": idle, "switch_drops": switch, "node_io_drops": nodes,
+                            "emulator_bottleneck": bool(flags), "flags": flags}}
+    with open(os.path.join(out, "point.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    log("point_end", sessions=len(records), ok=ok, fidelity_flags=flags)
     log.close()
+    note = f"; FIDELITY: {'; '.join(flags)}" if flags else ""
     progress(f"{point.name}: {ok}/{len(records)} sessions ok, "
-             f"{traffic['sessions'] - len(records)} missing")
+             f"{traffic['sessions'] - len(records)} missing{note}")
     return records
 
 

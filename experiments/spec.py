@@ -2,14 +2,23 @@
 
 A spec has a name, a seed, repetitions, a topology, a cluster configuration,
 traffic and a timeline of faults. A list where one value is expected (for
-example ``nodes = [1, 3]``) sweeps it: the run covers every combination.
+example ``nodes = [1, 3]`` or ``interval = [0.05, 0.5]``) sweeps it: the run
+covers every combination. ``[[variants]]`` tables, each with a ``label``,
+override parts of the spec (``[variants.cluster]``...), for comparisons that
+are not a grid (periodic sync against on-demand); sweeps apply inside each
+variant. ``[quick]`` holds what ``--quick`` changes (fewer repetitions,
+smaller traffic, ``variants = [labels]`` to keep): the CI variant of a spec.
+A reproduction experiment names its ``claim`` and the ``analysis`` that
+judges it (experiments/analysis.py).
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import os
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nodes.rules import RuleError, RuleSet
 from experiments.timeline import check
@@ -19,7 +28,7 @@ MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps 
 SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold",
                  "budget_bandwidth", "budget_entries")
 FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
-SWEEPABLE = (("topology", "nodes"), ("traffic", "sessions"))
+SECTIONS = ("topology", "cluster", "traffic")  # whose scalar fields a list sweeps
 
 DEFAULTS = {
     "description": "",
@@ -32,9 +41,12 @@ DEFAULTS = {
                 "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none",
                 "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
-                "files": 4, "concurrency": 4, "timeout": 3.0},
+                "files": 4, "concurrency": 4, "timeout": 3.0, "throttle": 0},
     "timeline": [],
+    "claim": "",
+    "analysis": "",
 }
+TOP_ONLY = ("name", "variants", "quick")
 
 
 class SpecError(ValueError):
@@ -43,20 +55,23 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Point:
-    """One combination of swept values and one repetition."""
+    """One variant, one combination of swept values and one repetition."""
 
     params: dict
     repetition: int
     seed: int
+    variant: str = ""
+    spec: dict = field(default=None, compare=False, repr=False)  # resolved, scalar
 
     @property
     def name(self) -> str:
         tag = "-".join(f"{k.split('.')[-1]}{v}" for k, v in sorted(self.params.items()))
-        return f"{tag or 'run'}-r{self.repetition}"
+        parts = [p for p in (self.variant, tag) if p]
+        return f"{'-'.join(parts) or 'run'}-r{self.repetition}"
 
 
-def load(path: str) -> dict:
-    """Read, default and validate a spec; raise SpecError in one line."""
+def load(path: str, quick: bool = False) -> dict:
+    """Read, default and validate a spec (its --quick form if asked); raise SpecError."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -64,16 +79,63 @@ def load(path: str) -> dict:
         raise SpecError(f"cannot read spec {path}: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: not valid TOML: {err}") from None
+    variants = raw.pop("variants", [])
+    quick_part = raw.pop("quick", {})
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise SpecError(f"{path}: variants must be [[variants]] tables")
+    if not isinstance(quick_part, dict):
+        raise SpecError(f"{path}: [quick] must be a table")
+    if quick:
+        keep = quick_part.pop("variants", None)
+        raw = _deep_update(raw, quick_part)
+        if keep is not None:
+            missing = set(keep) - {v.get("label") for v in variants}
+            if missing:
+                raise SpecError(f"{path}: quick.variants names unknown labels {sorted(missing)}")
+            variants = [v for v in variants if v.get("label") in keep]
     spec = _merge(DEFAULTS, raw, path, "")
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    validate(spec, path)
+    spec["variants"] = [_variant(v, path, i) for i, v in enumerate(variants, 1)]
+    labels = [v["label"] for v in spec["variants"]]
+    if len(labels) != len(set(labels)):
+        raise SpecError(f"{path}: variant labels must differ ({', '.join(labels)})")
+    for point in points(spec, path):  # every combination must be able to run
+        if point.repetition == 0:
+            where = f"{path} [{point.variant}]" if point.variant else path
+            validate(point.spec, where)
     return spec
 
 
+def _variant(raw: dict, path: str, i: int) -> dict:
+    label = raw.get("label")
+    if not isinstance(label, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", label):
+        raise SpecError(f"{path}: variant {i} needs a label of a-z, 0-9, '_' or '.'")
+    overrides = {k: v for k, v in raw.items() if k != "label"}
+    for key, value in overrides.items():
+        if key not in (*SECTIONS, "timeline"):
+            raise SpecError(f"{path}: variant {label!r}: cannot override {key!r} "
+                            f"(use {', '.join(SECTIONS)} or timeline)")
+        if key in SECTIONS:
+            _merge(DEFAULTS[key], value, path, f"variants.{label}.{key}.")  # unknown fields
+    return {"label": label, "overrides": overrides}
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _merge(defaults: dict, given: dict, path: str, where: str) -> dict:
+    if not isinstance(given, dict):
+        raise SpecError(f"{path}: [{where.rstrip('.')}] must be a table")
     out = {}
     for key, value in given.items():
-        if key not in defaults and not (where == "" and key == "name"):
+        if key not in defaults and not (where == "" and key in TOP_ONLY):
             known = ", ".join(sorted(defaults))
             raise SpecError(f"{path}: unknown field {where}{key!r} (known: {known})")
     for key, default in defaults.items():
@@ -131,6 +193,10 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "traffic.concurrency must be 1..64")
     need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,
          "traffic.timeout must be > 0 seconds")
+    need(isinstance(traffic["throttle"], (int, float)) and traffic["throttle"] >= 0,
+         "traffic.throttle must be bytes per second a client reads (0: as fast as it can)")
+    need(isinstance(spec["claim"], str) and isinstance(spec["analysis"], str),
+         "claim and analysis must be strings")
     need(cluster["failover"] in ("none", "backup", "spread"),
          "cluster.failover must be none, backup or spread")
     need(cluster["steering"] in ("symmetric", "asymmetric"),
@@ -161,26 +227,46 @@ def cluster_sync(cluster: dict) -> dict:
     return {"mode": cluster["sync"], **settings, "hold_timeout": cluster["hold_timeout"]}
 
 
-def points(spec: dict) -> list[Point]:
-    """Every swept combination times every repetition, each with its own seed."""
+def _axes(spec: dict) -> list[list[tuple[str, object]]]:
+    """The swept fields: a list where the default is a single value."""
     axes = []
-    for section, field in SWEEPABLE:
-        value = spec[section][field]
-        axes.append([(f"{section}.{field}", v) for v in _ints(value)])
+    for section in SECTIONS:
+        for name, default in DEFAULTS[section].items():
+            value = spec[section][name]
+            if isinstance(value, list) and not isinstance(default, list):
+                axes.append([(f"{section}.{name}", v) for v in value])
+    return axes
+
+
+def points(spec: dict, path: str = "<spec>") -> list[Point]:
+    """Every variant, swept combination and repetition, each with its resolved spec.
+
+    Repetition r has seed ``seed * 1000 + r`` in every variant, so variants are
+    compared on the same workloads.
+    """
     out = []
-    for combo in itertools.product(*axes):
-        params = dict(combo)
-        for rep in range(spec["repetitions"]):
-            out.append(Point(params, rep, spec["seed"] * 1000 + rep))
+    for variant in spec.get("variants") or [None]:
+        base = copy.deepcopy({k: v for k, v in spec.items() if k != "variants"})
+        label = ""
+        if variant is not None:
+            label = variant["label"]
+            for key, value in variant["overrides"].items():
+                base[key] = (_merge(DEFAULTS[key], _deep_update(base[key], value), path,
+                                    f"variants.{label}.{key}.")
+                             if key in SECTIONS else copy.deepcopy(value))
+        for combo in itertools.product(*_axes(base)):
+            params = dict(combo)
+            resolved = copy.deepcopy(base)
+            for dotted, value in params.items():
+                section, name = dotted.split(".")
+                resolved[section][name] = value
+            for rep in range(spec["repetitions"]):
+                seed = spec["seed"] * 1000 + rep
+                out.append(Point(params, rep, seed, label,
+                                 {**resolved, "seed": seed, "repetition": rep, "variant": label}))
     return out
 
 
 def resolve(spec: dict, point: Point) -> dict:
-    """The spec with the point's swept values filled in."""
-    resolved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.items()}
-    for dotted, value in point.params.items():
-        section, field = dotted.split(".")
-        resolved[section][field] = value
-    resolved["seed"] = point.seed
-    resolved["repetition"] = point.repetition
-    return resolved
+    """The spec of one point: variant applied, swept values filled in."""
+    return copy.deepcopy(point.spec)

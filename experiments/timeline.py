@@ -7,7 +7,8 @@
 
 Parameters by fault: ``link_down``/``link_up``: ``intf`` (eth0 outside, eth1
 inside, eth2 sync); ``sync_loss``: ``percent``; ``rate_limit``: ``intf`` and
-``mbit`` (0 lifts it). ``controller_restart`` takes no node. Every fault is
+``mbit`` (0 lifts it). ``controller_restart`` takes no node. ``snapshot`` is
+not a fault: it appends every node's counters to the run's snapshots.jsonl. Every fault is
 written with its time to the run's event log by the cluster that applies it.
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ FAULTS = {
     "rate_limit": (("intf", "mbit"), lambda c, e: c.rate_limit(e["node"], e["intf"],
                                                                float(e["mbit"]))),
     "controller_restart": ((), lambda c, e: c.restart_controller()),
+    "snapshot": ((), lambda c, e: c.snapshot()),  # not a fault: every node's counters, now
 }
+NODELESS = ("controller_restart", "snapshot")
 INTERFACES = ("eth0", "eth1", "eth2")
 
 
@@ -41,7 +44,7 @@ def check(event: dict, nodes: int) -> str | None:
     at = event.get("at")
     if not isinstance(at, (int, float)) or at < 0:
         return f"{fault}: 'at' must be seconds >= 0"
-    if fault != "controller_restart":
+    if fault not in NODELESS:
         node = event.get("node", "")
         if not (isinstance(node, str) and node.startswith("fw") and node[2:].isdigit()
                 and 1 <= int(node[2:]) <= nodes):

@@ -55,7 +55,7 @@ def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
 
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
-            progress=None) -> list[dict]:
+            progress=None, throttle: float = 0.0) -> list[dict]:
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
     sums = make_files(root, files, file_size, seed)
@@ -79,12 +79,14 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
             json.dump(items, fh, indent=1)
         clients.append(cluster.spawn(f"ftp-c{c}", [
             sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path,
-            "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout)],
+            "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout),
+            "--throttle", str(throttle)],
             host=cluster.net[f"c{c}"]))
     cluster.log("ftp_clients_start", sessions=sessions)
     # Each session ends by itself within a few timeouts; allow for the slowest client.
     per_client = max(len(items) for items in plan.values())
-    deadline = time.monotonic() + 30 + per_client * (timeout * 4 + file_size / 1e6)
+    per_session = timeout * 4 + file_size / 1e6 + (file_size / throttle if throttle else 0)
+    deadline = time.monotonic() + 30 + per_client * per_session
     while any(p.alive() for p in clients):
         if progress:
             progress(_count_lines(out), sessions)

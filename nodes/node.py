@@ -304,6 +304,13 @@ class Node:
             return stats
         if command == "dump":
             return self.engine.dump(now)
+        if command == "raw":  # every sample behind the percentiles, in ms, for plots
+            raw = {"hold_ms": [round(x * 1000, 4) for x in self.engine.hold_times]}
+            if self.sync is not None:
+                raw["lag_ms"] = [round(x * 1000, 4) for x in self.sync.lag]
+            if self.home is not None:
+                raw["discovery_ms"] = [round(x * 1000, 4) for x in self.home.discovery]
+            return raw
         if command.startswith("set "):
             return self.set_sync(command[4:])
         if command.startswith("common "):
@@ -317,7 +324,7 @@ class Node:
             return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
         if command == "ping":
             return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
+        return {"error": f"unknown command {command!r} (use stats, dump, raw, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
 
     def set_sync(self, args: str) -> dict:
         """Change sync settings at run time, e.g. ``set mode=periodic interval=2``."""

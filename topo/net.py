@@ -385,6 +385,18 @@ class Cluster:
         self.log("cluster_down")
 
     # -- observation -----------------------------------------------------
+    def snapshot(self) -> None:
+        """Append every running node's counters, with the time, to snapshots.jsonl."""
+        record = {"t": round(time.time(), 6), "nodes": {}}
+        for node in self.node_names():
+            if node in self.procs:
+                try:
+                    record["nodes"][node] = self.ask(node, "stats")
+                except (OSError, ValueError):
+                    record["nodes"][node] = None  # hung or gone
+        with open(os.path.join(self.run_dir, "snapshots.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
     def node_names(self) -> list[str]:
         return [f"fw{i}" for i in range(1, self.n + 1)]
 

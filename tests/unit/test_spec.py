@@ -62,3 +62,64 @@ def test_dry_run_needs_no_root(capsys):
 def test_cluster_size_bound_matches_the_topology():
     cluster = pytest.importorskip("topo.cluster", reason="Mininet not installed")
     assert specs.MAX_NODES == cluster.MAX_NODES
+
+
+def test_variants_override_and_sweep_inside(tmp_path):
+    spec = specs.load(write(tmp_path, """
+repetitions = 2
+[cluster]
+sync = "periodic"
+[[variants]]
+label = "periodic"
+cluster.interval = [0.05, 5.0]
+[[variants]]
+label = "ondemand"
+cluster.sync = "ondemand"
+"""))
+    pts = specs.points(spec)
+    assert [p.name for p in pts] == ["periodic-interval0.05-r0", "periodic-interval0.05-r1",
+                                     "periodic-interval5.0-r0", "periodic-interval5.0-r1",
+                                     "ondemand-r0", "ondemand-r1"]
+    assert pts[2].spec["cluster"]["interval"] == 5.0
+    assert pts[4].spec["cluster"]["sync"] == "ondemand"
+    assert pts[4].spec["cluster"]["interval"] == 1.0  # the default, not the other variant's
+    assert pts[0].seed == pts[4].seed  # same workload in every variant
+
+
+def test_quick_form_keeps_named_variants_and_shrinks(tmp_path):
+    path = write(tmp_path, """
+repetitions = 5
+[[variants]]
+label = "a"
+[[variants]]
+label = "b"
+[quick]
+repetitions = 1
+variants = ["b"]
+traffic.sessions = 4
+""")
+    full, quick = specs.load(path), specs.load(path, quick=True)
+    assert len(specs.points(full)) == 10
+    [only] = specs.points(quick)
+    assert only.variant == "b" and only.spec["traffic"]["sessions"] == 4
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[[variants]]\nlabel = \"Bad Label\"", "needs a label"),
+    ("[[variants]]\nlabel = \"a\"\nseed = 3", "cannot override 'seed'"),
+    ("[[variants]]\nlabel = \"a\"\ncluster.speed = 3", "unknown field variants.a.cluster.'speed'"),
+    ("[[variants]]\nlabel = \"a\"\ncluster.sync = \"never\"", "[a]"),
+    ("[[variants]]\nlabel = \"a\"\n[[variants]]\nlabel = \"a\"", "labels must differ"),
+    ("[quick]\nvariants = [\"zz\"]", None),
+    ("[traffic]\nthrottle = -1", "traffic.throttle"),
+])
+def test_bad_variants_fail_in_one_line(tmp_path, text, words):
+    path = write(tmp_path, text)
+    if words is None:  # only the quick form looks at quick.variants
+        specs.load(path)
+        with pytest.raises(specs.SpecError, match="unknown labels"):
+            specs.load(path, quick=True)
+        return
+    with pytest.raises(specs.SpecError) as err:
+        specs.load(path)
+    assert words in str(err.value) and "\n" not in str(err.value)

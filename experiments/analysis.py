@@ -1,0 +1,451 @@
+"""Figures, numbers and verdicts of the reproduction suite, from raw data alone.
+
+Reads a campaign folder (experiments/reproduce.py) point by point; needs no
+network and no root. Each experiment's spec names its analysis; an analysis
+turns the points into figures (PNG and PDF, titled, with units, legends and
+95% confidence intervals over the seeded repetitions), a table of numbers
+and a verdict on the spec's claim: "holds", "does not hold" or "not shown"
+(the run could not decide), with the reason in numbers.
+
+    fwcluster figures            # every campaign and run under results/
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.workload import read_jsonl  # noqa: E402
+
+STYLE = {"figure.dpi": 120, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+         "axes.spines.top": False, "axes.spines.right": False}
+MIN_REPETITIONS = 5  # a verdict needs at least this many seeded repetitions per configuration
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+# -- statistics ------------------------------------------------------------
+def t975(df: int) -> float:
+    """The two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
+    if df in _T975:
+        return _T975[df]
+    smaller = [d for d in _T975 if d < df]
+    return _T975[max(smaller)] if df < 30 else 1.96
+
+
+def mean_ci(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and the half-width of its 95% confidence interval (None with < 2 values)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    if len(values) < 2:
+        return values[0], None
+    return statistics.fmean(values), t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def fmt(mean, half, digits: int = 3, unit: str = "") -> str:
+    if mean is None:
+        return "n/a"
+    text = f"{mean:.{digits}g}"
+    if half is not None:
+        text += f" ± {half:.{digits}g}"
+    return text + (f" {unit}" if unit else "")
+
+
+# -- reading raw data ----------------------------------------------------
+def _json(path: str, default=None):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def load_points(exp_dir: str) -> list[dict]:
+    """Every finished point of one experiment, with its raw data."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(exp_dir, "points", "*", "point.json"))):
+        d = os.path.dirname(path)
+        p = _json(path)
+        p["dir"] = d
+        p["spec"] = _json(os.path.join(d, "spec.resolved.json"), {})
+        p["records"] = read_jsonl(os.path.join(d, "sessions.jsonl"))
+        p["stats"] = _json(os.path.join(d, "stats.json"), {})
+        p["raw"] = _json(os.path.join(d, "raw.json"), {})
+        p["events"] = read_jsonl(os.path.join(d, "events.jsonl"))
+        p["snapshots"] = read_jsonl(os.path.join(d, "snapshots.jsonl"))
+        out.append(p)
+    return out
+
+
+def group(points: list[dict], *params: str) -> dict[tuple, list[dict]]:
+    """Points by variant and the named swept parameters (repetitions together)."""
+    out = defaultdict(list)
+    for p in points:
+        out[(p["variant"], *(p["params"].get(k) for k in params))].append(p)
+    return dict(out)
+
+
+def failed_share(p: dict) -> float:
+    """Sessions of the point that did not succeed; a session never recorded failed too."""
+    planned = p["spec"].get("traffic", {}).get("sessions") or len(p["records"])
+    ok = sum(r["outcome"] == "ok" for r in p["records"])
+    return 1 - ok / planned if planned else 0.0
+
+
+def duration(p: dict) -> float:
+    return max(1e-9, p["t_traffic_end"] - p["t_traffic_start"])
+
+
+def sync_counter(p: dict, name: str) -> float:
+    return sum(s.get("sync", {}).get("counters", {}).get(name, 0)
+               for s in p["stats"].values() if isinstance(s, dict))
+
+
+def save(fig, exp_dir: str, name: str) -> list[str]:
+    out = os.path.join(exp_dir, "figures")
+    os.makedirs(out, exist_ok=True)
+    paths = [os.path.join(out, f"{name}.{ext}") for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _err(half):
+    return half if half is not None else 0.0
+
+
+# -- experiment 1 ----------------------------------------------------------
+def periodic_window(points: list[dict], exp_dir: str) -> dict:
+    groups = group(points, "cluster.interval")
+    rows, series = [], defaultdict(list)
+    for (variant, interval), pts in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        fail = mean_ci([failed_share(p) for p in pts])
+        msgs = mean_ci([sync_counter(p, "messages_sent") / duration(p) for p in pts])
+        byts = mean_ci([sync_counter(p, "bytes_sent") / duration(p) for p in pts])
+        label = variant if interval is None else f"{variant}, every {interval:g} s"
+        rows.append([label, len(pts), fmt(*fail), fmt(*msgs), fmt(byts[0] and byts[0] / 1e3,
+                                                                   byts[1] and byts[1] / 1e3)])
+        series[variant].append((interval, fail, msgs, byts))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+        for variant, pts in series.items():
+            if pts[0][0] is None:  # not periodic: a band across the intervals
+                (_, fail, _, byts), = pts
+                for ax, (m, h), scale in ((axes[0], fail, 1), (axes[1], byts, 1e-3)):
+                    line = ax.axhline(m * scale, ls="--", lw=1, label=variant,
+                                      color="C2" if variant == "ondemand" else "C3")
+                    if h is not None:
+                        ax.axhspan((m - h) * scale, (m + h) * scale, alpha=0.15,
+                                   color=line.get_color())
+                continue
+            xs = [x for x, *_ in pts]
+            for ax, key, scale in ((axes[0], 1, 1), (axes[1], 3, 1e-3)):
+                ax.errorbar(xs, [pt[key][0] * scale for pt in pts],
+                            yerr=[_err(pt[key][1]) * scale for pt in pts], marker="o",
+                            capsize=3, label=f"periodic, {variant}")
+        axes[0].set(xscale="log", xlabel="sync interval (s)", ylim=(-0.05, 1.05),
+                    ylabel="FTP sessions failed (share)",
+                    title="Related connections lost to the periodic window")
+        axes[1].set(xscale="log", yscale="log", xlabel="sync interval (s)",
+                    ylabel="sync traffic, all nodes (kB/s)", title="Sync traffic")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.suptitle("Experiment 1: the periodic window (mean, 95% CI over repetitions)",
+                     fontsize=9)
+        figures = save(fig, exp_dir, "e1_periodic_window")
+    by = {(v, i): g for (v, i), g in groups.items()}
+    verdict, why = "not shown", "the on-demand and periodic variants are not all present"
+    periodic = sorted(i for (v, i) in by if v in ("full", "differential") and i is not None)
+    if ("ondemand", None) in by and periodic:
+        od = mean_ci([failed_share(p) for p in by[("ondemand", None)]])
+        longest = mean_ci([failed_share(p) for v in ("full", "differential")
+                           for p in by.get((v, periodic[-1]), [])])
+        shortest = mean_ci([failed_share(p) for v in ("full", "differential")
+                            for p in by.get((v, periodic[0]), [])])
+        od_top = od[0] + _err(od[1])
+        grows = longest[0] > shortest[0]
+        if od_top <= 0.05 and longest[0] > od_top and grows:
+            verdict = "holds"
+        elif od[1] is None and longest[1] is None:
+            verdict = "not shown"
+        else:
+            verdict = "does not hold"
+        why = (f"failed share: on-demand {fmt(*od)}; periodic every {periodic[0]:g} s "
+               f"{fmt(*shortest)}, every {periodic[-1]:g} s {fmt(*longest)}")
+    return {"figures": figures, "verdict": verdict, "why": why,
+            "table": (["variant", "points", "failed share", "sync data messages/s",
+                       "sync kB/s (incl. acks, heartbeats)"], rows)}
+
+
+# -- experiment 2 ----------------------------------------------------------
+def hold(points: list[dict], exp_dir: str) -> dict:
+    groups = group(points)
+    rows, delays = [], {}
+    for (variant,), pts in sorted(groups.items()):
+        fail = mean_ci([failed_share(p) for p in pts])
+        held = [x for p in pts for node in p["raw"].values() for x in node.get("hold_ms", [])]
+        delays[variant] = sorted(held)
+        p50 = delays[variant][len(held) // 2] if held else None
+        p99 = delays[variant][min(len(held) - 1, int(0.99 * len(held)))] if held else None
+        rows.append([variant, len(pts), fmt(*fail), len(held),
+                     "n/a" if p50 is None else f"{p50:.3g} / {p99:.3g}"])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+        names = sorted(groups)
+        for i, (variant,) in enumerate(names):
+            m, h = mean_ci([failed_share(p) for p in groups[(variant,)]])
+            axes[0].bar(i, m, yerr=_err(h), capsize=4,
+                        color="C2" if variant.startswith("hold") else "C3",
+                        label=f"{variant} (n={len(groups[(variant,)])})")
+        axes[0].set_xticks(range(len(names)), [n for n, in names])
+        axes[0].set(ylabel="FTP sessions failed (share)", ylim=(0, 1.05),
+                    title="Related connections lost")
+        axes[0].legend(fontsize=7)
+        for variant, xs in delays.items():
+            if xs:
+                axes[1].plot(xs, [(k + 1) / len(xs) for k in range(len(xs))],
+                             label=f"{variant}: {len(xs)} held packets")
+        axes[1].set(xscale="log", xlabel="delay added to the held packet (ms)",
+                    ylabel="share of held packets (CDF)", title="Cost of the hold")
+        axes[1].legend(fontsize=7)
+        fig.suptitle("Experiment 2: holding the packet (mean, 95% CI over repetitions)",
+                     fontsize=9)
+        figures = save(fig, exp_dir, "e2_hold")
+    pairs = [(v, "no" + v) for v, in groups if v.startswith("hold") and ("no" + v,) in groups]
+    verdict, why = "not shown", "needs variants with and without the hold"
+    if pairs:
+        parts, shown, broken = [], False, False
+        for with_, without in pairs:
+            h = mean_ci([failed_share(p) for p in groups[(with_,)]])
+            n = mean_ci([failed_share(p) for p in groups[(without,)]])
+            top = h[0] + _err(h[1])
+            broken |= top > 0.05
+            shown |= n[0] > top
+            held = delays.get(with_, [])
+            p99 = f"{held[min(len(held) - 1, int(0.99 * len(held)))]:.3g} ms" if held else "n/a"
+            parts.append(f"{with_}: failed {fmt(*h)} vs {fmt(*n)} without, hold p99 {p99}")
+        why = "; ".join(parts)
+        if broken:
+            verdict = "does not hold"
+        elif shown:
+            verdict = "holds"
+        else:
+            why += " (without the hold no race was lost: nothing to prevent)"
+    return {"figures": figures, "verdict": verdict, "why": why,
+            "table": (["variant", "points", "failed share", "held packets",
+                       "hold delay p50 / p99 (ms)"], rows)}
+
+
+# -- experiment 3 ----------------------------------------------------------
+def _crash(p: dict) -> tuple[float, str] | None:
+    for e in p["events"]:
+        if e["event"] == "fault_crash":
+            return e["t"], e["node"]
+    return None
+
+
+def _affected(p: dict) -> list[dict]:
+    """Sessions downloading at the crash with a connection on the crashed node
+    (sessions that had failed already, say for want of state, are not counted)."""
+    crash = _crash(p)
+    if crash is None:
+        return []
+    t, node = crash
+    return [r for r in p["records"] if r.get("t_first_byte") and r["t_first_byte"] < t < r["t_end"]
+            and node in (r.get("control_node"), r.get("data_node"))]
+
+
+def failover(points: list[dict], exp_dir: str) -> dict:
+    groups = group(points)
+    rows, survival, curves = [], {}, {}
+    for (variant,), pts in sorted(groups.items()):
+        shares, stalls, n_aff = [], [], 0
+        bins = defaultdict(float)
+        for p in pts:
+            aff = _affected(p)
+            n_aff += len(aff)
+            if aff:
+                shares.append(sum(r["outcome"] == "ok" for r in aff) / len(aff))
+            stalls += [r.get("max_gap", 0.0) for r in aff if r["outcome"] == "ok"]
+            crash = _crash(p)
+            if crash:
+                for r in p["records"]:
+                    for slot, nbytes in (r.get("bins") or {}).items():
+                        rel = round(int(slot) * 0.1 - crash[0], 1)
+                        bins[rel] += nbytes * 8 / 0.1 / 1e6 / len(pts)
+        survival[variant] = mean_ci(shares)
+        curves[variant] = sorted(bins.items())
+        stall = statistics.median(stalls) if stalls else None
+        rows.append([variant, len(pts), n_aff, fmt(*survival[variant]),
+                     "n/a" if stall is None else f"{stall * 1000:.0f}"])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+        names = [v for v, in sorted(groups)]
+        for i, v in enumerate(names):
+            m, h = survival[v]
+            axes[0].bar(i, m or 0, yerr=_err(h), capsize=4, color=f"C{i}")
+        axes[0].set_xticks(range(len(names)), names, rotation=30)
+        axes[0].set(ylabel="connections on the failed node that survive", ylim=(0, 1.05),
+                    title="Survival of a node crash")
+        for i, v in enumerate(names):
+            xs = [x for x, _ in curves[v] if -1.5 <= x <= 4]
+            ys = [y for x, y in curves[v] if -1.5 <= x <= 4]
+            axes[1].plot(xs, ys, label=v, color=f"C{i}", lw=1)
+        axes[1].axvline(0, color="black", lw=0.8, ls=":")
+        axes[1].set(xlabel="time from the crash (s)", ylabel="goodput, all sessions (Mbit/s)",
+                    title="Goodput across the crash (mean of repetitions)")
+        axes[1].legend(fontsize=7, ncol=2)
+        fig.suptitle("Experiment 3: failover of fw1 during long FTP downloads "
+                     "(95% CI over repetitions)", fontsize=9)
+        figures = save(fig, exp_dir, "e3_failover")
+    synced = [v for v in names if v in ("ondemand", "combined", "spread")]
+    lost = [v for v in names if v in ("none", "home")]
+    verdict, why = "not shown", "needs a synchronized and an unsynchronized variant"
+    if synced and lost and all(survival[v][0] is not None for v in synced + lost):
+        ok_synced = all(survival[v][0] >= 0.8 for v in synced)
+        ok_lost = all(survival[v][0] <= 0.2 for v in lost)
+        verdict = "holds" if ok_synced and ok_lost else "does not hold"
+        why = "survival: " + "; ".join(f"{v} {fmt(*survival[v])}" for v in names)
+    return {"figures": figures, "verdict": verdict, "why": why,
+            "table": (["variant", "points", "sessions hit by the crash", "share surviving",
+                       "median stall of survivors (ms)"], rows)}
+
+
+# -- experiment 4 ----------------------------------------------------------
+def predicted_share(variant_spec: dict, n: int) -> float:
+    cl = variant_spec.get("cluster", {})
+    if cl.get("replication") == "full":
+        return 1.0
+    return min(1 + int(cl.get("k", 1)), n) / n
+
+
+def _entry_share(p: dict) -> float | None:
+    """Mean over nodes of (own + backup entries) / the cluster's connections, at the snapshot."""
+    if not p["snapshots"]:
+        return None
+    nodes = [s["sync"] for s in p["snapshots"][0]["nodes"].values() if s and "sync" in s]
+    total = sum(s["entries_owned"] for s in nodes)
+    if not total:
+        return None
+    return statistics.fmean((s["entries_owned"] + s["entries_backup"]) / total for s in nodes)
+
+
+def scaling(points: list[dict], exp_dir: str) -> dict:
+    groups = group(points, "topology.nodes")
+    rows, series, worst = [], defaultdict(list), 0.0
+    for (variant, n), pts in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        n = n or pts[0]["spec"]["topology"]["nodes"]
+        share = mean_ci([_entry_share(p) for p in pts])
+        per_node = mean_ci([sync_counter(p, "bytes_sent") / n / duration(p) / 1e3 for p in pts])
+        pred = predicted_share(pts[0]["spec"], n)
+        if share[0] is not None:
+            worst = max(worst, abs(share[0] - pred) - _err(share[1]))
+        rows.append([variant, n, len(pts), fmt(*share), f"{pred:.3f}", fmt(*per_node)])
+        series[variant].append((n, share, per_node, pred))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+        for i, (variant, pts) in enumerate(sorted(series.items())):
+            xs = [n for n, *_ in pts]
+            axes[0].errorbar(xs, [s[0] for _, s, _, _ in pts], yerr=[_err(s[1]) for _, s, _, _ in pts],
+                             marker="o", capsize=3, color=f"C{i}", label=f"{variant}: measured")
+            axes[0].plot(xs, [pr for *_, pr in pts], ls="--", color=f"C{i}",
+                         label=f"{variant}: (1+k)/N" if variant != "full" else "full: 1")
+            axes[1].errorbar(xs, [b[0] for _, _, b, _ in pts], yerr=[_err(b[1]) for _, _, b, _ in pts],
+                             marker="o", capsize=3, color=f"C{i}", label=variant)
+        axes[0].set(xlabel="cluster size N", ylabel="entries per node / connections",
+                    ylim=(0, 1.1), title="Memory: share of the table each node holds")
+        axes[1].set(xlabel="cluster size N", ylabel="sync traffic per node (kB/s)",
+                    title="Sync traffic per node")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.suptitle("Experiment 4: memory and sync traffic against cluster size "
+                     "(mean, 95% CI)", fontsize=9)
+        figures = save(fig, exp_dir, "e4_scaling")
+    measured = [r for r in rows if r[3] != "n/a"]
+    if not measured:
+        verdict, why = "not shown", "no snapshot was taken while sessions were open"
+    else:
+        verdict = "holds" if worst <= 0.05 else "does not hold"
+        why = (f"largest distance between measured share and (1+k)/N beyond the CI: "
+               f"{max(worst, 0):.3f} (tolerance 0.05) over {len(measured)} configurations")
+    return {"figures": figures, "verdict": verdict, "why": why,
+            "table": (["variant", "N", "points", "entries per node / connections",
+                       "predicted", "sync kB/s per node"], rows)}
+
+
+ANALYSES = {"periodic_window": periodic_window, "hold": hold, "failover": failover,
+            "scaling": scaling}
+
+
+# -- the report ------------------------------------------------------------
+def fidelity_summary(points: list[dict]) -> str:
+    flagged = [p for p in points if p.get("fidelity", {}).get("emulator_bottleneck")]
+    idle = [p["fidelity"]["idle_cpu"] for p in points if p.get("fidelity", {}).get("idle_cpu")]
+    text = (f"{len(flagged)} of {len(points)} points flagged"
+            + (f"; idle CPU while traffic ran: min {min(idle):.0%}, median "
+               f"{statistics.median(idle):.0%}" if idle else ""))
+    reasons = sorted({f for p in flagged for f in p["fidelity"]["flags"]})
+    if reasons:
+        text += "; reasons: " + "; ".join(reasons[:5]) + (" ..." if len(reasons) > 5 else "")
+    return text
+
+
+def report(folder: str) -> tuple[str, list[str]]:
+    """Analyse every experiment of a campaign folder; write REPORT.md; return it and figures."""
+    manifests = [_json(p) for p in sorted(glob.glob(os.path.join(folder, "manifests", "*.json")))]
+    sections, figures = [], []
+    summary = []
+    for exp_dir in sorted(d for d in glob.glob(os.path.join(folder, "*")) if os.path.isdir(d)
+                          and os.path.exists(os.path.join(d, "spec.resolved.json"))):
+        spec = _json(os.path.join(exp_dir, "spec.resolved.json"))
+        points = load_points(exp_dir)
+        name = spec["name"]
+        analysis = ANALYSES.get(spec.get("analysis", ""))
+        if analysis is None or not points:
+            summary.append(f"| {name} | not shown | {'no analysis' if points else 'no points'} |")
+            continue
+        result = analysis(points, exp_dir)
+        figures += result["figures"]
+        fewest = min(len(g) for g in group(points, *{k for p in points for k in p["params"]}).values())
+        if fewest < MIN_REPETITIONS:
+            result["verdict"] += f" (indicative only: {fewest} repetition(s), {MIN_REPETITIONS} needed)"
+        header, rows = result["table"]
+        table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        png = os.path.relpath(result["figures"][0], folder)
+        reps = spec.get("repetitions")
+        sections.append("\n".join([
+            f"## {name}", "", f"**Claim.** {' '.join(spec.get('claim', '').split())}", "",
+            f"**Verdict: {result['verdict']}.** {result['why']}.", "",
+            *table, "", f"![{name}]({png})", "",
+            f"{len(points)} points, {reps} seeded repetition(s) per configuration "
+            f"(seeds {spec['seed']}000 + repetition). Emulation fidelity: "
+            f"{fidelity_summary(points)}.", ""]))
+        summary.append(f"| {name} | **{result['verdict']}** | {result['why']} |")
+    m = manifests[-1] if manifests else {}
+    head = [
+        "# Reproduction report", "",
+        "Written by `fwcluster figures` from the raw data in this folder alone. "
+        "Numbers are means with the half-width of their 95% confidence interval "
+        "(Student's t) over the seeded repetitions.", "",
+        f"- commit {m.get('commit', '?')}{' (uncommitted changes)' if m.get('dirty') else ''}; "
+        f"quick form: {m.get('quick')}; shards: "
+        f"{', '.join(x.get('shard', '?') + ' on ' + str(x.get('host')) for x in manifests)}",
+        f"- kernel {m.get('kernel')}, {m.get('cpus')} CPUs, datapath {m.get('datapath')}, "
+        f"{m.get('openvswitch')}, Mininet {m.get('mininet')}, Python {m.get('python')}",
+        f"- packages: {', '.join(f'{k} {v}' for k, v in (m.get('packages') or {}).items())}", "",
+        "| experiment | verdict | numbers |", "|---|---|---|", *summary, ""]
+    text = "\n".join(head + sections)
+    with open(os.path.join(folder, "REPORT.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return os.path.join(folder, "REPORT.md"), figures

@@ -1,0 +1,66 @@
+"""Was the emulator the bottleneck? Idle CPU over a run, drops at switches and nodes.
+
+Mininet-HiFi's lesson: a result from an emulation counts only if the machine
+kept up. Each point records the CPU left idle while its traffic ran (from
+/proc/stat), the packets the switches dropped (OpenFlow port counters) and
+what the nodes could not send or had to drop for lack of buffer; a point is
+flagged when any of these says the emulator, not the system under test,
+shaped the result.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+
+MIN_IDLE = 0.10  # below 10% idle CPU the emulation may have fallen behind
+_PORT = re.compile(r"port\s+(\S+): rx pkts=\d+, bytes=\d+, drop=(\d+).*?"
+                   r"tx pkts=\d+, bytes=\d+, drop=(\d+)", re.S)
+
+
+def cpu_times() -> tuple[float, float]:
+    """(idle, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [float(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def idle_share(start: tuple[float, float], end: tuple[float, float]) -> float | None:
+    total = end[1] - start[1]
+    return (end[0] - start[0]) / total if total > 0 else None
+
+
+def port_drops(text: str) -> int:
+    """Drops (rx + tx) in ``ovs-ofctl dump-ports`` output, leaving out port LOCAL:
+    the bridge's own interface is down by design, and floods to it are dropped."""
+    return sum(int(m.group(2)) + int(m.group(3)) for m in _PORT.finditer(text)
+               if m.group(1) != "LOCAL")
+
+
+def switch_drops(switches: list[str]) -> dict[str, int]:
+    """Packets each switch dropped on its ports, by OpenFlow port counters."""
+    return {sw: port_drops(subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", sw],
+                                          capture_output=True, text=True).stdout)
+            for sw in switches}
+
+
+def node_drops(stats: dict) -> int:
+    """What a node's own I/O lost: failed sends and truncated reads (not firewall drops)."""
+    if not isinstance(stats, dict) or "error" in stats:
+        return 0
+    lost = sum(stats.get("tx_errors", {}).values()) + stats.get("rx_truncated", 0)
+    return lost + stats.get("sync", {}).get("counters", {}).get("send_errors", 0)
+
+
+def judge(idle: float | None, switch: dict[str, int], nodes: dict[str, int]) -> list[str]:
+    """Why this point's numbers may be the emulator's, not the cluster's; [] when none."""
+    flags = []
+    if idle is not None and idle < MIN_IDLE:
+        flags.append(f"CPU {idle:.0%} idle (< {MIN_IDLE:.0%}) while the traffic ran")
+    for sw, n in sorted(switch.items()):
+        if n:
+            flags.append(f"switch {sw} dropped {n} packets")
+    for node, n in sorted(nodes.items()):
+        if n:
+            flags.append(f"node {node} lost {n} packets in its own I/O")
+    return flags
