@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SPEC ?= experiments/specs/demo.toml
 
 .DEFAULT_GOAL := demo
-.PHONY: setup demo test unit bench figures clean
+.PHONY: setup demo test unit bench reproduce reproduce-quick figures clean
 
 setup:
 	@bash scripts/setup-machine.sh
@@ -26,6 +26,17 @@ bench: setup
 	@echo "make bench: data-plane throughput through one node against kernel forwarding"
 	@$(PY) -m experiments.bench $(BENCH)
 
+# The reproduction suite (experiments/specs/reproduce/): every experiment, five
+# seeded repetitions, figures and results/reproduce/REPORT.md. SHARD=i/n runs
+# one machine's share; resumes where it stopped.
+SHARD ?= 1/1
+reproduce: setup
+	@$(VENV)/bin/fwcluster reproduce --shard $(SHARD)
+
+reproduce-quick: setup
+	@$(VENV)/bin/fwcluster reproduce --quick --shard $(SHARD)
+
+# Every figure and report under results/, from raw data alone (no network).
 figures: setup
 	@$(VENV)/bin/fwcluster figures
 

@@ -122,7 +122,8 @@ def _parse_key(text: str) -> tuple | None:
 
 
 def attribute(records: list[dict], node_events: list[dict]) -> list[dict]:
-    """Add control_node, data_node and data_verdict to each session record."""
+    """Add control_node, data_node, data_verdict and data_refusals (packets of the data
+    connection a node refused: a SYN the client's TCP may send again) to each record."""
     opened = []  # (t, node, src, dst, sport, dport)
     refused = []
     for ev in node_events:
@@ -143,9 +144,13 @@ def attribute(records: list[dict], node_events: list[dict]) -> list[dict]:
             for t, node, src, dst, sport, dport in opened:
                 if (src, sport, dst, dport) == (csrc, cport, cdst, 21):
                     rec["control_node"] = node
+        rec["data_refusals"] = 0
         if rec.get("announced"):
             host, port = rec["announced"]
             window = (rec["t_start"] - 1, rec["t_end"] + 1)
+            rec["data_refusals"] = sum(1 for t, _, _, dst, _, dport in refused
+                                       if (dst, dport) == (host, port)
+                                       and window[0] <= t <= window[1])
             for verdict, events in (("accepted", opened), ("refused", refused)):
                 for t, node, src, dst, sport, dport in events:
                     if (dst, dport) == (host, port) and window[0] <= t <= window[1]:
