@@ -163,7 +163,7 @@ def periodic_window(points: list[dict], exp_dir: str) -> dict:
         figures = save(fig, exp_dir, "e1_periodic_window")
     by = {(v, i): g for (v, i), g in groups.items()}
     verdict, why = "not shown", "the on-demand and periodic variants are not all present"
-    periodic = sorted(i for (v, i) in by if v in ("full", "differential") and i is not None)
+    periodic = sorted({i for (v, i) in by if v in ("full", "differential") and i is not None})
     if ("ondemand", None) in by and periodic:
         def share(f, variants, interval):
             return mean_ci([f(p) for v in variants for p in by.get((v, interval), [])])
@@ -193,23 +193,24 @@ def hold(points: list[dict], exp_dir: str) -> dict:
     rows, delays = [], {}
     for (variant,), pts in sorted(groups.items()):
         fail = mean_ci([failed_share(p) for p in pts])
+        hit = mean_ci([refused_share(p) for p in pts])
         held = [x for p in pts for node in p["raw"].values() for x in node.get("hold_ms", [])]
         delays[variant] = sorted(held)
         p50 = delays[variant][len(held) // 2] if held else None
         p99 = delays[variant][min(len(held) - 1, int(0.99 * len(held)))] if held else None
-        rows.append([variant, len(pts), fmt(*fail), len(held),
+        rows.append([variant, len(pts), fmt(*hit), fmt(*fail), len(held),
                      "n/a" if p50 is None else f"{p50:.3g} / {p99:.3g}"])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
         names = sorted(groups)
         for i, (variant,) in enumerate(names):
-            m, h = mean_ci([failed_share(p) for p in groups[(variant,)]])
+            m, h = mean_ci([refused_share(p) for p in groups[(variant,)]])
             axes[0].bar(i, m, yerr=_err(h), capsize=4,
                         color="C2" if variant.startswith("hold") else "C3",
                         label=f"{variant} (n={len(groups[(variant,)])})")
         axes[0].set_xticks(range(len(names)), [n for n, in names])
-        axes[0].set(ylabel="FTP sessions failed (share)", ylim=(0, 1.05),
-                    title="Related connections lost")
+        axes[0].set(ylabel="share of FTP sessions", ylim=(0, 1.05),
+                    title="Data connection refused at least once")
         axes[0].legend(fontsize=7)
         for variant, xs in delays.items():
             if xs:
@@ -226,14 +227,15 @@ def hold(points: list[dict], exp_dir: str) -> dict:
     if pairs:
         parts, shown, broken = [], False, False
         for with_, without in pairs:
-            h = mean_ci([failed_share(p) for p in groups[(with_,)]])
-            n = mean_ci([failed_share(p) for p in groups[(without,)]])
+            h = mean_ci([refused_share(p) for p in groups[(with_,)]])
+            n = mean_ci([refused_share(p) for p in groups[(without,)]])
             top = h[0] + _err(h[1])
             broken |= top > 0.05
             shown |= n[0] > top
             held = delays.get(with_, [])
             p99 = f"{held[min(len(held) - 1, int(0.99 * len(held)))]:.3g} ms" if held else "n/a"
-            parts.append(f"{with_}: failed {fmt(*h)} vs {fmt(*n)} without, hold p99 {p99}")
+            parts.append(f"{with_}: data connections refused {fmt(*h)}, without the hold "
+                         f"{fmt(*n)}; hold p99 {p99}")
         why = "; ".join(parts)
         if broken:
             verdict = "does not hold"
@@ -242,8 +244,8 @@ def hold(points: list[dict], exp_dir: str) -> dict:
         else:
             why += " (without the hold no race was lost: nothing to prevent)"
     return {"figures": figures, "verdict": verdict, "why": why,
-            "table": (["variant", "points", "failed share", "held packets",
-                       "hold delay p50 / p99 (ms)"], rows)}
+            "table": (["variant", "points", "data connection refused (share of sessions)",
+                       "sessions failed", "held packets", "hold delay p50 / p99 (ms)"], rows)}
 
 
 # -- experiment 3 ----------------------------------------------------------

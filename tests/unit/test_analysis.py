@@ -73,7 +73,8 @@ def test_report_from_raw_data_alone_judges_the_claim(tmp_path):
     path, figures = analysis.report(_campaign(tmp_path, 5, nohold_fails=2))
     text = open(path).read()
     assert "**Verdict: holds.**" in text and "Holding helps." in text
-    assert "| hold | 5 | 0 ± 0 | 15 |" in text  # 15 held packets over 5 repetitions
+    assert "| hold | 5 | 0 ± 0 | 0 ± 0 | 15 |" in text  # 15 held packets over 5 repetitions
+    assert "| nohold | 5 | 0.5 ± 0 | 0.5 ± 0 | 0 |" in text
     assert all(os.path.getsize(f) > 1000 for f in figures)
     assert {os.path.splitext(f)[1] for f in figures} == {".png", ".pdf"}
 
