@@ -20,6 +20,7 @@ from collections import defaultdict
 
 from experiments.plot import STYLE, plt, save
 from experiments.workload import attribute, read_jsonl
+from nodes.engine import percentiles
 
 MIN_REPETITIONS = 5  # a verdict needs at least this many seeded repetitions per configuration
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -90,19 +91,22 @@ def group(points: list[dict], *params: str) -> dict[tuple, list[dict]]:
     return dict(out)
 
 
-def failed_share(p: dict) -> float:
-    """Sessions of the point that did not succeed; a session never recorded failed too."""
+def _share(p: dict, counts) -> float:
+    """Share of the point's planned sessions whose record ``counts``; a session never
+    recorded counts as not succeeded."""
     planned = p["spec"].get("traffic", {}).get("sessions") or len(p["records"])
-    ok = sum(r["outcome"] == "ok" for r in p["records"])
-    return 1 - ok / planned if planned else 0.0
+    return sum(1 for r in p["records"] if counts(r)) / planned if planned else 0.0
+
+
+def failed_share(p: dict) -> float:
+    """Sessions of the point that did not succeed (never recorded ones too)."""
+    return 1 - _share(p, lambda r: r["outcome"] == "ok")
 
 
 def refused_share(p: dict) -> float:
     """Sessions whose data connection a node refused at least once (the window hit it),
     whether or not the client's TCP got through on a later SYN."""
-    planned = p["spec"].get("traffic", {}).get("sessions") or len(p["records"])
-    hit = sum(r.get("data_refusals", 0) > 0 for r in p["records"])
-    return hit / planned if planned else 0.0
+    return _share(p, lambda r: r.get("data_refusals", 0) > 0)
 
 
 def duration(p: dict) -> float:
@@ -190,21 +194,20 @@ def periodic_window(points: list[dict], exp_dir: str) -> dict:
 # -- experiment 2 ----------------------------------------------------------
 def hold(points: list[dict], exp_dir: str) -> dict:
     groups = group(points)
-    rows, delays = [], {}
+    rows, delays, hits, pct = [], {}, {}, {}
     for (variant,), pts in sorted(groups.items()):
         fail = mean_ci([failed_share(p) for p in pts])
-        hit = mean_ci([refused_share(p) for p in pts])
+        hits[variant] = mean_ci([refused_share(p) for p in pts])
         held = [x for p in pts for node in p["raw"].values() for x in node.get("hold_ms", [])]
         delays[variant] = sorted(held)
-        p50 = delays[variant][len(held) // 2] if held else None
-        p99 = delays[variant][min(len(held) - 1, int(0.99 * len(held)))] if held else None
-        rows.append([variant, len(pts), fmt(*hit), fmt(*fail), len(held),
-                     "n/a" if p50 is None else f"{p50:.3g} / {p99:.3g}"])
+        pct[variant] = percentiles([x / 1000 for x in held])  # ms in, seconds expected
+        rows.append([variant, len(pts), fmt(*hits[variant]), fmt(*fail), len(held),
+                     f"{pct[variant]['p50']:.3g} / {pct[variant]['p99']:.3g}" if held else "n/a"])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
         names = sorted(groups)
         for i, (variant,) in enumerate(names):
-            m, h = mean_ci([refused_share(p) for p in groups[(variant,)]])
+            m, h = hits[variant]
             axes[0].bar(i, m, yerr=_err(h), capsize=4,
                         color="C2" if variant.startswith("hold") else "C3",
                         label=f"{variant} (n={len(groups[(variant,)])})")
@@ -227,13 +230,11 @@ def hold(points: list[dict], exp_dir: str) -> dict:
     if pairs:
         parts, shown, broken = [], False, False
         for with_, without in pairs:
-            h = mean_ci([refused_share(p) for p in groups[(with_,)]])
-            n = mean_ci([refused_share(p) for p in groups[(without,)]])
+            h, n = hits[with_], hits[without]
             top = h[0] + _err(h[1])
             broken |= top > 0.05
             shown |= n[0] > top
-            held = delays.get(with_, [])
-            p99 = f"{held[min(len(held) - 1, int(0.99 * len(held)))]:.3g} ms" if held else "n/a"
+            p99 = f"{pct[with_]['p99']:.3g} ms" if pct[with_] else "n/a"
             parts.append(f"{with_}: data connections refused {fmt(*h)}, without the hold "
                          f"{fmt(*n)}; hold p99 {p99}")
         why = "; ".join(parts)

@@ -127,9 +127,7 @@ class Node:
                 self.sync.tick(now)
                 if self.home is not None:
                     self.home.tick(now)
-                self.send_sync()
-                if self.delay_line is not None:
-                    self._transmit(self.delay_line.due(time.monotonic()))
+                self.send_sync()  # also lets out what the delay line holds that is due
             if self.engine.held:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
@@ -152,8 +150,6 @@ class Node:
             now = time.monotonic()
             self.sync.tick(now)
             self.send_sync()
-            if self.delay_line is not None:
-                self._transmit(self.delay_line.due(now))
             readable, _, _ = select.select([self.sync_sock], [], [], SYNC_TICK)
             if readable:
                 self.receive_sync(self.sync_sock)
@@ -223,7 +219,8 @@ class Node:
         self._send_all(self.sync.outbox, self.sync.counters)
 
     def _send_all(self, outbox: list, counters) -> None:
-        """Send (peer, bytes) messages on the sync network; empty the outbox."""
+        """Send (peer, bytes) messages on the sync network; empty the outbox. With a
+        delay line they join it, and whatever in it is due leaves."""
         if self.delay_line is not None:
             now = time.monotonic()
             for peer, data in outbox:

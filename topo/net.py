@@ -7,6 +7,7 @@ every process it started, stops the network and removes what is left.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -72,23 +73,18 @@ def clean_leftovers() -> None:
     cleanup()
 
 
-_NETEM: bool | None = None
-
-
+@functools.cache
 def netem_available() -> bool:
     """Whether this kernel can delay packets with netem (tried on a dummy link)."""
-    global _NETEM
-    if _NETEM is None:
-        ns = f"fwc-netem-{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", ns], capture_output=True)
-        try:
-            subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"],
-                           capture_output=True)
-            _NETEM = subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root",
-                                     "netem", "delay", "1ms"], capture_output=True).returncode == 0
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    return _NETEM
+    ns = f"fwc-netem-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], capture_output=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"],
+                       capture_output=True)
+        return subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root", "netem",
+                               "delay", "1ms"], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 LATENCY_VIA = ("auto", "netem", "node")
