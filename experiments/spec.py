@@ -26,7 +26,7 @@ from nodes.sync import TRIGGERS, SyncConfig
 
 MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
 SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold",
-                 "budget_bandwidth", "budget_entries")
+                 "budget_bandwidth", "budget_entries", "delay")
 FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
 SECTIONS = ("topology", "cluster", "traffic")  # whose scalar fields a list sweeps
 
@@ -38,7 +38,7 @@ DEFAULTS = {
     "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
                 "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
-                "budget_bandwidth": 0.0, "budget_entries": 0, "failover": "none",
+                "budget_bandwidth": 0.0, "budget_entries": 0, "delay": 0.0, "failover": "none",
                 "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "concurrency": 4, "timeout": 3.0, "throttle": 0},

@@ -72,6 +72,7 @@ class Entry:
     helper_state: object = None
     expectations: list | None = None  # made when the first one is announced
     extra: dict | None = None  # NAT, keys, routing: the seed's additional information 33
+    replicated_at_bytes: int = -1  # bytes carried when a replica first left (-1: none yet)
 
     @property
     def reply(self) -> Key:

@@ -31,7 +31,7 @@ from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
 SETTABLE = {"mode": str, "interval": float, "periodic": str,
             "hold": lambda v: v in ("1", "on", "true"),
             "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
-            "budget_bandwidth": float, "budget_entries": int}
+            "budget_bandwidth": float, "budget_entries": int, "delay": float}
 
 BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
@@ -180,6 +180,9 @@ class Node:
         leaves = self.delay_line.next_due() if self.delay_line is not None else None
         if leaves is not None:  # a message leaves the delay line
             due = min(due, leaves)
+        release = self.sync.next_release()
+        if release is not None:  # delayed replication: a connection is old enough
+            due = min(due, release)
         wait = max(0.0, min(HOUSEKEEPING, due - time.monotonic()))
         if any(ch.unacked for ch in self.sync.channels.values()):
             return min(wait, SYNC_TICK)

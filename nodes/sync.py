@@ -14,6 +14,12 @@ bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
 - Reliability (after conntrackd's FT-FW): per peer a sequence-numbered channel,
   cumulative acknowledgements, a resend queue with a retransmission timeout, an
   out-of-order window; duplicates and replays are dropped and counted.
+- Delayed replication (Check Point's and FortiGate's delayed sync; Feng et al.,
+  GLOBECOM 2008): with ``delay = D`` a new connection's entry is sent only
+  once it is D seconds old, and never if it closed before; short connections
+  cost no sync traffic and are not protected while young. ``stats`` reports
+  the bytes connections carried before a replica of them left
+  (``unprotected_bytes``) against all they carried.
 - Holding (method 800): ``request_sync`` returns a ticket that is ``done`` once
   every live member that must know has acknowledged it.
 - Membership (method 700): heartbeats; a peer not heard for ``dead_after`` has
@@ -31,10 +37,12 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
-from nodes.conntrack import CommonState, ConnectionTable, Entry, Expectation
+from nodes.conntrack import (CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry,
+                             Expectation)
 from nodes.engine import percentiles
 from nodes.groups import adopter, connection_backups, node_backups
 
+CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
 MODES = ("none", "periodic", "ondemand", "combined", "auto", "home")
 STATELESS = ("none", "home")  # membership only; "home" forwards packets instead (nodes/home.py)
 TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
@@ -64,6 +72,7 @@ class SyncConfig:
     bulk_timeout: float = 2.0  # a joining node is ready after this even without answers
     budget_bandwidth: float = 0.0  # auto: bytes/s of on-demand sync before going periodic
     budget_entries: int = 0  # auto: entries per node before full replication gives way
+    delay: float = 0.0  # delayed replication: a new connection is sent once this old (seconds)
 
     def validate(self) -> None:
         """Raise ValueError, in one line, for a setting that cannot work."""
@@ -78,6 +87,9 @@ class SyncConfig:
             raise ValueError("replication must be 'backup' or 'full'")
         if self.selection not in ("node", "connection"):
             raise ValueError("selection must be 'node' or 'connection'")
+        if not isinstance(self.delay, (int, float)) or self.delay < 0:
+            raise ValueError(f"delay = {self.delay!r}: seconds a new connection waits before "
+                             "it is replicated, >= 0 (0: at once)")
         if self.k < 1 or self.interval <= 0 or self.rto <= 0:
             raise ValueError("k must be >= 1, interval and rto > 0")
         if not 0 < self.heartbeat < self.dead_after:
@@ -133,6 +145,8 @@ class SyncEngine:
         self.counters: Counter = Counter()
         self.rejected: Counter = Counter()
         self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
+        self.delayed: OrderedDict = OrderedDict()  # delayed replication: orig key -> Entry
+        self.retired = [0, 0]  # bytes, unprotected bytes of my connections no longer in the table
         self.next_periodic = now + self.config.interval
         self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
         self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
@@ -205,11 +219,57 @@ class SyncEngine:
         if self.periodic_on and kind != "multi_node":
             self.dirty[_identity(kind, obj)] = (kind, obj)
         trigger = _TRIGGER_OF.get(kind)
+        if kind == "destroy" and isinstance(obj, Entry):
+            self._retire(obj)
+        if isinstance(obj, Entry) and self._delaying(kind, obj):
+            return
         if self.ondemand_on and trigger in self.config.triggers:
             self._queue(kind, obj, now)
             self.counters[f"trigger_{trigger}"] += 1
             if self.active == "combined":
                 self.next_periodic = now + self.config.interval
+
+    def _delaying(self, kind: str, entry: Entry) -> bool:
+        """Delayed replication: keep a young connection back; True if this change waits."""
+        if kind == "new" and self.config.delay > 0 and self.ondemand_on:
+            self.delayed[entry.orig] = entry
+            self.counters["entries_delayed"] += 1
+            return True
+        if self.delayed.get(entry.orig) is not entry:
+            return False
+        if kind == "multi_node":  # another node sees its packets: it needs the state now
+            del self.delayed[entry.orig]
+            self.counters["entries_delayed_sent"] += 1
+            return False
+        if kind == "destroy":  # it closed while young: its peers never hear of it
+            del self.delayed[entry.orig]
+            self.counters["entries_never_replicated"] += 1
+        return True  # an update: the entry goes, as it is then, when it is due
+
+    def _release_delayed(self, now: float) -> None:
+        """Send the waiting connections old enough; forget those that closed meanwhile."""
+        while self.delayed:
+            entry = next(iter(self.delayed.values()))
+            if now - entry.created < self.config.delay:
+                break
+            del self.delayed[entry.orig]
+            if entry.state in CLOSED:
+                self.counters["entries_never_replicated"] += 1
+            else:
+                self._queue("new", entry, now)
+                self.counters["entries_delayed_sent"] += 1
+
+    def next_release(self) -> float | None:
+        """When the oldest waiting connection is due (delayed replication), or None."""
+        if not self.delayed:
+            return None
+        return next(iter(self.delayed.values())).created + self.config.delay
+
+    def _retire(self, entry: Entry) -> None:
+        """Keep the byte counts of one of my connections that leaves the table."""
+        if entry.owner == self.names[self.me]:
+            self.retired[0] += entry.bytes_orig + entry.bytes_reply
+            self.retired[1] += _unprotected(entry)
 
     def request_sync(self, reason: str, objs: list, now: float) -> object:
         """Protocol code asks for ``objs`` to reach the nodes now; a ticket or None."""
@@ -270,8 +330,11 @@ class SyncEngine:
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
         record = self._record(kind, obj, now)
-        for peer in self._destinations(obj) if peers is None else peers:
+        peers = self._destinations(obj) if peers is None else peers
+        for peer in peers:
             self.channels[peer].pending.append(record)
+        if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:
+            obj.replicated_at_bytes = obj.bytes_orig + obj.bytes_reply
 
     def flush(self, now: float) -> None:
         """Pack every pending record into DATA messages, and send due acks."""
@@ -327,6 +390,8 @@ class SyncEngine:
             self._auto(now)
         if self.periodic_on and now >= self.next_periodic:
             self.periodic_sync(now)
+        if self.delayed:
+            self._release_delayed(now)
         for peer, ch in self.channels.items():
             if peer not in self.alive or now < ch.resend_at:
                 continue  # nothing due: no scan of the resend queue
@@ -643,8 +708,11 @@ class SyncEngine:
     def stats(self) -> dict:
         """Counters for the inspection command."""
         me = self.names[self.me]
-        owned = sum(1 for e in self.table.entries() if e.owner == me)
+        mine = [e for e in self.table.entries() if e.owner == me]
+        owned = len(mine)
         lag = percentiles(self.lag)
+        carried = self.retired[0] + sum(e.bytes_orig + e.bytes_reply for e in mine)
+        unprotected = self.retired[1] + sum(_unprotected(e) for e in mine)
         return {"mode": self.config.mode, "active": self.active, "replication": self.replication,
                 "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
@@ -653,7 +721,15 @@ class SyncEngine:
                 "common": self.table.n_expectations + len(self.table.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
                 "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),
+                "delayed": len(self.delayed), "bytes_carried": carried,
+                "unprotected_bytes": unprotected,
                 "counters": dict(self.counters), "rejected": dict(self.rejected)}
+
+
+def _unprotected(entry: Entry) -> int:
+    """Bytes ``entry`` carried before a replica of it left (all, if none did)."""
+    total = entry.bytes_orig + entry.bytes_reply
+    return total if entry.replicated_at_bytes < 0 else min(total, entry.replicated_at_bytes)
 
 
 def _identity(kind: str, obj: object) -> tuple:

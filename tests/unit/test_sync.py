@@ -431,3 +431,62 @@ def test_a_leave_in_periodic_mode_pushes_the_last_changes_first():
     net.sync[1].leave(net.t)
     net.run(0.05)
     assert len(net.fw[2].table) == 1
+
+
+# -- delayed replication (Check Point / FortiGate delayed sync; Feng et al. 2008) -----------
+def handshake(net, sport, t):
+    fw = net.fw[1]
+    fw.process(tcp(sport=sport, dport=80, flags="S"), OUTSIDE, t)
+    fw.process(tcp(SERVER, CLIENT, 80, sport, "SA", 5000, 1001), INSIDE, t)
+    fw.process(tcp(sport=sport, dport=80, flags="A", seq=1001, ack=5001), OUTSIDE, t)
+
+
+def close(net, sport, t):
+    fw = net.fw[1]
+    fw.process(tcp(sport=sport, dport=80, flags="FA", seq=1001, ack=5001), OUTSIDE, t)
+    fw.process(tcp(SERVER, CLIENT, 80, sport, "FA", 5001, 1002), INSIDE, t)
+    fw.process(tcp(sport=sport, dport=80, flags="A", seq=1002, ack=5002), OUTSIDE, t)
+
+
+def test_delayed_replication_skips_connections_that_close_young():
+    net = Net(3, delay=0.5)
+    handshake(net, 40001, net.t)
+    close(net, 40001, net.t)  # short: over before it is 0.5 s old
+    handshake(net, 40002, net.t)  # long: still open when due
+    net.run(0.2)
+    assert net.entries(2) == {} and net.sync[1].stats()["delayed"] == 2
+    net.run(0.4)
+    assert [k[2] for k in net.entries(2)] == [40002]  # sport of the one that lived
+    copy = next(iter(net.fw[2].table.entries()))
+    assert copy.state == "ESTABLISHED"  # sent as it is when due, not as it was new
+    c = net.sync[1].counters
+    assert c["entries_delayed"] == 2 and c["entries_never_replicated"] == 1
+    assert c["entries_delayed_sent"] == 1 and c.get("sent_entry", 0) == 1
+
+
+def test_delayed_replication_costs_protection_of_young_bytes():
+    immediate, delayed = Net(3), Net(3, delay=0.5)
+    for net in (immediate, delayed):
+        handshake(net, 40001, net.t)
+        close(net, 40001, net.t)
+        net.run(0.6)
+    imm, dly = immediate.sync[1].stats(), delayed.sync[1].stats()
+    assert imm["bytes_carried"] == dly["bytes_carried"] > 0
+    assert imm["unprotected_bytes"] < imm["bytes_carried"]  # only what passed before the sync
+    assert dly["unprotected_bytes"] == dly["bytes_carried"]  # never replicated: all of it
+    assert immediate.sync[1].counters["bytes_sent"] > 0
+    assert dly["counters"].get("records_sent", 0) < imm["counters"]["records_sent"]
+
+
+def test_a_delayed_connection_seen_by_another_node_goes_at_once():
+    net = Net(3, delay=5.0)
+    handshake(net, 40001, net.t)
+    entry = next(iter(net.fw[1].table.entries()))
+    net.sync[1].state_changed("multi_node", entry, net.t)
+    net.run()
+    assert len(net.entries(2)) == 1 and net.sync[1].stats()["delayed"] == 0
+
+
+def test_a_negative_delay_is_a_one_line_error():
+    with pytest.raises(ValueError, match="delay = -1"):
+        SyncConfig(delay=-1).validate()
