@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from nodes.rules import RuleError, RuleSet
 from experiments.timeline import check
+from experiments.files import SIZE_DISTS
 from nodes.sync import TRIGGERS, SyncConfig
 
 MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
@@ -41,7 +42,8 @@ DEFAULTS = {
                 "budget_bandwidth": 0.0, "budget_entries": 0, "delay": 0.0, "failover": "none",
                 "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
-                "files": 4, "concurrency": 4, "timeout": 3.0, "throttle": 0},
+                "files": 4, "size_dist": "fixed", "concurrency": 4, "timeout": 3.0,
+                "throttle": 0},
     "timeline": [],
     "claim": "",
     "analysis": "",
@@ -189,6 +191,9 @@ def validate(spec: dict, path: str = "<spec>") -> None:
     need(isinstance(traffic["file_size"], int) and 1 <= traffic["file_size"] <= 1 << 30,
          "traffic.file_size must be 1 byte .. 1 GiB")
     need(isinstance(traffic["files"], int) and traffic["files"] >= 1, "traffic.files must be >= 1")
+    need(traffic["size_dist"] in SIZE_DISTS,
+         f"traffic.size_dist = {traffic['size_dist']!r}: use {' or '.join(SIZE_DISTS)} "
+         "(file_size is then the mean)")
     need(isinstance(traffic["concurrency"], int) and 1 <= traffic["concurrency"] <= 64,
          "traffic.concurrency must be 1..64")
     need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,

@@ -5,7 +5,6 @@ connection, read from the nodes' own event logs (new / drop events).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -13,29 +12,11 @@ import re
 import sys
 import time
 
+from experiments.files import file_sizes, make_files
 from topo.cluster import server_ip
 from topo.procs import wait_until
 
 _KEY = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
-
-
-def make_files(root: str, count: int, size: int, seed: int) -> dict[str, str]:
-    """Write ``count`` files of seeded random bytes; return name -> SHA-256."""
-    os.makedirs(root, exist_ok=True)
-    rnd = random.Random(seed)
-    sums = {}
-    for i in range(count):
-        name = f"file{i}.bin"
-        digest = hashlib.sha256()
-        with open(os.path.join(root, name), "wb") as fh:
-            left = size
-            while left:  # in chunks: files may be larger than memory should hold
-                data = rnd.randbytes(min(left, 16 << 20))
-                fh.write(data)
-                digest.update(data)
-                left -= len(data)
-        sums[name] = digest.hexdigest()
-    return sums
 
 
 def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
@@ -55,10 +36,11 @@ def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
 
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
-            progress=None, throttle: float = 0.0) -> list[dict]:
+            progress=None, throttle: float = 0.0, size_dist: str = "fixed") -> list[dict]:
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
-    sums = make_files(root, files, file_size, seed)
+    sums = make_files(root, files, file_size, seed, size_dist)
+    largest = max(file_sizes(files, file_size, size_dist, seed))
     servers = []
     for i in range(1, cluster.servers + 1):
         servers.append(cluster.spawn(f"ftpd-srv{i}", [
@@ -85,7 +67,7 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
     cluster.log("ftp_clients_start", sessions=sessions)
     # Each session ends by itself within a few timeouts; allow for the slowest client.
     per_client = max(len(items) for items in plan.values())
-    per_session = timeout * 4 + file_size / 1e6 + (file_size / throttle if throttle else 0)
+    per_session = timeout * 4 + largest / 1e6 + (largest / throttle if throttle else 0)
     deadline = time.monotonic() + 30 + per_client * per_session
     while any(p.alive() for p in clients):
         if progress:
