@@ -5,21 +5,23 @@ import hashlib
 import os
 import random
 
-SIZE_DISTS = ("fixed", "pareto")
-PARETO_SHAPE = 1.2  # heavy-tailed like Internet flow sizes: most small, most bytes in few
-PARETO_CAP = 32  # no file larger than this many times the mean
+SIZE_DISTS = ("fixed", "mice_elephants")
+# Mice and elephants, the shape of Internet traffic: most connections are short,
+# most bytes travel in a few long ones. A tenth of the files (at least one) is an
+# elephant ELEPHANT_FACTOR times the size of the others.
+ELEPHANT_SHARE = 0.1
+ELEPHANT_FACTOR = 512
 
 
-def file_sizes(count: int, mean: int, dist: str, seed: int) -> list[int]:
-    """``count`` seeded file sizes: all ``mean`` (fixed) or Pareto with that mean, capped."""
+def file_sizes(count: int, size: int, dist: str) -> list[int]:
+    """The sizes of ``count`` files: all ``size`` (fixed), or mice of ``size`` and
+    elephants of ``size * ELEPHANT_FACTOR`` (mice_elephants; the elephants last)."""
     if dist == "fixed":
-        return [mean] * count
-    if dist != "pareto":
+        return [size] * count
+    if dist != "mice_elephants":
         raise ValueError(f"size distribution {dist!r} unknown (use {', '.join(SIZE_DISTS)})")
-    rnd = random.Random(seed ^ 0x5EED)
-    scale = mean * (PARETO_SHAPE - 1) / PARETO_SHAPE
-    return [max(1, min(mean * PARETO_CAP, int(scale / (1.0 - rnd.random()) ** (1 / PARETO_SHAPE))))
-            for _ in range(count)]
+    elephants = max(1, round(count * ELEPHANT_SHARE))
+    return [size] * (count - elephants) + [size * ELEPHANT_FACTOR] * elephants
 
 
 def make_files(root: str, count: int, size: int, seed: int, dist: str = "fixed") -> dict[str, str]:
@@ -27,7 +29,7 @@ def make_files(root: str, count: int, size: int, seed: int, dist: str = "fixed")
     os.makedirs(root, exist_ok=True)
     rnd = random.Random(seed)
     sums = {}
-    for i, size in enumerate(file_sizes(count, size, dist, seed)):
+    for i, size in enumerate(file_sizes(count, size, dist)):
         name = f"file{i}.bin"
         digest = hashlib.sha256()
         with open(os.path.join(root, name), "wb") as fh:

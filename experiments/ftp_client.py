@@ -6,6 +6,11 @@ its SHA-256. One JSON line a session goes to --out: mode, outcome, the
 control connection's ports, the announced data address, timings, the longest
 silence during the download (max_gap, s) and bytes per 0.1 s of wall time
 (bins: {int(t / 0.1): bytes}).
+
+A throttled client (--throttle) reads slowly and keeps its data socket's
+receive buffer to about BUFFERED seconds of reading, so the sender's bytes
+cross the firewall at the reading pace (not in one burst into a large
+buffer) and a stall in the network shows as a silence in the reading.
 """
 from __future__ import annotations
 
@@ -21,14 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 MODES = ("PASV", "EPSV", "PORT", "EPRT")
 BIN = 0.1  # seconds: the resolution of goodput over time
+BUFFERED = 0.05  # seconds of reading a throttled client's receive buffer holds
+MIN_RCVBUF = 4096  # bytes (the kernel doubles it for its own bookkeeping)
 
 
 class AnnouncingFTP(ftplib.FTP):
     """ftplib with the data connection announced by a chosen command."""
 
-    def __init__(self, mode: str, timeout: float):
+    def __init__(self, mode: str, timeout: float, rcvbuf: int = 0):
         super().__init__(timeout=timeout)
-        self.mode = mode
+        self.mode, self.rcvbuf = mode, rcvbuf
         self.announced: tuple[str, int] | None = None
         self.data_conn: tuple | None = None
         self.set_pasv(mode in ("PASV", "EPSV"))
@@ -42,7 +49,11 @@ class AnnouncingFTP(ftplib.FTP):
         return host, port
 
     def makeport(self):
-        sock = socket.create_server((self.sock.getsockname()[0], 0), backlog=1)
+        sock = socket.socket()
+        if self.rcvbuf:  # set before the handshake: the window scale is chosen then
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.bind((self.sock.getsockname()[0], 0))
+        sock.listen(1)
         host, port = sock.getsockname()[:2]
         self.announced = (host, port)
         if self.mode == "EPRT":
@@ -54,6 +65,8 @@ class AnnouncingFTP(ftplib.FTP):
 
     def ntransfercmd(self, cmd, rest=None):
         conn, size = super().ntransfercmd(cmd, rest)
+        if self.rcvbuf:  # the window stops growing past it: the sender keeps our pace
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         self.data_conn = (*conn.getsockname()[:2], *conn.getpeername()[:2])
         return conn, size
 
@@ -63,7 +76,8 @@ def session(sid: int, server: str, path: str, sha256: str, mode: str,
     """Run one FTP session; return its record."""
     rec = {"session": sid, "mode": mode, "server": server, "file": path, "outcome": "fail",
            "error": None, "t_start": time.time()}
-    ftp = AnnouncingFTP(mode, timeout)
+    rcvbuf = max(MIN_RCVBUF, int(throttle * BUFFERED)) if throttle else 0
+    ftp = AnnouncingFTP(mode, timeout, rcvbuf)
     digest = hashlib.sha256()
     try:
         ftp.connect(server, 21)

@@ -192,8 +192,7 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "traffic.file_size must be 1 byte .. 1 GiB")
     need(isinstance(traffic["files"], int) and traffic["files"] >= 1, "traffic.files must be >= 1")
     need(traffic["size_dist"] in SIZE_DISTS,
-         f"traffic.size_dist = {traffic['size_dist']!r}: use {' or '.join(SIZE_DISTS)} "
-         "(file_size is then the mean)")
+         f"traffic.size_dist = {traffic['size_dist']!r}: use {' or '.join(SIZE_DISTS)}")
     need(isinstance(traffic["concurrency"], int) and 1 <= traffic["concurrency"] <= 64,
          "traffic.concurrency must be 1..64")
     need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,

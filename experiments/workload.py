@@ -40,7 +40,7 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
     sums = make_files(root, files, file_size, seed, size_dist)
-    largest = max(file_sizes(files, file_size, size_dist, seed))
+    largest = max(file_sizes(files, file_size, size_dist))
     servers = []
     for i in range(1, cluster.servers + 1):
         servers.append(cluster.spawn(f"ftpd-srv{i}", [

@@ -373,11 +373,14 @@ class SyncEngine:
         for rtype in kinds:
             self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
         self.counters["bytes_sent"] += len(data)
+        self.counters["data_bytes_sent"] += len(data)
 
     def _send(self, peer: int, msg: sp.Message) -> None:
         data = sp.encode(msg, self.key)
         self.outbox.append((peer, data))
-        self.counters[f"{('', 'data', 'ack', 'heartbeat')[msg.type]}_sent"] += 1
+        kind = ('', 'data', 'ack', 'heartbeat')[msg.type]
+        self.counters[f"{kind}_sent"] += 1
+        self.counters[f"{kind}_bytes_sent"] += len(data)
         self.counters["bytes_sent"] += len(data)
 
     def tick(self, now: float) -> None:
@@ -402,6 +405,7 @@ class SyncEngine:
                     self.outbox.append((peer, sent.data))
                     self.counters["retransmissions"] += 1
                     self.counters["bytes_sent"] += len(sent.data)
+                    self.counters["data_bytes_sent"] += len(sent.data)
                 ch.resend_at = min(ch.resend_at, sent.last_sent + self.config.rto)
         self.flush(now)
 

@@ -69,23 +69,20 @@ def test_figures_come_from_sessions_csv_alone(tmp_path):
     assert all((tmp_path / "figures" / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in paths)
 
 
-def test_pareto_file_sizes_are_seeded_heavy_tailed_and_capped():
-    from experiments.files import PARETO_CAP, file_sizes
-    sizes = file_sizes(400, 10000, "pareto", 3)
-    assert sizes == file_sizes(400, 10000, "pareto", 3)
-    assert max(sizes) <= 10000 * PARETO_CAP and min(sizes) >= 10000 * 0.2 / 1.2 - 1
-    ordered = sorted(sizes, reverse=True)
-    assert sum(ordered[:40]) > 0.3 * sum(sizes)  # the largest tenth carries a large share
-    assert sorted(sizes)[200] < 10000  # the median file is smaller than the mean
-    assert file_sizes(3, 10, "fixed", 1) == [10, 10, 10]
+def test_mice_and_elephants_sizes():
+    from experiments.files import ELEPHANT_FACTOR, file_sizes
+    sizes = file_sizes(20, 4096, "mice_elephants")
+    assert sizes.count(4096) == 18 and sizes.count(4096 * ELEPHANT_FACTOR) == 2
+    assert file_sizes(3, 10, "mice_elephants")[-1] == 10 * ELEPHANT_FACTOR  # at least one
+    assert file_sizes(3, 10, "fixed") == [10, 10, 10]
     with pytest.raises(ValueError, match="unknown"):
-        file_sizes(1, 10, "normal", 1)
+        file_sizes(1, 10, "normal")
 
 
 def test_make_files_writes_the_sizes_and_sums(tmp_path):
     import hashlib
     from experiments.files import file_sizes, make_files
-    sums = make_files(str(tmp_path), 5, 3000, 9, "pareto")
-    for (name, digest), size in zip(sorted(sums.items()), file_sizes(5, 3000, "pareto", 9)):
+    sums = make_files(str(tmp_path), 5, 300, 9, "mice_elephants")
+    for (name, digest), size in zip(sorted(sums.items()), file_sizes(5, 300, "mice_elephants")):
         data = (tmp_path / name).read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == digest
