@@ -4,8 +4,8 @@ A spec has a name, a seed, repetitions, a topology, a cluster configuration,
 traffic and a timeline of faults. A list where one value is expected (for
 example ``nodes = [1, 3]`` or ``interval = [0.05, 0.5]``) sweeps it: the run
 covers every combination. ``[[variants]]`` tables, each with a ``label``,
-override parts of the spec (``[variants.cluster]``...), for comparisons that
-are not a grid (periodic sync against on-demand); sweeps apply inside each
+override parts of the spec (``[variants.cluster]``...) and add faults to its
+timeline (``[[variants.timeline]]``), for comparisons that are not a grid (periodic sync against on-demand); sweeps apply inside each
 variant. ``[quick]`` holds what ``--quick`` changes (fewer repetitions,
 smaller traffic, ``variants = [labels]`` to keep): the CI variant of a spec.
 A reproduction experiment names its ``claim`` and the ``analysis`` that
@@ -257,7 +257,7 @@ def points(spec: dict, path: str = "<spec>") -> list[Point]:
             for key, value in variant["overrides"].items():
                 base[key] = (_merge(DEFAULTS[key], _deep_update(base[key], value), path,
                                     f"variants.{label}.{key}.")
-                             if key in SECTIONS else copy.deepcopy(value))
+                             if key in SECTIONS else base[key] + copy.deepcopy(value))
         for combo in itertools.product(*_axes(base)):
             params = dict(combo)
             resolved = copy.deepcopy(base)

@@ -8,7 +8,8 @@
 Parameters by fault: ``link_down``/``link_up``: ``intf`` (eth0 outside, eth1
 inside, eth2 sync); ``sync_loss``: ``percent``; ``rate_limit``: ``intf`` and
 ``mbit`` (0 lifts it). ``controller_restart`` takes no node. ``snapshot`` is
-not a fault: it appends every node's counters to the run's snapshots.jsonl. Every fault is
+not a fault: it appends every node's counters to the run's snapshots.jsonl;
+with ``every = s`` and ``until = t`` it repeats from ``at`` to ``until``. Every fault is
 written with its time to the run's event log by the cluster that applies it.
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ FAULTS = {
     "snapshot": ((), lambda c, e: c.snapshot()),  # not a fault: every node's counters, now
 }
 NODELESS = ("controller_restart", "snapshot")
+REPEATABLE = ("snapshot",)
+MAX_REPEATS = 1000
 INTERFACES = ("eth0", "eth1", "eth2")
 
 
@@ -55,10 +58,32 @@ def check(event: dict, nodes: int) -> str | None:
             return f"{fault}: needs {name!r}"
     if "intf" in event and event["intf"] not in INTERFACES:
         return f"{fault}: intf {event['intf']!r} is not one of {', '.join(INTERFACES)}"
-    unknown = set(event) - {"at", "fault", "node", *params}
+    repeat = {"every", "until"} & set(event)
+    if repeat:
+        if fault not in REPEATABLE or repeat != {"every", "until"}:
+            return f"{fault}: every and until go together, on {', '.join(REPEATABLE)} only"
+        every, until = event["every"], event["until"]
+        if not (isinstance(every, (int, float)) and isinstance(until, (int, float))
+                and every > 0 and until >= at and (until - at) / every <= MAX_REPEATS):
+            return (f"{fault}: every must be > 0 s and until >= at, at most {MAX_REPEATS} "
+                    "repeats")
+    unknown = set(event) - {"at", "fault", "node", "every", "until", *params}
     if unknown:
         return f"{fault}: unknown fields {sorted(unknown)}"
     return None
+
+
+def expand(events: list[dict]) -> list[dict]:
+    """Each repeated entry (every, until) as one entry per time."""
+    out = []
+    for event in events:
+        if "every" not in event:
+            out.append(event)
+            continue
+        once = {k: v for k, v in event.items() if k not in ("every", "until")}
+        steps = int(round((event["until"] - event["at"]) / event["every"], 9)) + 1
+        out += [{**once, "at": round(event["at"] + i * event["every"], 6)} for i in range(steps)]
+    return out
 
 
 class Timeline(threading.Thread):
@@ -66,7 +91,7 @@ class Timeline(threading.Thread):
 
     def __init__(self, cluster, events: list[dict]):
         super().__init__(name="timeline", daemon=True)
-        self.cluster, self.events = cluster, sorted(events, key=lambda e: e["at"])
+        self.cluster, self.events = cluster, sorted(expand(events), key=lambda e: e["at"])
         self.stopping = threading.Event()
         self.errors: list[str] = []
         self.skipped: list[dict] = []  # the traffic ended before their time

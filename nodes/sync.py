@@ -163,6 +163,7 @@ class SyncEngine:
         self.bulk_waiting = set(self.channels) if self.config.mode not in STATELESS else set()
         self.bulk_deadline = now + self.config.bulk_timeout
         self.bulk_started: dict[int, float] = {}
+        self.started, self.ready_logged = now, False
         for peer in self.bulk_waiting:
             self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
 
@@ -707,6 +708,12 @@ class SyncEngine:
         if self.bulk_waiting and now >= self.bulk_deadline:
             self.counters["bulk_timeouts"] += 1
             self.bulk_waiting.clear()
+        if not self.ready_logged and self.ready:  # method 700: it has its state (or gave up)
+            self.ready_logged = True
+            self.events.append((now, "ready", {
+                "after_ms": round((now - self.started) * 1000, 3),
+                "records": self.counters["bulk_records_received"],
+                "timed_out": bool(self.counters["bulk_timeouts"])}))
 
     # -- observation ---------------------------------------------------------
     def stats(self) -> dict:
@@ -721,6 +728,8 @@ class SyncEngine:
                 "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
                 "backups": self.groups().get(self.me, []),
+                "backup_nodes": [self.names[b] for b in self.groups().get(self.me, [])],
+                "backup_of": dict(Counter(e.owner for e in self.table.entries() if e.owner != me)),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
                 "common": self.table.n_expectations + len(self.table.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},

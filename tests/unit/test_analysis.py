@@ -84,3 +84,38 @@ def test_no_lost_race_without_the_hold_is_not_shown_and_few_reps_only_indicative
     text = open(path).read()
     assert "**not shown (indicative only: 2 repetition(s), 5 needed)**" in text
     assert "nothing to prevent" in text
+
+
+def _sync(owned, backups, backup_of=None):
+    return {"sync": {"entries_owned": owned, "backup_nodes": backups,
+                     "backup_of": backup_of or {}}}
+
+
+def test_coverage_counts_copies_on_live_backups_only():
+    snap = {"nodes": {"fw1": _sync(4, ["fw2"], {"fw3": 3}), "fw2": _sync(2, ["fw3"], {"fw1": 4}),
+                      "fw3": _sync(3, ["fw1"], {"fw2": 1})}}
+    share, bare = analysis.coverage(snap)
+    assert share == pytest.approx((4 + 1 + 3) / 9) and bare == []
+    snap["nodes"]["fw2"] = None  # fw2 crashed: fw1's copies there are gone with it
+    share, bare = analysis.coverage(snap)
+    assert bare == ["fw1"] and share == pytest.approx(3 / 7)
+
+
+def test_delayed_replication_savings_are_paired_by_repetition(tmp_path):
+    def stats(data, acks, entries, carried, unprotected):
+        return {"fw1": {"sync": {"counters": {"data_bytes_sent": data, "ack_bytes_sent": acks,
+                                              "sent_entry": entries},
+                                 "bytes_carried": carried, "unprotected_bytes": unprotected}}}
+    points = []
+    for rep, scale in ((0, 1.0), (1, 2.0)):  # repetition 1 has twice the traffic
+        for delay, (data, entries, unprot) in ((0.0, (800, 100, 1)), (0.1, (300, 20, 30))):
+            points.append({"variant": "", "params": {"cluster.delay": delay}, "repetition": rep,
+                           "spec": {"cluster": {"delay": delay}}, "t_traffic_start": 0,
+                           "t_traffic_end": 1,
+                           "stats": stats(data * scale, 200 * scale, entries * scale,
+                                          1000 * scale, unprot * scale)})
+    result = analysis.delayed(points, str(tmp_path))
+    header, rows = result["table"]
+    assert rows[1][:2] == ["0.1", 2] and rows[1][3] == "0.5 ± 0"  # 1 - 500/1000 in both
+    assert rows[1][4] == "0.8 ± 0" and rows[1][6] == "0.03 ± 0"
+    assert result["verdict"] == "holds"  # half saved for 3% unprotected

@@ -123,3 +123,25 @@ def test_bad_variants_fail_in_one_line(tmp_path, text, words):
     with pytest.raises(specs.SpecError) as err:
         specs.load(path)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_repeated_snapshot_expands_to_one_entry_per_time():
+    from experiments.timeline import check, expand
+    event = {"at": 0.5, "fault": "snapshot", "every": 0.25, "until": 1.5}
+    assert check(event, 3) is None
+    assert [e["at"] for e in expand([event])] == [0.5, 0.75, 1.0, 1.25, 1.5]
+    assert all("every" not in e for e in expand([event]))
+    assert "go together" in check({"at": 1, "fault": "crash", "node": "fw1", "every": 1,
+                                   "until": 2}, 3)
+    assert "go together" in check({"at": 1, "fault": "snapshot", "every": 1}, 3)
+    assert "at most" in check({**event, "every": 0.0001}, 3)
+
+
+def test_a_variants_timeline_adds_to_the_specs(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[[timeline]]\nat = 0.1\nfault = "snapshot"\n'
+                    '[[variants]]\nlabel = "a"\n[[variants.timeline]]\nat = 1\nfault = "crash"\n'
+                    'node = "fw1"\n[[variants]]\nlabel = "b"\n')
+    a, b = specs.points(specs.load(str(path)))
+    assert [e["fault"] for e in a.spec["timeline"]] == ["snapshot", "crash"]
+    assert [e["fault"] for e in b.spec["timeline"]] == ["snapshot"]

@@ -306,6 +306,10 @@ def test_a_restarted_node_gets_its_state_before_it_is_ready():
     assert copies(net, 1, 3) == owned(net, 3)  # fw1 backs up fw3 again
     assert copies(net, 2, 3) == set()  # and fw2's old copies of fw3's entries are gone
     assert_everyone_backed_up(net)
+    (ready,) = [f for _, kind, f in s.events if kind == "ready"]
+    assert ready["records"] > 0 and not ready["timed_out"] and 0 < ready["after_ms"] < 300
+    st1, st3 = s.stats(), net.sync[3].stats()
+    assert st3["backup_nodes"] == ["fw1"] and st1["backup_of"] == {"fw3": len(owned(net, 3))}
 
 
 def test_a_graceful_leave_is_a_node_going_offline():
