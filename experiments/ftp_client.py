@@ -3,7 +3,9 @@
 Each session opens a control connection, announces the data connection in
 one of the four ways (PASV, EPSV, PORT, EPRT), downloads one file and checks
 its SHA-256. One JSON line a session goes to --out: mode, outcome, the
-control connection's ports, the announced data address, timings, the longest
+control connection's ports, the announced data address, timings (data_setup:
+seconds from announcing the data connection to the server's answer to RETR,
+the connection's handshake among them), the longest
 silence during the download (max_gap, s) and bytes per 0.1 s of wall time
 (bins: {int(t / 0.1): bytes}).
 
@@ -33,11 +35,13 @@ MIN_RCVBUF = 4096  # bytes (the kernel doubles it for its own bookkeeping)
 class AnnouncingFTP(ftplib.FTP):
     """ftplib with the data connection announced by a chosen command."""
 
-    def __init__(self, mode: str, timeout: float, rcvbuf: int = 0):
+    def __init__(self, mode: str, timeout: float, rcvbuf: int = 0, pause: float = 0.0):
         super().__init__(timeout=timeout)
-        self.mode, self.rcvbuf = mode, rcvbuf
+        self.mode, self.rcvbuf, self.pause = mode, rcvbuf, pause
         self.announced: tuple[str, int] | None = None
         self.data_conn: tuple | None = None
+        self.data_setup: float | None = None
+        self.t_announced: float | None = None
         self.set_pasv(mode in ("PASV", "EPSV"))
 
     def makepasv(self):
@@ -46,7 +50,14 @@ class AnnouncingFTP(ftplib.FTP):
         else:
             host, port = ftplib.parse227(self.sendcmd("PASV"))
         self.announced = (host, port)
+        self._announced()
         return host, port
+
+    def _announced(self) -> None:
+        """The data connection is announced; wait before it opens (a fault can come now)."""
+        self.t_announced = time.time()
+        if self.pause:
+            time.sleep(self.pause)
 
     def makeport(self):
         sock = socket.socket()
@@ -61,10 +72,13 @@ class AnnouncingFTP(ftplib.FTP):
         else:
             self.sendport(host, port)
         sock.settimeout(self.timeout)
+        self._announced()
         return sock
 
     def ntransfercmd(self, cmd, rest=None):
+        start = time.time()
         conn, size = super().ntransfercmd(cmd, rest)
+        self.data_setup = time.time() - start - self.pause  # announce, connect, RETR answered
         if self.rcvbuf:  # the window stops growing past it: the sender keeps our pace
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         self.data_conn = (*conn.getsockname()[:2], *conn.getpeername()[:2])
@@ -72,12 +86,12 @@ class AnnouncingFTP(ftplib.FTP):
 
 
 def session(sid: int, server: str, path: str, sha256: str, mode: str,
-            timeout: float, throttle: float = 0.0) -> dict:
+            timeout: float, throttle: float = 0.0, pause: float = 0.0) -> dict:
     """Run one FTP session; return its record."""
     rec = {"session": sid, "mode": mode, "server": server, "file": path, "outcome": "fail",
            "error": None, "t_start": time.time()}
     rcvbuf = max(MIN_RCVBUF, int(throttle * BUFFERED)) if throttle else 0
-    ftp = AnnouncingFTP(mode, timeout, rcvbuf)
+    ftp = AnnouncingFTP(mode, timeout, rcvbuf, pause)
     digest = hashlib.sha256()
     try:
         ftp.connect(server, 21)
@@ -117,6 +131,8 @@ def session(sid: int, server: str, path: str, sha256: str, mode: str,
         ftp.close()
     rec["announced"] = list(ftp.announced) if ftp.announced else None
     rec["data"] = list(ftp.data_conn) if ftp.data_conn else None
+    rec["data_setup"] = ftp.data_setup
+    rec["t_announced"] = ftp.t_announced
     rec["t_end"] = time.time()
     rec.setdefault("bytes", sum(rec.get("bins", {}).values()))
     return rec
@@ -131,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--throttle", type=float, default=0.0,
                         help="read at most this many bytes a second (long downloads)")
+    parser.add_argument("--pause-before-data", type=float, default=0.0,
+                        help="seconds between announcing the data connection and opening it")
     args = parser.parse_args(argv)
     with open(args.plan, encoding="utf-8") as fh:
         plan = json.load(fh)
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         def run(item):
             rec = session(item["session"], item["server"], item["file"], item["sha256"],
-                          item["mode"], args.timeout, args.throttle)
+                          item["mode"], args.timeout, args.throttle, args.pause_before_data)
             with lock:
                 out.write(json.dumps(rec) + "\n")
                 out.flush()

@@ -137,7 +137,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                               traffic["timeout"], point.seed,
                               progress=lambda n, total: progress(
                                   f"{point.name}: session {n}/{total}", force=False),
-                              throttle=traffic["throttle"], size_dist=traffic["size_dist"])
+                              throttle=traffic["throttle"], size_dist=traffic["size_dist"],
+                              pause_before_data=traffic["pause_before_data"])
         finally:
             timeline.stop()
         cpu_after, t_end = fidelity.cpu_times(), time.time()

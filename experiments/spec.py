@@ -43,7 +43,7 @@ DEFAULTS = {
                 "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "size_dist": "fixed", "concurrency": 4, "timeout": 3.0,
-                "throttle": 0},
+                "throttle": 0, "pause_before_data": 0.0},
     "timeline": [],
     "claim": "",
     "analysis": "",
@@ -199,6 +199,10 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "traffic.timeout must be > 0 seconds")
     need(isinstance(traffic["throttle"], (int, float)) and traffic["throttle"] >= 0,
          "traffic.throttle must be bytes per second a client reads (0: as fast as it can)")
+    need(isinstance(traffic["pause_before_data"], (int, float))
+         and 0 <= traffic["pause_before_data"] <= 60,
+         "traffic.pause_before_data must be 0..60 seconds (between announcing the data "
+         "connection and opening it)")
     need(isinstance(spec["claim"], str) and isinstance(spec["analysis"], str),
          "claim and analysis must be strings")
     need(cluster["failover"] in ("none", "backup", "spread"),

@@ -36,7 +36,8 @@ def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
 
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
-            progress=None, throttle: float = 0.0, size_dist: str = "fixed") -> list[dict]:
+            progress=None, throttle: float = 0.0, size_dist: str = "fixed",
+            pause_before_data: float = 0.0) -> list[dict]:
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
     sums = make_files(root, files, file_size, seed, size_dist)
@@ -62,12 +63,12 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
         clients.append(cluster.spawn(f"ftp-c{c}", [
             sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path,
             "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout),
-            "--throttle", str(throttle)],
+            "--throttle", str(throttle), "--pause-before-data", str(pause_before_data)],
             host=cluster.net[f"c{c}"]))
     cluster.log("ftp_clients_start", sessions=sessions)
     # Each session ends by itself within a few timeouts; allow for the slowest client.
     per_client = max(len(items) for items in plan.values())
-    per_session = timeout * 4 + largest / 1e6 + (largest / throttle if throttle else 0)
+    per_session = timeout * 4 + pause_before_data + largest / 1e6 + (largest / throttle if throttle else 0)
     deadline = time.monotonic() + 30 + per_client * per_session
     while any(p.alive() for p in clients):
         if progress:
