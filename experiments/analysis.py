@@ -284,7 +284,8 @@ def failover(points: list[dict], exp_dir: str) -> dict:
             n_aff += len(aff)
             if aff:
                 shares.append(sum(r["outcome"] == "ok" for r in aff) / len(aff))
-            stalls += [r.get("max_gap", 0.0) for r in aff if r["outcome"] == "ok"]
+            if not p["spec"].get("traffic", {}).get("pause_before_data"):  # else no download ran
+                stalls += [r.get("max_gap", 0.0) for r in aff if r["outcome"] == "ok"]
             crash = _crash(p)
             if crash:
                 for r in p["records"]:
