@@ -176,7 +176,12 @@ def periodic_window(points: list[dict], exp_dir: str) -> dict:
         shortest = share(refused_share, ["full", "differential"], periodic[0])
         failed = {i: share(failed_share, ["full", "differential"], i) for i in periodic}
         od_top = od[0] + _err(od[1])
-        if od_top <= 0.05 and longest[0] > od_top and longest[0] > shortest[0]:
+        # Every interval here is far longer than the few ms between the reply and the data
+        # SYN, so the window catches the first SYN alike at any interval; what grows with
+        # the interval is how many sessions fail, for a sync round must come before the
+        # client's TCP gives up resending the SYN.
+        grows = failed[periodic[-1]][0] > failed[periodic[0]][0] + _err(failed[periodic[0]][1])
+        if od_top <= 0.05 and min(longest[0], shortest[0]) > od_top and grows:
             verdict = "holds"
         else:
             verdict = "does not hold"
@@ -298,13 +303,16 @@ def failover(points: list[dict], exp_dir: str) -> dict:
         rows.append([variant, len(pts), n_aff, fmt(*survival[variant]),
                      "n/a" if stall is None else f"{stall * 1000:.0f}"])
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         names = [v for v, in sorted(groups)]
         for i, v in enumerate(names):
             m, h = survival[v]
-            axes[0].bar(i, m or 0, yerr=_err(h), capsize=4, color=f"C{i}")
-        axes[0].set_xticks(range(len(names)), names, rotation=30)
-        axes[0].set(ylabel="connections on the failed node that survive", ylim=(0, 1.05),
+            axes[0].barh(i, m or 0, xerr=_err(h), capsize=3, color=f"C{i}")
+            axes[0].text((m or 0) + 0.02, i, "n/a" if m is None else f"{m:.2f}",
+                         va="center", fontsize=7)
+        axes[0].set_yticks(range(len(names)), names)
+        axes[0].invert_yaxis()
+        axes[0].set(xlabel="share of the crashed node's sessions that survive", xlim=(0, 1.15),
                     title="Survival of a node crash")
         for i, v in enumerate(names):
             xs = [x for x, _ in curves[v] if -1.5 <= x <= 4]
@@ -313,7 +321,7 @@ def failover(points: list[dict], exp_dir: str) -> dict:
         axes[1].axvline(0, color="black", lw=0.8, ls=":")
         axes[1].set(xlabel="time from the crash (s)", ylabel="goodput, all sessions (Mbit/s)",
                     title="Goodput across the crash (mean of repetitions)")
-        axes[1].legend(fontsize=7, ncol=2)
+        axes[1].legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
         fig.suptitle("Experiment 3: fw1 crashes during long FTP downloads (_at_announce: "
                      "between announcing the data connection and opening it; 95% CI)",
                      fontsize=9)
@@ -395,8 +403,9 @@ def scaling(points: list[dict], exp_dir: str) -> dict:
 
 # -- experiment 5 ----------------------------------------------------------
 DETECTION_GRACE = 0.3  # s after a membership change before a node must be backed up again
-# The nodes answer a snapshot one after the other, and a connection opened a moment
-# before is still on its way to the backup: a snapshot sees some copies missing.
+# The nodes answer a snapshot one after the other: a connection opened between two
+# answers, or a moment before, can be on its way to the backup. Only connections older
+# than nodes.sync.SETTLED (50 ms) are counted, and coverage must stay above this.
 MIN_COVERAGE = 0.9
 
 
@@ -414,7 +423,8 @@ def coverage(snapshot: dict) -> tuple[float | None, list[str]]:
     owned = copied = 0
     bare = []
     for name, st in nodes.items():
-        mine = st.get("entries_owned", 0)
+        # Connections opened in the last moment may still be on their way to the backup.
+        mine = st.get("entries_owned_settled", st.get("entries_owned", 0))
         if not mine or len(nodes) < 2:
             continue
         copies = max((nodes[b].get("backup_of", {}).get(name, 0)
@@ -503,8 +513,8 @@ def rejoin(points: list[dict], exp_dir: str) -> dict:
         why += (f" (snapshots every 0.1 s; those within {DETECTION_GRACE} s of a failure, a "
                 "restart or a return of flows are left out: detection and regrouping take that "
                 f"long; the claim holds if no node is without a copy and coverage stays >= "
-                f"{MIN_COVERAGE}, as connections opened a moment before a snapshot are still on "
-                "their way)")
+                f"{MIN_COVERAGE}; connections younger than 50 ms, possibly still on their way to "
+                "the backup, are not counted)")
     return {"figures": figures, "verdict": verdict, "why": why,
             "table": (["variant", "points", "ready after restart (ms)", "steered to (ms)",
                        "carries packets (ms, 0.1 s snapshots)", "sessions ok",

@@ -295,7 +295,7 @@ class Node:
             stats["rx_truncated"] = sum(p.rx_truncated for p in self.ports)
             stats["port_kind"] = self.ports[OUTSIDE].kind
             if self.sync is not None:
-                stats["sync"] = self.sync.stats()
+                stats["sync"] = self.sync.stats(now)
                 stats["sync"]["cluster_delay_ms"] = (self.delay_line.delay * 1000
                                                      if self.delay_line is not None else 0.0)
             if self.home is not None:

@@ -15,8 +15,9 @@ bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
   cumulative acknowledgements, a resend queue with a retransmission timeout, an
   out-of-order window; duplicates and replays are dropped and counted.
 - Delayed replication (Check Point's and FortiGate's delayed sync; Feng et al.,
-  GLOBECOM 2008): with ``delay = D`` a new connection's entry is sent only
-  once it is D seconds old, and never if it closed before; short connections
+  GLOBECOM 2008): with ``delay = D`` on-demand sync sends a new connection's
+  entry only once it is D seconds old, and never if it closed before (a
+  periodic round, in mode combined, sends what changed regardless); short connections
   cost no sync traffic and are not protected while young. ``stats`` reports
   the bytes connections carried before a replica of them left
   (``unprotected_bytes``) against all they carried.
@@ -43,6 +44,7 @@ from nodes.engine import percentiles
 from nodes.groups import adopter, connection_backups, node_backups
 
 CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
+SETTLED = 0.05  # seconds: an entry this old has normally reached its backups (lag p99 is ms)
 MODES = ("none", "periodic", "ondemand", "combined", "auto", "home")
 STATELESS = ("none", "home")  # membership only; "home" forwards packets instead (nodes/home.py)
 TRIGGERS = ("state_modified", "node_failed", "state_requested", "node_offline",
@@ -716,11 +718,13 @@ class SyncEngine:
                 "timed_out": bool(self.counters["bulk_timeouts"])}))
 
     # -- observation ---------------------------------------------------------
-    def stats(self) -> dict:
-        """Counters for the inspection command."""
+    def stats(self, now: float | None = None) -> dict:
+        """Counters for the inspection command. With ``now``, also how many of my entries
+        are older than SETTLED (their copies should have reached the backups by then)."""
         me = self.names[self.me]
         mine = [e for e in self.table.entries() if e.owner == me]
         owned = len(mine)
+        settled = owned if now is None else sum(1 for e in mine if now - e.created >= SETTLED)
         lag = percentiles(self.lag)
         carried = self.retired[0] + sum(e.bytes_orig + e.bytes_reply for e in mine)
         unprotected = self.retired[1] + sum(_unprotected(e) for e in mine)
@@ -731,6 +735,7 @@ class SyncEngine:
                 "backup_nodes": [self.names[b] for b in self.groups().get(self.me, [])],
                 "backup_of": dict(Counter(e.owner for e in self.table.entries() if e.owner != me)),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
+                "entries_owned_settled": settled,
                 "common": self.table.n_expectations + len(self.table.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
                 "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),

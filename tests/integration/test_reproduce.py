@@ -23,7 +23,7 @@ def test_quick_reproduction_of_experiments_2_and_3_writes_raw_data_figures_and_r
     assert "rep 1/2" in done.stdout and "elapsed" in done.stdout  # progress as it goes
     campaign = results / "reproduce-quick"
     for exp, points in (("e2_hold", ["hold-r0", "hold-r1", "nohold-r0", "nohold-r1"]),
-                        ("e3_failover", ["none-r0", "ondemand-r0"])):
+                        ("e3_failover", ["none-r0", "ondemand-r0", "ondemand_at_announce-r0"])):
         for point in points:
             folder = campaign / exp / "points" / point
             summary = json.loads((folder / "point.json").read_text())
@@ -36,6 +36,9 @@ def test_quick_reproduction_of_experiments_2_and_3_writes_raw_data_figures_and_r
     crash = [json.loads(line) for line in
              (campaign / "e3_failover/points/ondemand-r0/events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "fault_crash" for e in crash)
+    paused = [json.loads(line) for line in (campaign / "e3_failover/points/"
+              "ondemand_at_announce-r0/sessions.jsonl").read_text().splitlines()]
+    assert all(r["t_announced"] for r in paused if r["outcome"] == "ok")  # the crash's moment
     report = (campaign / "REPORT.md").read_text()
     assert "## e2_hold" in report and "## e3_failover" in report and "Verdict" in report
     assert list((campaign / "manifests").iterdir())
