@@ -20,6 +20,7 @@ from collections import defaultdict
 
 from experiments.plot import STYLE, plt, save
 from experiments.workload import attribute, read_jsonl
+from nodes import syncproto as sp
 from nodes.engine import percentiles
 
 MIN_REPETITIONS = 5  # a verdict needs at least this many seeded repetitions per configuration
@@ -113,8 +114,9 @@ def duration(p: dict) -> float:
     return max(1e-9, p["t_traffic_end"] - p["t_traffic_start"])
 
 
-def sync_counter(p: dict, name: str) -> float:
-    return sum(s.get("sync", {}).get("counters", {}).get(name, 0)
+def sync_counter(p: dict, name: str, section: str = "sync") -> float:
+    """A counter of the nodes' sync (or home forwarding) engines, summed over the nodes."""
+    return sum(s.get(section, {}).get("counters", {}).get(name, 0)
                for s in p["stats"].values() if isinstance(s, dict))
 
 
@@ -255,10 +257,11 @@ def hold(points: list[dict], exp_dir: str) -> dict:
 
 
 # -- experiment 3 ----------------------------------------------------------
-def _crash(p: dict) -> tuple[float, str] | None:
+def _fault(p: dict, kind: str) -> tuple[float, str] | None:
+    """Time and node of the point's first fault of ``kind`` (crash, leave, restart...)."""
     for e in p["events"]:
-        if e["event"] == "fault_crash":
-            return e["t"], e["node"]
+        if e["event"] == f"fault_{kind}":
+            return e["t"], e.get("node")
     return None
 
 
@@ -267,7 +270,7 @@ def _affected(p: dict) -> list[dict]:
     node; or, where the spec pauses between announcing the data connection and opening it,
     sessions in that pause whose control connection (and the expectation) was on the
     crashed node. Sessions that had failed already, say for want of state, are not counted."""
-    crash = _crash(p)
+    crash = _fault(p, "crash")
     if crash is None:
         return []
     t, node = crash
@@ -291,7 +294,7 @@ def failover(points: list[dict], exp_dir: str) -> dict:
                 shares.append(sum(r["outcome"] == "ok" for r in aff) / len(aff))
             if not p["spec"].get("traffic", {}).get("pause_before_data"):  # else no download ran
                 stalls += [r.get("max_gap", 0.0) for r in aff if r["outcome"] == "ok"]
-            crash = _crash(p)
+            crash = _fault(p, "crash")
             if crash:
                 for r in p["records"]:
                     for slot, nbytes in (r.get("bins") or {}).items():
@@ -409,13 +412,6 @@ DETECTION_GRACE = 0.3  # s after a membership change before a node must be backe
 MIN_COVERAGE = 0.9
 
 
-def _fault(p: dict, kind: str) -> tuple[float, str] | None:
-    for e in p["events"]:
-        if e["event"] == f"fault_{kind}":
-            return e["t"], e.get("node")
-    return None
-
-
 def coverage(snapshot: dict) -> tuple[float | None, list[str]]:
     """Share of the live nodes' connections with a copy on one of the owner's live backup
     nodes, and the nodes that own connections but have no such copy at all."""
@@ -522,23 +518,14 @@ def rejoin(points: list[dict], exp_dir: str) -> dict:
 
 
 # -- experiment 6 ----------------------------------------------------------
-WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each cluster message
-
-
 def cluster_bytes(p: dict) -> float:
     """Bytes on the cluster network for state (sync) or for forwarding (home), with their
     headers; heartbeats, which both pay, are left out."""
-    total = 0.0
-    for st in p["stats"].values():
-        if not isinstance(st, dict):
-            continue
-        sync = st.get("sync", {}).get("counters", {})
-        home = st.get("home", {}).get("counters", {})
-        total += sync.get("data_bytes_sent", 0) + sync.get("ack_bytes_sent", 0) + WIRE_HEADERS * (
-            sync.get("messages_sent", 0) + sync.get("ack_sent", 0) + sync.get("retransmissions", 0))
-        total += home.get("cluster_bytes_sent", 0) + WIRE_HEADERS * home.get(
-            "cluster_messages_sent", 0)
-    return total
+    messages = sum(sync_counter(p, name) for name in ("messages_sent", "ack_sent",
+                                                      "retransmissions"))
+    messages += sync_counter(p, "cluster_messages_sent", "home")
+    return (sync_bytes(p) + sync_counter(p, "cluster_bytes_sent", "home")
+            + sp.WIRE_HEADERS * messages)
 
 
 def home_vs_sync(points: list[dict], exp_dir: str) -> dict:

@@ -36,13 +36,13 @@ import os
 import sys
 
 from experiments.workload import read_jsonl
+from nodes import syncproto as sp
 from nodes.engine import percentiles
 from topo.cluster import server_ip
 from topo.procs import wait_until
 
 LATENCIES = (0.0, 0.010)  # one way, seconds: same room, and ~1000 km of fibre apart
 CONNECTIONS, ROUNDS = 30, 40
-WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each cluster message
 
 
 def _home_counters(cluster) -> dict:
@@ -57,7 +57,7 @@ def _cost(before: dict, after: dict) -> tuple[float | None, int]:
     """Cluster-network bytes on the wire per forwarded frame byte, between two snapshots."""
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     forwarded = delta.get("forwarded_bytes", 0)
-    wire = delta.get("cluster_bytes_sent", 0) + WIRE_HEADERS * delta.get("cluster_messages_sent", 0)
+    wire = delta.get("cluster_bytes_sent", 0) + sp.WIRE_HEADERS * delta.get("cluster_messages_sent", 0)
     return (wire / forwarded if forwarded else None), forwarded
 
 

@@ -271,7 +271,7 @@ class SyncEngine:
     def _retire(self, entry: Entry) -> None:
         """Keep the byte counts of one of my connections that leaves the table."""
         if entry.owner == self.names[self.me]:
-            self.retired[0] += entry.bytes_orig + entry.bytes_reply
+            self.retired[0] += sum(entry.bytes)
             self.retired[1] += _unprotected(entry)
 
     def request_sync(self, reason: str, objs: list, now: float) -> object:
@@ -337,7 +337,7 @@ class SyncEngine:
         for peer in peers:
             self.channels[peer].pending.append(record)
         if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:
-            obj.replicated_at_bytes = obj.bytes_orig + obj.bytes_reply
+            obj.replicated_at_bytes = sum(obj.bytes)
 
     def flush(self, now: float) -> None:
         """Pack every pending record into DATA messages, and send due acks."""
@@ -726,13 +726,13 @@ class SyncEngine:
         owned = len(mine)
         settled = owned if now is None else sum(1 for e in mine if now - e.created >= SETTLED)
         lag = percentiles(self.lag)
-        carried = self.retired[0] + sum(e.bytes_orig + e.bytes_reply for e in mine)
+        backups = self.groups().get(self.me, [])
+        carried = self.retired[0] + sum(sum(e.bytes) for e in mine)
         unprotected = self.retired[1] + sum(_unprotected(e) for e in mine)
         return {"mode": self.config.mode, "active": self.active, "replication": self.replication,
                 "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
-                "backups": self.groups().get(self.me, []),
-                "backup_nodes": [self.names[b] for b in self.groups().get(self.me, [])],
+                "backups": backups, "backup_nodes": [self.names[b] for b in backups],
                 "backup_of": dict(Counter(e.owner for e in self.table.entries() if e.owner != me)),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
                 "entries_owned_settled": settled,
@@ -746,7 +746,7 @@ class SyncEngine:
 
 def _unprotected(entry: Entry) -> int:
     """Bytes ``entry`` carried before a replica of it left (all, if none did)."""
-    total = entry.bytes_orig + entry.bytes_reply
+    total = sum(entry.bytes)
     return total if entry.replicated_at_bytes < 0 else min(total, entry.replicated_at_bytes)
 
 

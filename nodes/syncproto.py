@@ -56,6 +56,7 @@ import struct
 from dataclasses import dataclass, field
 
 MAGIC, VERSION, PORT = 0x4657, 1, 3780
+WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each message on the cluster network
 GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scoped, 239/8)
 MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
 DATA, ACK, HEARTBEAT = 1, 2, 3
