@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SPEC ?= experiments/specs/demo.toml
 
 .DEFAULT_GOAL := demo
-.PHONY: setup demo test unit bench reproduce reproduce-quick figures clean
+.PHONY: setup demo cli test unit bench reproduce reproduce-quick figures clean
 
 setup:
 	@bash scripts/setup-machine.sh
@@ -14,6 +14,13 @@ setup:
 demo: setup
 	@echo "make demo: FTP sessions through 1 and 3 firewall nodes without sync; raw data and figures go to results/"
 	@$(VENV)/bin/fwcluster run $(SPEC)
+
+# The interactive cluster for labs (docs/labs/): NODES, SYNC, and any other
+# fwcluster cli option in ARGS (e.g. ARGS="--capture sync --metrics-port 9810").
+NODES ?= 3
+SYNC ?= ondemand
+cli: setup
+	@$(VENV)/bin/fwcluster cli --nodes $(NODES) --sync $(SYNC) $(ARGS)
 
 test: setup
 	@echo "make test: unit tests, then integration tests under Mininet"

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+from collections import Counter
 
 import controller.compat  # noqa: F401  (before ryu)
 from ryu.base import app_manager
@@ -28,6 +29,7 @@ from ryu.lib import hub
 from ryu.ofproto import nicira_ext, ofproto_v1_3
 
 from controller.steering import COOKIE, TABLE_BUCKETS, ClusterSpec, FlowSpec, Steering
+from nodes.metrics import controller_families, exposition
 
 
 def flow_mod(datapath, spec: FlowSpec):
@@ -76,6 +78,12 @@ class ClusterSteering(app_manager.RyuApp):
             if os.environ.get("FWCLUSTER_EVENTS") else None
         self.datapaths: dict[int, object] = {}
         self.relearned = False
+        self.counters: Counter = Counter()  # node_down, node_up, buckets_moved, flow_mods
+        self.heartbeats: Counter = Counter()  # by node
+        if os.environ.get("FWCLUSTER_METRICS"):  # host:port for Prometheus, as Faucet does
+            from topo.exporter import serve_metrics
+            host, _, port = os.environ["FWCLUSTER_METRICS"].rpartition(":")
+            serve_metrics(int(port), self.metrics, host or "127.0.0.1")
         self.logger.info("steering %d nodes over %d buckets on %d switches, failover %s",
                          len(self.spec.nodes), self.spec.buckets, len(self.spec.switches),
                          self.steering.policy if self.sync else "off (no sync config)")
@@ -88,6 +96,12 @@ class ClusterSteering(app_manager.RyuApp):
         if self.event_log:
             self.event_log.write(json.dumps(record) + "\n")
             self.event_log.flush()
+
+    def metrics(self) -> str:
+        """The controller's counters in the Prometheus text format."""
+        return exposition(controller_families(
+            list(self.spec.nodes), list(self.steering.live), list(self.steering.table),
+            len(self.datapaths), dict(self.counters), dict(self.heartbeats)))
 
     # -- switches ------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -122,6 +136,7 @@ class ClusterSteering(app_manager.RyuApp):
         flows = self.steering.flows()[datapath.id]
         for spec in flows:
             datapath.send_msg(flow_mod(datapath, spec))
+        self.counters["flow_mods"] += len(flows)
         datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
         self.logger.info("switch %s (dpid %016x): installed %d flows", sw.name, datapath.id,
                          len(flows))
@@ -134,6 +149,7 @@ class ClusterSteering(app_manager.RyuApp):
                 continue
             for spec in flows:
                 datapath.send_msg(flow_mod(datapath, spec))
+            self.counters["flow_mods"] += len(flows)
             datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
 
     # -- membership ------------------------------------------------------------
@@ -172,6 +188,7 @@ class ClusterSteering(app_manager.RyuApp):
                         heard[node] = now
                         continue
                     heard[node] = now
+                    self.heartbeats[node] += 1
                     boots[node] = msg.boot
                     if node not in self.steering.live and msg.ready:
                         self.node_up(node, msg.boot)
@@ -186,12 +203,16 @@ class ClusterSteering(app_manager.RyuApp):
         moved = self.steering.node_down(node)
         if node in self.steering.live:  # the last node keeps its buckets
             return
+        self.counters["node_down"] += 1
+        self.counters["buckets_moved"] += len(moved)
         self.log_event("node_down", node=node, why=why, buckets_moved=len(moved),
                        live=self.steering.live, **fields)
         self.push(moved)
 
     def node_up(self, node: str, boot: int) -> None:
         back = self.steering.node_up(node)
+        self.counters["node_up"] += 1
+        self.counters["buckets_moved"] += len(back)
         self.log_event("node_up", node=node, boot=boot, buckets_returned=len(back),
                        live=self.steering.live)
         self.push(back)

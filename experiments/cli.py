@@ -5,6 +5,7 @@
     fwcluster plot results/demo-...               # figures of one run
     fwcluster reproduce [--quick] [--shard i/n]   # the reproduction suite, then its report
     fwcluster figures                             # every figure and report, from raw data
+    fwcluster cli [--nodes 3] [--sync ondemand]   # the interactive cluster (make cli)
     fwcluster clean                               # remove leftovers of a crashed run
 """
 from __future__ import annotations
@@ -31,6 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--dry-run", action="store_true", help="list this shard's points")
     p_fig = sub.add_parser("figures", help="every figure and report, from raw data alone")
     p_fig.add_argument("--results", default="results")
+    p_cli = sub.add_parser("cli", help="the interactive cluster: Mininet's CLI with cluster "
+                           "commands (help inside lists them)")
+    p_cli.add_argument("--nodes", type=int, default=3, help="firewall nodes (1..8)")
+    p_cli.add_argument("--sync", default="ondemand",
+                       help="sync mode at start: none, periodic, ondemand, combined, auto, home")
+    p_cli.add_argument("--failover", default="backup", choices=("backup", "spread", "none"),
+                       help="how the switches follow membership (none: they do not)")
+    p_cli.add_argument("--clients", type=int, default=2)
+    p_cli.add_argument("--servers", type=int, default=2)
+    p_cli.add_argument("--rules", default="experiments/rules/ftp.rules")
+    p_cli.add_argument("--capture", default="",
+                       help="comma-separated: sync and/or host interfaces (c1-eth0) to record "
+                            "as pcap in the run folder")
+    p_cli.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics: nodes on this port, controller on +1")
+    p_cli.add_argument("--script", help="run the CLI commands in this file, then stop")
+    p_cli.add_argument("--run-dir", help="folder for logs and captures (default results/cli-TIME)")
     sub.add_parser("clean", help="remove what a crashed run left (Mininet's mn -c)")
     args = parser.parse_args(argv)
 
@@ -79,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths:
                 print(f"figure: {path}")
             print(f"{len(paths)} figure files under {os.path.abspath(args.results)}")
+        elif args.command == "cli":
+            from nodes.sync import MODES
+            if args.sync not in MODES:
+                raise specs.SpecError(f"sync mode {args.sync!r} unknown (use {', '.join(MODES)})")
+            if not 1 <= args.nodes <= specs.MAX_NODES:
+                raise specs.SpecError(f"--nodes {args.nodes}: a cluster has 1..{specs.MAX_NODES}"
+                                      " nodes")
+            if args.sync == "home" and args.failover == "none":
+                raise specs.SpecError("mode home needs the cluster network: drop --failover none")
+            args.capture = [c for c in args.capture.split(",") if c]
+            from topo.console import main_console
+            return main_console(args)
         elif args.command == "clean":
             from topo.net import clean_leftovers
             clean_leftovers()

@@ -26,11 +26,16 @@ def file_sizes(count: int, size: int, dist: str) -> list[int]:
 
 def make_files(root: str, count: int, size: int, seed: int, dist: str = "fixed") -> dict[str, str]:
     """Write ``count`` files of seeded random bytes (sizes by ``dist``); return name -> SHA-256."""
+    sizes = {f"file{i}.bin": n for i, n in enumerate(file_sizes(count, size, dist))}
+    return write_files(root, sizes, seed)
+
+
+def write_files(root: str, sizes: dict[str, int], seed: int) -> dict[str, str]:
+    """Write each named file of its size in seeded random bytes; return name -> SHA-256."""
     os.makedirs(root, exist_ok=True)
     rnd = random.Random(seed)
     sums = {}
-    for i, size in enumerate(file_sizes(count, size, dist)):
-        name = f"file{i}.bin"
+    for name, size in sizes.items():
         digest = hashlib.sha256()
         with open(os.path.join(root, name), "wb") as fh:
             left = size

@@ -34,14 +34,8 @@ def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
     return plan
 
 
-def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
-            files: int, concurrency: int, timeout: float, seed: int,
-            progress=None, throttle: float = 0.0, size_dist: str = "fixed",
-            pause_before_data: float = 0.0) -> list[dict]:
-    """Start FTP servers and clients in ``cluster``; return the session records."""
-    root = os.path.join(out_dir, "ftp-root")
-    sums = make_files(root, files, file_size, seed, size_dist)
-    largest = max(file_sizes(files, file_size, size_dist))
+def start_ftp_servers(cluster, root: str) -> list:
+    """An FTP server on every inside host, serving ``root``; return once they all listen."""
     servers = []
     for i in range(1, cluster.servers + 1):
         servers.append(cluster.spawn(f"ftpd-srv{i}", [
@@ -51,6 +45,18 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
         wait_until(lambda p=proc: "ready" in p.log_tail(20) or cluster._died(p), 15,
                    f"{proc.name} to listen")
     cluster.log("ftp_servers_up", servers=len(servers))
+    return servers
+
+
+def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
+            files: int, concurrency: int, timeout: float, seed: int,
+            progress=None, throttle: float = 0.0, size_dist: str = "fixed",
+            pause_before_data: float = 0.0) -> list[dict]:
+    """Start FTP servers and clients in ``cluster``; return the session records."""
+    root = os.path.join(out_dir, "ftp-root")
+    sums = make_files(root, files, file_size, seed, size_dist)
+    largest = max(file_sizes(files, file_size, size_dist))
+    servers = start_ftp_servers(cluster, root)
     plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed)
     out = os.path.join(out_dir, "sessions.raw.jsonl")
     clients = []

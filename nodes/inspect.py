@@ -65,6 +65,47 @@ def format_stats(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _short(e: dict) -> str:
+    """A connection in a few words: protocol, endpoints, state, owner."""
+    proto = PROTO_NAMES.get(e["proto"], str(e["proto"]))
+    fields = dict(kv.split("=", 1) for kv in e["orig"].split()[1:])
+    ends = f"{fields['src']}:{fields['sport']} -> {fields['dst']}:{fields['dport']}"
+    extra = f" (data connection of {e['related_to'].split(' ', 1)[1]})" if e["related_to"] else ""
+    return f"{proto} {ends} {e['state']} owner={e['owner']}{extra}"
+
+
+def changes(before: dict, after: dict) -> list[str]:
+    """What changed between two dumps of one node: connections and expectations that
+    appeared, changed state or went. A copy held for another owner says so."""
+    node = after["node"]
+    out = []
+
+    def copy(owner: str) -> str:
+        return "" if owner == node else "  [a copy: another node owns it]"
+
+    old = {e["orig"]: e for e in before["entries"]}
+    new = {e["orig"]: e for e in after["entries"]}
+    for key, e in new.items():
+        if key not in old:
+            out.append(f"+ connection  {_short(e)}{copy(e['owner'])}")
+        elif old[key]["state"] != e["state"] or old[key]["owner"] != e["owner"]:
+            out.append(f"~ connection  {_short(e)}{copy(e['owner'])}")
+    out += [f"- connection  {_short(e)}" for key, e in old.items() if key not in new]
+
+    def ident(x: dict) -> tuple:
+        return (x["proto"], x["src"], x["dst"], x["dport"], x["master"])
+
+    old_x = {ident(x): x for x in before["expectations"]}
+    new_x = {ident(x): x for x in after["expectations"]}
+    for key, x in new_x.items():
+        if key not in old_x:
+            out.append(f"+ expectation {x['src']} -> {x['dst']}:{x['dport']} "
+                       f"owner={x['owner']}{copy(x['owner'])}")
+    out += [f"- expectation {x['src']} -> {x['dst']}:{x['dport']} owner={x['owner']}"
+            for key, x in old_x.items() if key not in new_x]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fw-inspect", description=__doc__.splitlines()[0])
     parser.add_argument("node", help="node name (fw1, fw2, ...)")

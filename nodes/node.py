@@ -25,13 +25,8 @@ from nodes.engine import ACCEPT, ASK, INSIDE, OUTSIDE, GatewayEngine
 from nodes.home import HomeForwarder
 from nodes.ports import link_up, open_port
 from nodes.rules import RuleError, RuleSet
-from nodes.sync import SyncConfig, SyncEngine
+from nodes.sync import SyncConfig, SyncEngine, runtime_change
 from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
-
-SETTABLE = {"mode": str, "interval": float, "periodic": str,
-            "hold": lambda v: v in ("1", "on", "true"),
-            "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
-            "budget_bandwidth": float, "budget_entries": int, "delay": float}
 
 BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
@@ -322,24 +317,20 @@ class Node:
             return {"ok": True, "common": name.strip()}
         if command == "ports":
             return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
+        if command == "config":  # the sync settings in force (what 'set' changes)
+            if self.sync is None:
+                return {"error": "this node was started without --sync-config"}
+            return {"node": self.engine.node, "sync": dataclasses.asdict(self.sync.config)}
         if command == "ping":
             return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump, raw, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
+        return {"error": f"unknown command {command!r} (use stats, dump, raw, config, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
 
     def set_sync(self, args: str) -> dict:
         """Change sync settings at run time, e.g. ``set mode=periodic interval=2``."""
         if self.sync is None:
             return {"error": "this node was started without --sync-config"}
-        config = self.sync.config
-        changes = {}
         try:
-            for item in args.split():
-                name, _, value = item.partition("=")
-                if name not in SETTABLE:
-                    raise ValueError(f"cannot set {name!r} (settable: {', '.join(SETTABLE)})")
-                changes[name] = SETTABLE[name](value)
-            candidate = dataclasses.replace(config, **changes)
-            candidate.validate()
+            candidate = runtime_change(self.sync.config, args)
         except ValueError as err:
             return {"error": str(err)}
         self.sync.reconfigure(candidate, time.monotonic())

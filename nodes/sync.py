@@ -33,6 +33,7 @@ bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
@@ -121,6 +122,39 @@ class Channel:
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
     resend_at: float = float("inf")  # no unacknowledged message is due before this
+
+
+# What ``set KEY=VALUE`` may change on a running node, and how to read each value.
+SETTABLE = {"mode": str, "interval": float, "periodic": str,
+            "hold": lambda v: v in ("1", "on", "true"),
+            "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
+            "budget_bandwidth": float, "budget_entries": int, "delay": float}
+
+
+def runtime_change(config: SyncConfig, args: str) -> SyncConfig:
+    """The settings after ``args`` ("mode=periodic interval=2"); ValueError in one line.
+
+    Mode home forwards packets to their home node instead of synchronizing
+    (nodes/home.py): a node is started in it or not, so no switch to or from it.
+    """
+    changes = {}
+    for item in args.split():
+        name, sep, value = item.partition("=")
+        if name not in SETTABLE or not sep:
+            raise ValueError(f"cannot set {item!r}: use KEY=VALUE with KEY one of "
+                             f"{', '.join(SETTABLE)}")
+        try:
+            changes[name] = SETTABLE[name](value)
+        except ValueError:
+            raise ValueError(f"{name} = {value!r} is not a {SETTABLE[name].__name__}") from None
+    if not changes:
+        raise ValueError(f"nothing to set: give KEY=VALUE with KEY one of {', '.join(SETTABLE)}")
+    candidate = dataclasses.replace(config, **changes)
+    candidate.validate()
+    if (candidate.mode == "home") != (config.mode == "home"):
+        raise ValueError("mode home is chosen when the cluster starts (e.g. make cli SYNC=home),"
+                         " not switched at run time")
+    return candidate
 
 
 class SyncEngine:

@@ -120,7 +120,8 @@ class Cluster:
                  servers: int = 2, run_id: str | None = None, log: EventLog | None = None,
                  established_timeout: float = 432000.0, sync: dict | None = None,
                  failover: str | None = None, steering: str = "symmetric",
-                 latency: float = 0.0, latency_via: str = "auto"):
+                 latency: float = 0.0, latency_via: str = "auto",
+                 capture: list[str] | None = None, metrics_port: int | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -139,6 +140,12 @@ class Cluster:
             raise SetupError(f"latency {latency} s via {latency_via!r}: need latency >= 0 "
                              f"and via one of {', '.join(LATENCY_VIA)}")
         self.latency, self.latency_via = latency, latency_via
+        # pcap files under run_dir/pcap: "sync" (the cluster network, every message
+        # once) and any host interface by name ("c1-eth0", "fw2-eth1").
+        self.capture = list(capture or [])
+        self.metrics_port = metrics_port  # Prometheus: nodes here, the controller at +1
+        self.metrics_url = None
+        self.exporter = None
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
@@ -201,9 +208,15 @@ class Cluster:
             wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
                        f"the controller to install flows on {sw}")
         self._died(ctl)
+        self.start_captures()
         for i in range(1, self.n + 1):
             self.start_node(f"fw{i}")
         self.wait_ready()
+        if self.metrics_port:
+            from topo.exporter import NodeExporter
+            self.exporter = NodeExporter(self, self.metrics_port)
+            self.metrics_url = (f"nodes {self.exporter.url}, controller "
+                                f"http://127.0.0.1:{self.metrics_port + 1}/metrics")
         self.log("cluster_up", nodes=self.n, sync=self.sync.get("mode", "none"))
 
     def _latency_mechanism(self) -> str:
@@ -224,6 +237,8 @@ class Cluster:
                "FWCLUSTER_EVENTS": os.path.join(self.run_dir, "controller.events.jsonl")}
         if self.failover and self.sync_config:
             env.update(FWCLUSTER_SYNC=self.sync_config, FWCLUSTER_FAILOVER=self.failover)
+        if self.metrics_port:
+            env["FWCLUSTER_METRICS"] = f"127.0.0.1:{self.metrics_port + 1}"
         self.log("controller_start", port=self.controller_port, failover=self.failover)
         ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
                                         "--ofp-tcp-listen-port", str(self.controller_port)],
@@ -280,6 +295,25 @@ class Cluster:
                       fh, indent=2)
         return path
 
+    def set_sync(self, args: str, nodes: list[str]) -> dict:
+        """Change the sync settings of ``nodes`` at run time ("mode=periodic interval=2"),
+        and of the cluster's sync config, so a node started later starts with them.
+        Return the settings in force; raise ValueError (one line) for a bad setting."""
+        settings = None
+        for name in nodes:  # the nodes are alike: a bad setting fails on the first
+            answer = self.ask(name, "set " + args)
+            if "error" in answer:
+                raise ValueError(answer["error"])
+            settings = answer["sync"]
+        if settings is not None and self.sync_config:
+            with open(self.sync_config, encoding="utf-8") as fh:
+                config = json.load(fh)
+            config["settings"].update(settings)
+            with open(self.sync_config, "w", encoding="utf-8") as fh:
+                json.dump(config, fh, indent=2)
+            self.log("sync_set", args=args, nodes=nodes)
+        return settings
+
     def start_node(self, name: str) -> Proc:
         """Start the firewall node process in host ``name`` and wait until it answers."""
         host = self.net[name]
@@ -295,6 +329,52 @@ class Cluster:
         self._died(proc)
         self.log("node_start", node=name, pid=proc.pid)
         return proc
+
+    def start_captures(self) -> None:
+        """tcpdump on what self.capture names, each into run_dir/pcap/NAME.pcap.
+
+        "sync" records what every node sends on the cluster network (its sync
+        link, outgoing only), so each message is in the capture once; the parts
+        are merged into sync.pcap when the cluster stops."""
+        if not self.capture:
+            return
+        folder = os.path.join(self.run_dir, "pcap")
+        os.makedirs(folder, exist_ok=True)
+        if shutil.which("tcpdump") is None:
+            raise SetupError("tcpdump not found: run 'make setup' to install it")
+        jobs = []
+        for what in self.capture:
+            if what == "sync":
+                if self.sync_config is None:
+                    raise SetupError("capture 'sync': this cluster has no cluster network "
+                                     "(set a sync mode or failover)")
+                jobs += [(f"sync-{n}", n, f"{n}-eth2", ["-Q", "out"]) for n in self.node_names()]
+                continue
+            host = what.split("-")[0]
+            if host not in self.net or what not in self.net[host].intfNames():
+                raise SetupError(f"capture {what!r}: no such interface (use 'sync' or a host "
+                                 "interface such as c1-eth0 or fw1-eth0)")
+            jobs.append((what, host, what, []))
+        for label, host, intf, extra in jobs:
+            proc = self.spawn(f"tcpdump-{label}", [
+                "tcpdump", "-i", intf, "-U", "-n", *extra,
+                "-w", os.path.join(folder, f"{label}.pcap")], host=self.net[host])
+            wait_until(lambda p=proc: "listening on" in p.log_tail() or self._died(p), 10,
+                       f"tcpdump on {intf}")
+        self.log("capture_start", capture=self.capture)
+
+    def merge_captures(self) -> None:
+        """Merge the per-node parts of the sync capture into pcap/sync.pcap."""
+        folder = os.path.join(self.run_dir, "pcap")
+        parts = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                       if f.startswith("sync-fw")) if os.path.isdir(folder) else []
+        if not parts or shutil.which("mergecap") is None:
+            return  # without mergecap the parts stay, one per node
+        done = subprocess.run(["mergecap", "-w", os.path.join(folder, "sync.pcap"), *parts],
+                              capture_output=True)
+        if done.returncode == 0:
+            for part in parts:
+                os.unlink(part)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until every running node has the state it must hold (bulk sync done)."""
@@ -370,6 +450,9 @@ class Cluster:
         """Stop every process, the network and the run's leftovers; never raises."""
         global _stopped_cleanly
         clean = True
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
         for name, proc in reversed(list(self.procs.items())):
             try:
                 code = proc.stop()
@@ -379,6 +462,8 @@ class Cluster:
                 self.log("process_stop_failed", name=name, error=str(err))
         self.procs.clear()
         kill_pidfiles(self.pids)
+        if self.capture:
+            self.merge_captures()
         if self.net is not None:
             try:
                 self.net.stop()
