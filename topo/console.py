@@ -30,7 +30,8 @@ from topo.procs import wait_until
 
 FILES = {"small.bin": 64 * 1024, "big.bin": 8 * 1024 * 1024}  # what the FTP servers offer
 CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "crash", "hang",
-                    "resume", "leave", "restart", "sync", "ftp", "downloads", "tcp", "metrics")
+                    "resume", "leave", "restart", "sync", "common", "ftp", "downloads", "tcp",
+                    "metrics")
 
 
 class ConsoleError(Exception):
@@ -42,7 +43,7 @@ class ClusterCLI(CLI):
 
     prompt = "fwcluster> "
 
-    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin, script=None,
+    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin,
                  metrics: str | None = None):
         self.cluster = cluster
         self.files = files  # name -> SHA-256 of what the FTP servers offer
@@ -54,12 +55,13 @@ class ClusterCLI(CLI):
         os.makedirs(self.work, exist_ok=True)
         self.ctl_events = os.path.join(cluster.run_dir, "controller.events.jsonl")
         self.ctl_seen = len(read_jsonl(self.ctl_events))
-        super().__init__(cluster.net, stdin=stdin, script=script)
+        super().__init__(cluster.net, stdin=stdin)
 
     # -- the loop ------------------------------------------------------------
     def preloop(self):
-        if not self.isatty():  # a script or a pipe: echo each command after the prompt
+        if not self.isatty():  # a script or a pipe: read it line by line, echo each command
             self.echo, self.prompt = self.prompt, ""
+            self.use_rawinput = False
         else:
             self.echo = None
 
@@ -347,6 +349,17 @@ class ClusterCLI(CLI):
         for name in up:
             print(f"{name}: {describe(self.ask(name, 'config')['sync'])}")
 
+    def do_common(self, line: str):
+        """common NODE NAME=VALUE: state every node needs (a VPN key, a login) made on NODE.
+
+        Unlike a connection, which goes only to the backup nodes, common state
+        goes to every node; 'counters NODE' on any node then counts it."""
+        args = self.words(line, 2, "common NODE NAME=VALUE")
+        if "=" not in args[1]:
+            raise ConsoleError("usage: common NODE NAME=VALUE")
+        self.ask(args[0], "common " + args[1])
+        print(f"{args[0]}: common state {args[1].split('=')[0]!r} set; it goes to every node")
+
     # -- traffic -----------------------------------------------------------
     def do_ftp(self, line: str):
         """ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [throttle=B/S] [timeout=S] [&]: download.
@@ -541,6 +554,10 @@ def main_console(args) -> int:
         print("Type 'help' for the commands, 'status' to begin; 'exit' stops the cluster.",
               flush=True)
         setLogLevel("output")  # Mininet's commands print their results at this level
-        ClusterCLI(cluster, files, script=args.script, metrics=cluster.metrics_url)
+        if args.script:
+            with open(args.script, encoding="utf-8") as script:
+                ClusterCLI(cluster, files, stdin=script, metrics=cluster.metrics_url)
+        else:
+            ClusterCLI(cluster, files, metrics=cluster.metrics_url)
         setLogLevel("error")
     return 0

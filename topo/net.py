@@ -357,7 +357,7 @@ class Cluster:
             jobs.append((what, host, what, []))
         for label, host, intf, extra in jobs:
             proc = self.spawn(f"tcpdump-{label}", [
-                "tcpdump", "-i", intf, "-U", "-n", *extra,
+                "tcpdump", "-i", intf, "-U", "-n", "-Z", "root", *extra,
                 "-w", os.path.join(folder, f"{label}.pcap")], host=self.net[host])
             wait_until(lambda p=proc: "listening on" in p.log_tail() or self._died(p), 10,
                        f"tcpdump on {intf}")
