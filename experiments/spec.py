@@ -40,7 +40,8 @@ DEFAULTS = {
                 "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
                 "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
                 "budget_bandwidth": 0.0, "budget_entries": 0, "delay": 0.0, "failover": "none",
-                "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto"},
+                "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto",
+                "capture": []},
     "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
                 "files": 4, "size_dist": "fixed", "concurrency": 4, "timeout": 3.0,
                 "throttle": 0, "pause_before_data": 0.0},
@@ -215,6 +216,14 @@ def validate(spec: dict, path: str = "<spec>") -> None:
          "cluster.latency_via must be auto (netem if the kernel has it), netem or node")
     need(cluster["latency_ms"] == 0 or cluster["sync"] != "none" or cluster["failover"] != "none",
          "cluster.latency_ms needs a cluster network: set cluster.sync (or failover)")
+    capture = cluster["capture"]
+    need(isinstance(capture, list) and all(
+        isinstance(c, str) and (c == "sync" or re.fullmatch(r"(c|srv|fw)\d+-eth\d", c))
+        for c in capture),
+        'cluster.capture must list "sync" and/or host interfaces such as "c1-eth0", '
+        '"fw2-eth1" (pcap files in each point\'s pcap/ folder)')
+    need("sync" not in capture or cluster["sync"] != "none" or cluster["failover"] != "none",
+         'cluster.capture "sync" needs a cluster network: set cluster.sync (or failover)')
     need(isinstance(spec["timeline"], list), "timeline must be a list of [[timeline]] tables")
     smallest = min(_ints(topo["nodes"]))
     for i, event in enumerate(spec["timeline"], 1):

@@ -43,6 +43,8 @@ def test_repetitions_get_their_own_seeds(tmp_path):
     ("[cluster]\nlatency_ms = 5", "needs a cluster network"),
     ("[cluster]\nsync = \"home\"\nlatency_ms = -1", "latency_ms"),
     ("[cluster]\nsync = \"home\"\nlatency_via = \"pigeon\"", "latency_via"),
+    ("[cluster]\nsync = \"ondemand\"\ncapture = [\"eth0\"]", "cluster.capture must list"),
+    ("[cluster]\ncapture = [\"sync\"]", "capture \"sync\" needs a cluster network"),
     ("topology = 3", "[topology] must be a table"),
     ("this is not toml", "not valid TOML"),
 ])

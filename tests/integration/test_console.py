@@ -1,0 +1,101 @@
+"""`make cli` in a terminal (tmux): the added commands work and bad input is survived."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import leftovers
+from topo.procs import wait_until
+
+pytestmark = pytest.mark.mininet
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Terminal:
+    """A tmux session running one command; type lines into it, read its screen."""
+
+    def __init__(self, name: str, command: str):
+        assert shutil.which("tmux"), "tmux is not installed: 'make setup' installs it"
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "250", "-y", "60",
+                        "-c", ROOT, f"{command}; echo CLI-EXITED=$?; sleep 600"], check=True)
+        subprocess.run(["tmux", "set-option", "-t", name, "history-limit", "50000"], check=True)
+
+    def screen(self) -> list[str]:
+        """Every line written so far (not the blank rows below the cursor)."""
+        lines = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-", "-t", self.name],
+                               capture_output=True, text=True).stdout.splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        return lines
+
+    def wait_for(self, text: str, timeout: float, since: int = 0) -> list[str]:
+        """The screen's lines from ``since`` once ``text`` shows among them."""
+        return wait_until(lambda: (lines := self.screen()[since:])
+                          and any(text in line for line in lines) and lines, timeout,
+                          f"{text!r} on the screen; it shows:\n" + "\n".join(self.screen()[-15:]))
+
+    def type(self, line: str, expect: str, timeout: float = 30) -> list[str]:
+        """Type ``line`` at the prompt; return what it printed once ``expect`` shows."""
+        since = len(self.screen())
+        self.wait_for("fwcluster> ", timeout, since - 1)  # the prompt is back
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", line], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+        return self.wait_for(expect, timeout, since)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
+    term = Terminal(f"fwc-cli-{os.getpid()}", f"make cli ARGS='--run-dir {tmp_path / 'cli'}'")
+    try:
+        term.wait_for("fwcluster> ", 300)  # 'make setup' runs first
+        assert "crash NODE" in "\n".join(term.type("help", "Mininet's own commands"))
+        assert any("SIGKILL" in line for line in term.type("help crash", "SIGKILL"))
+        # Bad input: one line each, and the cluster keeps running.
+        term.type("table fw9", "*** no firewall node 'fw9': the nodes are fw1, fw2, fw3")
+        term.type("sync bogus", "*** sync mode 'bogus' unknown")
+        term.type("sync interval=-1", "*** k must be >= 1, interval and rto > 0")
+        term.type("sync home", "*** mode home is chosen when the cluster starts")
+        term.type("ftp c9 PORT", "*** no client 'c9'")
+        term.type("ftp c1 FTPS", "*** ftp: 'FTPS' is not a mode")
+        term.type("resume fw1", "*** fw1 is not hung")
+        term.type("restart fw1", "*** fw1 is running")
+        term.type("frobnicate", "*** Unknown command: frobnicate")
+        status = term.type("status", "new flows go to")
+        assert sum(" running " in line for line in status) == 3
+        # The cluster commands.
+        term.type("sync periodic interval=0.5", "fw1, fw2, fw3: now mode periodic, interval 0.5 s")
+        term.type("sync ondemand", "now mode ondemand")
+        out = term.type("ftp c1 PORT count=2", "session(s):")
+        assert any("2 session(s): 2 ok, 0 failed" in line for line in out), out
+        term.type("table fw1", "connection(s) on fw1")
+        term.type("expectations fw2", "expectation(s) on fw2")
+        term.type("counters fw3", "sync: mode ondemand")
+        term.type("common fw1 vpn=k3y", "goes to every node")
+        watched = term.type("watch fw2 1 ftp c2 PASV count=3", "watch fw2:")
+        assert any("+ connection" in line for line in watched), watched
+        term.type("crash fw2", "controller: node down fw2")
+        term.type("status", "new flows go to: fw1, fw3")
+        out = term.type("ftp c1 EPSV count=2", "session(s):")
+        assert any("2 ok" in line for line in out), out
+        term.type("restart fw2", "controller: node up fw2")
+        term.type("hang fw3", "fw3 hung")
+        term.type("table fw3", "*** fw3 is hung")
+        term.type("resume fw3", "fw3 resumed")
+        term.type("leave fw3", "fw3 left the cluster")
+        term.type("restart fw3", "fw3 restarted")
+        term.type("ftp c2 PASV big throttle=4000000 &", "in the background")
+        term.type("downloads wait", "1 session(s): 1 ok")
+        term.type("tcp c1 srv2 1", "receiver")
+        term.type("c1 ping -c 1 srv1", "1 received")
+        assert sum(" running " in line for line in term.type("status", "new flows go to")) == 3
+        term.type("exit", "CLI-EXITED=0", timeout=60)
+    finally:
+        term.close()
+        if leftovers("none"):  # the CLI did not get to clean up: do it for it
+            subprocess.run(["mn", "-c"], capture_output=True)
+    assert leftovers("none") == []
