@@ -62,6 +62,12 @@ def format_stats(s: dict) -> str:
         lines.append("    rejected by reason:")
         lines += [f"      {k:<22}{v:>12}" for k, v in sorted(sync["rejected"].items())] or \
             ["      (none)"]
+    home = s.get("home")
+    if home:
+        lines += [f"  home-node forwarding: forward table {home['forward_table']} entries, "
+                  f"{home['pending_queries']} queries pending",
+                  f"    discovery ms: {home['discovery_ms'] or '(none yet)'}"]
+        lines += [f"    {k:<24}{v:>12}" for k, v in sorted(home["counters"].items())]
     return "\n".join(lines)
 
 

@@ -144,10 +144,13 @@ class ClusterCLI(CLI):
         """status: every node's process, sync mode, connections, copies and backup nodes.
 
         'own' counts the connections a node carries itself, 'copies' the ones it
-        holds for other nodes (it is their backup node). The last line says where
-        the switches send new flows (the controller follows the nodes' heartbeats)."""
+        holds for other nodes (it is their backup node), 'refused' the packets
+        that opened nothing (no rule, no state), 'held' the packets it held until
+        the state they created had reached the other nodes. The last line says
+        where the switches send new flows (the controller follows the nodes'
+        heartbeats)."""
         print(f"{'node':<6}{'process':<9}{'sync':<10}{'ready':<7}{'own':>5}{'copies':>8}"
-              f"{'expect':>8}{'refused':>9}  backed up by")
+              f"{'expect':>8}{'refused':>9}{'held':>6}  backed up by")
         for name in self.cluster.node_names():
             state = self.state(name)
             if state != "running":
@@ -159,7 +162,8 @@ class ClusterCLI(CLI):
             refused = s["drops"].get("policy", 0)  # openings the rules and state refused
             print(f"{name:<6}{state:<9}{sync.get('mode', 'none'):<10}"
                   f"{'yes' if sync.get('ready', True) else 'no':<7}{own:>5}"
-                  f"{sync.get('entries_backup', 0):>8}{s['expectations']:>8}{refused:>9}  "
+                  f"{sync.get('entries_backup', 0):>8}{s['expectations']:>8}{refused:>9}"
+                  f"{s['counters'].get('holds_completed', 0):>6}  "
                   f"{', '.join(sync.get('backup_nodes', [])) or '-'}")
         live = self.steered_to()
         print(f"new flows go to: {', '.join(live)}" if live is not None else
@@ -190,14 +194,16 @@ class ClusterCLI(CLI):
         print(format_stats(self.ask(name, "stats")))
 
     def do_watch(self, line: str):
-        """watch NODE [SECONDS] [COMMAND...]: print what appears on NODE as it happens.
+        """watch NODE|all [SECONDS] [COMMAND...]: print what appears on nodes as it happens.
 
         Connections and expectations that appear, change state or go, with the
-        time since the watch began, for SECONDS (default 3). A COMMAND after the
-        seconds runs while watching: 'watch fw2 2 ftp c1 PORT' shows a session's
-        state arriving on fw2 as the session opens."""
-        args = self.words(line, 1, "watch NODE [SECONDS] [COMMAND...]")
-        name = self.running(args[0])
+        time since the watch began, for SECONDS (default 3), on NODE or on every
+        running node ('all'). A COMMAND after the seconds runs while watching:
+        'watch all 2 ftp c1 PORT' shows a session open on one node and its copy
+        arrive on that node's backup node."""
+        args = self.words(line, 1, "watch NODE|all [SECONDS] [COMMAND...]")
+        names = ([n for n in self.cluster.node_names() if self.state(n) == "running"]
+                 if args[0] == "all" else [self.running(args[0])])
         seconds, rest = 3.0, args[1:]
         if rest:
             try:
@@ -207,23 +213,23 @@ class ClusterCLI(CLI):
         if not 0 < seconds <= 600:
             raise ConsoleError("watch: SECONDS must be more than 0 and at most 600")
         stop, start = threading.Event(), time.monotonic()
-        before = self.cluster.ask(name, "dump")
-        lines: list[str] = []
+        before = {name: self.cluster.ask(name, "dump") for name in names}
+        seen: list[str] = []
 
         def poll():
-            nonlocal before
             while not stop.is_set():
-                try:
-                    after = self.cluster.ask(name, "dump")
-                except (OSError, ValueError):
-                    print(f"[{name} +{time.monotonic() - start:.3f} s] no answer (down?)",
-                          flush=True)
-                    return
-                for change in changes(before, after):
-                    text = f"[{name} +{time.monotonic() - start:.3f} s] {change}"
-                    lines.append(text)
-                    print(text, flush=True)
-                before = after
+                for name in list(before):
+                    try:
+                        after = self.cluster.ask(name, "dump")
+                    except (OSError, ValueError):
+                        print(f"[{name} +{time.monotonic() - start:.3f} s] no answer (down?)",
+                              flush=True)
+                        del before[name]
+                        continue
+                    for change in changes(before[name], after):
+                        seen.append(change)
+                        print(f"[{name} +{time.monotonic() - start:.3f} s] {change}", flush=True)
+                    before[name] = after
                 stop.wait(0.01)
 
         watcher = threading.Thread(target=poll, daemon=True)
@@ -237,7 +243,7 @@ class ClusterCLI(CLI):
         finally:
             stop.set()
             watcher.join(2)
-        print(f"watch {name}: {len(lines)} change(s) in {time.monotonic() - start:.1f} s")
+        print(f"watch {args[0]}: {len(seen)} change(s) in {time.monotonic() - start:.1f} s")
 
     # -- breaking nodes ----------------------------------------------------
     def do_crash(self, line: str):
@@ -362,13 +368,15 @@ class ClusterCLI(CLI):
 
     # -- traffic -----------------------------------------------------------
     def do_ftp(self, line: str):
-        """ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [throttle=B/S] [timeout=S] [&]: download.
+        """ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [...] [&]: FTP downloads through the cluster.
 
         Opens N FTP sessions (default 1, at once) from CLIENT (c1, c2...) to SERVER
         (default srv1), each downloading FILE (small.bin, 64 KiB, or big.bin,
         8 MiB), announcing the data connection with MODE: PASV (default), EPSV,
         PORT or EPRT. throttle= reads at most B bytes a second (a long download
-        to crash a node under); timeout= is how long the client waits (default 3 s).
+        to crash a node under); timeout= is how long the client waits (default 3 s);
+        pause= waits S seconds between announcing the data connection and opening
+        it (time to see the expectation in 'watch' or 'expectations').
         Each session's line says how it ended and which nodes carried its control
         and data connections. With '&' they run in the background: 'downloads'."""
         client, plan, opts = self.ftp_plan(line)
@@ -380,9 +388,11 @@ class ClusterCLI(CLI):
         proc = self.cluster.spawn(f"ftp-{batch}", [
             sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path, "--out", out,
             "--concurrency", str(len(plan)), "--timeout", str(opts["timeout"]),
-            "--throttle", str(opts["throttle"])], host=self.mn[client])
+            "--throttle", str(opts["throttle"]), "--pause-before-data", str(opts["pause"])],
+            host=self.mn[client])
         size = FILES[plan[0]["file"]]
-        longest = opts["timeout"] * 4 + 5 + (size / opts["throttle"] if opts["throttle"] else 0)
+        longest = opts["timeout"] * 4 + 5 + opts["pause"] + (
+            size / opts["throttle"] if opts["throttle"] else 0)
         self.batches.append({"batch": batch, "proc": proc, "out": out, "n": len(plan),
                              "deadline": time.monotonic() + longest, "shown": False})
         if opts["background"]:
@@ -392,14 +402,15 @@ class ClusterCLI(CLI):
         self.finish(self.batches[-1])
 
     def ftp_plan(self, line: str) -> tuple[str, list[dict], dict]:
-        usage = "ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [throttle=B/S] [timeout=S] [&]"
+        usage = ("ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [throttle=B/S] [timeout=S] "
+                 "[pause=S] [&]")
         args = self.words(line, 1, usage)
         client = args[0]
         clients = [f"c{i}" for i in range(1, self.cluster.clients + 1)]
         if client not in clients:
             raise ConsoleError(f"no client {client!r}: the clients are {', '.join(clients)}")
         mode, server, name = "PASV", 1, "small.bin"
-        opts = {"count": 1, "throttle": 0.0, "timeout": 3.0, "background": False}
+        opts = {"count": 1, "throttle": 0.0, "timeout": 3.0, "pause": 0.0, "background": False}
         for arg in args[1:]:
             if arg == "&":
                 opts["background"] = True
@@ -421,9 +432,11 @@ class ClusterCLI(CLI):
             else:
                 raise ConsoleError(f"ftp: {arg!r} is not a mode ({', '.join(FTP_MODES)}), a "
                                    f"server, a file ({', '.join(FILES)}) or count=/throttle=/"
-                                   f"timeout=; usage: {usage}")
-        if not 1 <= opts["count"] <= 50 or opts["timeout"] <= 0 or opts["throttle"] < 0:
-            raise ConsoleError("ftp: count must be 1..50, timeout > 0 and throttle >= 0")
+                                   f"timeout=/pause=; usage: {usage}")
+        if not 1 <= opts["count"] <= 50 or opts["timeout"] <= 0 or opts["throttle"] < 0 \
+                or not 0 <= opts["pause"] <= 60:
+            raise ConsoleError("ftp: count must be 1..50, timeout > 0, throttle >= 0 and "
+                               "pause 0..60")
         plan = []
         for _ in range(opts["count"]):
             self.session_id += 1
@@ -441,7 +454,8 @@ class ClusterCLI(CLI):
         deadline = time.monotonic() + 2.0
         while True:
             known = attribute(records, self.node_events())
-            if all(r["control_node"] for r in known) or time.monotonic() > deadline:
+            if all(r["control_node"] and (r["data_node"] or not r.get("announced"))
+                   for r in known) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         for rec in sorted(known, key=lambda r: r["session"]):
@@ -506,6 +520,8 @@ class ClusterCLI(CLI):
 def describe(config: dict) -> str:
     """A node's sync settings in a line."""
     parts = [f"mode {config['mode']}"]
+    if config["mode"] == "none":
+        return "mode none (no state moves between the nodes)"
     if config["mode"] in ("periodic", "combined"):
         parts.append(f"interval {config['interval']:g} s ({config['periodic']})")
     parts.append(f"hold {'on' if config['hold'] else 'off'}")
@@ -525,7 +541,7 @@ def session_line(rec: dict) -> str:
         head += f"FAILED after {took:.2f} s ({rec['error'] or rec['outcome']})"
     data = rec["data_node"] or "?"
     refusals = rec.get("data_refusals", 0)
-    if rec["data_verdict"] == "refused":
+    if rec["data_verdict"] == "refused" and rec["outcome"] != "ok":
         data = f"{data} refused it ({refusals} packet(s))"
     elif refusals:
         data = f"{data} (after {refusals} refused packet(s))"
