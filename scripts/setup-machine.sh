@@ -24,7 +24,9 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+# SETUP_NO_START=1: install only (a container image build cannot start daemons;
+# the first make target run in the privileged container starts Open vSwitch).
+if [ "${SETUP_NO_START:-0}" != 1 ] && ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   echo "setup: starting Open vSwitch (userspace datapath where the kernel has no openvswitch module)"
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
   ovs-vsctl --timeout=5 show >/dev/null || {
