@@ -36,6 +36,18 @@ def format_expectation(x: dict) -> str:
             f"sport=0 dport={x['dport']} master=[{x['master']}] owner={x['owner']}")
 
 
+# What a dump lists, how one item prints, and what the items are called.
+LISTINGS = {"entries": (format_entry, "connections"),
+            "expectations": (format_expectation, "expectations")}
+
+
+def listing(dump: dict, what: str) -> tuple[list[str], str]:
+    """The lines of a dump's connections or expectations, and the line that counts them."""
+    fmt, noun = LISTINGS[what]
+    items = dump[what]
+    return [fmt(x) for x in items], f"{len(items)} {noun} on {dump['node']}"
+
+
 def format_stats(s: dict) -> str:
     """Counters, as conntrackd -s prints them."""
     lines = [f"node {s['node']} (pid {s.get('pid', '?')})",
@@ -141,16 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(data, indent=2))
     elif args.stats:
         print(format_stats(data))
-    elif args.expect:
-        for x in data["expectations"]:
-            print(format_expectation(x))
-        print(f"fw-inspect: {len(data['expectations'])} expectations on {data['node']}",
-              file=sys.stderr)
     else:
-        for e in data["entries"]:
-            print(format_entry(e))
-        print(f"fw-inspect: {len(data['entries'])} connections on {data['node']}",
-              file=sys.stderr)
+        lines, count = listing(data, "expectations" if args.expect else "entries")
+        for line in lines:
+            print(line)
+        print(f"fw-inspect: {count}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from mininet.cli import CLI
 from experiments.files import write_files
 from experiments.ftp_client import MODES as FTP_MODES
 from experiments.workload import attribute, read_jsonl, start_ftp_servers
-from nodes.inspect import changes, format_entry, format_expectation, format_stats
+from nodes.inspect import changes, format_stats, listing
 from topo.cluster import server_ip
 from topo.procs import wait_until
 
@@ -174,19 +175,16 @@ class ClusterCLI(CLI):
 
         owner= names the node that carries the connection; a line whose owner is
         another node is a copy this node holds as that node's backup."""
-        name = self.words(line, 1, "table NODE")[0]
-        entries = self.ask(name, "dump")["entries"]
-        for e in entries:
-            print(format_entry(e))
-        print(f"{len(entries)} connection(s) on {name}")
+        self.list_dump(line, "table", "entries")
 
     def do_expectations(self, line: str):
         """expectations NODE: the data connections the FTP code expects (conntrack -L expect)."""
-        name = self.words(line, 1, "expectations NODE")[0]
-        expect = self.ask(name, "dump")["expectations"]
-        for x in expect:
-            print(format_expectation(x))
-        print(f"{len(expect)} expectation(s) on {name}")
+        self.list_dump(line, "expectations", "expectations")
+
+    def list_dump(self, line: str, command: str, what: str) -> None:
+        name = self.words(line, 1, f"{command} NODE")[0]
+        lines, count = listing(self.ask(name, "dump"), what)
+        print("\n".join(lines + [count]))
 
     def do_counters(self, line: str):
         """counters NODE: packets, drops by reason, held packets, sync counters (conntrackd -s)."""
@@ -552,6 +550,12 @@ def main_console(args) -> int:
     """Bring the cluster up, serve FTP, run the CLI, take everything down."""
     from mininet.log import setLogLevel
     from topo.net import Cluster
+
+    def hang_up(signum, _frame):  # the terminal closed or someone stopped us: clean up
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGHUP, hang_up)
+    signal.signal(signal.SIGTERM, hang_up)
     run_dir = args.run_dir or os.path.join(
         "results", f"cli-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     sync = {"mode": args.sync} if args.sync != "none" else {}

@@ -51,6 +51,9 @@ class Terminal:
 
 def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
     term = Terminal(f"fwc-cli-{os.getpid()}", f"make cli ARGS='--run-dir {tmp_path / 'cli'}'")
+    ours = lambda: [l for l in subprocess.run(["ps", "-ewwo", "stat=,args="],  # noqa: E731
+                                              capture_output=True, text=True).stdout.splitlines()
+                    if str(tmp_path) in l and not l.startswith("Z")]
     try:
         term.wait_for("fwcluster> ", 300)  # 'make setup' runs first
         assert "crash NODE" in "\n".join(term.type("help", "Mininet's own commands"))
@@ -72,8 +75,8 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         term.type("sync ondemand", "now mode ondemand")
         out = term.type("ftp c1 PORT count=2", "session(s):")
         assert any("2 session(s): 2 ok, 0 failed" in line for line in out), out
-        term.type("table fw1", "connection(s) on fw1")
-        term.type("expectations fw2", "expectation(s) on fw2")
+        term.type("table fw1", "connections on fw1")
+        term.type("expectations fw2", "expectations on fw2")
         term.type("counters fw3", "sync: mode ondemand")
         term.type("common fw1 vpn=k3y", "goes to every node")
         watched = term.type("watch fw2 1 ftp c2 PASV count=3", "watch fw2:")
@@ -95,7 +98,23 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         assert sum(" running " in line for line in term.type("status", "new flows go to")) == 3
         term.type("exit", "CLI-EXITED=0", timeout=60)
     finally:
-        term.close()
+        term.close()  # a hang-up: the CLI stops its cluster also when the test failed
+        wait_until(lambda: not ours(), 30, "the CLI's processes to stop")
         if leftovers("none"):  # the CLI did not get to clean up: do it for it
             subprocess.run(["mn", "-c"], capture_output=True)
-    assert leftovers("none") == []
+    assert leftovers("none") == [] and ours() == []
+
+
+def test_closing_the_terminal_stops_the_cluster(tmp_path):
+    """A student closes the window: the hang-up must take the cluster down with it."""
+    term = Terminal(f"fwc-hup-{os.getpid()}", f"make cli ARGS='--run-dir {tmp_path / 'cli'}'")
+    ours = lambda: [l for l in subprocess.run(["ps", "-ewwo", "stat=,args="],  # noqa: E731
+                                              capture_output=True, text=True).stdout.splitlines()
+                    if str(tmp_path) in l and "nodes.node" in l and not l.startswith("Z")]
+    try:
+        term.wait_for("fwcluster> ", 300)
+        assert len(ours()) == 3
+    finally:
+        term.close()
+    wait_until(lambda: not ours(), 30, "the nodes to stop after the hang-up")
+    wait_until(lambda: not leftovers("none"), 30, "the network to go")
