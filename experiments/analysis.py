@@ -19,7 +19,7 @@ import statistics
 from collections import defaultdict
 
 from experiments.plot import STYLE, plt, save
-from experiments.workload import attribute, read_jsonl
+from experiments.workload import attribute, node_events, read_jsonl
 from nodes import syncproto as sp
 from nodes.engine import percentiles
 
@@ -73,9 +73,7 @@ def load_points(exp_dir: str) -> list[dict]:
         p = _json(path)
         p["dir"] = d
         p["spec"] = _json(os.path.join(d, "spec.resolved.json"), {})
-        node_events = [e for f in sorted(glob.glob(os.path.join(d, "fw*.events.jsonl")))
-                       for e in read_jsonl(f)]
-        p["records"] = attribute(read_jsonl(os.path.join(d, "sessions.jsonl")), node_events)
+        p["records"] = attribute(read_jsonl(os.path.join(d, "sessions.jsonl")), node_events(d))
         p["stats"] = _json(os.path.join(d, "stats.json"), {})
         p["raw"] = _json(os.path.join(d, "raw.json"), {})
         p["events"] = read_jsonl(os.path.join(d, "events.jsonl"))

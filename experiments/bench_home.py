@@ -30,12 +30,11 @@ kernel has it, else the nodes' delay line). Figures, per latency:
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
 
-from experiments.workload import read_jsonl
+from experiments.workload import node_events, read_jsonl
 from nodes import syncproto as sp
 from nodes.engine import percentiles
 from topo.cluster import server_ip
@@ -100,8 +99,7 @@ def _run(out_dir: str, steering: str, latency: float, seconds: float) -> dict:
         json.dump({"before": before, "after_probe": after_probe, "before_bulk": start,
                    "after_bulk": after_bulk, "downloads": attempt + 1}, fh, indent=2)
     connections = read_jsonl(results)
-    learned = [e for p in glob.glob(os.path.join(run_dir, "fw*.events.jsonl"))
-               for e in read_jsonl(p) if e["event"] == "home_learned"]
+    learned = [e for e in node_events(run_dir) if e["event"] == "home_learned"]
     forwarded_ports = {port for e in learned for port in _ports(e["key"])}
     return {"connections": connections, "learned": learned, "forwarded_ports": forwarded_ports,
             "probe_cost": _cost(before, after_probe), "bulk_cost": _cost(start, after_bulk),

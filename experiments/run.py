@@ -9,7 +9,6 @@ counters, every process's log and the per-session raw data; then
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import platform
@@ -22,7 +21,7 @@ from importlib import metadata
 from experiments import fidelity
 from experiments import spec as specs
 from experiments.timeline import Timeline
-from experiments.workload import attribute, read_jsonl, run_ftp
+from experiments.workload import attribute, node_events, run_ftp
 from topo.cluster import datapath
 from topo.net import Cluster, EventLog
 
@@ -159,9 +158,7 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
     for name, data in (("stats.json", stats), ("raw.json", raw)):
         with open(os.path.join(out, name), "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2)
-    node_events = [ev for path in sorted(glob.glob(os.path.join(out, "fw*.events.jsonl")))
-                   for ev in read_jsonl(path)]
-    records = attribute(records, node_events)
+    records = attribute(records, node_events(out))
     for rec in records:
         rec.update(point=point.name, nodes=topo["nodes"], repetition=point.repetition,
                    variant=point.variant)

@@ -5,6 +5,7 @@ connection, read from the nodes' own event logs (new / drop events).
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
@@ -48,6 +49,25 @@ def start_ftp_servers(cluster, root: str) -> list:
     return servers
 
 
+def start_ftp_client(cluster, name: str, client: str, plan: list[dict], plan_path: str,
+                     out: str, concurrency: int, timeout: float, throttle: float = 0.0,
+                     pause: float = 0.0):
+    """An FTP client process in host ``client`` running the sessions of ``plan``
+    (written to ``plan_path``), ``concurrency`` at once; one JSON line a session to ``out``."""
+    with open(plan_path, "w", encoding="utf-8") as fh:
+        json.dump(plan, fh, indent=1)
+    return cluster.spawn(name, [
+        sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path,
+        "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout),
+        "--throttle", str(throttle), "--pause-before-data", str(pause)],
+        host=cluster.net[client])
+
+
+def session_time(timeout: float, size: int, throttle: float = 0.0, pause: float = 0.0) -> float:
+    """The longest one session may take: a few timeouts, its pause, its transfer."""
+    return timeout * 4 + pause + size / 1e6 + (size / throttle if throttle else 0)
+
+
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
             progress=None, throttle: float = 0.0, size_dist: str = "fixed",
@@ -59,23 +79,15 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
     servers = start_ftp_servers(cluster, root)
     plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed)
     out = os.path.join(out_dir, "sessions.raw.jsonl")
-    clients = []
-    for c, items in plan.items():
-        if not items:
-            continue
-        plan_path = os.path.join(out_dir, f"plan-c{c}.json")
-        with open(plan_path, "w", encoding="utf-8") as fh:
-            json.dump(items, fh, indent=1)
-        clients.append(cluster.spawn(f"ftp-c{c}", [
-            sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path,
-            "--out", out, "--concurrency", str(concurrency), "--timeout", str(timeout),
-            "--throttle", str(throttle), "--pause-before-data", str(pause_before_data)],
-            host=cluster.net[f"c{c}"]))
+    clients = [start_ftp_client(cluster, f"ftp-c{c}", f"c{c}", items,
+                                os.path.join(out_dir, f"plan-c{c}.json"), out, concurrency,
+                                timeout, throttle, pause_before_data)
+               for c, items in plan.items() if items]
     cluster.log("ftp_clients_start", sessions=sessions)
     # Each session ends by itself within a few timeouts; allow for the slowest client.
     per_client = max(len(items) for items in plan.values())
-    per_session = timeout * 4 + pause_before_data + largest / 1e6 + (largest / throttle if throttle else 0)
-    deadline = time.monotonic() + 30 + per_client * per_session
+    deadline = time.monotonic() + 30 + per_client * session_time(timeout, largest, throttle,
+                                                                  pause_before_data)
     while any(p.alive() for p in clients):
         if progress:
             progress(_count_lines(out), sessions)
@@ -103,6 +115,24 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def node_events(folder: str) -> list[dict]:
+    """Every firewall node's events in a run folder (its fw*.events.jsonl files)."""
+    return [ev for path in sorted(glob.glob(os.path.join(folder, "fw*.events.jsonl")))
+            for ev in read_jsonl(path)]
+
+
+def attributed(records: list[dict], folder: str, timeout: float = 2.0) -> list[dict]:
+    """``attribute`` over the nodes' events in ``folder``, once they hold these sessions'
+    connections (nodes write their events twice a second), or as known at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = attribute(records, node_events(folder))
+        if all(r["control_node"] and (r["data_node"] or not r.get("announced")) for r in done) \
+                or time.monotonic() >= deadline:
+            return done
+        time.sleep(0.1)
 
 
 def _parse_key(text: str) -> tuple | None:

@@ -13,7 +13,6 @@ shell: it asks the nodes over their control sockets and the Cluster to act.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -24,7 +23,8 @@ from mininet.cli import CLI
 
 from experiments.files import write_files
 from experiments.ftp_client import MODES as FTP_MODES
-from experiments.workload import attribute, read_jsonl, start_ftp_servers
+from experiments.workload import (attributed, read_jsonl, session_time,
+                                  start_ftp_client, start_ftp_servers)
 from nodes.inspect import changes, format_stats, listing
 from topo.cluster import server_ip
 from topo.procs import wait_until
@@ -44,14 +44,11 @@ class ClusterCLI(CLI):
 
     prompt = "fwcluster> "
 
-    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin,
-                 metrics: str | None = None):
+    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin):
         self.cluster = cluster
         self.files = files  # name -> SHA-256 of what the FTP servers offer
-        self.hung: set[str] = set()
         self.batches: list[dict] = []  # FTP sessions started with '&'
         self.session_id = 0
-        self.metrics = metrics
         self.work = os.path.join(cluster.run_dir, "cli")
         os.makedirs(self.work, exist_ok=True)
         self.ctl_events = os.path.join(cluster.run_dir, "controller.events.jsonl")
@@ -115,14 +112,14 @@ class ClusterCLI(CLI):
     def running(self, name: str) -> str:
         """A node whose process runs and answers (not crashed, left or hung)."""
         self.node(name)
-        if name in self.hung:
+        if name in self.cluster.hung:
             raise ConsoleError(f"{name} is hung and answers nothing: 'resume {name}' first")
         if name not in self.cluster.procs:
             raise ConsoleError(f"{name} is not running (crashed or left): 'restart {name}'")
         return name
 
     def state(self, name: str) -> str:
-        if name in self.hung:
+        if name in self.cluster.hung:
             return "hung"
         proc = self.cluster.procs.get(name)
         return "running" if proc is not None and proc.alive() else "down"
@@ -253,7 +250,6 @@ class ClusterCLI(CLI):
         name = self.node(self.words(line, 1, "crash NODE")[0])
         if name not in self.cluster.procs:
             raise ConsoleError(f"{name} is not running: 'restart {name}' brings it back")
-        self.hung.discard(name)
         self.cluster.crash_node(name)
         print(f"{name} crashed")
         self.report_membership()
@@ -264,17 +260,15 @@ class ClusterCLI(CLI):
         Its peers cannot tell it from a crash; 'resume NODE' wakes it."""
         name = self.running(self.words(line, 1, "hang NODE")[0])
         self.cluster.hang_node(name)
-        self.hung.add(name)
         print(f"{name} hung (SIGSTOP)")
         self.report_membership()
 
     def do_resume(self, line: str):
         """resume NODE: wake a hung node (SIGCONT); it finds out what it missed."""
         name = self.node(self.words(line, 1, "resume NODE")[0])
-        if name not in self.hung:
+        if name not in self.cluster.hung:
             raise ConsoleError(f"{name} is not hung (hang it first with 'hang {name}')")
         self.cluster.resume_node(name)
-        self.hung.discard(name)
         print(f"{name} resumed (SIGCONT)")
         self.report_membership()
 
@@ -380,17 +374,11 @@ class ClusterCLI(CLI):
         client, plan, opts = self.ftp_plan(line)
         batch = len(self.batches) + 1
         out = os.path.join(self.work, f"ftp-{batch}.jsonl")
-        plan_path = os.path.join(self.work, f"ftp-{batch}.plan.json")
-        with open(plan_path, "w", encoding="utf-8") as fh:
-            json.dump(plan, fh)
-        proc = self.cluster.spawn(f"ftp-{batch}", [
-            sys.executable, "-m", "experiments.ftp_client", "--plan", plan_path, "--out", out,
-            "--concurrency", str(len(plan)), "--timeout", str(opts["timeout"]),
-            "--throttle", str(opts["throttle"]), "--pause-before-data", str(opts["pause"])],
-            host=self.mn[client])
-        size = FILES[plan[0]["file"]]
-        longest = opts["timeout"] * 4 + 5 + opts["pause"] + (
-            size / opts["throttle"] if opts["throttle"] else 0)
+        proc = start_ftp_client(self.cluster, f"ftp-{batch}", client, plan,
+                                os.path.join(self.work, f"ftp-{batch}.plan.json"), out,
+                                len(plan), opts["timeout"], opts["throttle"], opts["pause"])
+        longest = 5 + session_time(opts["timeout"], FILES[plan[0]["file"]], opts["throttle"],
+                                   opts["pause"])
         self.batches.append({"batch": batch, "proc": proc, "out": out, "n": len(plan),
                              "deadline": time.monotonic() + longest, "shown": False})
         if opts["background"]:
@@ -447,15 +435,7 @@ class ClusterCLI(CLI):
         wait_until(lambda: not batch["proc"].alive() or time.monotonic() > batch["deadline"],
                    max(1.0, batch["deadline"] - time.monotonic() + 1), "the FTP client")
         batch["proc"].stop()
-        records = read_jsonl(batch["out"])
-        # The nodes write their events every half second: wait for this batch's.
-        deadline = time.monotonic() + 2.0
-        while True:
-            known = attribute(records, self.node_events())
-            if all(r["control_node"] and (r["data_node"] or not r.get("announced"))
-                   for r in known) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        known = attributed(read_jsonl(batch["out"]), self.cluster.run_dir)
         for rec in sorted(known, key=lambda r: r["session"]):
             print(session_line(rec))
         ok = sum(r["outcome"] == "ok" for r in known)
@@ -463,10 +443,6 @@ class ClusterCLI(CLI):
         print(f"{len(known)} session(s): {ok} ok, {len(known) - ok} failed"
               + (f", {missing} did not report (client stopped)" if missing else ""))
         batch["shown"] = True
-
-    def node_events(self) -> list[dict]:
-        return [ev for name in self.cluster.node_names()
-                for ev in read_jsonl(os.path.join(self.cluster.run_dir, f"{name}.events.jsonl"))]
 
     def do_downloads(self, line: str):
         """downloads [wait]: how the background FTP sessions (ftp ... &) are doing.
@@ -510,16 +486,16 @@ class ClusterCLI(CLI):
 
     def do_metrics(self, _line: str):
         """metrics: where the Prometheus metrics of the nodes and the controller are served."""
-        if not self.metrics:
+        if not self.cluster.metrics_url:
             raise ConsoleError("metrics are off: start with 'make cli ARGS=--metrics-port=9810'")
-        print(self.metrics)
+        print(self.cluster.metrics_url)
 
 
 def describe(config: dict) -> str:
     """A node's sync settings in a line."""
-    parts = [f"mode {config['mode']}"]
     if config["mode"] == "none":
         return "mode none (no state moves between the nodes)"
+    parts = [f"mode {config['mode']}"]
     if config["mode"] in ("periodic", "combined"):
         parts.append(f"interval {config['interval']:g} s ({config['periodic']})")
     parts.append(f"hold {'on' if config['hold'] else 'off'}")
@@ -576,8 +552,8 @@ def main_console(args) -> int:
         setLogLevel("output")  # Mininet's commands print their results at this level
         if args.script:
             with open(args.script, encoding="utf-8") as script:
-                ClusterCLI(cluster, files, stdin=script, metrics=cluster.metrics_url)
+                ClusterCLI(cluster, files, stdin=script)
         else:
-            ClusterCLI(cluster, files, metrics=cluster.metrics_url)
+            ClusterCLI(cluster, files)
         setLogLevel("error")
     return 0

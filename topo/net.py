@@ -149,6 +149,7 @@ class Cluster:
         self.logs = os.path.join(self.run_dir, "logs")
         self.pids = os.path.join(RUN_ROOT, self.run_id, "pids")
         self.procs: dict[str, Proc] = {}
+        self.hung: set[str] = set()  # nodes stopped by hang_node, not yet resumed
         self.net = None
         self.sync_config = None
         self.datapath = datapath()
@@ -386,6 +387,7 @@ class Cluster:
     def crash_node(self, name: str) -> None:
         """Fault: SIGKILL the node's process (it leaves nothing behind but its state)."""
         proc = self.procs.pop(name)
+        self.hung.discard(name)  # a stopped process dies of SIGKILL too
         self.log("fault_crash", node=name, pid=proc.pid)
         proc.popen.kill()
         proc.stop()
@@ -394,11 +396,13 @@ class Cluster:
         """Fault: SIGSTOP the node's process (alive but silent)."""
         self.log("fault_hang", node=name)
         os.kill(self.procs[name].pid, signal.SIGSTOP)
+        self.hung.add(name)
 
     def resume_node(self, name: str) -> None:
         """Undo hang_node: SIGCONT."""
         self.log("fault_resume", node=name)
         os.kill(self.procs[name].pid, signal.SIGCONT)
+        self.hung.discard(name)
 
     def leave_node(self, name: str) -> None:
         """Fault: graceful leave (SIGTERM: the node says goodbye and stops)."""
@@ -485,11 +489,13 @@ class Cluster:
         """Append every running node's counters, with the time, to snapshots.jsonl."""
         record = {"t": round(time.time(), 6), "nodes": {}}
         for node in self.node_names():
-            if node in self.procs:
+            if node in self.hung:
+                record["nodes"][node] = None  # it would not answer: do not wait for it
+            elif node in self.procs:
                 try:
                     record["nodes"][node] = self.ask(node, "stats")
                 except (OSError, ValueError):
-                    record["nodes"][node] = None  # hung or gone
+                    record["nodes"][node] = None  # gone
         with open(os.path.join(self.run_dir, "snapshots.jsonl"), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 

@@ -1,11 +1,10 @@
 """A real cluster under Mininet: FTP through it, screening, steering, cleanup."""
-import glob
 import os
 import subprocess
 
 import pytest
 
-from experiments.workload import attribute, read_jsonl, run_ftp
+from experiments.workload import attribute, node_events, run_ftp
 from tests.integration.conftest import leftovers
 from topo.cluster import client_ip, client_mac, server_ip, server_mac
 from topo.procs import wait_until
@@ -16,17 +15,13 @@ MODES = ["PASV", "EPSV", "PORT", "EPRT"]
 
 def ftp(cluster, sessions: int, seed: int = 1) -> list[dict]:
     records = run_ftp(cluster, cluster.run_dir, sessions, MODES, 65536, 2, 4, 3.0, seed)
-    events = [e for p in glob.glob(os.path.join(cluster.run_dir, "fw*.events.jsonl"))
-              for e in read_jsonl(p)]
-    return records, events
+    return records, node_events(cluster.run_dir)
 
 
 def flushed_events(cluster, records):
     """Node events, read once every node has flushed (they flush twice a second)."""
     def ready():
-        events = [e for p in glob.glob(os.path.join(cluster.run_dir, "fw*.events.jsonl"))
-                  for e in read_jsonl(p)]
-        done = attribute(records, events)
+        done = attribute(records, node_events(cluster.run_dir))
         return done if all(r["control_node"] for r in done) else None
     return wait_until(ready, 5, "the nodes to write their events")
 
