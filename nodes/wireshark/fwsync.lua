@@ -70,11 +70,16 @@ for _, field in pairs(f) do table.insert(p.fields, field) end
 
 local eth = Dissector.get("eth_withoutfcs")
 
--- A connection key (13 bytes): proto, src, sport, dst, dport.
-local function key(tree, buf, label)
-  local t = tree:add(label, buf(0, 13))
+-- The five fields of a connection key (13 bytes): proto, src, sport, dst, dport.
+local function five(t, buf)
   t:add(f.proto, buf(0, 1)); t:add(f.src, buf(1, 4)); t:add(f.sport, buf(5, 2))
   t:add(f.dst, buf(7, 4)); t:add(f.dport, buf(11, 2))
+end
+
+-- A connection key as a subtree of its own (a master connection, a home's connection).
+local function key(tree, buf, label)
+  local t = tree:add(label, buf(0, 13))
+  five(t, buf)
   t:append_text(string.format(" %s %s:%d -> %s:%d", protos[buf(0, 1):uint()] or buf(0, 1):uint(),
     tostring(buf(1, 4):ipv4()), buf(5, 2):uint(), tostring(buf(7, 4):ipv4()), buf(11, 2):uint()))
 end
@@ -87,14 +92,12 @@ local function record(tree, buf)
   if len == 0 then return rtype, 3 end
   local v = buf(3, len)
   if rtype == 1 then          -- ENTRY
-    t:add(f.proto, v(0, 1)); t:add(f.src, v(1, 4)); t:add(f.sport, v(5, 2))
-    t:add(f.dst, v(7, 4)); t:add(f.dport, v(11, 2)); t:add(f.state, v(13, 1))
+    five(t, v); t:add(f.state, v(13, 1))
     t:add(f.owner, v(14, 2)); t:add(f.timeout, v(16, 4))
     local ft = t:add(f.flags, v(20, 1)); ft:add(f.f_ftp, v(20, 1)); ft:add(f.f_rel, v(20, 1))
     if len >= 34 then key(t, v(21, 13), f.master) end
   elseif rtype == 2 then      -- ENTRY_DEL
-    t:add(f.proto, v(0, 1)); t:add(f.src, v(1, 4)); t:add(f.sport, v(5, 2))
-    t:add(f.dst, v(7, 4)); t:add(f.dport, v(11, 2)); t:add(f.owner, v(13, 2))
+    five(t, v); t:add(f.owner, v(13, 2))
   elseif rtype == 3 or rtype == 4 then  -- EXPECT, EXPECT_DEL
     t:add(f.proto, v(0, 1)); t:add(f.src, v(1, 4)); t:add(f.dst, v(5, 4))
     t:add(f.dport, v(9, 2)); t:add(f.owner, v(11, 2))
