@@ -527,8 +527,25 @@ def main_console(args) -> int:
     from mininet.log import setLogLevel
     from topo.net import Cluster
 
-    def hang_up(signum, _frame):  # the terminal closed or someone stopped us: clean up
-        raise SystemExit(128 + signum)
+    stopping = []  # set once the cluster is being taken down: nothing may interrupt that
+
+    def hang_up(signum, _frame):
+        """The terminal closed or someone stopped us: leave the CLI, which takes the
+        cluster down, and write nothing more to a terminal that is gone."""
+        in_cli = not stopping
+        calm_down()
+        if signum == signal.SIGHUP:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, sys.stdout.fileno())
+            os.dup2(quiet, sys.stderr.fileno())
+        if in_cli:
+            raise SystemExit(128 + signum)
+
+    def calm_down():
+        """From here on, SIGHUP and SIGTERM wait for the cleanup instead of cutting it."""
+        stopping.append(True)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     signal.signal(signal.SIGHUP, hang_up)
     signal.signal(signal.SIGTERM, hang_up)
@@ -550,10 +567,15 @@ def main_console(args) -> int:
         print("Type 'help' for the commands, 'status' to begin; 'exit' stops the cluster.",
               flush=True)
         setLogLevel("output")  # Mininet's commands print their results at this level
-        if args.script:
-            with open(args.script, encoding="utf-8") as script:
-                ClusterCLI(cluster, files, stdin=script)
-        else:
-            ClusterCLI(cluster, files)
-        setLogLevel("error")
+        try:
+            if args.script:
+                with open(args.script, encoding="utf-8") as script:
+                    ClusterCLI(cluster, files, stdin=script)
+            else:
+                ClusterCLI(cluster, files)
+        finally:
+            # The CLI may also end by a closed terminal (EOF, or a write that fails) with
+            # the hang-up signal still on its way: it must not cut the cleanup short.
+            calm_down()
+            setLogLevel("error")  # the cluster stops quietly
     return 0

@@ -1,5 +1,6 @@
 """`make cli` in a terminal (tmux): the added commands work and bad input is survived."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -116,5 +117,11 @@ def test_closing_the_terminal_stops_the_cluster(tmp_path):
         assert len(ours()) == 3
     finally:
         term.close()
-    wait_until(lambda: not ours(), 30, "the nodes to stop after the hang-up")
-    wait_until(lambda: not leftovers("none"), 30, "the network to go")
+    try:
+        wait_until(lambda: not ours(), 30, "the nodes to stop after the hang-up")
+        wait_until(lambda: not leftovers("none"), 30, "the network to go")
+    finally:  # if the CLI failed to, clean up here, or the next tests inherit its network
+        if ours():
+            subprocess.run(["pkill", "-KILL", "-f", re.escape(str(tmp_path))], capture_output=True)
+        if leftovers("none"):
+            subprocess.run(["mn", "-c"], capture_output=True)
