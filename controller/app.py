@@ -29,7 +29,7 @@ from ryu.lib import hub
 from ryu.ofproto import nicira_ext, ofproto_v1_3
 
 from controller.steering import COOKIE, TABLE_BUCKETS, ClusterSpec, FlowSpec, Steering
-from nodes.metrics import controller_families, exposition
+from nodes.observe.metrics import controller_families, exposition
 
 
 def flow_mod(datapath, spec: FlowSpec):
@@ -81,7 +81,7 @@ class ClusterSteering(app_manager.RyuApp):
         self.counters: Counter = Counter()  # node_down, node_up, buckets_moved, flow_mods
         self.heartbeats: Counter = Counter()  # by node
         if os.environ.get("FWCLUSTER_METRICS"):  # host:port for Prometheus, as Faucet does
-            from topo.exporter import serve_metrics
+            from nodes.observe.exporter import serve_metrics
             host, _, port = os.environ["FWCLUSTER_METRICS"].rpartition(":")
             serve_metrics(int(port), self.metrics, host or "127.0.0.1")
         self.logger.info("steering %d nodes over %d buckets on %d switches, failover %s",

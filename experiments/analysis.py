@@ -21,7 +21,7 @@ from collections import defaultdict
 from experiments.plot import STYLE, plt, save
 from experiments.workload import attribute, node_events, read_jsonl
 from nodes import syncproto as sp
-from nodes.engine import percentiles
+from nodes.samples import percentiles
 
 MIN_REPETITIONS = 5  # a verdict needs at least this many seeded repetitions per configuration
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -519,7 +519,7 @@ def rejoin(points: list[dict], exp_dir: str) -> dict:
 def cluster_bytes(p: dict) -> float:
     """Bytes on the cluster network for state (sync) or for forwarding (home), with their
     headers; heartbeats, which both pay, are left out."""
-    messages = sum(sync_counter(p, name) for name in ("messages_sent", "ack_sent",
+    messages = sum(sync_counter(p, name) for name in ("messages_sent", "acks_sent",
                                                       "retransmissions"))
     messages += sync_counter(p, "cluster_messages_sent", "home")
     return (sync_bytes(p) + sync_counter(p, "cluster_bytes_sent", "home")

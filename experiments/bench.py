@@ -21,11 +21,11 @@ import sys
 import tempfile
 import time
 
+from topo.addresses import offload_args
 from topo.procs import Proc, wait_until
 
 NS = ("fwb-a", "fwb-fw", "fwb-b")
 ADDR_A, ADDR_B = "10.9.0.1", "10.9.0.2"
-OFFLOADS = ("tx", "rx", "tso", "gso", "gro")
 RULES = f"{ADDR_A} {ADDR_B} tcp 5201 accept\n{ADDR_A} {ADDR_B} udp 5201 accept\n"
 NODE_CPU, TRAFFIC_CPU = "1", "0"
 
@@ -51,7 +51,7 @@ def build() -> None:
        "netns", "fwb-b")
     for ns, intf, addr in (("fwb-a", "a0", ADDR_A), ("fwb-b", "b0", ADDR_B),
                            ("fwb-fw", "fwa", None), ("fwb-fw", "fwb", None)):
-        sh("ethtool", "-K", intf, *[x for o in OFFLOADS for x in (o, "off")], ns=ns)
+        sh(*offload_args(intf), ns=ns)
         sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=ns)
         if addr:
             sh("ip", "addr", "add", f"{addr}/24", "dev", intf, ns=ns)
@@ -131,7 +131,7 @@ def through_node(rules: str, out_dir: str, seconds: float, variant: str) -> tupl
     """TCP bit rate and UDP result through one node process on its own core."""
     sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")
     cmd = ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", NODE_CPU, sys.executable, "-m",
-           "nodes.node", "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
+           "nodes.shell.node", "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
            "--rules", rules, "--control", sock] + (["--no-ring"] if variant == "socket" else [])
     node = Proc(f"fw-bench-{variant}", cmd, os.path.join(out_dir, f"fw-bench-{variant}.log"))
     try:

@@ -24,8 +24,8 @@ import sys
 import time
 
 from experiments.workload import read_jsonl
-from nodes.engine import percentiles
-from topo.cluster import server_ip
+from nodes.samples import percentiles
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 CRASHES = 20

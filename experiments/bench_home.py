@@ -36,8 +36,8 @@ import sys
 
 from experiments.workload import node_events, read_jsonl
 from nodes import syncproto as sp
-from nodes.engine import percentiles
-from topo.cluster import server_ip
+from nodes.samples import percentiles
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 LATENCIES = (0.0, 0.010)  # one way, seconds: same room, and ~1000 km of fibre apart

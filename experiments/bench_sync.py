@@ -21,7 +21,8 @@ import time
 import tracemalloc
 
 from nodes.conntrack import ConnectionTable
-from nodes.control import ask
+from nodes.observe.client import ask
+from topo.addresses import offload_args
 from topo.procs import Proc, wait_until
 
 N_ENTRIES = 100_000
@@ -50,9 +51,9 @@ def sync_memory(seconds: float, out_dir: str) -> dict:
 
 def sync_bulk(seconds: float, out_dir: str) -> dict:
     """100k entries to a joining backup node, in process."""
-    from nodes.sync import SyncConfig, SyncEngine
+    from nodes.sync import SyncSettings, SyncEngine
     key = os.urandom(32)
-    config = SyncConfig(mode="ondemand", bulk_timeout=60.0)
+    config = SyncSettings(mode="ondemand", bulk_timeout=60.0)
     t1, t2 = ConnectionTable(), ConnectionTable()
     a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
     for k in _keys(N_ENTRIES):
@@ -95,8 +96,7 @@ def _teardown() -> None:
 def _veth(a: str, ns_a: str, b: str, ns_b: str) -> None:
     _sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
     for ns, intf in ((ns_a, a), (ns_b, b)):
-        _sh("ethtool", "-K", intf, "tx", "off", "rx", "off", "tso", "off", "gso", "off",
-            "gro", "off", ns=ns)
+        _sh(*offload_args(intf), ns=ns)
         _sh("ip", "link", "set", intf, "up", ns=ns)
 
 
@@ -163,7 +163,7 @@ def sync_lag(seconds: float, out_dir: str) -> dict:
                                     ("fw2", "fws-n2", "n2o", "n2i", "0")):
             socks[name] = os.path.join(tmp, f"{name}.sock")
             procs.append(Proc(name, ["ip", "netns", "exec", ns, "taskset", "-c", cpu,
-                                     sys.executable, "-m", "nodes.node", "--name", name,
+                                     sys.executable, "-m", "nodes.shell.node", "--name", name,
                                      "--outside", o, "--inside", i, "--rules", rules,
                                      "--control", socks[name], "--sync-config", config],
                               os.path.join(out_dir, f"sync-bench-{name}.log")))

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.sync == "home" and args.failover == "none":
                 raise specs.SpecError("mode home needs the cluster network: drop --failover none")
             args.capture = [c for c in args.capture.split(",") if c]
-            from topo.console import main_console
+            from experiments.console import main_console
             return main_console(args)
         elif args.command == "clean":
             from topo.net import clean_leftovers

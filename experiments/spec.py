@@ -20,31 +20,19 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from nodes.rules import RuleError, RuleSet
+from experiments import schema
+from experiments.schema import FTP_MODES  # noqa: F401  (re-exported for the CLI)
 from experiments.timeline import check
-from experiments.files import SIZE_DISTS
-from nodes.sync import TRIGGERS, SyncConfig
+from nodes.settings import SettingsError, SyncSettings, parse
+from topo.addresses import MAX_NODES  # noqa: F401  (re-exported)
 
-MAX_NODES = 8  # as topo.cluster.MAX_NODES, which imports Mininet (a test keeps them equal)
-SYNC_SETTINGS = ("mode", "interval", "periodic", "triggers", "replication", "k", "selection", "hold",
-                 "budget_bandwidth", "budget_entries", "delay")
-FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
-SECTIONS = ("topology", "cluster", "traffic")  # whose scalar fields a list sweeps
+SECTIONS = tuple(schema.SECTIONS)  # whose scalar fields a list sweeps
 
 DEFAULTS = {
     "description": "",
     "seed": 1,
     "repetitions": 1,
-    "topology": {"nodes": 3, "clients": 2, "servers": 2},
-    "cluster": {"sync": "none", "rules": "experiments/rules/ftp.rules", "interval": 1.0,
-                "periodic": "differential", "triggers": list(TRIGGERS), "replication": "backup",
-                "k": 1, "selection": "node", "hold": True, "hold_timeout": 0.05,
-                "budget_bandwidth": 0.0, "budget_entries": 0, "delay": 0.0, "failover": "none",
-                "steering": "symmetric", "latency_ms": 0.0, "latency_via": "auto",
-                "capture": []},
-    "traffic": {"kind": "ftp", "sessions": 24, "modes": list(FTP_MODES), "file_size": 262144,
-                "files": 4, "size_dist": "fixed", "concurrency": 4, "timeout": 3.0,
-                "throttle": 0, "pause_before_data": 0.0},
+    **{section: schema.defaults(section) for section in SECTIONS},
     "timeline": [],
     "claim": "",
     "analysis": "",
@@ -140,7 +128,7 @@ def _merge(defaults: dict, given: dict, path: str, where: str) -> dict:
     for key, value in given.items():
         if key not in defaults and not (where == "" and key in TOP_ONLY):
             known = ", ".join(sorted(defaults))
-            raise SpecError(f"{path}: unknown field {where}{key!r} (known: {known})")
+            raise SpecError(f"{path}: unknown field {where + key!r} (known: {known})")
     for key, default in defaults.items():
         value = given.get(key, default)
         if isinstance(default, dict):
@@ -153,104 +141,54 @@ def _merge(defaults: dict, given: dict, path: str, where: str) -> dict:
     return out
 
 
-def _ints(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
 def validate(spec: dict, path: str = "<spec>") -> None:
-    """Raise SpecError for the first thing in ``spec`` that cannot run."""
+    """Raise SpecError for the first thing in ``spec`` (one point: no sweeps) that cannot run."""
     def need(ok: bool, msg: str):
         if not ok:
             raise SpecError(f"{path}: {msg}")
 
-    topo, cluster, traffic = spec["topology"], spec["cluster"], spec["traffic"]
     need(isinstance(spec["seed"], int), "seed must be an integer")
     need(isinstance(spec["repetitions"], int) and spec["repetitions"] >= 1,
          "repetitions must be an integer >= 1")
-    for n in _ints(topo["nodes"]):
-        need(isinstance(n, int) and 1 <= n <= MAX_NODES,
-             f"topology.nodes = {n!r}: a cluster has 1..{MAX_NODES} nodes")
-    for field in ("clients", "servers"):
-        need(isinstance(topo[field], int) and 1 <= topo[field] <= 50,
-             f"topology.{field} must be 1..50")
-    try:
-        sync_config(cluster).validate()
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"{path}: cluster: {err}") from None
-    need(isinstance(cluster["hold_timeout"], (int, float)) and cluster["hold_timeout"] > 0,
-         "cluster.hold_timeout must be > 0 seconds")
-    try:
-        RuleSet.from_file(cluster["rules"])
-    except RuleError as err:
-        raise SpecError(f"{path}: cluster.rules: {err}") from None
-    need(traffic["kind"] == "ftp", f"traffic.kind = {traffic['kind']!r}: only 'ftp' exists")
-    for s in _ints(traffic["sessions"]):
-        need(isinstance(s, int) and 1 <= s <= 100000, "traffic.sessions must be 1..100000")
-    modes = traffic["modes"]
-    need(isinstance(modes, list) and modes and all(m in FTP_MODES for m in modes),
-         f"traffic.modes must be a non-empty list of {', '.join(FTP_MODES)}")
-    need(isinstance(traffic["file_size"], int) and 1 <= traffic["file_size"] <= 1 << 30,
-         "traffic.file_size must be 1 byte .. 1 GiB")
-    need(isinstance(traffic["files"], int) and traffic["files"] >= 1, "traffic.files must be >= 1")
-    need(traffic["size_dist"] in SIZE_DISTS,
-         f"traffic.size_dist = {traffic['size_dist']!r}: use {' or '.join(SIZE_DISTS)}")
-    need(isinstance(traffic["concurrency"], int) and 1 <= traffic["concurrency"] <= 64,
-         "traffic.concurrency must be 1..64")
-    need(isinstance(traffic["timeout"], (int, float)) and traffic["timeout"] > 0,
-         "traffic.timeout must be > 0 seconds")
-    need(isinstance(traffic["throttle"], (int, float)) and traffic["throttle"] >= 0,
-         "traffic.throttle must be bytes per second a client reads (0: as fast as it can)")
-    need(isinstance(traffic["pause_before_data"], (int, float))
-         and 0 <= traffic["pause_before_data"] <= 60,
-         "traffic.pause_before_data must be 0..60 seconds (between announcing the data "
-         "connection and opening it)")
+    for section, model in schema.SECTIONS.items():
+        try:
+            parse(model, spec[section], f"{section}.")
+        except SettingsError as err:
+            raise SpecError(f"{path}: {err}") from None
     need(isinstance(spec["claim"], str) and isinstance(spec["analysis"], str),
          "claim and analysis must be strings")
-    need(cluster["failover"] in ("none", "backup", "spread"),
-         "cluster.failover must be none, backup or spread")
-    need(cluster["steering"] in ("symmetric", "asymmetric"),
-         "cluster.steering must be symmetric or asymmetric")
-    need(isinstance(cluster["latency_ms"], (int, float)) and 0 <= cluster["latency_ms"] <= 10000,
-         "cluster.latency_ms (one-way delay between nodes) must be 0..10000")
-    need(cluster["latency_via"] in ("auto", "netem", "node"),
-         "cluster.latency_via must be auto (netem if the kernel has it), netem or node")
-    need(cluster["latency_ms"] == 0 or cluster["sync"] != "none" or cluster["failover"] != "none",
-         "cluster.latency_ms needs a cluster network: set cluster.sync (or failover)")
-    capture = cluster["capture"]
-    need(isinstance(capture, list) and all(
-        isinstance(c, str) and (c == "sync" or re.fullmatch(r"(c|srv|fw)\d+-eth\d", c))
-        for c in capture),
-        'cluster.capture must list "sync" and/or host interfaces such as "c1-eth0", '
-        '"fw2-eth1" (pcap files in each point\'s pcap/ folder)')
-    need("sync" not in capture or cluster["sync"] != "none" or cluster["failover"] != "none",
-         'cluster.capture "sync" needs a cluster network: set cluster.sync (or failover)')
     need(isinstance(spec["timeline"], list), "timeline must be a list of [[timeline]] tables")
-    smallest = min(_ints(topo["nodes"]))
     for i, event in enumerate(spec["timeline"], 1):
-        problem = check(event, smallest) if isinstance(event, dict) else "not a table"
+        problem = check(event, spec["topology"]["nodes"]) if isinstance(event, dict) \
+            else "not a table"
         need(problem is None, f"timeline entry {i}: {problem}")
 
 
-def sync_config(cluster: dict) -> SyncConfig:
-    """The SyncConfig a spec's [cluster] table asks for."""
-    settings = {name: cluster[name] for name in SYNC_SETTINGS if name != "mode"}
-    settings["triggers"] = tuple(settings["triggers"])
-    return SyncConfig(mode=cluster["sync"], **settings)
+def cluster_settings(cluster: dict) -> schema.Cluster:
+    """A spec's [cluster] table as the model (SettingsError in one line)."""
+    return parse(schema.Cluster, cluster, "cluster.")
+
+
+def sync_config(cluster: dict) -> SyncSettings:
+    """The sync settings a spec's [cluster] table starts every node with."""
+    return cluster_settings(cluster).sync_settings()
 
 
 def cluster_sync(cluster: dict) -> dict:
     """The sync settings handed to the cluster runner (and on to every node)."""
-    settings = {name: cluster[name] for name in SYNC_SETTINGS if name != "mode"}
-    return {"mode": cluster["sync"], **settings, "hold_timeout": cluster["hold_timeout"]}
+    return sync_config(cluster).as_dict()
 
 
-def _axes(spec: dict) -> list[list[tuple[str, object]]]:
+def _axes(spec: dict, path: str) -> list[list[tuple[str, object]]]:
     """The swept fields: a list where the default is a single value."""
     axes = []
     for section in SECTIONS:
         for name, default in DEFAULTS[section].items():
             value = spec[section][name]
             if isinstance(value, list) and not isinstance(default, list):
+                if not value:
+                    raise SpecError(f"{path}: {section}.{name} = []: an empty list sweeps nothing "
+                                    "(give a value or a list of values)")
                 axes.append([(f"{section}.{name}", v) for v in value])
     return axes
 
@@ -271,7 +209,7 @@ def points(spec: dict, path: str = "<spec>") -> list[Point]:
                 base[key] = (_merge(DEFAULTS[key], _deep_update(base[key], value), path,
                                     f"variants.{label}.{key}.")
                              if key in SECTIONS else base[key] + copy.deepcopy(value))
-        for combo in itertools.product(*_axes(base)):
+        for combo in itertools.product(*_axes(base, path)):
             params = dict(combo)
             resolved = copy.deepcopy(base)
             for dotted, value in params.items():

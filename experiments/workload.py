@@ -14,7 +14,7 @@ import sys
 import time
 
 from experiments.files import file_sizes, make_files
-from topo.cluster import server_ip
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 _KEY = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")

@@ -21,21 +21,15 @@ from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUES
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
                           Packet, ethertype, key_str, parse_ipv4)
 from nodes.rules import RuleSet
+from nodes.samples import percentiles
+from nodes.settings import DEFAULT
 
-ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3  # ASK: mode home, find the flow's home node
+# Verdicts of ``process``: ACCEPT (send it on), DROP (counted by reason), HOLD (kept until
+# a synchronization completes; ``release`` gives it back), ASK (mode home: no state here,
+# the frame went to the home port, which finds the flow's home node and forwards it).
+ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
-
-
-def percentiles(seconds, qs=(0.5, 0.99)) -> dict:
-    """p50/p99 (and n) of durations in seconds, in milliseconds; {} when empty."""
-    if not seconds:
-        return {}
-    ordered = sorted(seconds)
-    out = {f"p{round(q * 100)}": round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-           for q in qs}
-    out["n"] = len(ordered)
-    return out
 
 
 class SyncPort(Protocol):
@@ -49,6 +43,13 @@ class SyncPort(Protocol):
 
     def done(self, ticket: object, now: float) -> bool:
         """True once the synchronization behind ``ticket`` is complete."""
+
+
+class HomePort(Protocol):
+    """Where a frame without state here goes in mode home (nodes/home.py)."""
+
+    def unknown(self, frame: bytes, ingress: int, key: tuple, now: float) -> None:
+        """Forward ``frame`` to its home node, asking the cluster for it if unknown."""
 
 
 class NoSync:
@@ -77,7 +78,7 @@ class GatewayEngine:
     """Stateful screening for one firewall node."""
 
     def __init__(self, node: str, rules: RuleSet, timeouts: Timeouts | None = None,
-                 sync: SyncPort | None = None, hold_timeout: float = 0.05,
+                 sync: SyncPort | None = None, hold_timeout: float = DEFAULT.hold_timeout,
                  max_entries: int = 1_000_000, max_events: int = 100_000):
         self.node = node
         self.rules = rules
@@ -92,13 +93,15 @@ class GatewayEngine:
         self.events: list[tuple] = []  # (time, kind, fields); drained by the shell
         self.max_events = max_events
         self.held: dict[Entry, _Held] = {}
-        self.home_mode = False  # no local state for a packet: ASK instead of DROP
-        self.last_key = None  # the key of the packet the last ASK was about
+        self.home: HomePort | None = None  # mode home: frames without state go here (ASK)
         self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
 
     # -- packet processing --------------------------------------------------
-    def process(self, frame: bytes, ingress: int, now: float) -> int:
-        """Decide one frame that arrived on ``ingress``: ACCEPT, DROP or HOLD."""
+    def process(self, frame: bytes, ingress: int, now: float, forwarded: bool = False) -> int:
+        """Decide one frame that arrived on ``ingress``: ACCEPT, DROP, HOLD or ASK.
+
+        ``forwarded``: another node sent it here as the flow's home node; with no
+        state for it here it is dropped, never asked about again."""
         self.packets_in[ingress] += 1
         self.bytes_in[ingress] += len(frame)
         et = ethertype(frame)
@@ -118,7 +121,7 @@ class GatewayEngine:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
         if entry is None:
-            return self._open(pkt, frame, now)
+            return self._open(pkt, frame, ingress, now, forwarded)
         direction = ORIGINAL if key == entry.orig else REPLY
         if entry.extra is not None and "adopted_at" in entry.extra:
             adopted = entry.extra.pop("adopted_at")  # its first packet here since failover
@@ -129,7 +132,7 @@ class GatewayEngine:
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
-                    return self._open(pkt, frame, now)
+                    return self._open(pkt, frame, ingress, now, forwarded)
                 before = entry.state
                 reason = track_tcp(entry, direction, pkt.flags)
                 if reason:
@@ -161,21 +164,25 @@ class GatewayEngine:
             return HOLD
         return ACCEPT
 
-    def _unknown(self, reason: str, pkt: Packet, now: float) -> int:
-        """No state here: drop, or in mode home ask the cluster for the flow's home."""
-        if self.home_mode:
-            self.last_key = pkt.key
+    def _unknown(self, reason: str, pkt: Packet, frame: bytes, ingress: int, now: float,
+                 forwarded: bool) -> int:
+        """No state here: drop, or in mode home hand it to the home port."""
+        if forwarded:
+            return self._drop("home_forwarded_no_state", pkt, now)
+        if self.home is not None:
+            self.home.unknown(frame, ingress, pkt.key, now)
             return ASK
         return self._drop(reason, pkt, now)
 
-    def _open(self, pkt: Packet, frame: bytes, now: float) -> int:
+    def _open(self, pkt: Packet, frame: bytes, ingress: int, now: float,
+              forwarded: bool = False) -> int:
         """A packet with no entry: admit it by expectation or rule, or drop it."""
         proto = pkt.proto
         if proto == PROTO_TCP and pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN:
-            return self._unknown("tcp_no_entry", pkt, now)
+            return self._unknown("tcp_no_entry", pkt, frame, ingress, now, forwarded)
         if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
             if pkt.icmp_type == ICMP_ECHO_REPLY:
-                return self._unknown("icmp_no_entry", pkt, now)
+                return self._unknown("icmp_no_entry", pkt, frame, ingress, now, forwarded)
             rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
             return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
         if self.table.full():
@@ -187,7 +194,7 @@ class GatewayEngine:
         else:
             rule = self.rules.match(proto, pkt.src, pkt.dst, pkt.dport)
             if rule is None or rule.action != "accept":
-                return self._unknown("policy", pkt, now)
+                return self._unknown("policy", pkt, frame, ingress, now, forwarded)
             rule_no, helper, related = rule.lineno, rule.helper, None
         state = SYN_SENT if proto == PROTO_TCP else UNREPLIED
         entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,

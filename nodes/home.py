@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
 from nodes.conntrack import canonical
-from nodes.engine import percentiles
+from nodes.samples import percentiles
+from nodes.settings import DEFAULT
 from nodes.packet import key_str
 
 MAX_QUEUED = 64  # packets of one unknown flow waiting for the answer
@@ -36,9 +37,12 @@ class _Pending:
 class HomeForwarder:
     """One node's forward table and discovery."""
 
-    def __init__(self, me: int, key: bytes, boot: int, query_timeout: float = 0.05,
-                 idle: float = 300.0, names: dict[int, str] | None = None):
+    def __init__(self, me: int, key: bytes, boot: int,
+                 query_timeout: float = DEFAULT.query_timeout, idle: float = 300.0,
+                 names: dict[int, str] | None = None, live_peers=None):
+        """``live_peers()``: the other live nodes, to ask (the sync engine's membership)."""
         self.me, self.key, self.boot = me, key, boot
+        self.live_peers = live_peers or (lambda: [])
         self.names = names or {}
         self.query_timeout, self.idle = query_timeout, idle
         self.forward: dict[tuple, list] = {}  # canonical key -> [home, expires]
@@ -56,9 +60,9 @@ class HomeForwarder:
         self.counters["cluster_bytes_sent"] += len(data)
         self.counters["cluster_messages_sent"] += 1
 
-    def unknown(self, frame: bytes, ingress: int, key: tuple, peers: list[int],
-                now: float) -> None:
-        """A packet with no state here: forward it to its home, or ask for the home."""
+    def unknown(self, frame: bytes, ingress: int, key: tuple, now: float) -> None:
+        """A packet with no state here: forward it to its home, or ask for the home
+        (the gateway engine's HomePort)."""
         ck = canonical(key)
         known = self.forward.get(ck)
         if known is not None and known[1] > now:
@@ -73,7 +77,7 @@ class HomeForwarder:
             else:
                 self.counters["dropped_queue_full"] += 1
             return
-        if not peers:
+        if not self.live_peers():
             self.counters["dropped_no_peer"] += 1
             return
         qid = self.next_query

@@ -18,7 +18,8 @@ userspace datapath where it does not.
 
     mn --custom topo/cluster.py --topo fwcluster,3 --switch fwovs --controller remote
 
-Only Mininet and the standard library are imported here, so ``mn`` can load it.
+Mininet, the standard library and topo/addresses.py are imported here, so ``mn``
+can load it (run it from the repository's root).
 """
 from __future__ import annotations
 
@@ -26,33 +27,18 @@ import functools
 import os
 import subprocess
 
+import sys
+
 from mininet.node import Host, OVSBridge, OVSSwitch
 from mininet.topo import Topo
 
-MAX_NODES = 8
-HOST_PORT_BASE = 100
-OFFLOADS = ("tx", "rx", "tso", "gso", "gro")
-
-
-def client_ip(i: int) -> str:
-    return f"10.0.0.{i}"
-
-
-def server_ip(i: int) -> str:
-    return f"10.0.0.{200 + i}"
-
-
-def sync_ip(i: int) -> str:
-    return f"10.0.1.{i}"
-
-
-def client_mac(i: int) -> str:
-    return f"02:00:00:00:01:{i:02x}"
-
-
-def server_mac(i: int) -> str:
-    return f"02:00:00:00:02:{i:02x}"
-
+try:
+    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, client_ip, client_mac, offload_args,
+                                server_ip, server_mac, sync_ip)
+except ImportError:  # loaded by `mn --custom topo/cluster.py`, whose Python lacks the project
+    sys.path.insert(0, os.getcwd())
+    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, client_ip, client_mac, offload_args,
+                                server_ip, server_mac, sync_ip)
 
 @functools.lru_cache(maxsize=1)
 def kernel_datapath() -> bool:
@@ -73,7 +59,7 @@ def datapath() -> str:
 
 def offloads_off(node, intf: str) -> None:
     """Turn off checksum and segmentation offloads on one interface of a node."""
-    node.cmd("ethtool -K", intf, *(f"{o} off" for o in OFFLOADS), ">/dev/null 2>&1")
+    node.cmd(*offload_args(intf), ">/dev/null 2>&1")
 
 
 class CleanHost(Host):

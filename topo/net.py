@@ -17,14 +17,15 @@ import subprocess
 import sys
 import time
 
-from controller.steering import ClusterSpec, SwitchSpec
-from nodes.control import RUN_ROOT, ask, set_current_run, socket_path
-from topo.cluster import (HOST_PORT_BASE, FirewallClusterTopo, client_mac, datapath,
-                          server_mac, sync_ip)
+from controller.steering import COOKIE, ClusterSpec, SwitchSpec
+from nodes.observe.client import RUN_ROOT, ask, set_current_run, socket_path
+from topo.addresses import (HOST_PORT_BASE, client_mac, controller_sync_ip, offload_args,
+                            server_mac, sync_ip)
+from topo.cluster import FirewallClusterTopo, datapath
 from topo.procs import Proc, kill_pidfiles, wait_until
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-CONTROLLER_SYNC_IP = "10.0.1.254"  # the controller's ear on the sync network
+CONTROLLER_SYNC_IP = controller_sync_ip()  # the controller's ear on the sync network
 
 
 class SetupError(RuntimeError):
@@ -214,7 +215,7 @@ class Cluster:
             self.start_node(f"fw{i}")
         self.wait_ready()
         if self.metrics_port:
-            from topo.exporter import NodeExporter
+            from nodes.observe.exporter import NodeExporter
             self.exporter = NodeExporter(self, self.metrics_port)
             self.metrics_url = (f"nodes {self.exporter.url}, controller "
                                 f"http://127.0.0.1:{self.metrics_port + 1}/metrics")
@@ -270,8 +271,7 @@ class Cluster:
                  "type=internal"],
                 ["ip", "addr", "add", f"{CONTROLLER_SYNC_IP}/24", "dev", "s3-ctl"],
                 ["ip", "link", "set", "s3-ctl", "up"],
-                ["ethtool", "-K", "s3-ctl", "tx", "off", "rx", "off", "tso", "off", "gso", "off",
-                 "gro", "off"]]
+                offload_args("s3-ctl")]
         for cmd in cmds:
             subprocess.run(cmd, capture_output=True)
 
@@ -318,7 +318,7 @@ class Cluster:
     def start_node(self, name: str) -> Proc:
         """Start the firewall node process in host ``name`` and wait until it answers."""
         host = self.net[name]
-        cmd = [sys.executable, "-m", "nodes.node", "--name", name,
+        cmd = [sys.executable, "-m", "nodes.shell.node", "--name", name,
                "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
                "--rules", self.rules, "--run-id", self.run_id,
                "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
@@ -514,7 +514,7 @@ class Cluster:
     def flow_count(self, switch: str) -> int:
         out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
                              capture_output=True, text=True).stdout
-        return sum(1 for line in out.splitlines() if "cookie=0xf1c1" in line)
+        return sum(1 for line in out.splitlines() if f"cookie={COOKIE:#x}" in line)
 
     @staticmethod
     def _listening(port: int) -> bool:

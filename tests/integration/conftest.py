@@ -46,7 +46,7 @@ def leftovers(run_id: str) -> list[str]:
             continue  # a zombie holds nothing; PID 1 of a container may never reap it
         if "mininet:" in args or f"--run-id {run_id}" in args:
             found.append(f"pid {pid}: {args[:80]}")
-    from nodes.control import RUN_ROOT
+    from nodes.observe.client import RUN_ROOT
     if os.path.exists(os.path.join(RUN_ROOT, run_id)):
         found.append(f"folder {RUN_ROOT}/{run_id}")
     return found

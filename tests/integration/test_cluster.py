@@ -6,7 +6,7 @@ import pytest
 
 from experiments.workload import attribute, node_events, run_ftp
 from tests.integration.conftest import leftovers
-from topo.cluster import client_ip, client_mac, server_ip, server_mac
+from topo.addresses import client_ip, client_mac, server_ip, server_mac
 from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet

@@ -111,7 +111,7 @@ def test_closing_the_terminal_stops_the_cluster(tmp_path):
     term = Terminal(f"fwc-hup-{os.getpid()}", f"make cli ARGS='--run-dir {tmp_path / 'cli'}'")
     ours = lambda: [l for l in subprocess.run(["ps", "-ewwo", "stat=,args="],  # noqa: E731
                                               capture_output=True, text=True).stdout.splitlines()
-                    if str(tmp_path) in l and "nodes.node" in l and not l.startswith("Z")]
+                    if str(tmp_path) in l and "nodes.shell.node" in l and not l.startswith("Z")]
     try:
         term.wait_for("fwcluster> ", 300)
         assert len(ours()) == 3

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments.workload import make_files, read_jsonl
-from topo.cluster import server_ip
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from topo.cluster import server_ip
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet
@@ -19,7 +19,7 @@ time.sleep(60)
 
 
 def inspect(cluster, *args):
-    out = subprocess.run([sys.executable, "-m", "nodes.inspect", "fw1", "--run-id",
+    out = subprocess.run([sys.executable, "-m", "nodes.observe.inspect", "fw1", "--run-id",
                           cluster.run_id, *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -45,6 +45,6 @@ def test_inspect_shows_entry_expectation_and_counters(cluster_factory, tmp_path)
     assert "connections:" in stats and "ftp_expectations" in stats
     assert "entries_created" in stats
 
-    missing = subprocess.run([sys.executable, "-m", "nodes.inspect", "fw9", "--run-id",
+    missing = subprocess.run([sys.executable, "-m", "nodes.observe.inspect", "fw9", "--run-id",
                               cluster.run_id], capture_output=True, text=True)
     assert missing.returncode == 2 and "cannot reach node fw9" in missing.stderr

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from experiments.workload import run_ftp
-from nodes.metrics import CONTENT_TYPE
+from nodes.observe.metrics import CONTENT_TYPE
 from topo.net import free_port
 from topo.procs import wait_until
 

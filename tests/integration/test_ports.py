@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from experiments import bench
-from nodes.control import ask
+from nodes.observe.client import ask
 from topo.procs import Proc, wait_until
 
 pytestmark = pytest.mark.mininet  # needs root for network namespaces
@@ -38,7 +38,7 @@ def test_node_forwards_again_after_a_flood(namespaces, tmp_path, variant):
     rules.write_text(bench.RULES + "10.9.0.1 10.9.0.2 icmp any accept\n")
     sock = str(tmp_path / "fw.sock")
     node = Proc("fw", ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", bench.NODE_CPU,
-                       sys.executable, "-m", "nodes.node", "--name", "fw1", "--outside", "fwa",
+                       sys.executable, "-m", "nodes.shell.node", "--name", "fw1", "--outside", "fwa",
                        "--inside", "fwb", "--rules", str(rules), "--control", sock]
                 + (["--no-ring"] if variant == "socket" else []), str(tmp_path / "fw.log"))
     try:

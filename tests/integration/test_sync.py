@@ -86,7 +86,7 @@ def test_inspection_shows_the_sync_counters(cluster_factory):
     import sys
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"})
     ftp(cluster, 4, seed=7)
-    out = subprocess.run([sys.executable, "-m", "nodes.inspect", "fw2", "-s", "--run-id",
+    out = subprocess.run([sys.executable, "-m", "nodes.observe.inspect", "fw2", "-s", "--run-id",
                           cluster.run_id], capture_output=True, text=True).stdout
     assert "sync: mode ondemand, alive [1, 2, 3], backed up by fw3" in out
     assert "entries owned / backup / common" in out and "messages_sent" in out

@@ -15,11 +15,12 @@ class Home:
 
     def __init__(self, n=3):
         self.fw = {i: GatewayEngine(f"fw{i}", RULES) for i in range(1, n + 1)}
-        for fw in self.fw.values():
-            fw.home_mode = True
-        self.home = {i: HomeForwarder(i, KEY, boot=1) for i in self.fw}
-        self.out = {i: [] for i in self.fw}  # frames each node sent out of a data port
         self.down = set()
+        self.home = {i: HomeForwarder(i, KEY, boot=1, live_peers=lambda i=i: [
+            p for p in self.fw if p != i and p not in self.down]) for i in self.fw}
+        for i, fw in self.fw.items():
+            fw.home = self.home[i]
+        self.out = {i: [] for i in self.fw}  # frames each node sent out of a data port
         self.sent = []  # (from, to) of every cluster message; to may be MULTICAST
         self.t = 0.0
 
@@ -33,8 +34,7 @@ class Home:
         if verdict == ACCEPT:
             self.out[i].append(frame)
         elif verdict == ASK:
-            peers = [p for p in self.fw if p != i and p not in self.down]
-            self.home[i].unknown(frame, ingress, self.fw[i].last_key, peers, self.t)
+            assert self.home[i].pending or self.home[i].outbox  # the engine handed it over
         return verdict
 
     def settle(self):
@@ -54,7 +54,7 @@ class Home:
         elif msg.type == sp.HOME_ANSWER:
             self.home[peer].answer(msg, self.t)
         elif msg.type == sp.FORWARD:
-            if self.fw[peer].process(msg.frame, msg.ingress, self.t) == ACCEPT:
+            if self.fw[peer].process(msg.frame, msg.ingress, self.t, forwarded=True) == ACCEPT:
                 self.out[peer].append(msg.frame)
 
 

@@ -6,7 +6,8 @@ import pytest
 from nodes import syncproto as sp
 from nodes.engine import ACCEPT, HOLD, INSIDE, OUTSIDE, GatewayEngine
 from nodes.rules import RuleSet
-from nodes.sync import TRIGGERS, SyncConfig, SyncEngine
+from nodes.settings import TRIGGERS, SettingsError, SyncSettings, parse
+from nodes.sync import SyncEngine
 from tests.unit.frames import CLIENT, SERVER, tcp
 
 KEY = b"cluster key for tests"
@@ -24,7 +25,7 @@ class Net:
         self.fw, self.sync = {}, {}
         for i in range(1, n + 1):
             fw = GatewayEngine(f"fw{i}", RULES)
-            s = SyncEngine(i, list(range(1, n + 1)), fw.table, KEY, SyncConfig(**config), boot=100)
+            s = SyncEngine(i, list(range(1, n + 1)), fw.table, KEY, SyncSettings(**config), boot=100)
             fw.sync = s
             self.fw[i], self.sync[i] = fw, s
         self.wire = []
@@ -178,7 +179,7 @@ def test_mode_none_sends_no_state_only_heartbeats():
     net.run(2.0)
     counters = net.sync[1].counters
     assert counters.get("messages_sent", 0) == counters.get("records_sent", 0) == 0
-    assert counters["heartbeat_sent"] > 0  # membership, for failover without state
+    assert counters["heartbeats_sent"] > 0  # membership, for failover without state
     assert net.fw[2].table.n_expectations == 0 and net.sync[1].ready
 
 
@@ -246,10 +247,10 @@ def test_replication_lag_is_measured():
 
 
 def test_bad_config_is_one_line():
-    with pytest.raises(ValueError, match="sync mode 'sometimes' unknown"):
-        SyncConfig(mode="sometimes").validate()
-    with pytest.raises(ValueError, match="unknown triggers"):
-        SyncConfig(triggers=("full_moon",)).validate()
+    with pytest.raises(SettingsError, match="^settings.mode = 'sometimes': must be 'none'"):
+        parse(SyncSettings, {"mode": "sometimes"}, "settings.")
+    with pytest.raises(SettingsError, match=r"^settings.triggers.0 = 'full_moon': must be"):
+        parse(SyncSettings, {"triggers": ["full_moon"]}, "settings.")
 
 
 def owned(net, i):
@@ -295,7 +296,7 @@ def test_a_restarted_node_gets_its_state_before_it_is_ready():
     net.down.add(1)
     net.run(0.3)
     fresh = GatewayEngine("fw1", RULES)
-    s = SyncEngine(1, [1, 2, 3], fresh.table, KEY, SyncConfig(), boot=200, now=net.t)
+    s = SyncEngine(1, [1, 2, 3], fresh.table, KEY, SyncSettings(), boot=200, now=net.t)
     fresh.sync = s
     net.fw[1], net.sync[1] = fresh, s
     net.down.discard(1)
@@ -350,7 +351,7 @@ def test_common_state_reaches_every_node_and_a_newcomer():
         assert net.fw[i].table.common["vpn:tunnel1"].owner == "fw1"
     # a restarted fw3 gets it in its bulk transfer
     fresh = GatewayEngine("fw3", RULES)
-    s = SyncEngine(3, [1, 2, 3], fresh.table, KEY, SyncConfig(), boot=300, now=net.t)
+    s = SyncEngine(3, [1, 2, 3], fresh.table, KEY, SyncSettings(), boot=300, now=net.t)
     fresh.sync, net.fw[3], net.sync[3] = s, fresh, s
     net.run(0.2)
     assert fresh.table.common["vpn:tunnel1"].value == b"key material"
@@ -406,7 +407,7 @@ def test_state_requested_trigger_off_answers_with_nothing():
     syn(net.fw[1])
     net.run()
     fresh = GatewayEngine("fw2", RULES)
-    s = SyncEngine(2, [1, 2], fresh.table, KEY, SyncConfig(triggers=net.sync[1].config.triggers),
+    s = SyncEngine(2, [1, 2], fresh.table, KEY, SyncSettings(triggers=net.sync[1].config.triggers),
                    boot=500, now=net.t)
     fresh.sync, net.fw[2], net.sync[2] = s, fresh, s
     net.run(0.2)
@@ -492,5 +493,5 @@ def test_a_delayed_connection_seen_by_another_node_goes_at_once():
 
 
 def test_a_negative_delay_is_a_one_line_error():
-    with pytest.raises(ValueError, match="delay = -1"):
-        SyncConfig(delay=-1).validate()
+    with pytest.raises(SettingsError, match="delay = -1: must be greater than or equal to 0"):
+        parse(SyncSettings, {"delay": -1}, "")

@@ -4,16 +4,16 @@ import re
 import pytest
 
 from nodes.engine import INSIDE, OUTSIDE
-from nodes.inspect import changes
-from nodes.metrics import Family, controller_families, exposition, node_families
-from nodes.sync import SyncConfig, runtime_change
+from nodes.observe.inspect import changes
+from nodes.observe.metrics import Family, controller_families, exposition, node_families
+from nodes.settings import SyncSettings, runtime_change
 from tests.unit.frames import tcp
 from tests.unit.test_sync import Net
 
 
 # -- run-time sync settings (the control socket's 'set', the CLI's 'sync') -----
 def test_runtime_change_reads_each_setting_and_keeps_the_rest():
-    before = SyncConfig(mode="ondemand", interval=1.0)
+    before = SyncSettings(mode="ondemand", interval=1.0)
     after = runtime_change(before, "mode=periodic interval=0.5 hold=off triggers=new_connection")
     assert (after.mode, after.interval, after.hold, after.triggers) == \
         ("periodic", 0.5, False, ("new_connection",))
@@ -21,24 +21,25 @@ def test_runtime_change_reads_each_setting_and_keeps_the_rest():
 
 
 @pytest.mark.parametrize("args, message", [
-    ("mode=bogus", "sync mode 'bogus' unknown"),
+    ("mode=bogus", "mode = 'bogus': must be 'none', 'periodic'"),
+    ("hold=maybe", "hold = 'maybe' is not on or off"),
     ("interval=soon", "interval = 'soon' is not a float"),
     ("colour=blue", "cannot set 'colour=blue'"),
     ("mode", "cannot set 'mode'"),
     ("", "nothing to set"),
-    ("interval=-1", "interval and rto > 0"),
+    ("interval=-1", "interval = -1.0: must be greater than 0"),
     ("mode=home", "mode home is chosen when the cluster starts"),
 ])
 def test_runtime_change_refuses_bad_settings_in_one_line(args, message):
     with pytest.raises(ValueError) as err:
-        runtime_change(SyncConfig(), args)
+        runtime_change(SyncSettings(), args)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_runtime_change_cannot_leave_mode_home():
     with pytest.raises(ValueError, match="chosen when the cluster starts"):
-        runtime_change(SyncConfig(mode="home"), "mode=ondemand")
-    assert runtime_change(SyncConfig(mode="home"), "interval=2").mode == "home"
+        runtime_change(SyncSettings(mode="home"), "mode=ondemand")
+    assert runtime_change(SyncSettings(mode="home"), "interval=2").mode == "home"
 
 
 # -- watch: what changed between two dumps ---------------------------------------

@@ -1,14 +1,18 @@
 """The firewall node process: a bump in the wire around the gateway engine.
 
 It reads frames from the outside and inside interfaces with packet sockets,
-asks the engine for a verdict, and sends accepted frames out of the other
-interface. It answers inspection commands on a Unix socket and writes the
-engine's events (new, destroy, expect, drop) as JSON lines. I/O only.
+asks the gateway engine for a verdict, and sends accepted frames out of the
+other interface; it carries the sync engine's messages on the sync network,
+answers the control socket (nodes/shell/control.py) and writes the engines'
+events (new, destroy, expect, drop, membership) as JSON lines. I/O only.
+
+A packet's path: ``Node.pump`` (here) -> ``GatewayEngine.process``
+(nodes/engine.py) -> ``ConnectionTable`` and ``RuleSet`` (nodes/conntrack.py,
+nodes/rules.py) -> the verdict, back here.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import faulthandler
 import json
 import os
@@ -18,14 +22,17 @@ import socket
 import sys
 import time
 
-from nodes.conntrack import CommonState, Timeouts
-from nodes.control import socket_path
+from nodes.conntrack import Timeouts
 from nodes.delayline import DelayLine
-from nodes.engine import ACCEPT, ASK, INSIDE, OUTSIDE, GatewayEngine
+from nodes.engine import ACCEPT, INSIDE, OUTSIDE, GatewayEngine
 from nodes.home import HomeForwarder
-from nodes.ports import link_up, open_port
+from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
-from nodes.sync import SyncConfig, SyncEngine, runtime_change
+from nodes.settings import DEFAULT, SettingsError
+from nodes.shell import config as cluster_config
+from nodes.shell.control import answer
+from nodes.shell.ports import link_up, open_port
+from nodes.sync import SyncEngine
 from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
 
 BATCH = 256  # frames read from one port before looking at the others
@@ -41,7 +48,7 @@ class Node:
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
                  events_path: str | None, ring: bool = True, sync: SyncEngine | None = None,
                  peers: dict[int, str] | None = None, cluster_delay: float = 0.0,
-                 query_timeout: float = 0.05):
+                 query_timeout: float = DEFAULT.query_timeout):
         self.engine = engine
         self.ports = [open_port(outside, ring), open_port(inside, ring)]
         self.sent = [0, 0]
@@ -54,9 +61,10 @@ class Node:
         # node sends on the cluster network waits here first (one-way delay).
         self.delay_line = DelayLine(cluster_delay) if cluster_delay > 0 else None
         if sync is not None and sync.config.mode == "home":
-            engine.home_mode = True
             self.home = HomeForwarder(sync.me, sync.key, sync.boot, query_timeout,
-                                      names=sync.names)
+                                      names=sync.names, live_peers=lambda: [
+                                          p for p in sync.alive if p != sync.me])
+            engine.home = self.home
             sync.on_peer_down.append(self.home.peer_down)
         self.group_sock = None
         if sync is not None:
@@ -148,7 +156,7 @@ class Node:
             readable, _, _ = select.select([self.sync_sock], [], [], SYNC_TICK)
             if readable:
                 self.receive_sync(self.sync_sock)
-            if (not any(c.unacked for c in self.sync.channels.values())
+            if (self.sync.idle
                     and (self.delay_line is None or len(self.delay_line) == 0)
                     and now - start > 0.05):
                 break
@@ -179,7 +187,7 @@ class Node:
         if release is not None:  # delayed replication: a connection is old enough
             due = min(due, release)
         wait = max(0.0, min(HOUSEKEEPING, due - time.monotonic()))
-        if any(ch.unacked for ch in self.sync.channels.values()):
+        if not self.sync.idle:
             return min(wait, SYNC_TICK)
         return wait
 
@@ -202,12 +210,11 @@ class Node:
                 home.query(msg, engine, now)
             elif msg.type == HOME_ANSWER:
                 home.answer(msg, now)
-            else:  # FORWARD: as if it had arrived on our own port
-                verdict = engine.process(msg.frame, msg.ingress, now)
-                if verdict == ACCEPT:
+            elif msg.ingress in (OUTSIDE, INSIDE):  # FORWARD: as if it arrived on that port
+                if engine.process(msg.frame, msg.ingress, now, forwarded=True) == ACCEPT:
                     self.send(1 - msg.ingress, msg.frame)
-                elif verdict == ASK:
-                    home.counters["forwarded_but_no_state"] += 1
+            else:
+                home.counters["forward_bad_ingress"] += 1
         self.sync.home_inbox.clear()
         self._send_all(home.outbox, home.counters)
 
@@ -246,15 +253,9 @@ class Node:
             dropped = len(rx.recv_batch(BATCH))  # no state yet: forwarding would be blind
             self.engine.drops["not_ready"] += dropped
             return
-        home = self.home
         for frame in rx.recv_batch(BATCH):
-            verdict = process(frame, ingress, now)
-            if verdict == ACCEPT:
-                if send(frame):
-                    sent += 1
-            elif verdict == ASK and home is not None:
-                peers = [p for p in self.sync.alive if p != self.sync.me]
-                home.unknown(frame, ingress, self.engine.last_key, peers, now)
+            if process(frame, ingress, now) == ACCEPT and send(frame):
+                sent += 1
         tx.flush()
         self.sent[1 - ingress] += sent
         if self.sync is not None:
@@ -276,65 +277,9 @@ class Node:
             conn.settimeout(1.0)
             try:
                 command = conn.recv(256).decode(errors="replace").strip()
-                conn.sendall(json.dumps(self.answer(command)).encode())
+                conn.sendall(json.dumps(answer(self, command, time.monotonic())).encode())
             except OSError:
                 pass
-
-    def answer(self, command: str) -> dict:
-        now = time.monotonic()
-        if command == "stats":
-            stats = self.engine.stats(now)
-            stats["packets_out"] = {"outside": self.sent[OUTSIDE], "inside": self.sent[INSIDE]}
-            stats["tx_errors"] = {"outside": self.ports[OUTSIDE].tx_errors,
-                                  "inside": self.ports[INSIDE].tx_errors}
-            stats["rx_truncated"] = sum(p.rx_truncated for p in self.ports)
-            stats["port_kind"] = self.ports[OUTSIDE].kind
-            if self.sync is not None:
-                stats["sync"] = self.sync.stats(now)
-                stats["sync"]["cluster_delay_ms"] = (self.delay_line.delay * 1000
-                                                     if self.delay_line is not None else 0.0)
-            if self.home is not None:
-                stats["home"] = self.home.stats()
-            stats["pid"] = os.getpid()
-            return stats
-        if command == "dump":
-            return self.engine.dump(now)
-        if command == "raw":  # every sample behind the percentiles, in ms, for plots
-            raw = {"hold_ms": [round(x * 1000, 4) for x in self.engine.hold_times]}
-            if self.sync is not None:
-                raw["lag_ms"] = [round(x * 1000, 4) for x in self.sync.lag]
-            if self.home is not None:
-                raw["discovery_ms"] = [round(x * 1000, 4) for x in self.home.discovery]
-            return raw
-        if command.startswith("set "):
-            return self.set_sync(command[4:])
-        if command.startswith("common "):
-            name, sep, value = command[7:].partition("=")
-            if not sep or not name.strip():
-                return {"error": "use: common NAME=VALUE"}
-            state = CommonState(name.strip(), value.encode(), self.engine.node)
-            self.engine.modify_state("common", state, now)
-            return {"ok": True, "common": name.strip()}
-        if command == "ports":
-            return {"outside": self.ports[OUTSIDE].describe(), "inside": self.ports[INSIDE].describe()}
-        if command == "config":  # the sync settings in force (what 'set' changes)
-            if self.sync is None:
-                return {"error": "this node was started without --sync-config"}
-            return {"node": self.engine.node, "sync": dataclasses.asdict(self.sync.config)}
-        if command == "ping":
-            return {"node": self.engine.node, "pid": os.getpid()}
-        return {"error": f"unknown command {command!r} (use stats, dump, raw, config, ports, ping, common NAME=VALUE or set KEY=VALUE ...)"}
-
-    def set_sync(self, args: str) -> dict:
-        """Change sync settings at run time, e.g. ``set mode=periodic interval=2``."""
-        if self.sync is None:
-            return {"error": "this node was started without --sync-config"}
-        try:
-            candidate = runtime_change(self.sync.config, args)
-        except ValueError as err:
-            return {"error": str(err)}
-        self.sync.reconfigure(candidate, time.monotonic())
-        return {"ok": True, "sync": dataclasses.asdict(candidate)}
 
     def flush_events(self) -> None:
         events = self.engine.drain_events()
@@ -362,33 +307,17 @@ class Node:
 
 def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
     """The sync engine of node ``name`` from the cluster's sync config file."""
-    with open(path, encoding="utf-8") as fh:
-        raw = json.load(fh)
-    names = {int(i): n for i, n in raw["names"].items()}
-    me = {n: i for i, n in names.items()}[name]
-    with open(raw["key_file"], "rb") as fh:
-        key = fh.read()
-    if len(key) < 16:
-        raise ValueError("the cluster key must be at least 16 bytes")
-    settings = dict(raw.get("settings", {}))
-    hold_timeout = float(settings.pop("hold_timeout", 0.05))
-    query_timeout = float(settings.pop("query_timeout", 0.05))  # mode home: wait for the home
-    if query_timeout <= 0:
-        raise ValueError(f"query_timeout = {query_timeout}: must be > 0 s (above the round trip)")
-    cluster_delay = float(raw.get("cluster_delay", 0.0))  # seconds, one way; see DelayLine
-    if cluster_delay < 0:
-        raise ValueError(f"cluster_delay = {cluster_delay}: a delay cannot be negative")
-    if "triggers" in settings:
-        settings["triggers"] = tuple(settings["triggers"])
-    config = SyncConfig(**settings)
-    observer = raw.get("controller")  # where the steering controller hears heartbeats
-    sync = SyncEngine(me, list(names), engine.table, key, config, names, now=time.monotonic(),
-                      observer=bool(observer))
-    peers = {int(i): a for i, a in raw["addresses"].items()}
-    if observer:
-        peers[0] = observer
-    return sync, peers, hold_timeout, {"cluster_delay": cluster_delay,
-                                       "query_timeout": query_timeout}
+    config = cluster_config.load(path)
+    me = config.me(name)
+    boot = int(time.time() * 1000)  # this incarnation's epoch: a restart raises it
+    sync = SyncEngine(me, list(config.names), engine.table, config.key, config.settings,
+                      config.names, boot=boot, now=time.monotonic(),
+                      observer=bool(config.controller))
+    peers = dict(config.addresses)
+    if config.controller:
+        peers[0] = config.controller
+    return sync, peers, config.settings.hold_timeout, {
+        "cluster_delay": config.cluster_delay, "query_timeout": config.settings.query_timeout}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sync_config:
         try:
             sync, peers, hold_timeout, link = load_sync(args.sync_config, args.name, engine)
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, SettingsError) as err:
             print(f"fw-node: bad sync config {args.sync_config}: {err}", file=sys.stderr)
             return 2
         engine.sync, engine.hold_timeout = sync, hold_timeout

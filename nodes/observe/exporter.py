@@ -3,7 +3,7 @@
 The nodes live in Mininet's network namespaces; their control sockets are
 files, which the root namespace can reach. So the exporter runs beside the
 Cluster (a thread with an HTTP server on 127.0.0.1) and, on each scrape, asks
-every node for its counters and answers in the text format (nodes/metrics.py).
+every node for its counters and answers in the text format (nodes/observe/metrics.py).
 A node that does not answer within a short deadline (hung or down) shows as
 ``fwcluster_node_up{node="fwN"} 0``.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from nodes.control import ask, socket_path
-from nodes.metrics import CONTENT_TYPE, exposition, node_families
+from nodes.observe.client import ask, socket_path
+from nodes.observe.metrics import CONTENT_TYPE, exposition, node_families
 
 ASK_TIMEOUT = 0.5  # seconds a scrape waits for one node
 

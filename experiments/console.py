@@ -25,8 +25,8 @@ from experiments.files import write_files
 from experiments.ftp_client import MODES as FTP_MODES
 from experiments.workload import (attributed, read_jsonl, session_time,
                                   start_ftp_client, start_ftp_servers)
-from nodes.inspect import changes, format_stats, listing
-from topo.cluster import server_ip
+from nodes.observe.inspect import changes, format_stats, listing
+from topo.addresses import server_ip
 from topo.procs import wait_until
 
 FILES = {"small.bin": 64 * 1024, "big.bin": 8 * 1024 * 1024}  # what the FTP servers offer

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from nodes.control import ask, current_run, socket_path
+from nodes.observe.client import ask, current_run, socket_path
 
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
 

@@ -1,0 +1,113 @@
+"""The sections of an experiment spec as models: one declaration per field.
+
+``[cluster]`` is the node's own sync settings (nodes/settings.py: the same
+fields, ranges and defaults, with the mode spelled ``sync``) plus what only a
+run needs (rules, failover, steering, latency, captures). ``[topology]`` and
+``[traffic]`` are declared here. experiments/spec.py reads the defaults from
+these models and validates every resolved point with them, so the dry run
+refuses exactly what a node would refuse, in one line with the field's path.
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from experiments.files import SIZE_DISTS
+from nodes.rules import RuleError, RuleSet
+from nodes.settings import SYNC_FIELDS, Mode, SyncSettings
+from topo.addresses import MAX_NODES
+
+FTP_MODES = ("PASV", "EPSV", "PORT", "EPRT")
+_CAPTURE = re.compile(r"(c|srv|fw)\d+-eth\d")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Topology(_Section):
+    """How many firewall nodes, clients and servers."""
+
+    nodes: int = Field(3, ge=1, le=MAX_NODES, description="firewall nodes in the cluster")
+    clients: int = Field(2, ge=1, le=50, description="client hosts outside")
+    servers: int = Field(2, ge=1, le=50, description="server hosts inside")
+
+
+class Cluster(SyncSettings):
+    """The node's sync settings (mode spelled ``sync``) and the run's cluster options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+
+    mode: Mode = Field("none", alias="sync", description="sync mode of every node")
+    rules: str = Field("experiments/rules/ftp.rules", description="the rule file")
+    failover: Literal["none", "backup", "spread"] = Field(
+        "none", description="the controller moves a failed node's buckets to its backup, or "
+        "spreads them")
+    steering: Literal["symmetric", "asymmetric"] = Field(
+        "symmetric", description="asymmetric: the two directions of a flow cross different nodes")
+    latency_ms: float = Field(0.0, ge=0, le=10000, description="one-way delay between nodes")
+    latency_via: Literal["auto", "netem", "node"] = Field(
+        "auto", description="netem where the kernel has it (auto), or the nodes' delay line")
+    capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
+                               'interfaces such as "c1-eth0" (pcap files per point)')
+
+    @field_validator("capture")
+    @classmethod
+    def _interfaces(cls, value):
+        for item in value:
+            if item != "sync" and not _CAPTURE.fullmatch(item):
+                raise ValueError(f'{item!r}: cluster.capture must list "sync" and/or host '
+                                 'interfaces such as "c1-eth0", "fw2-eth1"')
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _readable(cls, value):
+        try:
+            RuleSet.from_file(value)
+        except RuleError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _network(self):
+        network = self.mode != "none" or self.failover != "none"
+        if self.latency_ms and not network:
+            raise ValueError("latency_ms needs a cluster network: set cluster.sync (or failover)")
+        if "sync" in self.capture and not network:
+            raise ValueError('capture "sync" needs a cluster network: set cluster.sync '
+                             '(or failover)')
+        return self
+
+    def sync_settings(self) -> SyncSettings:
+        """What every node of the cluster is started with."""
+        return SyncSettings(**{name: getattr(self, name) for name in SYNC_FIELDS})
+
+
+class Traffic(_Section):
+    """The FTP workload."""
+
+    kind: Literal["ftp"] = Field("ftp", description="only FTP exists")
+    sessions: int = Field(24, ge=1, le=100000, description="FTP sessions in all")
+    modes: list[Literal["PASV", "EPSV", "PORT", "EPRT"]] = Field(
+        list(FTP_MODES), min_length=1, description="data connection modes, used in turn")
+    file_size: int = Field(262144, ge=1, le=1 << 30, description="bytes (the mean, for pareto)")
+    files: int = Field(4, ge=1, description="distinct files served")
+    size_dist: Literal[SIZE_DISTS] = Field("fixed", description="file sizes")
+    concurrency: int = Field(4, ge=1, le=64, description="sessions at once per client")
+    timeout: float = Field(3.0, gt=0, description="seconds a client waits for the server")
+    throttle: float = Field(0.0, ge=0, description="bytes per second a client reads "
+                            "(0: as fast as it can)")
+    pause_before_data: float = Field(0.0, ge=0, le=60, description="seconds between announcing "
+                                     "the data connection and opening it")
+
+
+SECTIONS = {"topology": Topology, "cluster": Cluster, "traffic": Traffic}
+
+
+def defaults(section: str) -> dict:
+    """A section's defaults as a spec holds them (TOML-like: lists, the mode as ``sync``)."""
+    out = SECTIONS[section]().model_dump(by_alias=True)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -1,0 +1,70 @@
+"""The answers of a node's control socket (stats, dump, raw, config, set, common, ports, ping).
+
+The node's loop hands each command line here and sends back the JSON-ready
+dict; nothing here touches a socket. ``fw-inspect``, the CLI, snapshots and
+the metrics exporter all ask through nodes/observe/client.py.
+"""
+from __future__ import annotations
+
+import os
+
+from nodes.conntrack import CommonState
+from nodes.engine import INSIDE, OUTSIDE
+from nodes.settings import SettingsError, runtime_change
+
+COMMANDS = "stats, dump, raw, config, ports, ping, common NAME=VALUE or set KEY=VALUE ..."
+
+
+def answer(node, command: str, now: float) -> dict:
+    """What ``node`` (a nodes.shell.node.Node) answers to one command line."""
+    engine, sync, home = node.engine, node.sync, node.home
+    if command == "stats":
+        stats = engine.stats(now)
+        stats["packets_out"] = {"outside": node.sent[OUTSIDE], "inside": node.sent[INSIDE]}
+        stats["tx_errors"] = {"outside": node.ports[OUTSIDE].tx_errors,
+                              "inside": node.ports[INSIDE].tx_errors}
+        stats["rx_errors"] = {"outside": node.ports[OUTSIDE].rx_errors,
+                              "inside": node.ports[INSIDE].rx_errors}
+        stats["rx_truncated"] = sum(p.rx_truncated for p in node.ports)
+        stats["port_kind"] = node.ports[OUTSIDE].kind
+        if sync is not None:
+            stats["sync"] = sync.stats(now)
+            stats["sync"]["cluster_delay_ms"] = (node.delay_line.delay * 1000
+                                                 if node.delay_line is not None else 0.0)
+        if home is not None:
+            stats["home"] = home.stats()
+        stats["pid"] = os.getpid()
+        return stats
+    if command == "dump":
+        return engine.dump(now)
+    if command == "raw":  # every sample behind the percentiles, in ms, for plots
+        raw = {"hold_ms": [round(x * 1000, 4) for x in engine.hold_times]}
+        if sync is not None:
+            raw["lag_ms"] = [round(x * 1000, 4) for x in sync.lag]
+        if home is not None:
+            raw["discovery_ms"] = [round(x * 1000, 4) for x in home.discovery]
+        return raw
+    if command.startswith("set "):
+        if sync is None:
+            return {"error": "this node was started without --sync-config"}
+        try:
+            candidate = runtime_change(sync.config, command[4:])
+        except SettingsError as err:
+            return {"error": str(err)}
+        sync.reconfigure(candidate, now)
+        return {"ok": True, "sync": candidate.as_dict()}
+    if command.startswith("common "):
+        name, sep, value = command[7:].partition("=")
+        if not sep or not name.strip():
+            return {"error": "use: common NAME=VALUE"}
+        engine.modify_state("common", CommonState(name.strip(), value.encode(), engine.node), now)
+        return {"ok": True, "common": name.strip()}
+    if command == "ports":
+        return {"outside": node.ports[OUTSIDE].describe(), "inside": node.ports[INSIDE].describe()}
+    if command == "config":  # the sync settings in force (what 'set' changes)
+        if sync is None:
+            return {"error": "this node was started without --sync-config"}
+        return {"node": engine.node, "sync": sync.config.as_dict()}
+    if command == "ping":
+        return {"node": engine.node, "pid": os.getpid()}
+    return {"error": f"unknown command {command!r} (use {COMMANDS})"}

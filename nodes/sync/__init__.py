@@ -1,0 +1,238 @@
+"""Synchronization of state between cluster nodes (the seed's methods 400-800).
+
+``SyncEngine`` is what the gateway engine's ``SyncPort`` stands for. It is pure:
+time comes in as ``now``, received bytes come in through ``receive``, and the
+bytes to send pile up in ``outbox`` as (peer id, bytes) for the node's shell.
+Where each part of the seed is:
+
+===============================================  =================================
+settings (every setting, its range and default)  nodes/settings.py
+reliable channel (seq, acks, resend, window)     nodes/sync/channel.py
+on demand, periodic, combined, auto, delayed;    nodes/sync/replication.py
+what goes where (common vs node-specific)
+backup groups (who backs up whom)                nodes/groups.py
+membership (failing, leaving, joining, bulk)     nodes/sync/membership.py
+failure detection (shared with the controller)   nodes/failure.py
+holding a packet (method 800)                    nodes/sync/hold.py
+===============================================  =================================
+"""
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+
+from nodes import syncproto as sp
+from nodes.conntrack import ConnectionTable
+from nodes.failure import LEAVE, STALE, FailureDetector
+from nodes.samples import percentiles
+from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
+    runtime_change
+from nodes.sync.channel import Channel
+from nodes.sync.hold import Hold
+from nodes.sync.membership import Membership
+from nodes.sync.replication import Replication, unprotected
+
+SETTLED = 0.05  # seconds: an entry this old has normally reached its backups (lag p99 is ms)
+MESSAGE_KIND = {sp.DATA: "data", sp.ACK: "acks", sp.HEARTBEAT: "heartbeats"}
+
+__all__ = ["MODES", "STATELESS", "TRIGGERS", "SettingsError", "SyncEngine", "SyncSettings",
+           "runtime_change"]
+
+
+class SyncEngine(Replication, Membership, Hold):
+    """One node's side of state synchronization."""
+
+    def __init__(self, me: int, members: list[int], table: ConnectionTable, key: bytes,
+                 config: SyncSettings | None = None, names: dict[int, str] | None = None,
+                 boot: int = 0, now: float = 0.0, observer: bool = False):
+        """``boot`` is this incarnation's epoch, chosen by the shell (a restart gets a new one)."""
+        self.config = config or SyncSettings()
+        self.me, self.table, self.key = me, table, key
+        self.members = sorted(set(members) | {me})
+        self.names = names or {m: f"fw{m}" for m in self.members}
+        self.name = self.names[me]
+        self.ids = {n: i for i, n in self.names.items()}
+        self.boot = boot
+        self.channels = {p: Channel() for p in self.members if p != me}
+        self.observer = observer  # also send heartbeats to peer 0 (the controller)
+        self.alive = set(self.members)
+        self.detector = FailureDetector(self.channels, self.config.dead_after,
+                                        self.config.startup_grace, now)
+        self._groups: tuple = ((), {})
+        self.active = "ondemand" if self.config.mode == "auto" else self.config.mode
+        self.replication = self.config.replication
+        self._window = (now, 0)  # auto: start of the window, state changes in it
+        self.outbox: list[tuple[int, bytes]] = []
+        self.counters: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
+        self.delayed: OrderedDict = OrderedDict()  # delayed replication: orig key -> Entry
+        self.retired = [0, 0]  # bytes, unprotected bytes of my connections no longer in the table
+        self.next_periodic = now + self.config.interval
+        self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
+        self._changed_at: dict[tuple[int, int], float] = {}  # (peer, seq) -> time
+        self.home_inbox: list = []  # authenticated home-forwarding messages
+        self.on_peer_down: list = []  # callables(peer) told of every failure or leave
+        self.adopted: dict[int, tuple[set, float]] = {}  # peer -> (keys adopted, when)
+        self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
+        self.next_heartbeat = now
+        self.leaving = False
+        self.events: list[tuple] = []  # (time, kind, fields): membership changes, for the log
+        self.bulk_ms_last: float | None = None  # the last bulk transfer received, start to end
+        # Ask every peer for the state this node must hold (method 700, step 704).
+        self.bulk_waiting = set(self.channels) if not self.stateless else set()
+        self.bulk_deadline = now + self.config.bulk_timeout
+        self.bulk_started: dict[int, float] = {}
+        self.started, self.ready_logged = now, False
+        for peer in self.bulk_waiting:
+            self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
+
+    @property
+    def stateless(self) -> bool:
+        return self.config.mode in STATELESS
+
+    @property
+    def idle(self) -> bool:
+        """Nothing unacknowledged on any channel (a leaving node may go)."""
+        return not any(ch.unacked for ch in self.channels.values())
+
+    def reconfigure(self, config: SyncSettings, now: float) -> None:
+        """Take new settings at run time (the control socket's ``set``)."""
+        self.config = config
+        self.active = "ondemand" if config.mode == "auto" else config.mode
+        self.replication = config.replication
+        self.next_periodic = now + config.interval
+
+    # -- the clock -------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Heartbeats, failure detection, periodic sync, retransmissions, pending records."""
+        self._heartbeats(now)  # mode none too: membership without state
+        if self.stateless:
+            self.flush(now)
+            return
+        if self.config.mode == "auto":
+            self._auto(now)
+        if self.periodic_on and now >= self.next_periodic:
+            self.periodic_sync(now)
+        if self.delayed:
+            self._release_delayed(now)
+        for peer, ch in self.channels.items():
+            if peer not in self.alive:
+                continue
+            for data in ch.due(now, self.config.rto):
+                self.outbox.append((peer, data))
+                self.counters["retransmissions"] += 1
+                self.counters["bytes_sent"] += len(data)
+                self.counters["data_bytes_sent"] += len(data)
+        self.flush(now)
+
+    # -- sending -----------------------------------------------------------------
+    def flush(self, now: float) -> None:
+        """Pack every pending record into DATA messages, and send due acks."""
+        for peer, ch in self.channels.items():
+            if peer not in self.alive:
+                ch.pending.clear()
+                continue
+            for seq, data, kinds in ch.pack(self.me, peer, self.boot, self.key, now,
+                                            self.config.rto):
+                self._changed_at[peer, seq] = now
+                self.outbox.append((peer, data))
+                self.counters["messages_sent"] += 1
+                self.counters["records_sent"] += len(kinds)
+                for rtype in kinds:
+                    self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
+                self.counters["bytes_sent"] += len(data)
+                self.counters["data_bytes_sent"] += len(data)
+            if ch.ack_due:
+                self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1))
+                ch.ack_due = False
+
+    def _send(self, peer: int, msg: sp.Message) -> None:
+        data = sp.encode(msg, self.key)
+        self.outbox.append((peer, data))
+        kind = MESSAGE_KIND[msg.type]
+        self.counters[f"{kind}_sent"] += 1
+        self.counters[f"{kind.rstrip('s')}_bytes_sent"] += len(data)
+        self.counters["bytes_sent"] += len(data)
+
+    # -- receiving -----------------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> None:
+        """Verify, order and apply one message from the sync network."""
+        try:
+            msg = sp.decode(data, self.key)
+        except sp.Reject as err:
+            self.rejected[err.reason] += 1
+            return
+        ch = self.channels.get(msg.sender)
+        if ch is None or msg.receiver not in (0, self.me):
+            self.rejected["not_a_member" if ch is None else "not_for_me"] += 1
+            return
+        if msg.boot < ch.peer_boot:
+            self.rejected["old_boot"] += 1
+            return
+        if msg.boot > ch.peer_boot:
+            if ch.peer_boot:  # the peer restarted: it lost all it had from us
+                self.counters["peer_restarts"] += 1
+                self.channels[msg.sender] = ch = Channel()
+            ch.peer_boot = msg.boot
+        self.counters["bytes_received"] += len(data)
+        view = msg.members if msg.type == sp.HEARTBEAT else (msg.sender,)
+        verdict = self.detector.heard(msg.sender, msg.boot, view, now)
+        if verdict == STALE:
+            self.rejected["old_boot"] += 1
+            return
+        if verdict == LEAVE:
+            self.peer_failed(msg.sender, now, "node_offline")  # a graceful leave
+            return
+        self._heard(msg.sender, now)
+        if msg.type in (sp.HOME_QUERY, sp.HOME_ANSWER, sp.FORWARD):
+            self.home_inbox.append(msg)  # for the node's HomeForwarder
+            return
+        if msg.type in (sp.DATA, sp.ACK):
+            done = ch.acknowledge(msg.ack)
+            if isinstance(done, str):
+                self.rejected[done] += 1
+            else:
+                for seq in done:
+                    changed = self._changed_at.pop((msg.sender, seq), None)
+                    if changed is not None:
+                        self.lag.append(now - changed)
+        if msg.type != sp.DATA:
+            self.counters[f"{MESSAGE_KIND[msg.type]}_received"] += 1
+            return
+        self.counters["messages_received"] += 1
+        early = ch.expected
+        reason, records = ch.accept(msg.seq, msg.records, self.config.window)
+        if reason:
+            self.rejected[reason] += 1
+            return
+        if msg.seq != early:
+            self.counters["out_of_order"] += 1
+        for rtype, fields in records:
+            self._apply(msg.sender, rtype, fields, now)
+
+    # -- observation -----------------------------------------------------------------
+    def stats(self, now: float | None = None) -> dict:
+        """Counters for the inspection command. With ``now``, also how many of my entries
+        are older than SETTLED (their copies should have reached the backups by then)."""
+        me = self.name
+        mine = [e for e in self.table.entries() if e.owner == me]
+        owned = len(mine)
+        settled = owned if now is None else sum(1 for e in mine if now - e.created >= SETTLED)
+        lag = percentiles(self.lag)
+        backups = self.groups().get(self.me, [])
+        carried = self.retired[0] + sum(sum(e.bytes) for e in mine)
+        unprotected_bytes = self.retired[1] + sum(unprotected(e) for e in mine)
+        return {"mode": self.config.mode, "active": self.active, "replication": self.replication,
+                "members": self.members, "alive": sorted(self.alive),
+                "ready": self.ready,
+                "backups": backups, "backup_nodes": [self.names[b] for b in backups],
+                "backup_of": dict(Counter(e.owner for e in self.table.entries() if e.owner != me)),
+                "entries_owned": owned, "entries_backup": len(self.table) - owned,
+                "entries_owned_settled": settled,
+                "common": self.table.n_expectations + len(self.table.common),
+                "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
+                "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),
+                "bulk_ms_last": self.bulk_ms_last,
+                "delayed": len(self.delayed), "bytes_carried": carried,
+                "unprotected_bytes": unprotected_bytes,
+                "counters": dict(self.counters), "rejected": dict(self.rejected)}

@@ -1,0 +1,263 @@
+"""What state goes where, and when (the seed's methods 400, 500 and 600's destinations).
+
+- On demand (method 400): each predetermined action the gateway engine
+  reports (``state_changed``) is sent at once if its trigger is on.
+- Periodic (prior art): every ``interval``, what changed (differential) or all
+  this node owns (full).
+- Combined (method 500): both; an on-demand sync resets the periodic timer,
+  so the interval can be longer. Auto: switch between them by the sync
+  bandwidth, and between full and backup replication by table size.
+- Delayed replication (Check Point's and FortiGate's delayed sync; Feng et
+  al., GLOBECOM 2008): with ``delay = D`` a new connection is sent once it is
+  D seconds old, never if it closed before.
+- Destinations (method 600): connection entries to the owner's backup nodes
+  (or every member with ``replication = "full"``); expectations and common
+  state (any node may need them) to every member.
+- Records: what an entry, expectation or common state is on the wire, and
+  how a received record is applied to the connection table.
+
+A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
+"""
+from __future__ import annotations
+
+from nodes import syncproto as sp
+from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
+from nodes.groups import connection_backups
+
+CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
+# Which predetermined action a state change of the gateway engine is.
+TRIGGER_OF = {"new": "new_connection", "update": "state_modified",
+              "destroy": "state_modified", "expect": "state_modified", "common": "state_modified",
+              "unexpect": "state_modified", "multi_node": "multi_node_session"}
+
+
+class Replication:
+    """Triggers, periodic rounds, delayed replication, destinations and records."""
+
+    @property
+    def periodic_on(self) -> bool:
+        return self.active in ("periodic", "combined")
+
+    @property
+    def ondemand_on(self) -> bool:
+        return self.active in ("ondemand", "combined")
+
+    # -- the SyncPort the gateway engine calls ---------------------------------
+    def state_changed(self, kind: str, obj: object, now: float) -> None:
+        """A predetermined action: record it, and sync now if its trigger is on."""
+        if self.stateless:
+            return
+        if self.config.mode == "auto":
+            self._window = (self._window[0], self._window[1] + 1)
+        if self.periodic_on and kind != "multi_node":
+            self.dirty[_identity(obj)] = (kind, obj)
+        trigger = TRIGGER_OF.get(kind)
+        if kind == "destroy" and isinstance(obj, Entry):
+            self._retire(obj)
+        if isinstance(obj, Entry) and self._delaying(kind, obj):
+            return
+        if self.ondemand_on and trigger in self.config.triggers:
+            self._queue(kind, obj, now)
+            self.counters[f"trigger_{trigger}"] += 1
+            if self.active == "combined":
+                self.next_periodic = now + self.config.interval
+
+    # -- periodic and combined ---------------------------------------------------
+    def periodic_sync(self, now: float) -> None:
+        """Send what changed (differential) or everything this node owns (full)."""
+        self.next_periodic = now + self.config.interval
+        self.counters["periodic_syncs"] += 1
+        me = self.name
+        if self.config.periodic == "full":
+            for entry in self.table.entries():
+                if entry.owner == me:
+                    self._queue("update", entry, now)
+            for exps in self.table.expectations.values():
+                for exp in exps:
+                    if exp.owner == me:
+                        self._queue("expect", exp, now)
+            for common in self.table.common.values():
+                if common.owner == me:
+                    self._queue("common", common, now)
+        else:
+            for kind, obj in self.dirty.values():
+                self._queue(kind, obj, now)
+        self.dirty.clear()
+
+    def _auto(self, now: float) -> None:
+        """Mode auto: switch by projected sync bandwidth and by table size (method 500)."""
+        start, changes = self._window
+        if now - start >= 1.0:
+            rate = changes * 40 / (now - start)  # ~ bytes a state change costs on demand
+            budget = self.config.budget_bandwidth
+            if budget and self.active == "ondemand" and rate > budget:
+                self._switch("active", "periodic", now, rate=round(rate))
+            elif budget and self.active == "periodic" and rate < budget / 2:
+                self._switch("active", "ondemand", now, rate=round(rate))
+            self._window = (now, 0)
+        limit = self.config.budget_entries
+        if limit and self.config.replication == "full":
+            if self.replication == "full" and len(self.table) > limit:
+                self._switch("replication", "backup", now, entries=len(self.table))
+            elif self.replication == "backup" and len(self.table) < limit / 2:
+                self._switch("replication", "full", now, entries=len(self.table))
+
+    def _switch(self, what: str, value: str, now: float, **why) -> None:
+        setattr(self, what, value)
+        self.counters[f"auto_{what}_{value}"] += 1
+        self.events.append((now, "sync_switch", {what: value, **why}))
+        if what == "replication":
+            self._regroup(sorted(self.alive), now)
+        else:
+            self.next_periodic = now + self.config.interval
+
+    # -- delayed replication -----------------------------------------------------
+    def _delaying(self, kind: str, entry: Entry) -> bool:
+        """Delayed replication: keep a young connection back; True if this change waits."""
+        if kind == "new" and self.config.delay > 0 and self.ondemand_on:
+            self.delayed[entry.orig] = entry
+            self.counters["entries_delayed"] += 1
+            return True
+        if self.delayed.get(entry.orig) is not entry:
+            return False
+        if kind == "multi_node":  # another node sees its packets: it needs the state now
+            del self.delayed[entry.orig]
+            self.counters["entries_delayed_sent"] += 1
+            return False
+        if kind == "destroy":  # it closed while young: its peers never hear of it
+            del self.delayed[entry.orig]
+            self.counters["entries_never_replicated"] += 1
+        return True  # an update: the entry goes, as it is then, when it is due
+
+    def _release_delayed(self, now: float) -> None:
+        """Send the waiting connections old enough; forget those that closed meanwhile."""
+        while self.delayed:
+            entry = next(iter(self.delayed.values()))
+            if now - entry.created < self.config.delay:
+                break
+            del self.delayed[entry.orig]
+            if entry.state in CLOSED:
+                self.counters["entries_never_replicated"] += 1
+            else:
+                self._queue("new", entry, now)
+                self.counters["entries_delayed_sent"] += 1
+
+    def next_release(self) -> float | None:
+        """When the oldest waiting connection is due (delayed replication), or None."""
+        if not self.delayed:
+            return None
+        return next(iter(self.delayed.values())).created + self.config.delay
+
+    def _retire(self, entry: Entry) -> None:
+        """Keep the byte counts of one of my connections that leaves the table."""
+        if entry.owner == self.name:
+            self.retired[0] += sum(entry.bytes)
+            self.retired[1] += unprotected(entry)
+
+    # -- destinations and records --------------------------------------------------
+    def _destinations(self, obj: object) -> list[int]:
+        if isinstance(obj, Entry) and self.replication == "backup":
+            owner = self.ids.get(obj.owner, self.me)
+            if self.config.selection == "connection":
+                peers = connection_backups(sp.key_bytes(obj.orig), owner, sorted(self.alive),
+                                           self.config.k)
+            else:
+                peers = self.groups().get(owner, [])
+            return [p for p in peers if p != self.me]
+        return [p for p in sorted(self.alive) if p != self.me]
+
+    def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
+        if isinstance(obj, CommonState):
+            return sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me), "name": obj.name,
+                                 "value": obj.value}
+        if isinstance(obj, Entry):
+            owner = self.ids.get(obj.owner, self.me)
+            if kind == "destroy":
+                return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
+            return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
+                                "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
+                                "master": obj.related_to}
+        owner = self.ids.get(obj.owner, self.me)
+        fields = {"proto": obj.proto, "src": obj.src, "dst": obj.dst, "dport": obj.dport,
+                  "owner": owner}
+        if kind == "unexpect":
+            return sp.R_EXPECT_DEL, fields
+        return sp.R_EXPECT, {**fields, "timeout": max(0.0, obj.expires - now),
+                             "master": obj.master}
+
+    def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
+        record = self._record(kind, obj, now)
+        peers = self._destinations(obj) if peers is None else peers
+        for peer in peers:
+            self.channels[peer].pending.append(record)
+        if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:
+            obj.replicated_at_bytes = sum(obj.bytes)
+
+    def _owner_name(self, owner_id: int) -> str:
+        return self.names.get(owner_id, f"fw{owner_id}")
+
+    def _apply(self, sender: int, rtype: int, f: dict, now: float) -> None:
+        """Apply one record received in order from ``sender`` to the connection table."""
+        table = self.table
+        self.counters["records_applied"] += 1
+        self.counters[f"received_{sp.RECORD_NAMES[rtype]}"] += 1
+        if rtype == sp.R_ENTRY:
+            self._apply_entry(f, now)
+        elif rtype == sp.R_ENTRY_DEL:
+            entry, _ = table.lookup(f["key"])
+            if entry is not None and entry.orig == f["key"] and \
+                    entry.owner == self.names.get(f["owner"]):
+                table.remove(entry)
+        elif rtype == sp.R_EXPECT:
+            if find_expectation(table, f) is None:
+                table.expect(Expectation(f["proto"], f["src"], f["dst"], f["dport"], f["master"],
+                                         now, now + f["timeout"], self._owner_name(f["owner"])))
+        elif rtype == sp.R_EXPECT_DEL:
+            exp = find_expectation(table, f)
+            if exp is not None:
+                table.unexpect(exp)
+        elif rtype == sp.R_COMMON:
+            table.common[f["name"]] = CommonState(f["name"], f["value"],
+                                                  self._owner_name(f["owner"]))
+        else:
+            self._apply_bulk(sender, rtype, f, now)  # membership: nodes/sync/membership.py
+
+    def _apply_entry(self, f: dict, now: float) -> None:
+        table = self.table
+        owner = self._owner_name(f["owner"])
+        entry, _ = table.lookup(f["key"])
+        if entry is not None and entry.orig != f["key"]:
+            self.rejected["entry_key_clash"] += 1
+            return
+        if entry is None:
+            entry = table.new_entry(f["key"], f["state"], now, owner, helper=f["helper"],
+                                    related_to=f["master"])
+        elif entry.owner == self.name and owner != entry.owner:
+            self.counters["ownership_conflicts"] += 1
+            return
+        entry.state, entry.owner = f["state"], owner
+        entry.expires = now + f["timeout"]
+        if f["owner"] in self.adopted and f["owner"] not in self.alive:
+            # a copy of a dead owner's connection that another backup held: mine to adopt
+            self._adopt([entry], f["owner"], now)
+
+
+def unprotected(entry: Entry) -> int:
+    """Bytes ``entry`` carried before a replica of it left (all, if none did)."""
+    total = sum(entry.bytes)
+    return total if entry.replicated_at_bytes < 0 else min(total, entry.replicated_at_bytes)
+
+
+def _identity(obj: object) -> tuple:
+    if isinstance(obj, Entry):
+        return ("entry", obj.orig)
+    if isinstance(obj, CommonState):
+        return ("common", obj.name)
+    return ("expect", obj.proto, obj.src, obj.dst, obj.dport)
+
+
+def find_expectation(table: ConnectionTable, f: dict) -> Expectation | None:
+    for exp in table.expectations.get((f["proto"], f["dst"], f["dport"]), []):
+        if exp.src == f["src"]:
+            return exp
+    return None
