@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from collections import Counter
@@ -28,8 +29,11 @@ from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cl
 from ryu.lib import hub
 from ryu.ofproto import nicira_ext, ofproto_v1_3
 
+from controller.membership import UP, ClusterMembership
 from controller.steering import COOKIE, TABLE_BUCKETS, ClusterSpec, FlowSpec, Steering
+from nodes import syncproto as sp
 from nodes.observe.metrics import controller_families, exposition
+from nodes.shell import config as cluster_config
 
 
 def flow_mod(datapath, spec: FlowSpec):
@@ -67,27 +71,28 @@ class ClusterSteering(app_manager.RyuApp):
             raise SystemExit("controller: set FWCLUSTER_STEERING to the cluster spec JSON file")
         with open(path, encoding="utf-8") as fh:
             self.spec = ClusterSpec.from_json(fh.read())
-        self.sync = None
+        self.cluster = None
         k = 1
-        if os.environ.get("FWCLUSTER_SYNC"):
-            with open(os.environ["FWCLUSTER_SYNC"], encoding="utf-8") as fh:
-                self.sync = json.load(fh)
-            k = int(self.sync.get("settings", {}).get("k", 1))
+        if os.environ.get("FWCLUSTER_SYNC"):  # the nodes' own sync config, read the same way
+            self.cluster = cluster_config.load(os.environ["FWCLUSTER_SYNC"])
+            if not self.cluster.controller:
+                raise SystemExit("controller: the sync config names no controller address")
+            k = self.cluster.settings.k
         self.steering = Steering(self.spec, os.environ.get("FWCLUSTER_FAILOVER", "backup"), k)
+        self.membership = None
         self.event_log = open(os.environ["FWCLUSTER_EVENTS"], "a", encoding="utf-8") \
             if os.environ.get("FWCLUSTER_EVENTS") else None
         self.datapaths: dict[int, object] = {}
         self.relearned = False
         self.counters: Counter = Counter()  # node_down, node_up, buckets_moved, flow_mods
-        self.heartbeats: Counter = Counter()  # by node
         if os.environ.get("FWCLUSTER_METRICS"):  # host:port for Prometheus, as Faucet does
             from nodes.observe.exporter import serve_metrics
             host, _, port = os.environ["FWCLUSTER_METRICS"].rpartition(":")
             serve_metrics(int(port), self.metrics, host or "127.0.0.1")
         self.logger.info("steering %d nodes over %d buckets on %d switches, failover %s",
                          len(self.spec.nodes), self.spec.buckets, len(self.spec.switches),
-                         self.steering.policy if self.sync else "off (no sync config)")
-        if self.sync:
+                         self.steering.policy if self.cluster else "off (no sync config)")
+        if self.cluster:
             hub.spawn(self.watch_heartbeats)
 
     def log_event(self, event: str, **fields) -> None:
@@ -101,7 +106,8 @@ class ClusterSteering(app_manager.RyuApp):
         """The controller's counters in the Prometheus text format."""
         return exposition(controller_families(
             list(self.spec.nodes), list(self.steering.live), list(self.steering.table),
-            len(self.datapaths), dict(self.counters), dict(self.heartbeats)))
+            len(self.datapaths), dict(self.counters),
+            dict(self.membership.heartbeats) if self.membership else {}))
 
     # -- switches ------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -154,48 +160,37 @@ class ClusterSteering(app_manager.RyuApp):
 
     # -- membership ------------------------------------------------------------
     def watch_heartbeats(self):
-        """Hear the nodes' heartbeats; a node silent for dead_after has failed."""
-        from nodes import syncproto as sp
-        with open(self.sync["key_file"], "rb") as fh:
-            key = fh.read()
-        names = {int(i): n for i, n in self.sync["names"].items()}
-        settings = self.sync.get("settings", {})
-        dead_after = float(settings.get("dead_after", 0.1))
-        interval = float(settings.get("heartbeat", 0.02))
+        """Hear the nodes' heartbeats; act on what controller.membership concludes.
+
+        Every datagram that has arrived is read before anyone is judged, so a
+        controller that fell behind does not take live nodes for dead."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("0.0.0.0", sp.PORT))
-        sock.settimeout(interval / 2)
-        start = time.monotonic()
-        heard = {n: start for n in names.values()}
-        boots: dict[str, int] = {}
-        startup = 5.0  # a node never heard may not have started yet
+        # Only the sync network's address, which appears once the network is up (freebind).
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        sock.bind((self.cluster.controller, sp.PORT))
+        sock.setblocking(False)
+        judge = ClusterMembership(self.cluster.names, self.cluster.key, self.cluster.settings,
+                                  time.monotonic())
+        self.membership = judge
+        wait = self.cluster.settings.heartbeat / 2
         while True:
-            try:
-                data = sock.recv(4096)
-            except socket.timeout:
-                data = None
+            hub.sleep(0)  # let the OpenFlow side run
+            readable = select.select([sock], [], [], wait)[0]
             now = time.monotonic()
-            if data:
+            while readable:
                 try:
-                    msg = sp.decode(data, key)
-                except sp.Reject:
-                    msg = None
-                if msg is not None and msg.type == sp.HEARTBEAT and msg.sender in names:
-                    node = names[msg.sender]
-                    if msg.sender not in msg.members and msg.members == []:
-                        self.node_down(node, "left")  # a graceful leave
-                        heard[node] = now
-                        continue
-                    heard[node] = now
-                    self.heartbeats[node] += 1
-                    boots[node] = msg.boot
-                    if node not in self.steering.live and msg.ready:
-                        self.node_up(node, msg.boot)
-            for node in list(self.steering.live):
-                limit = dead_after if node in boots else startup
-                if now - heard[node] > limit:
-                    self.node_down(node, "silent", silent_ms=round((now - heard[node]) * 1000, 1))
+                    data = sock.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    break
+                self.act(judge.arrived(data, now, list(self.steering.live)))
+            self.act(judge.judge(time.monotonic(), list(self.steering.live)))
+
+    def act(self, actions: list[tuple]) -> None:
+        for kind, node, fields in actions:
+            if kind == UP:
+                self.node_up(node, fields["boot"])
+            else:
+                self.node_down(node, **fields)
 
     def node_down(self, node: str, why: str, **fields) -> None:
         if node not in self.steering.live:

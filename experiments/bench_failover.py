@@ -23,10 +23,11 @@ import os
 import sys
 import time
 
-from experiments.workload import read_jsonl
+from experiments.analysis.attribution import read_jsonl
 from nodes.samples import percentiles
 from topo.addresses import server_ip
 from topo.procs import wait_until
+from topo import faults
 
 CRASHES = 20
 
@@ -54,7 +55,7 @@ def failover(seconds: float, out_dir: str, heartbeat: float = 0.02,
         for i in range(CRASHES):
             node = wait_until(lambda: _carrier(cluster), 10, "the carrying node")
             t_fault = time.time()
-            cluster.crash_node(node)
+            faults.crash(cluster, node)
             first = wait_until(lambda: [e for e in _events(run_dir, "fw*.events.jsonl")
                                         if e["event"] == "failover_first_packet"
                                         and e["t"] > t_fault], 10,
@@ -65,7 +66,7 @@ def failover(seconds: float, out_dir: str, heartbeat: float = 0.02,
                             down[0]["t"] - t_fault if down else None))
             print(f"failover: crash {i + 1}/{CRASHES} of {node}: first packet after "
                   f"{samples[-1][0] * 1000:.1f} ms", file=sys.stderr, flush=True)
-            cluster.restart_node(node)
+            faults.restart(cluster, node)
             cluster.wait_ready()
             wait_until(lambda: _carrier(cluster) == node, 15, f"{node} to carry it again")
         if not client.alive():

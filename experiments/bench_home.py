@@ -34,7 +34,7 @@ import json
 import os
 import sys
 
-from experiments.workload import node_events, read_jsonl
+from experiments.analysis.attribution import node_events, read_jsonl
 from nodes import syncproto as sp
 from nodes.samples import percentiles
 from topo.addresses import server_ip

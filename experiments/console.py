@@ -23,11 +23,13 @@ from mininet.cli import CLI
 
 from experiments.files import write_files
 from experiments.ftp_client import MODES as FTP_MODES
-from experiments.workload import (attributed, read_jsonl, session_time,
-                                  start_ftp_client, start_ftp_servers)
+from experiments.analysis.attribution import read_jsonl
+from experiments.workload import (attributed, session_time, start_ftp_client,
+                                  start_ftp_servers)
 from nodes.observe.inspect import changes, format_stats, listing
 from topo.addresses import server_ip
 from topo.procs import wait_until
+from topo import faults
 
 FILES = {"small.bin": 64 * 1024, "big.bin": 8 * 1024 * 1024}  # what the FTP servers offer
 CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "crash", "hang",
@@ -250,7 +252,7 @@ class ClusterCLI(CLI):
         name = self.node(self.words(line, 1, "crash NODE")[0])
         if name not in self.cluster.procs:
             raise ConsoleError(f"{name} is not running: 'restart {name}' brings it back")
-        self.cluster.crash_node(name)
+        faults.crash(self.cluster, name)
         print(f"{name} crashed")
         self.report_membership()
 
@@ -259,7 +261,7 @@ class ClusterCLI(CLI):
 
         Its peers cannot tell it from a crash; 'resume NODE' wakes it."""
         name = self.running(self.words(line, 1, "hang NODE")[0])
-        self.cluster.hang_node(name)
+        faults.hang(self.cluster, name)
         print(f"{name} hung (SIGSTOP)")
         self.report_membership()
 
@@ -268,7 +270,7 @@ class ClusterCLI(CLI):
         name = self.node(self.words(line, 1, "resume NODE")[0])
         if name not in self.cluster.hung:
             raise ConsoleError(f"{name} is not hung (hang it first with 'hang {name}')")
-        self.cluster.resume_node(name)
+        faults.resume(self.cluster, name)
         print(f"{name} resumed (SIGCONT)")
         self.report_membership()
 
@@ -277,7 +279,7 @@ class ClusterCLI(CLI):
 
         Its peers know at once, without waiting for silence."""
         name = self.running(self.words(line, 1, "leave NODE")[0])
-        self.cluster.leave_node(name)
+        faults.leave(self.cluster, name)
         print(f"{name} left the cluster")
         self.report_membership()
 
@@ -290,7 +292,7 @@ class ClusterCLI(CLI):
         if name in self.cluster.procs:
             raise ConsoleError(f"{name} is running: 'crash {name}' or 'leave {name}' first")
         t0 = time.monotonic()
-        proc = self.cluster.restart_node(name)
+        proc = faults.restart(self.cluster, name)
         self.cluster.wait_ready()
         sync = self.cluster.ask(name, "stats").get("sync") or {}
         print(f"{name} restarted (pid {proc.pid}), ready after {time.monotonic() - t0:.2f} s, "
@@ -475,11 +477,18 @@ class ClusterCLI(CLI):
         except ValueError:
             raise ConsoleError(f"tcp: {args[2]!r} is not a number of seconds") from None
         srv = self.mn[server]
-        srv.cmd("pkill -f 'iperf3 -s -p 5001'")
-        srv.cmd("iperf3 -s -p 5001 -1 -D")
-        out = self.mn[client].cmd(f"iperf3 -c {srv.IP()} -p 5001 -t {seconds:g} "
-                                  "--connect-timeout 3000 -f m")
-        srv.cmd("pkill -f 'iperf3 -s -p 5001'")
+        # Started and stopped by its own id: hosts share the machine's PID namespace,
+        # so a pattern (pkill -f) would hit any iperf3 on the machine.
+        proc = self.cluster.spawn(f"iperf3-{server}", ["iperf3", "-s", "-p", "5001", "-1"],
+                                  host=srv)
+        try:
+            wait_until(lambda: "listening" in proc.log_tail() or not proc.alive(), 5,
+                       f"iperf3 on {server}")
+            out = self.mn[client].cmd(f"iperf3 -c {srv.IP()} -p 5001 -t {seconds:g} "
+                                      "--connect-timeout 3000 -f m")
+        finally:
+            proc.stop()
+            self.cluster.procs.pop(proc.name, None)
         summary = [l for l in out.splitlines() if "sender" in l or "receiver" in l
                    or "error" in l]
         print("\n".join(summary) or out.strip())

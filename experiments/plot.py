@@ -1,7 +1,8 @@
 """Figures from a run's raw data (sessions.csv) alone; PNG and PDF.
 
 Reproduction campaigns (results/reproduce*/) are analysed by
-experiments/analysis.py, which writes their figures and REPORT.md.
+experiments/analysis/, which writes their figures and REPORT.md; both share
+experiments/analysis/style.py.
 
     fwcluster plot results/demo-...   # one run
     fwcluster figures                 # every run under results/
@@ -13,13 +14,9 @@ import math
 import os
 from collections import defaultdict
 
-import matplotlib
+from experiments.analysis.report import report
+from experiments.analysis.style import STYLE, plt, save
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-STYLE = {"figure.dpi": 120, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
-         "axes.spines.top": False, "axes.spines.right": False}
 COLORS = {"ok": "#4c9a2a", "other_node": "#d1495b", "failed": "#8d8d8d"}
 
 
@@ -44,16 +41,6 @@ def category(rec: dict) -> str:
     if rec["same_node"] == "False":
         return "other_node"
     return "failed"
-
-
-def save(fig, run_dir: str, name: str) -> list[str]:
-    out = os.path.join(run_dir, "figures")
-    os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, f"{name}.{ext}") for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def sessions_per_node(rows: list[dict], run_dir: str) -> list[str]:
@@ -120,7 +107,6 @@ def plot_all(results: str = "results") -> list[str]:
         if os.path.exists(os.path.join(run_dir, "sessions.csv")):
             paths += plot_run(run_dir)
         elif os.path.isdir(os.path.join(run_dir, "manifests")):  # a reproduction campaign
-            from experiments.analysis import report
             path, figures = report(run_dir)
             paths += figures + [path]
     return paths

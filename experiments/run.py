@@ -20,8 +20,9 @@ from importlib import metadata
 
 from experiments import fidelity
 from experiments import spec as specs
-from experiments.timeline import Timeline
-from experiments.workload import attribute, node_events, run_ftp
+from experiments.scheduler import Timeline
+from experiments.analysis.attribution import attribute, node_events
+from experiments.workload import run_ftp
 from topo.cluster import datapath
 from topo.net import Cluster, EventLog
 

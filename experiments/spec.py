@@ -9,7 +9,7 @@ timeline (``[[variants.timeline]]``), for comparisons that are not a grid (perio
 variant. ``[quick]`` holds what ``--quick`` changes (fewer repetitions,
 smaller traffic, ``variants = [labels]`` to keep): the CI variant of a spec.
 A reproduction experiment names its ``claim`` and the ``analysis`` that
-judges it (experiments/analysis.py).
+judges it (experiments/analysis/).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
     fault = "crash"     # see FAULTS
     node = "fw1"
 
+The faults are topo/faults.py's (experiments/scheduler.py applies them).
 Parameters by fault: ``link_down``/``link_up``: ``intf`` (eth0 outside, eth1
 inside, eth2 sync); ``sync_loss``: ``percent``; ``rate_limit``: ``intf`` and
 ``mbit`` (0 lifts it). ``controller_restart`` takes no node. ``snapshot`` is
@@ -14,36 +15,26 @@ written with its time to the run's event log by the cluster that applies it.
 """
 from __future__ import annotations
 
-import threading
-import time
+from topo.faults import FAULTS, INTERFACES
 
-FAULTS = {
-    "crash": ((), lambda c, e: c.crash_node(e["node"])),
-    "hang": ((), lambda c, e: c.hang_node(e["node"])),
-    "resume": ((), lambda c, e: c.resume_node(e["node"])),
-    "leave": ((), lambda c, e: c.leave_node(e["node"])),
-    "restart": ((), lambda c, e: c.restart_node(e["node"])),
-    "link_down": (("intf",), lambda c, e: c.link(e["node"], e["intf"], False)),
-    "link_up": (("intf",), lambda c, e: c.link(e["node"], e["intf"], True)),
-    "sync_cut": ((), lambda c, e: c.link(e["node"], "eth2", False)),
-    "sync_restore": ((), lambda c, e: c.link(e["node"], "eth2", True)),
-    "sync_loss": (("percent",), lambda c, e: c.sync_loss(e["node"], float(e["percent"]))),
-    "rate_limit": (("intf", "mbit"), lambda c, e: c.rate_limit(e["node"], e["intf"],
-                                                               float(e["mbit"]))),
-    "controller_restart": ((), lambda c, e: c.restart_controller()),
-    "snapshot": ((), lambda c, e: c.snapshot()),  # not a fault: every node's counters, now
-}
-NODELESS = ("controller_restart", "snapshot")
+
+def _snapshot(cluster, _event) -> None:
+    cluster.snapshot()
+
+
+# Every action a timeline may hold: the faults (topo/faults.py) and a snapshot.
+ACTIONS = {**{name: (f.params, f.apply) for name, f in FAULTS.items()},
+           "snapshot": ((), _snapshot)}  # not a fault: every node's counters, now
+NODELESS = tuple(n for n, f in FAULTS.items() if not f.needs_node) + ("snapshot",)
 REPEATABLE = ("snapshot",)
 MAX_REPEATS = 1000
-INTERFACES = ("eth0", "eth1", "eth2")
 
 
 def check(event: dict, nodes: int) -> str | None:
     """What is wrong with one timeline entry for a cluster of ``nodes``, or None."""
     fault = event.get("fault")
-    if fault not in FAULTS:
-        return f"fault {fault!r} unknown (use {', '.join(FAULTS)})"
+    if fault not in ACTIONS:
+        return f"fault {fault!r} unknown (use {', '.join(ACTIONS)})"
     at = event.get("at")
     if not isinstance(at, (int, float)) or at < 0:
         return f"{fault}: 'at' must be seconds >= 0"
@@ -52,7 +43,7 @@ def check(event: dict, nodes: int) -> str | None:
         if not (isinstance(node, str) and node.startswith("fw") and node[2:].isdigit()
                 and 1 <= int(node[2:]) <= nodes):
             return f"{fault}: node {node!r} is not fw1..fw{nodes}"
-    params, _ = FAULTS[fault]
+    params, _ = ACTIONS[fault]
     for name in params:
         if name not in event:
             return f"{fault}: needs {name!r}"
@@ -84,30 +75,3 @@ def expand(events: list[dict]) -> list[dict]:
         steps = int(round((event["until"] - event["at"]) / event["every"], 9)) + 1
         out += [{**once, "at": round(event["at"] + i * event["every"], 6)} for i in range(steps)]
     return out
-
-
-class Timeline(threading.Thread):
-    """Applies timeline entries to a running cluster at their times."""
-
-    def __init__(self, cluster, events: list[dict]):
-        super().__init__(name="timeline", daemon=True)
-        self.cluster, self.events = cluster, sorted(expand(events), key=lambda e: e["at"])
-        self.stopping = threading.Event()
-        self.errors: list[str] = []
-        self.skipped: list[dict] = []  # the traffic ended before their time
-
-    def run(self) -> None:
-        start = time.monotonic()
-        for i, event in enumerate(self.events):
-            if self.stopping.wait(max(0.0, start + event["at"] - time.monotonic())):
-                self.skipped = self.events[i:]
-                return
-            try:
-                FAULTS[event["fault"]][1](self.cluster, event)
-            except Exception as err:  # keep the run going; the error is reported
-                self.errors.append(f"{event['fault']} at {event['at']}s: {err}")
-                self.cluster.log("fault_failed", fault=event["fault"], error=str(err))
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=30)

@@ -1,23 +1,21 @@
 """FTP workload: files, a seeded session plan, servers and clients in a cluster.
 
-And attribution: which node carried each session's control and data
-connection, read from the nodes' own event logs (new / drop events).
+Which node carried each session's control and data connection is read from
+the nodes' own event logs by experiments/analysis/attribution.py; ``attributed``
+here waits for those logs.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import random
-import re
 import sys
 import time
 
+from experiments.analysis.attribution import attribute, node_events, read_jsonl
 from experiments.files import file_sizes, make_files
 from topo.addresses import server_ip
 from topo.procs import wait_until
-
-_KEY = re.compile(r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)")
 
 
 def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
@@ -109,20 +107,6 @@ def _count_lines(path: str) -> int:
         return 0
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Every JSON object of a JSON-lines file (none when it does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def node_events(folder: str) -> list[dict]:
-    """Every firewall node's events in a run folder (its fw*.events.jsonl files)."""
-    return [ev for path in sorted(glob.glob(os.path.join(folder, "fw*.events.jsonl")))
-            for ev in read_jsonl(path)]
-
-
 def attributed(records: list[dict], folder: str, timeout: float = 2.0) -> list[dict]:
     """``attribute`` over the nodes' events in ``folder``, once they hold these sessions'
     connections (nodes write their events twice a second), or as known at ``timeout``."""
@@ -133,52 +117,3 @@ def attributed(records: list[dict], folder: str, timeout: float = 2.0) -> list[d
                 or time.monotonic() >= deadline:
             return done
         time.sleep(0.1)
-
-
-def _parse_key(text: str) -> tuple | None:
-    m = _KEY.search(text or "")
-    return (m.group(1), m.group(2), int(m.group(3)), int(m.group(4))) if m else None
-
-
-def attribute(records: list[dict], node_events: list[dict]) -> list[dict]:
-    """Add control_node, data_node, data_verdict and data_refusals (packets of the data
-    connection a node refused: a SYN the client's TCP may send again) to each record."""
-    opened = []  # (t, node, src, dst, sport, dport)
-    refused = []
-    for ev in node_events:
-        if ev["event"] == "new":
-            key = _parse_key(ev["entry"]["orig"])
-            if key:
-                opened.append((ev["t"], ev["node"], *key))
-        elif ev["event"] == "drop":
-            key = _parse_key(ev["key"])
-            if key:
-                refused.append((ev["t"], ev["node"], *key))
-    out = []
-    for rec in records:
-        rec = dict(rec)
-        rec["control_node"] = rec["data_node"] = rec["data_verdict"] = None
-        if rec.get("control"):
-            csrc, cport, cdst, _ = rec["control"]
-            for t, node, src, dst, sport, dport in opened:
-                if (src, sport, dst, dport) == (csrc, cport, cdst, 21):
-                    rec["control_node"] = node
-        rec["data_refusals"] = 0
-        if rec.get("announced"):
-            host, port = rec["announced"]
-            window = (rec["t_start"] - 1, rec["t_end"] + 1)
-            rec["data_refusals"] = sum(1 for t, _, _, dst, _, dport in refused
-                                       if (dst, dport) == (host, port)
-                                       and window[0] <= t <= window[1])
-            for verdict, events in (("accepted", opened), ("refused", refused)):
-                for t, node, src, dst, sport, dport in events:
-                    if (dst, dport) == (host, port) and window[0] <= t <= window[1]:
-                        rec["data_node"], rec["data_verdict"] = node, verdict
-                        break
-                if rec["data_node"]:
-                    break
-        rec["same_node"] = (rec["data_node"] == rec["control_node"]
-                            if rec["data_node"] and rec["control_node"] else None)
-        out.append(rec)
-    return out
-

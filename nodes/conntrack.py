@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
-                          TCP_SYN, Key, ip_str, key_str, reverse)
+                          TCP_SYN, Key, ip_str, key_fields, key_str, reverse)
 
 # TCP states, named as conntrack names them.
 SYN_SENT, SYN_RECV, ESTABLISHED = "SYN_SENT", "SYN_RECV", "ESTABLISHED"
@@ -95,6 +95,7 @@ class Entry:
         return {
             "proto": self.proto, "state": self.state, "owner": self.owner,
             "orig": key_str(self.orig), "reply": key_str(self.reply),
+            "tuple": key_fields(self.orig),
             "timeout": round(max(0.0, self.expires - now), 1),
             "age": round(now - self.created, 3),
             "packets": list(self.packets), "bytes": list(self.bytes),

@@ -19,7 +19,7 @@ from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_S
 from nodes.ftp import FtpHelper
 from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-                          Packet, ethertype, key_str, parse_ipv4)
+                          Packet, ethertype, key_fields, key_str, parse_ipv4)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
@@ -210,7 +210,8 @@ class GatewayEngine:
         """Count a drop by reason; log it when it refused a connection's opening."""
         self.drops[reason] += 1
         if pkt is not None:
-            self._event(now, "drop", reason=reason, key=key_str(pkt.key))
+            self._event(now, "drop", reason=reason, key=key_str(pkt.key),
+                        tuple=key_fields(pkt.key))
         return DROP
 
     def _event(self, now: float, kind: str, **fields) -> None:

@@ -169,6 +169,8 @@ def decode(data: bytes, key: bytes) -> Message:
         elif mtype == HOME_QUERY:
             msg.query, msg.ingress = struct.unpack_from("!IB", payload)
             msg.frame = payload[5:]
+            if msg.ingress > 1:
+                raise ValueError("ingress must be 0 (outside) or 1 (inside)")
         elif mtype == HOME_ANSWER:
             if len(payload) != 6 + 13:
                 raise ValueError("HOME_ANSWER length")
@@ -177,6 +179,8 @@ def decode(data: bytes, key: bytes) -> Message:
         elif mtype == FORWARD:
             msg.ingress = payload[0]
             msg.frame = payload[1:]
+            if msg.ingress > 1:
+                raise ValueError("ingress must be 0 (outside) or 1 (inside)")
     except (struct.error, IndexError, KeyError, ValueError) as err:
         raise Reject("bad_record") from err
     return msg

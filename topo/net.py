@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,14 +21,12 @@ from nodes.observe.client import RUN_ROOT, ask, set_current_run, socket_path
 from topo.addresses import (HOST_PORT_BASE, client_mac, controller_sync_ip, offload_args,
                             server_mac, sync_ip)
 from topo.cluster import FirewallClusterTopo, datapath
+from topo import capture
+from topo.errors import SetupError
 from topo.procs import Proc, kill_pidfiles, wait_until
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 CONTROLLER_SYNC_IP = controller_sync_ip()  # the controller's ear on the sync network
-
-
-class SetupError(RuntimeError):
-    """The machine cannot run a cluster; the message says how to fix it."""
 
 
 class EventLog:
@@ -210,7 +207,7 @@ class Cluster:
             wait_until(lambda sw=sw: self.flow_count(sw) > 0 or self._died(ctl), 20,
                        f"the controller to install flows on {sw}")
         self._died(ctl)
-        self.start_captures()
+        capture.start(self)
         for i in range(1, self.n + 1):
             self.start_node(f"fw{i}")
         self.wait_ready()
@@ -243,19 +240,12 @@ class Cluster:
             env["FWCLUSTER_METRICS"] = f"127.0.0.1:{self.metrics_port + 1}"
         self.log("controller_start", port=self.controller_port, failover=self.failover)
         ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
+                                        "--ofp-listen-host", "127.0.0.1",
                                         "--ofp-tcp-listen-port", str(self.controller_port)],
                          env=env)
         wait_until(lambda: self._listening(self.controller_port) or self._died(ctl), 20,
                    "the controller to listen")
         return ctl
-
-    def restart_controller(self) -> None:
-        """Fault: kill the controller and start it again; switches keep their flows."""
-        proc = self.procs.pop("controller")
-        proc.popen.kill()
-        proc.stop()
-        self.log("fault_controller_restart")
-        self.start_controller()
 
     def _fast_reconnect(self) -> None:
         """Switches retry a lost controller every 0.5 s at most (not OVS's 8 s)."""
@@ -331,117 +321,12 @@ class Cluster:
         self.log("node_start", node=name, pid=proc.pid)
         return proc
 
-    def start_captures(self) -> None:
-        """tcpdump on what self.capture names, each into run_dir/pcap/NAME.pcap.
-
-        "sync" records what every node sends on the cluster network (its sync
-        link, outgoing only), so each message is in the capture once; the parts
-        are merged into sync.pcap when the cluster stops."""
-        if not self.capture:
-            return
-        folder = os.path.join(self.run_dir, "pcap")
-        os.makedirs(folder, exist_ok=True)
-        if shutil.which("tcpdump") is None:
-            raise SetupError("tcpdump not found: run 'make setup' to install it")
-        jobs = []
-        for what in self.capture:
-            if what == "sync":
-                if self.sync_config is None:
-                    raise SetupError("capture 'sync': this cluster has no cluster network "
-                                     "(set a sync mode or failover)")
-                jobs += [(f"sync-{n}", n, f"{n}-eth2", ["-Q", "out"]) for n in self.node_names()]
-                continue
-            host = what.split("-")[0]
-            if host not in self.net or what not in self.net[host].intfNames():
-                raise SetupError(f"capture {what!r}: no such interface (use 'sync' or a host "
-                                 "interface such as c1-eth0 or fw1-eth0)")
-            jobs.append((what, host, what, []))
-        for label, host, intf, extra in jobs:
-            proc = self.spawn(f"tcpdump-{label}", [
-                "tcpdump", "-i", intf, "-U", "-n", "-Z", "root", *extra,
-                "-w", os.path.join(folder, f"{label}.pcap")], host=self.net[host])
-            wait_until(lambda p=proc: "listening on" in p.log_tail() or self._died(p), 10,
-                       f"tcpdump on {intf}")
-        self.log("capture_start", capture=self.capture)
-
-    def merge_captures(self) -> None:
-        """Merge the per-node parts of the sync capture into pcap/sync.pcap."""
-        folder = os.path.join(self.run_dir, "pcap")
-        parts = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                       if f.startswith("sync-fw")) if os.path.isdir(folder) else []
-        if not parts or shutil.which("mergecap") is None:
-            return  # without mergecap the parts stay, one per node
-        done = subprocess.run(["mergecap", "-w", os.path.join(folder, "sync.pcap"), *parts],
-                              capture_output=True)
-        if done.returncode == 0:
-            for part in parts:
-                os.unlink(part)
-
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until every running node has the state it must hold (bulk sync done)."""
         for name in self.node_names():
             if name in self.procs and self.procs[name].alive():
                 wait_until(lambda n=name: self.ask(n, "stats").get("sync", {"ready": True})["ready"],
                            timeout, f"node {name} to receive its state")
-
-    def crash_node(self, name: str) -> None:
-        """Fault: SIGKILL the node's process (it leaves nothing behind but its state)."""
-        proc = self.procs.pop(name)
-        self.hung.discard(name)  # a stopped process dies of SIGKILL too
-        self.log("fault_crash", node=name, pid=proc.pid)
-        proc.popen.kill()
-        proc.stop()
-
-    def hang_node(self, name: str) -> None:
-        """Fault: SIGSTOP the node's process (alive but silent)."""
-        self.log("fault_hang", node=name)
-        os.kill(self.procs[name].pid, signal.SIGSTOP)
-        self.hung.add(name)
-
-    def resume_node(self, name: str) -> None:
-        """Undo hang_node: SIGCONT."""
-        self.log("fault_resume", node=name)
-        os.kill(self.procs[name].pid, signal.SIGCONT)
-        self.hung.discard(name)
-
-    def leave_node(self, name: str) -> None:
-        """Fault: graceful leave (SIGTERM: the node says goodbye and stops)."""
-        self.log("fault_leave", node=name)
-        self.procs.pop(name).stop()
-
-    def sync_loss(self, node: str, percent: float) -> None:
-        """Fault: drop ``percent`` % of what a node receives on its sync link (0 undoes it)."""
-        self.log("fault_sync_loss", node=node, percent=percent)
-        host, intf = self.net[node], f"{node}-eth2"
-        host.cmd("nft delete table netdev fwloss 2>/dev/null")
-        if percent > 0:
-            out = host.cmd(
-                "nft add table netdev fwloss && nft add chain netdev fwloss c "
-                f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}' && "
-                f"nft add rule netdev fwloss c numgen random mod 100 '<' {int(percent)} counter drop")
-            if "Error" in out:
-                raise SetupError(f"nftables refused the loss rule on {intf}: {out.strip()}")
-
-    def rate_limit(self, node: str, intf: str, mbit: float) -> None:
-        """Fault: limit what a node sends on one link to ``mbit`` Mbit/s (0 lifts it)."""
-        self.log("fault_rate_limit", node=node, intf=intf, mbit=mbit)
-        dev = f"{node}-{intf}"
-        self.net[node].cmd("tc qdisc del dev", dev, "root 2>/dev/null")
-        if mbit > 0:
-            out = self.net[node].cmd("tc qdisc add dev", dev,
-                                     f"root tbf rate {mbit}mbit burst 64kb latency 50ms")
-            if out.strip():
-                raise SetupError(f"tc refused the rate limit on {dev}: {out.strip()}")
-
-    def link(self, node: str, intf: str, up: bool) -> None:
-        """Fault: take one of a node's links down or up (eth0 outside, eth1 inside, eth2 sync)."""
-        self.log("fault_link", node=node, intf=intf, up=up)
-        self.net[node].cmd("ip link set", f"{node}-{intf}", "up" if up else "down")
-
-    def restart_node(self, name: str) -> Proc:
-        """Start a node again (a new boot epoch: its peers see a restart)."""
-        self.log("fault_restart", node=name)
-        return self.start_node(name)
 
     def spawn(self, name: str, cmd: list[str], host=None, env: dict | None = None) -> Proc:
         if name in self.procs and self.procs[name].alive():
@@ -467,7 +352,7 @@ class Cluster:
         self.procs.clear()
         kill_pidfiles(self.pids)
         if self.capture:
-            self.merge_captures()
+            capture.merge(self)
         if self.net is not None:
             try:
                 self.net.stop()

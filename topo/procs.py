@@ -12,6 +12,8 @@ import subprocess
 import time
 from typing import Callable
 
+from topo.errors import SetupError  # noqa: F401  (where the runner's parts raise it from)
+
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                interval: float = 0.05) -> object:

@@ -210,11 +210,8 @@ class Node:
                 home.query(msg, engine, now)
             elif msg.type == HOME_ANSWER:
                 home.answer(msg, now)
-            elif msg.ingress in (OUTSIDE, INSIDE):  # FORWARD: as if it arrived on that port
-                if engine.process(msg.frame, msg.ingress, now, forwarded=True) == ACCEPT:
-                    self.send(1 - msg.ingress, msg.frame)
-            else:
-                home.counters["forward_bad_ingress"] += 1
+            elif engine.process(msg.frame, msg.ingress, now, forwarded=True) == ACCEPT:
+                self.send(1 - msg.ingress, msg.frame)  # FORWARD: as if it arrived there
         self.sync.home_inbox.clear()
         self._send_all(home.outbox, home.counters)
 

@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from experiments.workload import attribute, node_events, run_ftp
+from experiments.analysis.attribution import attribute, node_events
+from experiments.workload import run_ftp
 from tests.integration.conftest import leftovers
 from topo.addresses import client_ip, client_mac, server_ip, server_mac
 from topo.procs import wait_until

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
-from experiments.workload import make_files, read_jsonl
+from experiments.analysis.attribution import read_jsonl
+from experiments.files import make_files
 from topo.addresses import server_ip
 from topo.procs import wait_until
+from topo import faults
 
 pytestmark = pytest.mark.mininet
 SIZE, RATE = 24 << 20, 6e6  # a 24 MiB download read at 6 MB/s: about 4 s
@@ -71,7 +73,7 @@ def finish(client, out):
 def crash_the_carrier(cluster, client, out):
     """Crash the node carrying the download; return it and the download's record."""
     node = wait_until(lambda: carrier(cluster), 5, "the data connection's node")
-    cluster.crash_node(node)
+    faults.crash(cluster, node)
     return node, finish(client, out)
 
 
@@ -103,11 +105,11 @@ def test_without_sync_the_same_crash_breaks_the_download(cluster_factory, tmp_pa
 def test_a_hung_node_is_detected_like_a_crashed_one_and_returns(cluster_factory):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
     before = buckets()
-    cluster.hang_node("fw2")
+    faults.hang(cluster, "fw2")
     wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw2"
                            for e in controller_events(cluster)), 5, "the controller to notice")
     assert 2 not in buckets().values()
-    cluster.resume_node("fw2")
+    faults.resume(cluster, "fw2")
     wait_until(lambda: any(e["event"] == "node_up" and e["node"] == "fw2"
                            for e in controller_events(cluster)), 5, "fw2 to come back")
     wait_until(lambda: buckets() == before, 5, "fw2's buckets to return")
@@ -115,11 +117,11 @@ def test_a_hung_node_is_detected_like_a_crashed_one_and_returns(cluster_factory)
 
 def test_a_restarted_controller_moves_no_connection(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
-    cluster.crash_node("fw3")  # so that the table differs from the initial one
+    faults.crash(cluster, "fw3")  # so that the table differs from the initial one
     wait_until(lambda: 3 not in buckets().values(), 5, "fw3's buckets to move")
     client, out = download(cluster, tmp_path)
     table = buckets()
-    cluster.restart_controller()
+    faults.controller_restart(cluster)
     wait_until(lambda: any(e["event"] == "bucket_table_relearned"
                            for e in controller_events(cluster)), 10, "the table to be relearned")
     assert buckets() == buckets("s1") == table
@@ -130,11 +132,11 @@ def test_a_restarted_controller_moves_no_connection(cluster_factory, tmp_path):
 def test_a_node_whose_link_goes_down_gives_up_its_share_and_gets_it_back(cluster_factory):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
     before = buckets()
-    cluster.link("fw1", "eth1", up=False)  # its inside link
+    faults.link(cluster, "fw1", "eth1", up=False)  # its inside link
     wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw1" and e["why"] == "left"
                            for e in controller_events(cluster)), 5, "the controller to notice")
     assert 1 not in buckets().values() and cluster.ask("fw1", "stats")["counters"]["link_down"] == 1
-    cluster.link("fw1", "eth1", up=True)
+    faults.link(cluster, "fw1", "eth1", up=True)
     wait_until(lambda: buckets() == before, 5, "fw1's buckets to return")
 
 
@@ -163,16 +165,16 @@ def test_a_spec_timeline_crashes_and_restarts_a_node_during_the_traffic(tmp_path
 def test_sync_loss_and_rate_limit_primitives_apply_and_lift(cluster_factory):
     cluster = cluster_factory(n=2, sync={"mode": "ondemand"})
     fw1 = cluster.net["fw1"]
-    cluster.sync_loss("fw1", 30)
+    faults.sync_loss(cluster, "fw1", 30)
     assert "numgen random mod 100 < 30" in fw1.cmd("nft list table netdev fwloss")
     wait_until(lambda: "packets 0 " not in fw1.cmd("nft list table netdev fwloss"), 5,
                "heartbeats to be dropped")
-    cluster.sync_loss("fw1", 0)
+    faults.sync_loss(cluster, "fw1", 0)
     assert "No such file" in fw1.cmd("nft list table netdev fwloss 2>&1")
-    cluster.rate_limit("fw1", "eth1", 50)
+    faults.rate_limit(cluster, "fw1", "eth1", 50)
     assert "tbf" in fw1.cmd("tc qdisc show dev fw1-eth1") and "50Mbit" in \
         fw1.cmd("tc qdisc show dev fw1-eth1")
-    cluster.rate_limit("fw1", "eth1", 0)
+    faults.rate_limit(cluster, "fw1", "eth1", 0)
     assert "tbf" not in fw1.cmd("tc qdisc show dev fw1-eth1")
     kinds = [e["event"] for e in read_jsonl(os.path.join(cluster.run_dir, "events.jsonl"))]
     assert kinds.count("fault_sync_loss") == 2 and kinds.count("fault_rate_limit") == 2
@@ -181,7 +183,7 @@ def test_sync_loss_and_rate_limit_primitives_apply_and_lift(cluster_factory):
 def test_spread_policy_deals_a_dead_nodes_share_over_all_survivors(cluster_factory):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="spread")
     before = buckets()
-    cluster.crash_node("fw1")
+    faults.crash(cluster, "fw1")
     wait_until(lambda: 1 not in buckets().values(), 5, "fw1's buckets to move")
     after = buckets()
     heirs = {after[b] for b in before if before[b] == 1}
@@ -191,7 +193,7 @@ def test_spread_policy_deals_a_dead_nodes_share_over_all_survivors(cluster_facto
 
 def test_a_graceful_leave_is_noticed_at_once(cluster_factory):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand"}, failover="backup")
-    cluster.leave_node("fw2")  # SIGTERM: the node says goodbye in its heartbeats
+    faults.leave(cluster, "fw2")  # SIGTERM: the node says goodbye in its heartbeats
     wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw2"
                            for e in controller_events(cluster)), 5, "the controller to notice")
     down = next(e for e in controller_events(cluster) if e["event"] == "node_down")

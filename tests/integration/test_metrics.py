@@ -9,6 +9,7 @@ from experiments.workload import run_ftp
 from nodes.observe.metrics import CONTENT_TYPE
 from topo.net import free_port
 from topo.procs import wait_until
+from topo import faults
 
 pytestmark = pytest.mark.mininet
 
@@ -74,7 +75,7 @@ def test_metrics_are_scraped_during_a_run(cluster_factory):
     finally:
         traffic.join(120)
     assert done and all(r["outcome"] == "ok" for r in done[0]), done
-    cluster.crash_node("fw2")
+    faults.crash(cluster, "fw2")
     wait_until(lambda: scrape(controller)['fwcluster_controller_node_live{node="fw2"}'] == 0,
                5, "the controller to count fw2 out")
     after = scrape(nodes)

@@ -2,6 +2,7 @@
 import pytest
 
 from tests.integration.test_cluster import MODES, flushed_events, ftp
+from topo import faults
 
 pytestmark = pytest.mark.mininet
 
@@ -102,14 +103,14 @@ def test_crash_adoption_and_a_restarted_node_receiving_its_state(cluster_factory
         return cluster.ask(node, "stats")["sync"]
     owned_by_fw1 = sync("fw1")["entries_owned"]
     assert owned_by_fw1 > 0
-    cluster.crash_node("fw1")
+    faults.crash(cluster, "fw1")
     wait_until(lambda: sync("fw2")["alive"] == sync("fw3")["alive"] == [2, 3], 5,
                "fw2 and fw3 to see fw1 gone")
     assert sync("fw2")["counters"]["entries_adopted"] == owned_by_fw1  # fw2 backed up fw1
     wait_until(lambda: sync("fw3")["entries_backup"] == sync("fw2")["entries_owned"], 5,
                "fw3 to back up fw2, adopted entries included")
 
-    cluster.restart_node("fw1")
+    faults.restart(cluster, "fw1")
     cluster.wait_ready()
     fw1 = sync("fw1")
     assert fw1["ready"] and fw1["counters"]["bulk_records_received"] > 0

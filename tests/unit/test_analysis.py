@@ -5,6 +5,7 @@ import os
 import pytest
 
 from experiments import analysis
+from nodes.packet import ip_bytes, key_fields, key_str
 
 
 def test_mean_ci_uses_students_t():
@@ -35,10 +36,10 @@ def _point(exp_dir, name, variant, rep, outcomes, refused=(), hold_ms=()):
         fh.writelines(json.dumps(r) + "\n" for r in records)
     with open(os.path.join(d, "fw2.events.jsonl"), "w") as fh:
         for i in refused:
+            key = (6, ip_bytes("10.0.0.1"), 30 + i, ip_bytes("10.0.0.201"), 50000 + i)
             fh.write(json.dumps({"t": t0 + i + 0.1, "node": "fw2", "event": "drop",
-                                 "reason": "policy",
-                                 "key": f"tcp src=10.0.0.1 dst=10.0.0.201 sport=3{i} "
-                                        f"dport={50000 + i}"}) + "\n")
+                                 "reason": "policy", "key": key_str(key),
+                                 "tuple": key_fields(key)}) + "\n")
     spec = {"traffic": {"sessions": len(outcomes)}, "cluster": {"sync": "ondemand"},
             "topology": {"nodes": 3}}
     files = {"spec.resolved.json": spec, "stats.json": {}, "raw.json": {"fw1": {"hold_ms": list(hold_ms)}},

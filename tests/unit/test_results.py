@@ -5,17 +5,27 @@ import pytest
 
 from experiments.plot import plot_run, wilson
 from experiments.run import SESSION_FIELDS, write_csv
-from experiments.workload import attribute, plan_sessions
+from experiments.analysis.attribution import attribute
+from experiments.workload import plan_sessions
+from nodes.packet import ip_bytes, key_fields, key_str
+
+
+def _key(src, sport, dst, dport):
+    return (6, ip_bytes(src), sport, ip_bytes(dst), dport)
 
 
 def new(t, node, src, sport, dst, dport):
+    """A ``new`` event as the gateway engine logs it."""
+    key = _key(src, sport, dst, dport)
     return {"t": t, "node": node, "event": "new",
-            "entry": {"orig": f"tcp src={src} dst={dst} sport={sport} dport={dport}"}}
+            "entry": {"orig": key_str(key), "tuple": key_fields(key)}}
 
 
 def drop(t, node, src, sport, dst, dport):
-    return {"t": t, "node": node, "event": "drop", "reason": "policy",
-            "key": f"tcp src={src} dst={dst} sport={sport} dport={dport}"}
+    """A ``drop`` event as the gateway engine logs it."""
+    key = _key(src, sport, dst, dport)
+    return {"t": t, "node": node, "event": "drop", "reason": "policy", "key": key_str(key),
+            "tuple": key_fields(key)}
 
 
 def session(sid, cport, announced, ok):

@@ -1,67 +1,12 @@
 """Sync between simulated nodes: modes, triggers, destinations, reliability, hold."""
-import random
-
 import pytest
 
 from nodes import syncproto as sp
 from nodes.engine import ACCEPT, HOLD, INSIDE, OUTSIDE, GatewayEngine
-from nodes.rules import RuleSet
 from nodes.settings import TRIGGERS, SettingsError, SyncSettings, parse
 from nodes.sync import SyncEngine
+from tests.unit.cluster_sim import KEY, RULES, Net
 from tests.unit.frames import CLIENT, SERVER, tcp
-
-KEY = b"cluster key for tests"
-RULES = RuleSet.from_text("10.0.0.0/25 10.0.0.192/26 tcp 21 accept helper=ftp\n"
-                          "10.0.0.0/25 10.0.0.192/26 tcp 80 accept")
-
-
-class Net:
-    """N nodes: gateway engines with sync engines, joined by a lossy fake network."""
-
-    def __init__(self, n=3, loss=0.0, reorder=False, dup=False, seed=1, **config):
-        self.rnd = random.Random(seed)
-        self.loss, self.reorder, self.dup = loss, reorder, dup
-        self.t = 0.0
-        self.fw, self.sync = {}, {}
-        for i in range(1, n + 1):
-            fw = GatewayEngine(f"fw{i}", RULES)
-            s = SyncEngine(i, list(range(1, n + 1)), fw.table, KEY, SyncSettings(**config), boot=100)
-            fw.sync = s
-            self.fw[i], self.sync[i] = fw, s
-        self.wire = []
-        self.down = set()  # nodes that neither send, receive nor tick (crashed)
-        self.run()  # the start-up exchange (bulk requests) settles before any traffic
-
-    def run(self, seconds=0.0, step=0.005, settle=True):
-        """Deliver and tick until ``seconds`` pass and (``settle``) all is acknowledged."""
-        end = self.t + seconds
-        while True:
-            for i, s in self.sync.items():
-                if i in self.down:
-                    s.outbox.clear()
-                    continue
-                s.tick(self.t)
-                for peer, data in s.outbox:
-                    if self.rnd.random() >= self.loss:
-                        self.wire.append((peer, data))
-                        if self.dup:
-                            self.wire.append((peer, data))
-                s.outbox.clear()
-            if self.reorder:
-                self.rnd.shuffle(self.wire)
-            wire, self.wire = self.wire, []
-            for peer, data in wire:
-                if peer not in self.down:
-                    self.sync[peer].receive(data, self.t)
-            busy = any(ch.ack_due or ch.unacked or ch.pending
-                       for i, s in self.sync.items() if i not in self.down
-                       for p, ch in s.channels.items() if p in s.alive)
-            if self.t >= end and (not settle or not self.wire and not busy):
-                return
-            self.t += step
-
-    def entries(self, i):
-        return {e.orig: e.owner for e in self.fw[i].table.entries()}
 
 
 def syn(fw, sport=40000, dport=80, t=0.0):
@@ -140,6 +85,19 @@ def test_expectations_reach_every_node_and_the_reply_is_held_until_acknowledged(
     assert net.fw[3].process(data, OUTSIDE, net.t) == ACCEPT
     net.run()
     assert [net.fw[i].table.n_expectations for i in (1, 2, 3)] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("triggers", [("state_modified",), ("new_connection",), ()])
+def test_the_hold_is_the_protocol_codes_request_whatever_triggers_are_on(triggers):
+    """The FTP code asks for the expectation to be sent and the reply held: that holds
+    with the new_connection trigger off too (it silently did not), and the expectation
+    reaches the peers even when no trigger would have sent it."""
+    net = Net(3, hold=True, triggers=triggers)
+    assert ftp_until_pasv_reply(net.fw[1]) == HOLD
+    net.run()
+    assert len(net.fw[1].release(net.t)) == 1
+    assert [net.fw[i].table.n_expectations for i in (2, 3)] == [1, 1]
+    assert net.sync[1].counters["sync_requests_ftp_data_announced"] == 1
 
 
 def test_without_hold_the_reply_passes_at_once():
@@ -243,7 +201,8 @@ def test_replication_lag_is_measured():
     syn(net.fw[1])
     net.run()
     stats = net.sync[1].stats()
-    assert stats["lag_ms_p50"] is not None and stats["lag_ms_p50"] >= 0
+    # sent at one tick, acknowledged at the next: one 5 ms step of the fake network
+    assert stats["lag_ms_p50"] == stats["lag_ms_p99"] == 5.0
 
 
 def test_bad_config_is_one_line():
@@ -495,3 +454,21 @@ def test_a_delayed_connection_seen_by_another_node_goes_at_once():
 def test_a_negative_delay_is_a_one_line_error():
     with pytest.raises(SettingsError, match="delay = -1: must be greater than or equal to 0"):
         parse(SyncSettings, {"delay": -1}, "")
+
+
+def test_per_connection_backups_all_reach_the_adopter_and_no_copy_of_the_dead_stays():
+    """selection = "connection": fw1's copies are spread over fw2 and fw3, but the
+    clustering mechanism sends fw1's traffic to one adopter (its cyclic backup, fw2).
+    fw3 must hand its copies to fw2, and no node may keep copies of fw1 afterwards."""
+    net = Net(3, selection="connection")
+    for port in range(40000, 40030):
+        syn(net.fw[1], port)
+    net.run()
+    held = {i: sum(1 for o in net.entries(i).values() if o == "fw1") for i in (2, 3)}
+    assert held[2] and held[3] and held[2] + held[3] == 30  # spread over both
+    net.down.add(1)
+    net.run(0.5)
+    owners = {i: net.entries(i) for i in (2, 3)}
+    assert sum(1 for o in owners[2].values() if o == "fw2") == 30  # the adopter has all
+    assert all(o != "fw1" for i in (2, 3) for o in owners[i].values())
+    assert len(owners[3]) == 30 and set(owners[3].values()) == {"fw2"}  # and its backup them

@@ -83,3 +83,13 @@ def test_home_forwarding_messages_round_trip():
     assert (a.query, a.home, a.key) == (77, 1, CONN)
     f = sp.decode(sp.encode(sp.Message(sp.FORWARD, 2, 1, 9, ingress=0, frame=frame), KEY), KEY)
     assert (f.ingress, f.frame) == (0, frame)
+
+
+def test_a_forward_or_query_with_an_ingress_other_than_outside_or_inside_is_rejected():
+    """A FORWARD whose ingress was 2 ended the node (IndexError in the engine)."""
+    for mtype in (sp.FORWARD, sp.HOME_QUERY):
+        good = sp.encode(sp.Message(mtype, 1, 2, 100, ingress=1, frame=b"x" * 60), KEY)
+        assert sp.decode(good, KEY).ingress == 1
+        bad = sp.encode(sp.Message(mtype, 1, 2, 100, ingress=2, frame=b"x" * 60), KEY)
+        with pytest.raises(sp.Reject, match="bad_record"):
+            sp.decode(bad, KEY)

@@ -3,12 +3,12 @@ import re
 
 import pytest
 
-from nodes.engine import INSIDE, OUTSIDE
+from nodes.engine import ACCEPT, INSIDE, OUTSIDE
 from nodes.observe.inspect import changes
 from nodes.observe.metrics import Family, controller_families, exposition, node_families
 from nodes.settings import SyncSettings, runtime_change
 from tests.unit.frames import tcp
-from tests.unit.test_sync import Net
+from tests.unit.cluster_sim import Net
 
 
 # -- run-time sync settings (the control socket's 'set', the CLI's 'sync') -----
@@ -47,7 +47,7 @@ def test_changes_show_a_session_arriving_on_the_backup_node():
     net = Net(3, mode="ondemand")
     backup = net.sync[1].stats(net.t)["backups"][0]
     before = net.fw[backup].dump(net.t)
-    assert net.fw[1].process(tcp(flags="S"), OUTSIDE, net.t) is not None
+    assert net.fw[1].process(tcp(flags="S"), OUTSIDE, net.t) == ACCEPT
     net.run()
     arrived = changes(before, net.fw[backup].dump(net.t))
     assert len(arrived) == 1 and arrived[0].startswith("+ connection  tcp 10.0.0.1:40000 ->")

@@ -1,0 +1,55 @@
+"""What the steering controller concludes from the nodes' heartbeats. Pure: no ryu.
+
+The Ryu app (controller/app.py) reads every heartbeat that has arrived on the
+sync network, hands each to ``arrived`` with the time it read it, and only
+then asks ``judge`` who has been silent too long, so a controller that fell
+behind never takes a node for dead while that node's heartbeats wait unread
+in its socket. The rules are the nodes' own (nodes/failure.py).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from nodes import syncproto as sp
+from nodes.failure import LEAVE, STALE, FailureDetector
+from nodes.settings import SyncSettings
+
+UP, DOWN = "node_up", "node_down"
+
+
+class ClusterMembership:
+    """Heartbeats in, ("node_up", node, fields) / ("node_down", node, fields) out."""
+
+    def __init__(self, names: dict[int, str], key: bytes, settings: SyncSettings, now: float):
+        self.names, self.key = names, key
+        self.detector = FailureDetector(names, settings.dead_after, settings.startup_grace, now)
+        self.heartbeats: Counter = Counter()  # by node name
+        self.rejected: Counter = Counter()  # by reason
+
+    def arrived(self, data: bytes, now: float, live: list[str]) -> list[tuple]:
+        """One datagram from the sync network; what it changes about ``live`` nodes."""
+        try:
+            msg = sp.decode(data, self.key)
+        except sp.Reject as err:
+            self.rejected[err.reason] += 1
+            return []
+        if msg.type != sp.HEARTBEAT or msg.sender not in self.names or msg.receiver != 0:
+            self.rejected["not_a_heartbeat_for_me"] += 1
+            return []
+        node = self.names[msg.sender]
+        verdict = self.detector.heard(msg.sender, msg.boot, msg.members, now)
+        if verdict == STALE:
+            self.rejected["old_boot"] += 1
+            return []
+        if verdict == LEAVE:
+            return [(DOWN, node, {"why": "left"})] if node in live else []
+        self.heartbeats[node] += 1
+        if node not in live and msg.ready:
+            return [(UP, node, {"boot": msg.boot})]
+        return []
+
+    def judge(self, now: float, live: list[str]) -> list[tuple]:
+        """The live nodes silent beyond their limit, as node_down actions."""
+        ids = {n: i for i, n in self.names.items()}
+        return [(DOWN, self.names[m], {"why": "silent", "silent_ms": round(quiet * 1000, 1)})
+                for m, quiet in self.detector.silent([ids[n] for n in live], now)]

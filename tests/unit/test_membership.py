@@ -1,0 +1,72 @@
+"""One failure detector for nodes and controller: the same rules, from every heartbeat."""
+from controller.membership import DOWN, UP, ClusterMembership
+from nodes import syncproto as sp
+from nodes.conntrack import ConnectionTable
+from nodes.failure import ALIVE, LEAVE, RESTART, STALE, FailureDetector
+from nodes.settings import SyncSettings
+from nodes.sync import SyncEngine
+
+KEY = b"k" * 32
+NAMES = {1: "fw1", 2: "fw2", 3: "fw3"}
+SETTINGS = SyncSettings(heartbeat=0.02, dead_after=0.1, startup_grace=1.0)
+
+
+def beat(sender, boot=100, members=(1, 2, 3), ready=True, receiver=0):
+    return sp.encode(sp.Message(sp.HEARTBEAT, sender, receiver, boot, members=list(members),
+                                ready=ready), KEY)
+
+
+def test_detector_verdicts():
+    d = FailureDetector([1, 2], dead_after=0.1, startup_grace=1.0, now=0.0)
+    assert d.heard(1, 100, [1, 2], 0.01) == ALIVE
+    assert d.heard(1, 99, [1, 2], 0.02) == STALE  # an older incarnation: a replay
+    assert d.heard(1, 101, [1, 2], 0.03) == RESTART
+    assert d.heard(1, 101, [], 0.04) == LEAVE  # its own view leaves it out: goodbye
+    assert [m for m, _ in d.silent([1, 2], 0.5)] == [1]  # 2 never heard: within its grace
+    assert [m for m, _ in d.silent([1, 2], 1.01)] == [1, 2]
+
+
+def test_controller_judges_only_after_every_queued_heartbeat_is_read():
+    """Issue 14: a controller that fell behind read one heartbeat, judged, and took the
+    others (still queued) for dead. Reading all, then judging, keeps every node."""
+    m = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
+    live = ["fw1", "fw2", "fw3"]
+    for node in (1, 2, 3):
+        m.arrived(beat(node), 0.0, live)
+    queued = [beat(node) for node in (1, 2, 3)]  # sent at 0.02 s, read 0.3 s late
+    for data in queued:
+        assert m.arrived(data, 0.32, live) == []
+    assert m.judge(0.32, live) == []
+    # Had it judged after the first datagram only, two nodes would have been down:
+    m2 = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
+    for node in (1, 2, 3):
+        m2.arrived(beat(node), 0.0, live)
+    m2.arrived(queued[0], 0.32, live)
+    assert [a[1] for a in m2.judge(0.32, live)] == ["fw2", "fw3"]
+
+
+def test_controller_and_nodes_use_the_same_leave_rule_and_grace():
+    m = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
+    node = SyncEngine(1, [1, 2, 3], ConnectionTable(), KEY, SETTINGS, NAMES, boot=1, now=0.0)
+    # fw2 leaves: its heartbeat's view leaves it out (here: lists only fw1 and fw3)
+    goodbye = beat(2, members=(1, 3), receiver=0)
+    assert m.arrived(goodbye, 0.1, ["fw1", "fw2", "fw3"]) == [(DOWN, "fw2", {"why": "left"})]
+    node.receive(beat(2, members=(1, 3), receiver=1), 0.1)
+    assert 2 not in node.alive and node.counters["peers_left"] == 1
+    # fw3 never heard: neither side judges it before the start-up grace, both after
+    assert [a[1] for a in m.judge(0.9, ["fw3"])] == []
+    node.tick(0.9)
+    assert 3 in node.alive
+    assert [a[1] for a in m.judge(1.05, ["fw3"])] == ["fw3"]
+    node.tick(1.05)
+    assert 3 not in node.alive
+
+
+def test_controller_ignores_stale_and_foreign_datagrams_and_brings_ready_nodes_back():
+    m = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
+    assert m.arrived(beat(1, boot=200), 0.0, ["fw2", "fw3"]) == [(UP, "fw1", {"boot": 200})]
+    assert m.arrived(beat(1, boot=199), 0.01, ["fw2", "fw3"]) == []  # older boot
+    assert m.rejected["old_boot"] == 1
+    assert m.arrived(beat(1, boot=201, ready=False), 0.02, ["fw2", "fw3"]) == []
+    assert m.arrived(b"junk", 0.03, []) == [] and m.rejected["short"] == 1
+    assert m.arrived(beat(1, receiver=2), 0.04, []) == []  # a node's, not the controller's
