@@ -482,8 +482,8 @@ class ClusterCLI(CLI):
         proc = self.cluster.spawn(f"iperf3-{server}", ["iperf3", "-s", "-p", "5001", "-1"],
                                   host=srv)
         try:
-            wait_until(lambda: "listening" in proc.log_tail() or not proc.alive(), 5,
-                       f"iperf3 on {server}")
+            wait_until(lambda: ":5001" in srv.cmd("ss -Hltn sport = :5001") or not proc.alive(),
+                       5, f"iperf3 to listen on {server}")
             out = self.mn[client].cmd(f"iperf3 -c {srv.IP()} -p 5001 -t {seconds:g} "
                                       "--connect-timeout 3000 -f m")
         finally:

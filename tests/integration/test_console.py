@@ -61,8 +61,8 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         assert any("SIGKILL" in line for line in term.type("help crash", "SIGKILL"))
         # Bad input: one line each, and the cluster keeps running.
         term.type("table fw9", "*** no firewall node 'fw9': the nodes are fw1, fw2, fw3")
-        term.type("sync bogus", "*** sync mode 'bogus' unknown")
-        term.type("sync interval=-1", "*** k must be >= 1, interval and rto > 0")
+        term.type("sync bogus", "*** mode = 'bogus': must be 'none'")
+        term.type("sync interval=-1", "*** interval = -1.0: must be greater than 0")
         term.type("sync home", "*** mode home is chosen when the cluster starts")
         term.type("ftp c9 PORT", "*** no client 'c9'")
         term.type("ftp c1 FTPS", "*** ftp: 'FTPS' is not a mode")

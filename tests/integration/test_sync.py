@@ -77,7 +77,7 @@ def test_sync_mode_can_be_switched_at_run_time(cluster_factory):
     cluster = cluster_factory(n=2, sync={"mode": "ondemand"})
     answer = cluster.ask("fw1", "set mode=periodic interval=5")
     assert answer.get("ok") and answer["sync"]["mode"] == "periodic"
-    assert "unknown" in cluster.ask("fw1", "set mode=sometimes")["error"]
+    assert "mode = 'sometimes': must be 'none'" in cluster.ask("fw1", "set mode=sometimes")["error"]
     assert "cannot set" in cluster.ask("fw1", "set key=x")["error"]
     assert cluster.ask("fw1", "stats")["sync"]["mode"] == "periodic"
 
