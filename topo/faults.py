@@ -4,7 +4,7 @@ Each is the real event (SIGKILL, SIGSTOP, SIGTERM, a link down, nftables
 loss, a tc rate limit, a controller restart) and writes itself with its time
 to the run's event log. ``FAULTS`` is the one table of them: a spec's
 ``[[timeline]]`` (experiments/timeline.py), the interactive cluster
-(experiments/console.py) and the tests all go through it.
+(experiments/console/) and the tests all go through it.
 
 Importing this needs no Mininet: the functions act on the cluster they are given.
 """

@@ -1,0 +1,97 @@
+"""Commands that break nodes and mend them: crash, hang, resume, leave, restart.
+
+Each goes through the one fault table (topo/faults.py) and then prints what
+the controller did about membership.
+"""
+from __future__ import annotations
+
+import time
+
+from experiments.analysis.attribution import read_jsonl
+from experiments.console.errors import ConsoleError
+from topo import faults
+
+
+class FaultCommands:
+    """A mixin of ClusterCLI (experiments/console/__init__.py)."""
+
+    def do_crash(self, line: str):
+        """crash NODE: kill the node's process at once (SIGKILL), as a power failure would.
+
+        Its peers stop hearing its heartbeats; after dead_after (100 ms) they take
+        it for failed, its backup node carries its connections and the switches
+        send its flows elsewhere."""
+        name = self.node(self.words(line, 1, "crash NODE")[0])
+        if name not in self.cluster.procs:
+            raise ConsoleError(f"{name} is not running: 'restart {name}' brings it back")
+        faults.crash(self.cluster, name)
+        print(f"{name} crashed")
+        self.report_membership()
+
+    def do_hang(self, line: str):
+        """hang NODE: freeze the node's process (SIGSTOP): alive, but silent and stuck.
+
+        Its peers cannot tell it from a crash; 'resume NODE' wakes it."""
+        name = self.running(self.words(line, 1, "hang NODE")[0])
+        faults.hang(self.cluster, name)
+        print(f"{name} hung (SIGSTOP)")
+        self.report_membership()
+
+    def do_resume(self, line: str):
+        """resume NODE: wake a hung node (SIGCONT); it finds out what it missed."""
+        name = self.node(self.words(line, 1, "resume NODE")[0])
+        if name not in self.cluster.hung:
+            raise ConsoleError(f"{name} is not hung (hang it first with 'hang {name}')")
+        faults.resume(self.cluster, name)
+        print(f"{name} resumed (SIGCONT)")
+        self.report_membership()
+
+    def do_leave(self, line: str):
+        """leave NODE: stop the node gracefully (SIGTERM): it says goodbye to its peers.
+
+        Its peers know at once, without waiting for silence."""
+        name = self.running(self.words(line, 1, "leave NODE")[0])
+        faults.leave(self.cluster, name)
+        print(f"{name} left the cluster")
+        self.report_membership()
+
+    def do_restart(self, line: str):
+        """restart NODE: start a crashed or departed node again (a new boot).
+
+        It asks its peers for the state it must hold (a bulk transfer) and
+        carries traffic once it has it."""
+        name = self.node(self.words(line, 1, "restart NODE")[0])
+        if name in self.cluster.procs:
+            raise ConsoleError(f"{name} is running: 'crash {name}' or 'leave {name}' first")
+        t0 = time.monotonic()
+        proc = faults.restart(self.cluster, name)
+        self.cluster.wait_ready()
+        sync = self.cluster.ask(name, "stats").get("sync") or {}
+        print(f"{name} restarted (pid {proc.pid}), ready after {time.monotonic() - t0:.2f} s, "
+              f"holding {sync.get('entries_backup', 0)} copies for other nodes")
+        self.report_membership()
+
+    def steered_to(self) -> list[str] | None:
+        """The nodes the switches send new flows to, by the controller's last word."""
+        live = None
+        for ev in read_jsonl(self.ctl_events):
+            if "live" in ev:
+                live = ev["live"]
+        return live
+
+    def report_membership(self, timeout: float = 1.5) -> None:
+        """Print what the controller did about membership since last time (waits a little)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = read_jsonl(self.ctl_events)
+            news = [e for e in events[self.ctl_seen:] if e["event"] in ("node_down", "node_up")]
+            if news or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        self.ctl_seen = len(events)
+        for ev in news:
+            why = f" ({ev['why']}{', silent %s ms' % ev['silent_ms'] if 'silent_ms' in ev else ''})" \
+                if "why" in ev else ""
+            moved = ev.get("buckets_moved", ev.get("buckets_returned", 0))
+            print(f"controller: {ev['event'].replace('_', ' ')} {ev['node']}{why}; {moved} bucket(s) "
+                  f"moved; new flows go to {', '.join(ev['live'])}")

@@ -1,0 +1,173 @@
+"""Commands that look inside the nodes and set how they synchronize.
+
+status, table, expectations, counters, watch, sync, common, metrics.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from experiments.console.errors import ConsoleError
+from nodes.observe.inspect import changes, format_stats, listing
+
+
+class InspectCommands:
+    """A mixin of ClusterCLI (experiments/console/__init__.py)."""
+
+    def do_status(self, _line: str):
+        """status: every node's process, sync mode, connections, copies and backup nodes.
+
+        'own' counts the connections a node carries itself, 'copies' the ones it
+        holds for other nodes (it is their backup node), 'refused' the packets
+        that opened nothing (no rule, no state), 'held' the packets it held until
+        the state they created had reached the other nodes. The last line says
+        where the switches send new flows (the controller follows the nodes'
+        heartbeats)."""
+        print(f"{'node':<6}{'process':<9}{'sync':<10}{'ready':<7}{'own':>5}{'copies':>8}"
+              f"{'expect':>8}{'refused':>9}{'held':>6}  backed up by")
+        for name in self.cluster.node_names():
+            state = self.state(name)
+            if state != "running":
+                print(f"{name:<6}{state:<9}-")
+                continue
+            s = self.cluster.ask(name, "stats")
+            sync = s.get("sync") or {}
+            own = sync.get("entries_owned", s["entries"])
+            refused = s["drops"].get("policy", 0)  # openings the rules and state refused
+            print(f"{name:<6}{state:<9}{sync.get('mode', 'none'):<10}"
+                  f"{'yes' if sync.get('ready', True) else 'no':<7}{own:>5}"
+                  f"{sync.get('entries_backup', 0):>8}{s['expectations']:>8}{refused:>9}"
+                  f"{s['counters'].get('holds_completed', 0):>6}  "
+                  f"{', '.join(sync.get('backup_nodes', [])) or '-'}")
+        live = self.steered_to()
+        print(f"new flows go to: {', '.join(live)}" if live is not None else
+              "new flows go to: every node (no membership change yet)")
+
+    def do_table(self, line: str):
+        """table NODE: the node's connection table, one connection a line (conntrack -L).
+
+        owner= names the node that carries the connection; a line whose owner is
+        another node is a copy this node holds as that node's backup."""
+        self.list_dump(line, "table", "entries")
+
+    def do_expectations(self, line: str):
+        """expectations NODE: the data connections the FTP code expects (conntrack -L expect)."""
+        self.list_dump(line, "expectations", "expectations")
+
+    def list_dump(self, line: str, command: str, what: str) -> None:
+        name = self.words(line, 1, f"{command} NODE")[0]
+        lines, count = listing(self.ask(name, "dump"), what)
+        print("\n".join(lines + [count]))
+
+    def do_counters(self, line: str):
+        """counters NODE: packets, drops by reason, held packets, sync counters (conntrackd -s)."""
+        name = self.words(line, 1, "counters NODE")[0]
+        print(format_stats(self.ask(name, "stats")))
+
+    def do_watch(self, line: str):
+        """watch NODE|all [SECONDS] [COMMAND...]: print what appears on nodes as it happens.
+
+        Connections and expectations that appear, change state or go, with the
+        time since the watch began, for SECONDS (default 3), on NODE or on every
+        running node ('all'). A COMMAND after the seconds runs while watching:
+        'watch all 2 ftp c1 PORT' shows a session open on one node and its copy
+        arrive on that node's backup node."""
+        args = self.words(line, 1, "watch NODE|all [SECONDS] [COMMAND...]")
+        names = ([n for n in self.cluster.node_names() if self.state(n) == "running"]
+                 if args[0] == "all" else [self.running(args[0])])
+        seconds, rest = 3.0, args[1:]
+        if rest:
+            try:
+                seconds, rest = float(rest[0]), rest[1:]
+            except ValueError:
+                raise ConsoleError(f"watch: {rest[0]!r} is not a number of seconds") from None
+        if not 0 < seconds <= 600:
+            raise ConsoleError("watch: SECONDS must be more than 0 and at most 600")
+        stop, start = threading.Event(), time.monotonic()
+        before = {name: self.cluster.ask(name, "dump") for name in names}
+        seen: list[str] = []
+
+        def poll():
+            while not stop.is_set():
+                for name in list(before):
+                    try:
+                        after = self.cluster.ask(name, "dump")
+                    except (OSError, ValueError):
+                        print(f"[{name} +{time.monotonic() - start:.3f} s] no answer (down?)",
+                              flush=True)
+                        del before[name]
+                        continue
+                    for change in changes(before[name], after):
+                        seen.append(change)
+                        print(f"[{name} +{time.monotonic() - start:.3f} s] {change}", flush=True)
+                    before[name] = after
+                stop.wait(0.01)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            if rest:
+                self.onecmd(" ".join(rest))
+            left = seconds - (time.monotonic() - start)
+            if left > 0:
+                stop.wait(left)
+        finally:
+            stop.set()
+            watcher.join(2)
+        print(f"watch {args[0]}: {len(seen)} change(s) in {time.monotonic() - start:.1f} s")
+
+    # -- synchronization ---------------------------------------------------
+    def do_sync(self, line: str):
+        """sync [MODE] [KEY=VALUE...]: how the nodes synchronize; change it at run time.
+
+        MODE: none (no state moves), periodic (every interval seconds), ondemand
+        (at each change), combined (both), auto. KEY=VALUE: interval=SECONDS,
+        hold=on|off (hold the packet that creates state until the backup node has
+        it), periodic=full|differential, replication=backup|full, delay=SECONDS.
+        With no argument: each node's settings. Mode home is chosen at start."""
+        args = line.split()
+        if args and "=" not in args[0]:
+            args[0] = f"mode={args[0]}"
+        up = [n for n in self.cluster.node_names() if self.state(n) == "running"]
+        if not up:
+            raise ConsoleError("no node is running: 'restart fw1' first")
+        if args:
+            try:
+                config = self.cluster.set_sync(" ".join(args), up)
+            except ValueError as err:
+                raise ConsoleError(str(err)) from None
+            print(f"{', '.join(up)}: now {describe(config)}")
+            return
+        for name in up:
+            print(f"{name}: {describe(self.ask(name, 'config')['sync'])}")
+
+    def do_common(self, line: str):
+        """common NODE NAME=VALUE: state every node needs (a VPN key, a login) made on NODE.
+
+        Unlike a connection, which goes only to the backup nodes, common state
+        goes to every node; 'counters NODE' on any node then counts it."""
+        args = self.words(line, 2, "common NODE NAME=VALUE")
+        if "=" not in args[1]:
+            raise ConsoleError("usage: common NODE NAME=VALUE")
+        self.ask(args[0], "common " + args[1])
+        print(f"{args[0]}: common state {args[1].split('=')[0]!r} set; it goes to every node")
+
+    def do_metrics(self, _line: str):
+        """metrics: where the Prometheus metrics of the nodes and the controller are served."""
+        if not self.cluster.metrics_url:
+            raise ConsoleError("metrics are off: start with 'make cli ARGS=--metrics-port=9810'")
+        print(self.cluster.metrics_url)
+
+
+def describe(config: dict) -> str:
+    """A node's sync settings in a line."""
+    if config["mode"] == "none":
+        return "mode none (no state moves between the nodes)"
+    parts = [f"mode {config['mode']}"]
+    if config["mode"] in ("periodic", "combined"):
+        parts.append(f"interval {config['interval']:g} s ({config['periodic']})")
+    parts.append(f"hold {'on' if config['hold'] else 'off'}")
+    parts.append(f"replication {config['replication']}")
+    if config.get("delay"):
+        parts.append(f"delay {config['delay']:g} s")
+    return ", ".join(parts)
