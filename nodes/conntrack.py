@@ -166,6 +166,11 @@ def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
     return None
 
 
+def assured(entry: Entry) -> bool:
+    """A reply was seen (UDP, ICMP) or the handshake completed (TCP): keep it longest."""
+    return entry.state not in (SYN_SENT, SYN_RECV, UNREPLIED)
+
+
 def canonical(key: Key) -> Key:
     """The one dictionary key of both directions of a connection."""
     proto, src, sport, dst, dport = key
@@ -176,9 +181,14 @@ def canonical(key: Key) -> Key:
 class ConnectionTable:
     """Entries under one direction-independent key each, and pending expectations."""
 
-    def __init__(self, timeouts: Timeouts | None = None, max_entries: int = 1_000_000):
+    def __init__(self, timeouts: Timeouts | None = None, max_entries: int = 1_000_000,
+                 max_expectations: int = 4096):
         self.timeouts = timeouts or Timeouts()
         self.max_entries = max_entries
+        self.max_expectations = max_expectations  # as nf_conntrack_expect_max
+        # Entries not yet assured (no reply seen, TCP not established), oldest first:
+        # the ones to evict when the table is full (Linux conntrack's early drop).
+        self.unassured: dict[Key, Entry] = {}
         self.by_key: dict[Key, Entry] = {}  # canonical(key) -> entry
         self.expectations: dict[tuple, list[Expectation]] = {}
         self.n_expectations = 0
@@ -201,6 +211,22 @@ class ConnectionTable:
     def full(self) -> bool:
         return len(self.by_key) >= self.max_entries
 
+    def expectations_full(self) -> bool:
+        return self.n_expectations >= self.max_expectations
+
+    def early_drop(self, may_evict=None) -> Entry | None:
+        """Remove and return the oldest entry not yet assured (and, if given, for which
+        ``may_evict(entry)`` holds): room for a new one in a full table, or None."""
+        for ck, entry in list(self.unassured.items()):
+            if self.by_key.get(ck) is not entry or assured(entry):
+                del self.unassured[ck]  # gone, or assured since: not a candidate
+                continue
+            if may_evict is None or may_evict(entry):
+                del self.unassured[ck]
+                self.remove(entry)
+                return entry
+        return None
+
     def add(self, entry: Entry) -> None:
         self.by_key[canonical(entry.orig)] = entry
 
@@ -209,6 +235,8 @@ class ConnectionTable:
         ck = canonical(entry.orig)
         if self.by_key.get(ck) is entry:
             del self.by_key[ck]
+            if self.unassured.get(ck) is entry:
+                del self.unassured[ck]
         for exp in entry.expectations or ():
             self.unexpect(exp)
         entry.expectations = None
@@ -218,7 +246,14 @@ class ConnectionTable:
         expires = now + self.timeouts.for_state(key[0], state)
         entry = Entry(key, state, now, now, expires, owner, **kw)
         self.add(entry)
+        if not assured(entry):
+            self.unassured[canonical(key)] = entry
         return entry
+
+    def state_changed(self, entry: Entry) -> None:
+        """``entry`` moved to another state: an assured one is no candidate for early drop."""
+        if assured(entry):
+            self.unassured.pop(canonical(entry.orig), None)
 
     def expect(self, exp: Expectation) -> None:
         self.expectations.setdefault(exp.slot, []).append(exp)

@@ -19,7 +19,8 @@ from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_S
 from nodes.ftp import FtpHelper
 from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-                          Packet, ethertype, key_fields, key_str, parse_ipv4)
+                          Packet, checksums_ok, ethertype, key_fields, key_str,
+                          parse_ipv4)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
@@ -30,6 +31,9 @@ from nodes.settings import DEFAULT
 ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
+# Drop reasons of frames that are not IPv4: a fixed set, so outside frames cannot make
+# new reasons (and metric series) up.
+_ETHERTYPE_DROPS = {-1: "truncated_eth", 0x86DD: "ethertype_ipv6", 0x8100: "ethertype_vlan"}
 
 
 class SyncPort(Protocol):
@@ -79,7 +83,11 @@ class GatewayEngine:
 
     def __init__(self, node: str, rules: RuleSet, timeouts: Timeouts | None = None,
                  sync: SyncPort | None = None, hold_timeout: float = DEFAULT.hold_timeout,
-                 max_entries: int = 1_000_000, max_events: int = 100_000):
+                 max_entries: int = 1_000_000, max_events: int = 100_000,
+                 checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1):
+        """``checksum``: verify checksums of packets that create or change state (as
+        ``nf_conntrack_checksum``); ``drop_log_rate``: refused openings logged a second; ``max_expected``:
+        pending expectations per master connection (the FTP helper's 1 in Linux)."""
         self.node = node
         self.rules = rules
         self.table = ConnectionTable(timeouts, max_entries)
@@ -92,6 +100,10 @@ class GatewayEngine:
         self.bytes_in = [0, 0]
         self.events: list[tuple] = []  # (time, kind, fields); drained by the shell
         self.max_events = max_events
+        self.checksum = checksum
+        self.max_expected = max_expected
+        self.drop_log_rate = drop_log_rate
+        self._drop_log = [float("-inf"), 0]  # start of this second, refused openings logged
         self.held: dict[Entry, _Held] = {}
         self.home: HomePort | None = None  # mode home: frames without state go here (ASK)
         self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
@@ -109,7 +121,7 @@ class GatewayEngine:
             if et == ETH_P_ARP:
                 self.counters["arp_passed"] += 1
                 return ACCEPT
-            return self._drop(f"ethertype_{et:04x}" if et >= 0 else "truncated_eth")
+            return self._drop(_ETHERTYPE_DROPS.get(et, "ethertype_other"))
         pkt = parse_ipv4(frame)
         if pkt.__class__ is str:
             return self._drop(pkt)
@@ -129,6 +141,8 @@ class GatewayEngine:
                         after_adoption_ms=round((now - adopted) * 1000, 3))
         if pkt.proto == PROTO_TCP:
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
+                if self.checksum and not checksums_ok(frame):
+                    return self._drop("bad_checksum")  # it must not change the state
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
@@ -138,9 +152,11 @@ class GatewayEngine:
                 if reason:
                     return self._drop(reason)
                 if entry.state != before:
+                    self.table.state_changed(entry)
                     self.sync.state_changed("update", entry, now)
         elif direction != ORIGINAL and entry.state == UNREPLIED:
             entry.state = REPLIED
+            self.table.state_changed(entry)
             self.sync.state_changed("update", entry, now)
         if entry.owner != self.node and not entry.seen_here:
             entry.seen_here = True  # one session, packets on two nodes
@@ -154,6 +170,8 @@ class GatewayEngine:
         entry.last_seen = now
         entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
+            if self.checksum and not checksums_ok(frame):
+                return self._drop("bad_checksum")  # the helper reads only what arrived intact
             reason = self.helpers[entry.helper].inspect(self, entry, direction, pkt, frame, now)
             if reason:
                 return self._drop(reason)
@@ -185,7 +203,9 @@ class GatewayEngine:
                 return self._unknown("icmp_no_entry", pkt, frame, ingress, now, forwarded)
             rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
             return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
-        if self.table.full():
+        if self.checksum and not checksums_ok(frame):
+            return self._drop("bad_checksum")  # no state for what did not arrive intact
+        if self.table.full() and not self.early_drop(now):
             return self._drop("table_full", pkt, now)
         exp = self.table.take_expectation(proto, pkt.src, pkt.dst, pkt.dport, now)
         if exp is not None:
@@ -206,10 +226,29 @@ class GatewayEngine:
         self.sync.state_changed("new", entry, now)
         return ACCEPT
 
+    def early_drop(self, now: float) -> bool:
+        """The table is full: evict its oldest unassured entry (Linux's early drop)."""
+        victim = self.table.early_drop()
+        if victim is None:
+            return False
+        self.counters["early_drops"] += 1
+        if victim.owner == self.node:  # a copy goes silently; my own, cluster-wide
+            self._event(now, "destroy", entry=victim.as_dict(now), why="early_drop")
+            self.sync.state_changed("destroy", victim, now)
+        return True
+
     def _drop(self, reason: str, pkt: Packet | None = None, now: float = 0.0) -> int:
-        """Count a drop by reason; log it when it refused a connection's opening."""
+        """Count a drop by reason; log it (at most ``drop_log_rate`` a second) when it
+        refused a connection's opening."""
         self.drops[reason] += 1
         if pkt is not None:
+            start, logged = self._drop_log
+            if now - start >= 1.0:
+                self._drop_log = [now, 0]
+            elif logged >= self.drop_log_rate:
+                self.counters["drop_events_suppressed"] += 1
+                return DROP
+            self._drop_log[1] += 1
             self._event(now, "drop", reason=reason, key=key_str(pkt.key),
                         tuple=key_fields(pkt.key))
         return DROP
@@ -242,6 +281,12 @@ class GatewayEngine:
     def modify_state(self, kind: str, obj: object, now: float) -> None:
         """Store state on behalf of protocol code: ``expect`` or ``common``."""
         if kind == "expect" and isinstance(obj, Expectation):
+            master, _ = self.table.lookup(obj.master)
+            while master is not None and len(master.expectations or ()) >= self.max_expected:
+                old = master.expectations.pop(0)  # the oldest gives way, as in Linux
+                self.table.unexpect(old)
+                self.counters["expectations_evicted"] += 1
+                self.sync.state_changed("unexpect", old, now)
             self.table.expect(obj)
             self._event(now, "expect", expectation=obj.as_dict(now))
         elif kind == "common" and isinstance(obj, CommonState):

@@ -147,6 +147,8 @@ class FtpHelper:
                 return None
         except FtpSyntaxError:
             return "ftp_malformed"
+        if engine.table.expectations_full():
+            return "expectation_table_full"
         exp = Expectation(PROTO_TCP, src, dst, port, entry.orig, now,
                           now + engine.table.timeouts.expectation, engine.node)
         engine.modify_state("expect", exp, now)

@@ -88,6 +88,35 @@ def ethertype(frame: bytes) -> int:
     return (frame[12] << 8) | frame[13]
 
 
+def _fold(data: bytes) -> int:
+    """The ones' complement sum of ``data`` in 16-bit words (RFC 1071), folded."""
+    if len(data) & 1:
+        data += b"\0"
+    total = sum(memoryview(data).cast("H"))  # either byte order: the check is 0xFFFF
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def checksums_ok(frame: bytes) -> bool:
+    """True if the IPv4 header and TCP/UDP/ICMP checksums of a parsed frame hold.
+
+    As Linux conntrack (``nf_conntrack_checksum``) it keeps no state for a packet
+    that fails; UDP's checksum 0 means none was sent."""
+    ihl = (frame[14] & 0x0F) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    if _fold(frame[14:14 + ihl]) != 0xFFFF:
+        return False
+    proto = frame[23]
+    l4 = frame[14 + ihl:14 + total]
+    if proto == PROTO_TCP or (proto == PROTO_UDP and l4[6:8] != b"\0\0"):
+        pseudo = frame[26:34] + bytes((0, proto)) + len(l4).to_bytes(2, "big")
+        return _fold(pseudo + l4) == 0xFFFF
+    if proto == PROTO_ICMP:
+        return _fold(l4) == 0xFFFF
+    return True
+
+
 def parse_ipv4(frame: bytes) -> Packet | str:
     """Parse an IPv4-in-Ethernet frame; return a Packet or a drop reason."""
     n = len(frame)

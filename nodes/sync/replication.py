@@ -209,7 +209,9 @@ class Replication:
                     entry.owner == self.names.get(f["owner"]):
                 table.remove(entry)
         elif rtype == sp.R_EXPECT:
-            if find_expectation(table, f) is None:
+            if table.expectations_full():
+                self.rejected["expectation_table_full"] += 1
+            elif find_expectation(table, f) is None:
                 table.expect(Expectation(f["proto"], f["src"], f["dst"], f["dport"], f["master"],
                                          now, now + f["timeout"], self._owner_name(f["owner"])))
         elif rtype == sp.R_EXPECT_DEL:
@@ -230,6 +232,9 @@ class Replication:
             self.rejected["entry_key_clash"] += 1
             return
         if entry is None:
+            if table.full() and table.early_drop(lambda e: e.owner != self.name) is None:
+                self.rejected["table_full"] += 1  # copies count against the cap too
+                return
             entry = table.new_entry(f["key"], f["state"], now, owner, helper=f["helper"],
                                     related_to=f["master"])
         elif entry.owner == self.name and owner != entry.owner:
@@ -237,6 +242,7 @@ class Replication:
             return
         entry.state, entry.owner = f["state"], owner
         entry.expires = now + f["timeout"]
+        table.state_changed(entry)
         if f["owner"] in self.adopted and f["owner"] not in self.alive:
             # a copy of a dead owner's connection that another backup held: mine to adopt
             self._adopt([entry], f["owner"], now)

@@ -115,7 +115,14 @@ def test_arp_passes_and_other_ethertypes_drop(fw):
     assert fw.process(arp(), OUTSIDE, 0) == ACCEPT
     ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)
     assert fw.process(ipv6, OUTSIDE, 0) == DROP
-    assert fw.drops["ethertype_86dd"] == 1
+    assert fw.drops["ethertype_ipv6"] == 1
+
+
+def test_drop_reasons_from_outside_frames_are_a_fixed_set(fw):
+    """Each unknown ethertype was a reason of its own: up to 65,534 metric series."""
+    for et in range(0x9000, 0x9400):
+        fw.process(bytes(12) + et.to_bytes(2, "big") + bytes(40), OUTSIDE, 0)
+    assert dict(fw.drops) == {"ethertype_other": 0x400}
 
 
 def _mangle(frame: bytes, offset: int, value: int) -> bytes:
@@ -152,8 +159,53 @@ def test_random_garbage_never_raises(fw):
         assert fw.process(frame, rnd.randint(0, 1), 0) in (ACCEPT, DROP, HOLD)
 
 
-def test_table_full_drops_new_connections():
+def established(fw, sport):
+    fw.process(tcp(flags="S", sport=sport, dport=80), OUTSIDE, 0)
+    fw.process(tcp(SERVER, CLIENT, 80, sport, "SA", 5000, 1001), INSIDE, 0)
+    fw.process(tcp(flags="A", sport=sport, dport=80, seq=1001, ack=5001), OUTSIDE, 0)
+
+
+def test_a_full_table_of_established_connections_drops_new_ones():
     fw = GatewayEngine("fw1", RULES, max_entries=1)
-    assert fw.process(tcp(flags="S", dport=80), OUTSIDE, 0) == ACCEPT
+    established(fw, 1)
     assert fw.process(tcp(flags="S", sport=2, dport=80), OUTSIDE, 0) == DROP
     assert fw.drops["table_full"] == 1
+
+
+def test_a_syn_flood_gives_way_to_a_legitimate_connection_by_early_drop():
+    """Issue 14: a flood filled the table and a legitimate SYN got table_full.
+    As Linux conntrack, the oldest unassured entry makes room; assured ones stay."""
+    fw = GatewayEngine("fw1", RULES, max_entries=100)
+    for port in range(1, 11):
+        established(fw, port)
+    for port in range(1000, 1200):  # the flood: SYNs that are never answered
+        assert fw.process(tcp(flags="S", sport=port, dport=80), OUTSIDE, 0) == ACCEPT
+    assert len(fw.table) == 100 and fw.counters["early_drops"] == 110
+    assert fw.process(tcp(flags="S", sport=40000, dport=80), OUTSIDE, 0) == ACCEPT
+    states = [e.state for e in fw.table.entries()]
+    assert states.count("ESTABLISHED") == 10  # no assured connection was evicted
+    assert len(fw.table.unassured) == 90
+    assert "table_full" not in fw.drops
+
+
+def test_a_syn_with_a_bad_checksum_creates_no_state():
+    """Issue 14: it created an entry, was replicated and forwarded. Linux conntrack
+    verifies checksums (nf_conntrack_checksum) and keeps no state for it."""
+    fw = GatewayEngine("fw1", RULES)
+    bad = bytearray(tcp(flags="S", dport=80))
+    bad[-3] ^= 0x40  # the TCP checksum's low byte (a window bit would do as well)
+    assert fw.process(bytes(bad), OUTSIDE, 0) == DROP
+    assert len(fw.table) == 0 and fw.drops["bad_checksum"] == 1
+    off = GatewayEngine("fw1", RULES, checksum=False)  # the switch to turn it off
+    assert off.process(bytes(bad), OUTSIDE, 0) == ACCEPT and len(off.table) == 1
+
+
+def test_refused_openings_are_logged_at_most_drop_log_rate_a_second():
+    fw = GatewayEngine("fw1", RULES, drop_log_rate=50)
+    for port in range(300):
+        fw.process(tcp(flags="S", sport=port, dport=9), OUTSIDE, 0.5)
+    events = [e for e in fw.drain_events() if e[1] == "drop"]
+    assert len(events) == 50 and fw.counters["drop_events_suppressed"] == 250
+    assert fw.drops["policy"] == 300  # every drop is counted, only the log is bounded
+    fw.process(tcp(flags="S", sport=1, dport=9), OUTSIDE, 1.6)
+    assert [e[1] for e in fw.drain_events()] == ["drop"]

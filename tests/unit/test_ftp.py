@@ -114,7 +114,18 @@ def test_retransmitted_segment_is_not_read_twice(fw):
     ftp.client(b"NOOP\r\n")
     # an overlapping retransmission with new data after: only the new part is read
     ftp.client(b"NOOP\r\nPORT 10,0,0,1,195,81\r\n", seq=ftp.c - 6)
-    assert fw.table.n_expectations == 2
+    # read once: the new announcement replaces the first (one pending per master)
+    (exp,) = [x for xs in fw.table.expectations.values() for x in xs]
+    assert exp.dport == 195 * 256 + 81 and fw.counters["expectations_evicted"] == 1
+
+
+def test_one_control_connection_cannot_pile_up_expectations(fw):
+    """Issue 14: one control connection created 20,000 expectations. As Linux's FTP
+    helper (max_expected 1), a new announcement evicts the pending one."""
+    ftp = Session(fw)
+    for i in range(2000):
+        ftp.client(f"PORT 10,0,0,1,{100 + i // 256},{i % 256}\r\n".encode())
+    assert fw.table.n_expectations == 1 and fw.counters["expectations_evicted"] == 1999
 
 
 def test_gap_discards_partial_line(fw):

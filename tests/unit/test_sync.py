@@ -472,3 +472,29 @@ def test_per_connection_backups_all_reach_the_adopter_and_no_copy_of_the_dead_st
     assert sum(1 for o in owners[2].values() if o == "fw2") == 30  # the adopter has all
     assert all(o != "fw1" for i in (2, 3) for o in owners[i].values())
     assert len(owners[3]) == 30 and set(owners[3].values()) == {"fw2"}  # and its backup them
+
+
+def test_backup_copies_count_against_the_table_cap():
+    """Issue 14: a node capped at 10 entries took 50 copies from its peer."""
+    net = Net(2)
+    net.fw[2].table.max_entries = 10
+    for port in range(40000, 40050):
+        syn(net.fw[1], port)
+    net.run()
+    assert len(net.fw[2].table) == 10
+    # the copies are unassured (SYN_SENT): the newest made room by early drop
+    assert net.sync[2].rejected.get("table_full", 0) == 0
+
+
+def test_a_full_table_of_assured_copies_refuses_more_and_counts_it():
+    net = Net(2)
+    net.fw[2].table.max_entries = 5
+    for port in range(40000, 40008):
+        syn(net.fw[1], port)
+        net.fw[1].process(tcp(SERVER, CLIENT, 80, port, "SA", 5000, 1001), INSIDE, 0)
+        net.fw[1].process(tcp(flags="A", sport=port, dport=80, seq=1001, ack=5001), OUTSIDE, 0)
+    net.run()
+    assert len(net.fw[2].table) == 5
+    # each of the 3 connections that found no room was refused in each of its 3 records
+    # (new, SYN_RECV, ESTABLISHED): every record that could not be kept is counted
+    assert net.sync[2].rejected["table_full"] == 9
