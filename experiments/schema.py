@@ -50,6 +50,8 @@ class Cluster(SyncSettings):
     latency_ms: float = Field(0.0, ge=0, le=10000, description="one-way delay between nodes")
     latency_via: Literal["auto", "netem", "node"] = Field(
         "auto", description="netem where the kernel has it (auto), or the nodes' delay line")
+    checksum: bool = Field(True, description="verify checksums of packets that create or "
+                           "change state, as nf_conntrack_checksum (false: trust them)")
     capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
                                'interfaces such as "c1-eth0" (pcap files per point)')
 

@@ -119,13 +119,15 @@ class Cluster:
                  established_timeout: float = 432000.0, sync: dict | None = None,
                  failover: str | None = None, steering: str = "symmetric",
                  latency: float = 0.0, latency_via: str = "auto",
-                 capture: list[str] | None = None, metrics_port: int | None = None):
+                 capture: list[str] | None = None, metrics_port: int | None = None,
+                 checksum: bool = True):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
         self.run_id = run_id or f"fwc-{os.getpid()}-{int(time.time())}"
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
+        self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         self.failover = failover  # "backup" or "spread": the controller follows membership
         if steering not in ("symmetric", "asymmetric"):
@@ -313,6 +315,8 @@ class Cluster:
                "--rules", self.rules, "--run-id", self.run_id,
                "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
                "--established-timeout", str(self.established_timeout)]
+        if not self.checksum:
+            cmd.append("--no-checksum")
         if self.sync_config:
             cmd += ["--sync-config", self.sync_config]
         proc = self.spawn(name, cmd, host=host)

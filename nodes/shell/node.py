@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", help="append events as JSON lines to this file")
     parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
     parser.add_argument("--sync-config", help="JSON file: members, key file and sync settings")
+    parser.add_argument("--no-checksum", action="store_true",
+                        help="do not verify checksums (as nf_conntrack_checksum=0)")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
@@ -336,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuleError as err:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
-    engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout))
+    engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout),
+                           checksum=not args.no_checksum)
     sync, peers, link = None, None, {}
     if args.sync_config:
         try:

@@ -82,6 +82,7 @@ class SyncEngine(Replication, Membership, Hold):
         self.bulk_waiting = set(self.channels) if not self.stateless else set()
         self.bulk_deadline = now + self.config.bulk_timeout
         self.bulk_started: dict[int, float] = {}
+        self.bulk_answered: dict[int, int] = {}  # peer -> the boot whose request was answered
         self.started, self.ready_logged = now, False
         for peer in self.bulk_waiting:
             self.channels[peer].pending.append((sp.R_BULK_REQUEST, {}))
@@ -142,6 +143,11 @@ class SyncEngine(Replication, Membership, Hold):
                     self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
                 self.counters["bytes_sent"] += len(data)
                 self.counters["data_bytes_sent"] += len(data)
+            if ch.overflow:
+                self.counters["records_dropped_overflow"] += ch.overflow
+                self.events.append((now, "sync_overflow", {"peer": self.names[peer],
+                                                           "records": ch.overflow}))
+                ch.overflow = 0
             if ch.ack_due:
                 self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1))
                 ch.ack_due = False

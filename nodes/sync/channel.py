@@ -6,6 +6,11 @@ an unacknowledged message is sent again after ``rto``; a receiver buffers up
 to ``window`` messages that arrive early and applies records strictly in
 order; duplicates and replays within a boot are dropped. Pure: it packs and
 unpacks, the sync engine counts and sends.
+
+Bounds: at most ``MAX_UNACKED`` messages wait for their acknowledgement (more
+records wait unpacked, at most ``MAX_PENDING``; beyond that the oldest is
+dropped and counted); a message's timer doubles with each resend up to
+``BACKOFF`` times the rto; one tick resends at most ``RESEND_BUDGET`` messages.
 """
 from __future__ import annotations
 
@@ -13,6 +18,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
+
+MAX_UNACKED = 1024  # messages sent and not yet acknowledged, per peer
+MAX_PENDING = 200_000  # records waiting to be packed, per peer
+BACKOFF = 8  # a message is resent after rto, 2 rto, 4 rto, then every 8 rto
+RESEND_BUDGET = 64  # messages resent to one peer in one tick at most
 
 
 @dataclass
@@ -22,6 +32,10 @@ class Sent:
     data: bytes
     last_sent: float
     records: int
+    tries: int = 0  # resends so far
+
+    def due_at(self, rto: float) -> float:
+        return self.last_sent + rto * min(BACKOFF, 1 << self.tries)
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Channel:
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
     resend_at: float = float("inf")  # no unacknowledged message is due before this
+    overflow: int = 0  # records dropped because MAX_PENDING were waiting
 
     # -- sending -------------------------------------------------------------
     def pack(self, me: int, peer: int, boot: int, key: bytes, now: float,
@@ -44,17 +59,24 @@ class Channel:
         """Every pending record in as few DATA messages as fit: (seq, bytes, record types)."""
         out: list[tuple[int, bytes, list[int]]] = []
         chunks, size, kinds = [], 0, []
+        used = 0
         for rtype, fields in self.pending:
             rec = sp.encode_record(rtype, fields)
             if chunks and size + len(rec) > sp.MAX_PAYLOAD:
                 out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))
                 chunks, size, kinds = [], 0, []
+            if not chunks and len(self.unacked) >= MAX_UNACKED:
+                break  # the peer is behind: the rest waits for its acknowledgements
             chunks.append(rec)
             kinds.append(rtype)
             size += len(rec)
+            used += 1
         if chunks:
             out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))
-        self.pending.clear()
+        del self.pending[:used]
+        if len(self.pending) > MAX_PENDING:
+            self.overflow += len(self.pending) - MAX_PENDING
+            del self.pending[:len(self.pending) - MAX_PENDING]
         return out
 
     def _seal(self, me, peer, boot, key, payload, kinds, now, rto):
@@ -73,10 +95,11 @@ class Channel:
         self.resend_at = float("inf")
         out = []
         for sent in self.unacked.values():
-            if now - sent.last_sent >= rto:
+            if len(out) < RESEND_BUDGET and now >= sent.due_at(rto):
                 sent.last_sent = now
+                sent.tries += 1
                 out.append(sent.data)
-            self.resend_at = min(self.resend_at, sent.last_sent + rto)
+            self.resend_at = min(self.resend_at, sent.due_at(rto))
         return out
 
     @property

@@ -193,8 +193,13 @@ class Membership:
             if entry is not None and entry.owner == me:
                 entry.owner = self.names[peer]
                 out.append(entry)
+                keep = set(self._destinations(entry))  # who backs up ``peer`` for it
                 for backup in mine:
-                    if backup != peer:
+                    if backup == peer:
+                        continue
+                    if backup in keep:  # a backup of both: its copy is peer's again
+                        self._queue("update", entry, now, peers=[backup])
+                    else:
                         self.channels[backup].pending.append(
                             (sp.R_ENTRY_DEL, {"key": key, "owner": self.me}))
         self.counters["entries_handed_back"] += len(out)
@@ -230,6 +235,12 @@ class Membership:
     def _apply_bulk(self, sender: int, rtype: int, f: dict, now: float) -> None:
         """The bulk transfer's records: a request to answer, its start and its end."""
         if rtype == sp.R_BULK_REQUEST:
+            boot = self.channels[sender].peer_boot
+            if self.bulk_answered.get(sender) == boot:
+                # a node asks once per incarnation; more is an amplification attack
+                self.rejected["bulk_request_repeated"] += 1
+                return
+            self.bulk_answered[sender] = boot
             if "state_requested" in self.config.triggers and self.ondemand_on:
                 self.counters["trigger_state_requested"] += 1
                 self._answer_bulk(sender, now)

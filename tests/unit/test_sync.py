@@ -498,3 +498,36 @@ def test_a_full_table_of_assured_copies_refuses_more_and_counts_it():
     # each of the 3 connections that found no room was refused in each of its 3 records
     # (new, SYN_RECV, ESTABLISHED): every record that could not be kept is counted
     assert net.sync[2].rejected["table_full"] == 9
+
+
+def test_a_node_only_taken_for_dead_keeps_its_copies_on_nodes_that_back_up_both():
+    """Found by the loss test: fw2 took fw1 for dead, adopted its connections (fw3's
+    copies became fw2's), heard fw1 again and handed them back, withdrawing the copies
+    from its own backups: with full replication fw3 then held none of fw1's."""
+    net = Net(3, replication="full")
+    for port in range(40000, 40010):
+        syn(net.fw[1], port)
+    net.run()
+    net.sync[2].peer_failed(1, net.t)  # only fw2 thinks so: fw1 is alive
+    assert net.sync[2].counters["entries_adopted"] == 10
+    net.run(0.1)
+    assert 1 in net.sync[2].alive  # heard again: the split view healed
+    for i in (1, 2, 3):
+        assert sorted(net.entries(i).values()) == ["fw1"] * 10, i
+
+
+def test_one_bulk_request_message_cannot_make_many_answers():
+    """Issue 14: a 1.4 KB message of BULK_REQUEST records queued 23 MB of answers."""
+    net = Net(2)
+    for port in range(40000, 40100):
+        syn(net.fw[1], port)
+    net.run()
+    s1 = net.sync[1]
+    ch = s1.channels[2]
+    before = s1.counters["bulk_records_sent"]
+    flood = sp.seal(sp.DATA, 2, 1, ch.peer_boot, net.sync[2].channels[1].next_seq,
+                    net.sync[2].channels[1].expected - 1,
+                    sp.encode_record(sp.R_BULK_REQUEST, {}) * 400, KEY)
+    s1.receive(flood, net.t)
+    assert s1.rejected["bulk_request_repeated"] == 400  # answered at start-up already
+    assert s1.counters["bulk_records_sent"] == before

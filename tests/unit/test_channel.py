@@ -1,0 +1,49 @@
+"""The reliable channel's bounds: resend queue, backoff, per-tick budget, pending cap."""
+from nodes import syncproto as sp
+from nodes.sync import channel as chmod
+from nodes.sync.channel import Channel
+
+KEY = b"k" * 32
+RECORD = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v" * 1000})  # one a message
+
+
+def loaded(n: int) -> Channel:
+    ch = Channel()
+    ch.pending.extend([RECORD] * n)
+    return ch
+
+
+def test_a_silent_peer_gets_at_most_max_unacked_messages_the_rest_waits():
+    """Issue 14: the resend queue was unbounded (one tick resent 4.7 MiB)."""
+    ch = loaded(5000)
+    sent = ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    assert len(sent) == len(ch.unacked) == chmod.MAX_UNACKED
+    assert len(ch.pending) == 5000 - chmod.MAX_UNACKED  # unpacked, not lost
+    assert ch.pack(1, 2, 100, KEY, 0.0, 0.02) == []  # nothing more until acknowledged
+    done = ch.acknowledge(100)
+    assert done == list(range(1, 101))
+    assert len(ch.pack(1, 2, 100, KEY, 0.0, 0.02)) == 100
+
+
+def test_resends_back_off_and_one_tick_resends_at_most_the_budget():
+    ch = loaded(200)
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    times = []
+    now = 0.0
+    while now < 1.0:
+        now = round(now + 0.001, 3)
+        out = ch.due(now, 0.02)
+        assert len(out) <= chmod.RESEND_BUDGET
+        if out and ch.unacked[1].last_sent == now:
+            times.append(now)
+    # message 1 is resent after 20, 40, 80, then every 160 ms (BACKOFF 8)
+    gaps = [round(b - a, 2) for a, b in zip([0.0] + times, times)]
+    assert gaps[:4] == [0.02, 0.04, 0.08, 0.16] and set(gaps[3:]) == {0.16}, gaps
+
+
+def test_pending_records_beyond_the_cap_are_dropped_and_counted(monkeypatch):
+    monkeypatch.setattr(chmod, "MAX_PENDING", 50)
+    monkeypatch.setattr(chmod, "MAX_UNACKED", 10)
+    ch = loaded(100)
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    assert len(ch.unacked) == 10 and len(ch.pending) == 50 and ch.overflow == 40
