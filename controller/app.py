@@ -36,6 +36,12 @@ from nodes.observe.metrics import controller_families, exposition
 from nodes.shell import config as cluster_config
 
 
+# Open Vswitch's symmetric_l3l4+udp (nx_hash_fields 3; Ryu 4.34 names only 0 and 1):
+# addresses, protocol and TCP, SCTP and UDP ports, the same in both directions.
+# symmetric_l4 left UDP ports out, so every UDP flow between two hosts met one node.
+HASH_FIELDS = 3
+
+
 def flow_mod(datapath, spec: FlowSpec):
     """Translate one FlowSpec into an OpenFlow 1.3 flow-mod (add or replace)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
@@ -45,7 +51,7 @@ def flow_mod(datapath, spec: FlowSpec):
             actions.append(parser.OFPActionOutput(action[1]))
         elif action[0] == "multipath":
             actions.append(parser.NXActionMultipath(
-                fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
+                fields=HASH_FIELDS,
                 basis=action[3] if len(action) > 3 else 0,
                 algorithm=nicira_ext.NX_MP_ALG_MODULO_N, max_link=action[1] - 1, arg=0,
                 ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst=action[2]))

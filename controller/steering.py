@@ -2,7 +2,7 @@
 
 A symmetric hash of each IPv4 packet's addresses and ports picks one of
 ``buckets`` buckets (Open vSwitch's ``multipath`` action with
-``symmetric_l4``), and a bucket table maps each bucket to a live node. Both
+``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket table maps each bucket to a live node. Both
 switches compute the same hash, so both directions of a connection cross the
 same node. Non-IP frames (ARP) cross one designated node. Frames leaving a
 node are delivered to hosts by destination MAC. Pure: no ryu import.
