@@ -10,7 +10,9 @@ Parameters by fault: ``link_down``/``link_up``: ``intf`` (eth0 outside, eth1
 inside, eth2 sync); ``sync_loss``: ``percent``; ``rate_limit``: ``intf`` and
 ``mbit`` (0 lifts it). ``controller_restart`` takes no node. ``snapshot`` is
 not a fault: it appends every node's counters to the run's snapshots.jsonl;
-with ``every = s`` and ``until = t`` it repeats from ``at`` to ``until``. Every fault is
+with ``every = s`` and ``until = t`` it repeats from ``at`` to ``until``;
+``check`` runs the cluster consistency check (nodes/observe/consistency.py)
+and appends its report to the run's consistency.jsonl. Every fault is
 written with its time to the run's event log by the cluster that applies it.
 """
 from __future__ import annotations
@@ -22,11 +24,16 @@ def _snapshot(cluster, _event) -> None:
     cluster.snapshot()
 
 
-# Every action a timeline may hold: the faults (topo/faults.py) and a snapshot.
+def _check(cluster, _event) -> None:
+    cluster.consistency()
+
+
+# Every action a timeline may hold: the faults (topo/faults.py), a snapshot (every
+# node's counters, now) and a check (the consistency check, into consistency.jsonl).
 ACTIONS = {**{name: (f.params, f.apply) for name, f in FAULTS.items()},
-           "snapshot": ((), _snapshot)}  # not a fault: every node's counters, now
-NODELESS = tuple(n for n, f in FAULTS.items() if not f.needs_node) + ("snapshot",)
-REPEATABLE = ("snapshot",)
+           "snapshot": ((), _snapshot), "check": ((), _check)}
+NODELESS = tuple(n for n, f in FAULTS.items() if not f.needs_node) + ("snapshot", "check")
+REPEATABLE = ("snapshot", "check")
 MAX_REPEATS = 1000
 
 

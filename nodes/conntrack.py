@@ -73,6 +73,7 @@ class Entry:
     expectations: list | None = None  # made when the first one is announced
     extra: dict | None = None  # NAT, keys, routing: the seed's additional information 33
     replicated_at_bytes: int = -1  # bytes carried when a replica first left (-1: none yet)
+    changed: float = 0.0  # when its state last changed (what a backup must have seen)
 
     @property
     def reply(self) -> Key:
@@ -98,6 +99,8 @@ class Entry:
             "tuple": key_fields(self.orig),
             "timeout": round(max(0.0, self.expires - now), 1),
             "age": round(now - self.created, 3),
+            "idle": round(now - self.last_seen, 3),
+            "unchanged": round(now - self.changed, 3),
             "packets": list(self.packets), "bytes": list(self.bytes),
             "rule": self.rule, "helper": self.helper,
             "related_to": key_str(self.related_to) if self.related_to else None,
@@ -244,14 +247,15 @@ class ConnectionTable:
     def new_entry(self, key: Key, state: str, now: float, owner: str, **kw) -> Entry:
         """Create and insert an entry whose original direction is ``key``."""
         expires = now + self.timeouts.for_state(key[0], state)
-        entry = Entry(key, state, now, now, expires, owner, **kw)
+        entry = Entry(key, state, now, now, expires, owner, changed=now, **kw)
         self.add(entry)
         if not assured(entry):
             self.unassured[canonical(key)] = entry
         return entry
 
-    def state_changed(self, entry: Entry) -> None:
+    def state_changed(self, entry: Entry, now: float) -> None:
         """``entry`` moved to another state: an assured one is no candidate for early drop."""
+        entry.changed = now
         if assured(entry):
             self.unassured.pop(canonical(entry.orig), None)
 

@@ -152,11 +152,11 @@ class GatewayEngine:
                 if reason:
                     return self._drop(reason)
                 if entry.state != before:
-                    self.table.state_changed(entry)
+                    self.table.state_changed(entry, now)
                     self.sync.state_changed("update", entry, now)
         elif direction != ORIGINAL and entry.state == UNREPLIED:
             entry.state = REPLIED
-            self.table.state_changed(entry)
+            self.table.state_changed(entry, now)
             self.sync.state_changed("update", entry, now)
         if entry.owner != self.node and not entry.seen_here:
             entry.seen_here = True  # one session, packets on two nodes

@@ -403,6 +403,24 @@ class Cluster:
         with open(os.path.join(self.run_dir, "snapshots.jsonl"), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def consistency(self):
+        """The consistency check (nodes/observe/consistency.py) over every running node,
+        appended with its time to the run folder's consistency.jsonl; the Report."""
+        from nodes.observe.consistency import check
+        views = {}
+        for node in self.node_names():
+            if node in self.procs and node not in self.hung:
+                try:
+                    views[node] = {"dump": self.ask(node, "dump"), "stats": self.ask(node, "stats")}
+                except (OSError, ValueError):
+                    views[node] = None  # gone: not judged
+        report = check(views)
+        with open(os.path.join(self.run_dir, "consistency.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"t": round(time.time(), 6), **report.as_dict()}) + "\n")
+        self.log("consistency_check", violations=len(report.violations),
+                 findings=len(report.findings), checked=report.checked)
+        return report
+
     def node_names(self) -> list[str]:
         return [f"fw{i}" for i in range(1, self.n + 1)]
 

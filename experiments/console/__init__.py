@@ -28,9 +28,9 @@ from experiments.console.inspecting import InspectCommands
 from experiments.console.traffic import FILES, TrafficCommands
 from experiments.files import write_files
 from experiments.workload import start_ftp_servers
-CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "crash", "hang",
-                    "resume", "leave", "restart", "sync", "common", "ftp", "downloads", "tcp",
-                    "metrics")
+CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "check", "crash",
+                    "hang", "resume", "leave", "restart", "sync", "common", "ftp", "downloads",
+                    "tcp", "metrics")
 
 
 class ClusterCLI(InspectCommands, FaultCommands, TrafficCommands, CLI):

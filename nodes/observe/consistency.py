@@ -113,7 +113,7 @@ def check(nodes: dict[str, dict], settle: float = SETTLE) -> Report:
         for conn, entry in table.items():
             owner = entry["owner"]
             if owner == node:
-                if entry.get("idle", 0.0) < settle or entry.get("age", 0.0) < settle:
+                if entry.get("unchanged", 0.0) < settle:
                     continue  # it changed a moment ago: its copies may be on the way
                 report.checked += 1
                 for backup in backups_of(owner, entry):

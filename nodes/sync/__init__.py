@@ -229,6 +229,8 @@ class SyncEngine(Replication, Membership, Hold):
         carried = self.retired[0] + sum(sum(e.bytes) for e in mine)
         unprotected_bytes = self.retired[1] + sum(unprotected(e) for e in mine)
         return {"mode": self.config.mode, "active": self.active, "replication": self.replication,
+                "settings": {"k": self.config.k, "selection": self.config.selection,
+                             "triggers": list(self.config.triggers), "delay": self.config.delay},
                 "members": self.members, "alive": sorted(self.alive),
                 "ready": self.ready,
                 "backups": backups, "backup_nodes": [self.names[b] for b in backups],

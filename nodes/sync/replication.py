@@ -242,7 +242,7 @@ class Replication:
             return
         entry.state, entry.owner = f["state"], owner
         entry.expires = now + f["timeout"]
-        table.state_changed(entry)
+        table.state_changed(entry, now)
         if f["owner"] in self.adopted and f["owner"] not in self.alive:
             # a copy of a dead owner's connection that another backup held: mine to adopt
             self._adopt([entry], f["owner"], now)

@@ -82,6 +82,7 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         term.type("common fw1 vpn=k3y", "goes to every node")
         watched = term.type("watch fw2 1 ftp c2 PASV count=3", "watch fw2:")
         assert any("+ connection" in line for line in watched), watched
+        term.type("check", "violation(s)")
         term.type("crash fw2", "controller: node down fw2")
         term.type("status", "new flows go to: fw1, fw3")
         out = term.type("ftp c1 EPSV count=2", "session(s):")

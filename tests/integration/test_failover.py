@@ -91,6 +91,10 @@ def test_a_long_download_survives_the_crash_of_the_node_carrying_it(cluster_fact
     assert {after[b] for b in before if before[b] == dead_port} == {dead_port % 3 + 1}
     down = [e for e in controller_events(cluster) if e["event"] == "node_down"]
     assert [e["node"] for e in down] == [node]
+    # once quiet, the survivors hold what backup sync promises (the consistency check)
+    report = wait_until(lambda: (lambda r: r if r.ok and r.checked else None)(
+        cluster.consistency()), 5, "a consistent cluster after the crash")
+    assert report.promised and report.checked >= 2  # control and data connection at least
 
 
 def test_without_sync_the_same_crash_breaks_the_download(cluster_factory, tmp_path):
