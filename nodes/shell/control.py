@@ -6,6 +6,7 @@ the metrics exporter all ask through nodes/observe/client.py.
 """
 from __future__ import annotations
 
+import json
 import os
 
 from nodes.conntrack import CommonState
@@ -68,3 +69,17 @@ def answer(node, command: str, now: float) -> dict:
     if command == "ping":
         return {"node": engine.node, "pid": os.getpid()}
     return {"error": f"unknown command {command!r} (use {COMMANDS})"}
+
+
+def dump_parts(engine, now: float, size: int = 256):
+    """The ``dump`` answer as JSON text in slices of ``size`` entries (the table's
+    entries as they were when it was asked: a cut), for nodes/shell/control_server.py."""
+    entries = list(engine.table.entries())
+    expectations = [x.as_dict(now) for xs in engine.table.expectations.values() for x in xs]
+    common = [{"name": c.name, "owner": c.owner, "bytes": len(c.value)}
+              for c in engine.table.common.values()]
+    yield '{"node": %s, "entries": [' % json.dumps(engine.node)
+    for i in range(0, len(entries), size):
+        yield ("," if i else "") + ",".join(json.dumps(e.as_dict(now))
+                                            for e in entries[i:i + size])
+    yield '], "expectations": %s, "common": %s}' % (json.dumps(expectations), json.dumps(common))

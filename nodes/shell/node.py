@@ -30,7 +30,8 @@ from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
 from nodes.settings import DEFAULT, SettingsError
 from nodes.shell import config as cluster_config
-from nodes.shell.control import answer
+from nodes.shell.control import answer, dump_parts
+from nodes.shell.control_server import ControlServer
 from nodes.shell.ports import link_up, open_port
 from nodes.sync import SyncEngine
 from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
@@ -40,6 +41,7 @@ HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
 
 
 SYNC_TICK = 0.005  # seconds between retransmission checks while something is unacknowledged
+CONTROL_BUDGET = 0.002  # seconds of a long control answer (dump) between two rounds of packets
 
 
 class Node:
@@ -75,14 +77,8 @@ class Node:
         if self.home is not None:
             self.group_sock = self.join_group(self.peers[sync.me])
             self.peers[MULTICAST] = GROUP
-        self.control_path = control
-        os.makedirs(os.path.dirname(control) or ".", exist_ok=True)
-        if os.path.exists(control):
-            os.unlink(control)
-        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.control.bind(control)
-        self.control.listen(8)
-        self.control.setblocking(False)
+        self.control = ControlServer(control, lambda cmd: answer(self, cmd, time.monotonic()),
+                                     lambda: dump_parts(engine, time.monotonic()))
         self.events = open(events_path, "a", encoding="utf-8") if events_path else None
         self.wall_offset = time.time() - time.monotonic()
         self.running = True
@@ -105,24 +101,30 @@ class Node:
         """Forward frames and synchronize state until SIGTERM or SIGINT."""
         out, inn = self.ports
         fds = {out.fileno(): OUTSIDE, inn.fileno(): INSIDE}
-        ctl = self.control.fileno()
         listening = [s for s in (self.sync_sock, self.group_sock) if s is not None]
-        watch = [out, inn, self.control] + listening
+        watch = [out, inn] + listening
         sync_fds = {s.fileno() for s in listening}
+        control = self.control
         next_housekeeping = time.monotonic() + HOUSEKEEPING
         while self.running:
+            ctl_in = control.readers()
             try:
-                readable, _, _ = select.select(watch, [], [], self.timeout())
+                readable, writable, _ = select.select(
+                    watch + ctl_in, control.writers(), [], 0.0 if control.busy else self.timeout())
             except InterruptedError:
                 continue
+            now = time.monotonic()
             for sock in readable:
                 fd = sock.fileno()
-                if fd == ctl:
-                    self.serve_control()
+                if fd in fds:
+                    self.pump(fds[fd])
                 elif fd in sync_fds:
                     self.receive_sync(sock)
                 else:
-                    self.pump(fds[fd])
+                    control.readable(sock, now)
+            for sock in writable:
+                control.writable(sock, now)
+            control.work(CONTROL_BUDGET)  # a slice of a long answer, then packets again
             now = time.monotonic()
             if self.sync is not None:
                 if now >= self.next_link_check:
@@ -135,6 +137,7 @@ class Node:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
             if now >= next_housekeeping:
+                control.expire(now)
                 self.engine.expire(now)
                 if self.home is not None:
                     self.home.expire(now)
@@ -264,20 +267,6 @@ class Node:
             self.sent[egress] += 1
         self.ports[egress].flush()
 
-    def serve_control(self) -> None:
-        """Answer one inspection command: stats, dump or ping."""
-        try:
-            conn, _ = self.control.accept()
-        except BlockingIOError:
-            return
-        with conn:
-            conn.settimeout(1.0)
-            try:
-                command = conn.recv(256).decode(errors="replace").strip()
-                conn.sendall(json.dumps(answer(self, command, time.monotonic())).encode())
-            except OSError:
-                pass
-
     def flush_events(self) -> None:
         events = self.engine.drain_events()
         for source in (self.sync, self.home):
@@ -293,11 +282,10 @@ class Node:
         self.events.flush()
 
     def close(self) -> None:
-        for sock in (*self.ports, self.control, self.sync_sock, self.group_sock):
+        for sock in (*self.ports, self.sync_sock, self.group_sock):
             if sock is not None:
                 sock.close()
-        if os.path.exists(self.control_path):
-            os.unlink(self.control_path)
+        self.control.close()
         if self.events:
             self.events.close()
 

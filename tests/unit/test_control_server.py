@@ -1,0 +1,78 @@
+"""The control socket never holds up the node's loop (issue 14), on a real Unix socket."""
+import json
+import select
+import socket
+
+from nodes.engine import OUTSIDE, GatewayEngine
+from nodes.rules import RuleSet
+from nodes.shell.control import dump_parts
+from nodes.shell.control_server import ControlServer
+from tests.unit.frames import tcp
+
+RULES = RuleSet.from_text("10.0.0.0/25 10.0.0.192/26 tcp 80 accept")
+
+
+def engine_with(n: int) -> GatewayEngine:
+    fw = GatewayEngine("fw1", RULES)
+    for port in range(1, n + 1):
+        fw.process(tcp(flags="S", sport=port, dport=80), OUTSIDE, 0.0)
+    return fw
+
+
+def one_round(server, now=0.0):
+    """What the node's loop does between two batches of packets."""
+    r, w, _ = select.select(server.readers(), server.writers(), [], 0.01)
+    for s in r:
+        server.readable(s, now)
+    for s in w:
+        server.writable(s, now)
+    server.work(0.0)  # no time to spare: one slice at most
+
+
+def client(path, command=None):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+    if command:
+        c.sendall(command.encode() + b"\n")
+    c.setblocking(False)
+    return c
+
+
+def read_all(c, server, rounds=2000):
+    chunks, loops = [], 0
+    for loops in range(rounds):
+        one_round(server)
+        try:
+            data = c.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if not data:
+            return b"".join(chunks), loops
+        chunks.append(data)
+    raise AssertionError("no end of answer")
+
+
+def test_a_silent_client_holds_up_nobody(tmp_path):
+    fw = engine_with(3)
+    path = str(tmp_path / "fw1.sock")
+    server = ControlServer(path, lambda cmd: {"answer": cmd}, lambda: dump_parts(fw, 0.0))
+    silent = client(path)  # connects, says nothing (it blocked the node for 1 s)
+    talker = client(path, "ping")
+    answer, _ = read_all(talker, server)
+    assert json.loads(answer) == {"answer": "ping"}
+    server.expire(100.0)  # and the silent one is closed after IDLE
+    assert server.counters["control_timeouts"] == 1 and not server.conns
+    silent.close()
+    server.close()
+
+
+def test_a_big_dump_comes_in_slices_with_the_loop_running_between(tmp_path):
+    fw = engine_with(3000)
+    path = str(tmp_path / "fw1.sock")
+    server = ControlServer(path, lambda cmd: {}, lambda: dump_parts(fw, 0.0, size=100))
+    answer, loops = read_all(client(path, "dump"), server)
+    dump = json.loads(answer)
+    assert len(dump["entries"]) == 3000 and dump["node"] == "fw1"
+    assert dump["entries"] == fw.dump(0.0)["entries"]  # the same as the whole answer
+    assert loops >= 30  # the loop had control back at least once a slice
+    server.close()
