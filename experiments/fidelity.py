@@ -45,10 +45,12 @@ def switch_drops(switches: list[str]) -> dict[str, int]:
 
 
 def node_drops(stats: dict) -> int:
-    """What a node's own I/O lost: failed sends and truncated reads (not firewall drops)."""
+    """What a node's own I/O lost: failed sends, truncated reads and frames the kernel
+    dropped before the node read them (not firewall drops)."""
     if not isinstance(stats, dict) or "error" in stats:
         return 0
     lost = sum(stats.get("tx_errors", {}).values()) + stats.get("rx_truncated", 0)
+    lost += sum(stats.get("rx_dropped", {}).values())
     return lost + stats.get("sync", {}).get("counters", {}).get("send_errors", 0)
 
 

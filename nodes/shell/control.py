@@ -27,6 +27,8 @@ def answer(node, command: str, now: float) -> dict:
         stats["rx_errors"] = {"outside": node.ports[OUTSIDE].rx_errors,
                               "inside": node.ports[INSIDE].rx_errors}
         stats["rx_truncated"] = sum(p.rx_truncated for p in node.ports)
+        stats["rx_dropped"] = {"outside": node.ports[OUTSIDE].rx_dropped(),
+                               "inside": node.ports[INSIDE].rx_dropped()}
         stats["port_kind"] = node.ports[OUTSIDE].kind
         if sync is not None:
             stats["sync"] = sync.stats(now)

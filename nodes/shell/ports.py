@@ -18,6 +18,7 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VERSION, PACKET_TX_RING = 10, 13
 PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6  # struct tpacket_stats {tp_packets, tp_drops}; reading resets it
 TPACKET_V2 = 1
 TP_STATUS_AVAILABLE, TP_STATUS_SEND_REQUEST, TP_STATUS_WRONG_FORMAT = 0, 1, 4
 TX_DATA_OFFSET = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
@@ -44,7 +45,18 @@ class SocketPort:
         self.sock.setblocking(False)
         self.tx_errors = 0
         self.rx_errors = 0
+        self._rx_dropped = 0
         self.rx_truncated = 0
+
+    def rx_dropped(self) -> int:
+        """Frames the kernel dropped before this socket read them (its receive queue was
+        full), since the port opened: PACKET_STATISTICS, accumulated (each read resets it)."""
+        try:
+            _, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        except OSError:
+            return self._rx_dropped
+        self._rx_dropped += drops
+        return self._rx_dropped
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -102,6 +114,7 @@ class RingPort(SocketPort):
         self.tx_pending = 0
         self.tx_errors = 0
         self.rx_errors = 0
+        self._rx_dropped = 0
         self.rx_truncated = 0
 
     def send(self, frame: bytes) -> bool:

@@ -20,8 +20,9 @@ def test_judge_flags_what_made_the_emulator_the_bottleneck():
 
 def test_node_drops_counts_io_losses_not_firewall_drops():
     stats = {"tx_errors": {"outside": 2, "inside": 1}, "rx_truncated": 1,
+             "rx_dropped": {"outside": 5, "inside": 0},
              "drops": {"policy": 99}, "sync": {"counters": {"send_errors": 4}}}
-    assert fidelity.node_drops(stats) == 8
+    assert fidelity.node_drops(stats) == 13
     assert fidelity.node_drops({"error": "no answer"}) == 0
 
 
