@@ -37,9 +37,9 @@ class ClusterMembership:
             self.rejected["not_a_heartbeat_for_me"] += 1
             return []
         node = self.names[msg.sender]
-        verdict = self.detector.heard(msg.sender, msg.boot, msg.members, now)
+        verdict = self.detector.heard(msg.sender, msg.boot, msg.seq, msg.members, now)
         if verdict == STALE:
-            self.rejected["old_boot"] += 1
+            self.rejected["stale"] += 1  # a replay, or an incarnation that is over
             return []
         if verdict == LEAVE:
             return [(DOWN, node, {"why": "left"})] if node in live else []

@@ -9,8 +9,10 @@ everywhere:
 - a member not heard for ``dead_after`` seconds has failed;
 - a member never heard is given ``startup_grace`` seconds from the start;
 - a heartbeat whose member list leaves out its sender is a graceful leave;
-- a heartbeat from an older boot of its sender than one already heard is
-  stale (a replay or a delayed datagram) and changes nothing.
+- a heartbeat from an incarnation of its sender that is over, or whose
+  freshness counter is not above the last one heard from that incarnation, is
+  stale (a replay or a late duplicate) and changes nothing. Incarnations are
+  random: a new one is a restart, whatever its number.
 
 Pure: time comes in as ``now``.
 """
@@ -22,25 +24,39 @@ ALIVE, LEAVE, STALE, RESTART = "alive", "leave", "stale", "restart"
 class FailureDetector:
     """Last arrival and boot epoch of each member; verdicts on silence."""
 
+    MAX_PAST = 64  # earlier incarnations remembered per member
+
     def __init__(self, members, dead_after: float, startup_grace: float, now: float):
         self.dead_after, self.startup_grace = dead_after, startup_grace
         self.started = now
         self.last_heard = {m: now for m in members}
-        self.boots: dict = {}  # member -> boot epoch of its latest heartbeat
+        self.boots: dict = {}  # member -> its current incarnation
+        self.counters: dict = {}  # member -> the last freshness counter heard from it
+        self.past: dict = {}  # member -> its earlier incarnations (a list, oldest first)
 
-    def heard(self, member, boot: int, view, now: float) -> str:
-        """One heartbeat from ``member`` (its boot epoch and its view of the members).
-
-        Returns ALIVE, LEAVE (a goodbye), STALE (an older boot: ignored) or
-        RESTART (a newer boot than before: the member restarted)."""
+    def heard(self, member, boot: int, counter: int, view, now: float) -> str:
+        """One heartbeat from ``member``: its incarnation, its freshness counter and its
+        view of the members. Returns ALIVE, LEAVE (a goodbye), STALE (a replay or an
+        incarnation that is over: ignored) or RESTART (a new incarnation)."""
         known = self.boots.get(member)
-        if known is not None and boot < known:
+        if boot in self.past.get(member, ()):
             return STALE
-        self.boots[member] = boot
+        if boot == known and counter <= self.counters[member]:
+            return STALE
+        verdict = ALIVE
+        if known is not None and boot != known:
+            past = self.past.setdefault(member, [])
+            past.append(known)
+            del past[:-self.MAX_PAST]
+            verdict = RESTART
+        self.boots[member], self.counters[member] = boot, counter
         self.last_heard[member] = now
-        if member not in view:
-            return LEAVE
-        return RESTART if known is not None and boot > known else ALIVE
+        return LEAVE if member not in view else verdict
+
+    def touch(self, member, now: float) -> str:
+        """Another authenticated, fresh message from ``member``: it lives."""
+        self.last_heard[member] = now
+        return ALIVE
 
     def heard_once(self, member) -> bool:
         return member in self.boots

@@ -39,10 +39,13 @@ class HomeForwarder:
 
     def __init__(self, me: int, key: bytes, boot: int,
                  query_timeout: float = DEFAULT.query_timeout, idle: float = 300.0,
-                 names: dict[int, str] | None = None, live_peers=None):
-        """``live_peers()``: the other live nodes, to ask (the sync engine's membership)."""
+                 names: dict[int, str] | None = None, live_peers=None, stamp=None):
+        """``live_peers()``: the other live nodes, to ask (the sync engine's membership);
+        ``stamp(peer)``: the freshness counter and the peer's incarnation for a message
+        (the sync engine's, nodes/syncproto.py)."""
         self.me, self.key, self.boot = me, key, boot
         self.live_peers = live_peers or (lambda: [])
+        self.stamp = stamp or (lambda peer: (0, 0))
         self.names = names or {}
         self.query_timeout, self.idle = query_timeout, idle
         self.forward: dict[tuple, list] = {}  # canonical key -> [home, expires]
@@ -55,6 +58,7 @@ class HomeForwarder:
         self.events: list[tuple[float, str, dict]] = []  # (now, kind, fields), drained by the shell
 
     def _send(self, peer: int, msg: sp.Message) -> None:
+        msg.seq, msg.to_boot = self.stamp(0 if peer == sp.MULTICAST else peer)
         data = sp.encode(msg, self.key)
         self.outbox.append((peer, data))
         self.counters["cluster_bytes_sent"] += len(data)

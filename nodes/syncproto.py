@@ -4,17 +4,27 @@ Every message is UDP on the sync network (port 3780, as conntrackd's FT-FW)::
 
     offset size field
          0    2 magic 0x4657 ("FW")
-         2    1 version (1)
+         2    1 version (2)
          3    1 type: 1 DATA (records, reliable), 2 ACK, 3 HEARTBEAT
          4    2 sender node id
          6    2 receiver node id (0: every node)
-         8    8 sender boot epoch (ms since 1970 at process start; a restart raises it)
-        16    4 seq: DATA sequence number on the sender->receiver channel (from 1)
-        20    4 ack: highest seq received in order on the receiver->sender channel
-        24    2 payload length
-        26    2 reserved (0)
-        28    n payload: records (DATA) or the member list (HEARTBEAT)
-      28+n   16 HMAC-SHA256 of bytes 0..28+n under the cluster key, first 16 bytes
+         8    8 sender incarnation (random at process start: a restart changes it)
+        16    8 receiver incarnation, as the sender last heard it (0: not yet, or every node)
+        24    4 seq: DATA sequence number on the sender->receiver channel (from 1); in
+                HEARTBEAT, HOME_* and FORWARD a counter of the sender's incarnation
+                that only grows (freshness: a replay repeats an old one)
+        28    4 ack: highest seq received in order on the receiver->sender channel
+        32    2 payload length
+        34    2 reserved (0)
+        36    n payload: records (DATA) or the member list (HEARTBEAT)
+      36+n   16 HMAC-SHA256 of bytes 0..36+n under the cluster key, first 16 bytes
+
+Freshness (nodes/sync/__init__.py): a message changes state or membership only
+if it names the receiver's current incarnation (a message made for an earlier
+incarnation of the receiver is stale), and an unsequenced message only if its
+counter is above every counter the receiver has accepted from that incarnation
+of its sender. A message that names another incarnation is a hello: it only
+tells the receiver what incarnation to name in what it sends back.
 
 A record is ``type (1) | length (2) | value``; all integers are big-endian:
 
@@ -55,7 +65,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 
-MAGIC, VERSION, PORT = 0x4657, 1, 3780
+MAGIC, VERSION, PORT = 0x4657, 2, 3780
 WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each message on the cluster network
 GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scoped, 239/8)
 MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
@@ -67,8 +77,8 @@ RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
                 R_EXPECT_DEL: "expect_del", R_COMMON: "common", R_BULK_REQUEST: "bulk_request",
                 R_BULK_END: "bulk_end", R_BULK_START: "bulk_start"}
 MAC_LEN = 16
-HEADER = struct.Struct("!HBBHHQIIHH")
-HEADER_LEN = HEADER.size  # 28
+HEADER = struct.Struct("!HBBHHQQIIHH")
+HEADER_LEN = HEADER.size  # 36
 MAX_PAYLOAD = 1400  # keeps a message inside one Ethernet frame
 _KEY = struct.Struct("!B4sH4sH")  # a connection key: 13 bytes
 _REC = struct.Struct("!BH")
@@ -101,7 +111,7 @@ class Message:
     sender: int
     receiver: int
     boot: int
-    seq: int = 0
+    seq: int = 0  # DATA: channel sequence; HEARTBEAT, HOME_*, FORWARD: freshness counter
     ack: int = 0
     records: list = field(default_factory=list)  # DATA: [(type, fields dict)]
     members: list = field(default_factory=list)  # HEARTBEAT
@@ -111,6 +121,7 @@ class Message:
     frame: bytes = b""  # HOME_QUERY, FORWARD
     home: int = 0  # HOME_ANSWER
     key: tuple = ()  # HOME_ANSWER
+    to_boot: int = 0  # the receiver's incarnation as the sender knows it (0: unknown / all)
 
 
 def encode(msg: Message, key: bytes) -> bytes:
@@ -126,15 +137,17 @@ def encode(msg: Message, key: bytes) -> bytes:
         payload = struct.pack("!B", msg.ingress) + msg.frame
     else:
         payload = b"".join(encode_record(t, f) for t, f in msg.records)
-    return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key)
+    return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key,
+                msg.to_boot)
 
 
 def seal(mtype: int, sender: int, receiver: int, boot: int, seq: int, ack: int,
-         payload: bytes, key: bytes) -> bytes:
+         payload: bytes, key: bytes, to_boot: int = 0) -> bytes:
     """Header, payload (records already encoded) and HMAC: one message."""
     if len(payload) > 0xFFFF:
         raise ValueError("payload too long for one message")
-    body = HEADER.pack(MAGIC, VERSION, mtype, sender, receiver, boot, seq, ack, len(payload), 0)
+    body = HEADER.pack(MAGIC, VERSION, mtype, sender, receiver, boot, to_boot, seq, ack,
+                       len(payload), 0)
     body += payload
     return body + hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]
 
@@ -143,7 +156,8 @@ def decode(data: bytes, key: bytes) -> Message:
     """Parse and verify one message; raise Reject with a reason when it is bad."""
     if len(data) < HEADER_LEN + MAC_LEN:
         raise Reject("short")
-    magic, version, mtype, sender, receiver, boot, seq, ack, length, _ = HEADER.unpack_from(data)
+    magic, version, mtype, sender, receiver, boot, to_boot, seq, ack, length, _ = \
+        HEADER.unpack_from(data)
     if magic != MAGIC:
         raise Reject("bad_magic")
     if version != VERSION:
@@ -155,7 +169,7 @@ def decode(data: bytes, key: bytes) -> Message:
         raise Reject("bad_mac")
     if mtype not in (DATA, ACK, HEARTBEAT, HOME_QUERY, HOME_ANSWER, FORWARD):
         raise Reject("bad_type")
-    msg = Message(mtype, sender, receiver, boot, seq, ack)
+    msg = Message(mtype, sender, receiver, boot, seq, ack, to_boot=to_boot)
     payload = body[HEADER_LEN:]
     try:
         if mtype == DATA:

@@ -65,7 +65,8 @@ class Node:
         if sync is not None and sync.config.mode == "home":
             self.home = HomeForwarder(sync.me, sync.key, sync.boot, query_timeout,
                                       names=sync.names, live_peers=lambda: [
-                                          p for p in sync.alive if p != sync.me])
+                                          p for p in sync.alive if p != sync.me],
+                                      stamp=sync.stamp)
             engine.home = self.home
             sync.on_peer_down.append(self.home.peer_down)
         self.group_sock = None
@@ -294,7 +295,9 @@ def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:
     """The sync engine of node ``name`` from the cluster's sync config file."""
     config = cluster_config.load(path)
     me = config.me(name)
-    boot = int(time.time() * 1000)  # this incarnation's epoch: a restart raises it
+    # This incarnation: random, so no clock (a restart with the clock behind was taken
+    # for an old incarnation) and no guess lets an old message pass for a new one.
+    boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
     sync = SyncEngine(me, list(config.names), engine.table, config.key, config.settings,
                       config.names, boot=boot, now=time.monotonic(),
                       observer=bool(config.controller))

@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict, deque
 
 from nodes import syncproto as sp
 from nodes.conntrack import ConnectionTable
-from nodes.failure import LEAVE, STALE, FailureDetector
+from nodes.failure import LEAVE, FailureDetector
 from nodes.samples import percentiles
 from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
     runtime_change
@@ -33,6 +33,7 @@ from nodes.sync.replication import Replication, unprotected
 
 SETTLED = 0.05  # seconds: an entry this old has normally reached its backups (lag p99 is ms)
 MESSAGE_KIND = {sp.DATA: "data", sp.ACK: "acks", sp.HEARTBEAT: "heartbeats"}
+UNSEQUENCED = (sp.HEARTBEAT, sp.HOME_QUERY, sp.HOME_ANSWER, sp.FORWARD)  # freshness counter
 
 __all__ = ["MODES", "STATELESS", "TRIGGERS", "SettingsError", "SyncEngine", "SyncSettings",
            "runtime_change"]
@@ -44,14 +45,15 @@ class SyncEngine(Replication, Membership, Hold):
     def __init__(self, me: int, members: list[int], table: ConnectionTable, key: bytes,
                  config: SyncSettings | None = None, names: dict[int, str] | None = None,
                  boot: int = 0, now: float = 0.0, observer: bool = False):
-        """``boot`` is this incarnation's epoch, chosen by the shell (a restart gets a new one)."""
+        """``boot`` is this incarnation, chosen at random by the shell (a restart gets a new one)."""
         self.config = config or SyncSettings()
         self.me, self.table, self.key = me, table, key
         self.members = sorted(set(members) | {me})
         self.names = names or {m: f"fw{m}" for m in self.members}
         self.name = self.names[me]
         self.ids = {n: i for i, n in self.names.items()}
-        self.boot = boot
+        self.boot = boot  # random, from the shell: nothing may be inferred from its size
+        self.counter = 0  # freshness counter of unsequenced messages (see nodes/syncproto.py)
         self.channels = {p: Channel() for p in self.members if p != me}
         self.observer = observer  # also send heartbeats to peer 0 (the controller)
         self.alive = set(self.members)
@@ -133,6 +135,8 @@ class SyncEngine(Replication, Membership, Hold):
             if peer not in self.alive:
                 ch.pending.clear()
                 continue
+            if not ch.peer_boot:
+                continue  # its incarnation is not confirmed yet: it would refuse them
             for seq, data, kinds in ch.pack(self.me, peer, self.boot, self.key, now,
                                             self.config.rto):
                 self._changed_at[peer, seq] = now
@@ -149,8 +153,16 @@ class SyncEngine(Replication, Membership, Hold):
                                                            "records": ch.overflow}))
                 ch.overflow = 0
             if ch.ack_due:
-                self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1))
+                self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1,
+                                            to_boot=ch.peer_boot))
                 ch.ack_due = False
+
+    def stamp(self, peer: int) -> tuple[int, int]:
+        """(freshness counter, the peer's incarnation) for an unsequenced message to
+        ``peer`` (0: every node): heartbeats and home-node forwarding use it."""
+        self.counter += 1
+        ch = self.channels.get(peer)
+        return self.counter, ch.to_boot if ch is not None else 0
 
     def _send(self, peer: int, msg: sp.Message) -> None:
         data = sp.encode(msg, self.key)
@@ -172,20 +184,35 @@ class SyncEngine(Replication, Membership, Hold):
         if ch is None or msg.receiver not in (0, self.me):
             self.rejected["not_a_member" if ch is None else "not_for_me"] += 1
             return
-        if msg.boot < ch.peer_boot:
-            self.rejected["old_boot"] += 1
+        to_all = msg.type == sp.HOME_QUERY and msg.receiver == 0 and msg.to_boot == 0 \
+            and msg.boot == ch.peer_boot  # multicast: fresh by its counter alone
+        if msg.to_boot != self.boot and not to_all:  # for an earlier incarnation of me, or a hello
+            if msg.type == sp.HEARTBEAT and msg.boot not in ch.past and (
+                    not ch.peer_boot or self.detector.silent([msg.sender], now)):
+                ch.hello_boot = msg.boot  # name it in what I send: it will answer fresh
+                self.counters["hellos_received"] += 1
+            else:
+                self.rejected["stale_incarnation"] += 1
             return
-        if msg.boot > ch.peer_boot:
+        if msg.boot != ch.peer_boot:
+            if msg.boot in ch.past:  # an incarnation of the sender that is over
+                self.rejected["old_boot"] += 1
+                return
             if ch.peer_boot:  # the peer restarted: it lost all it had from us
                 self.counters["peer_restarts"] += 1
-                self.channels[msg.sender] = ch = Channel()
+                past = ch.past | {ch.peer_boot}
+                self.channels[msg.sender] = ch = Channel(past=past)
             ch.peer_boot = msg.boot
+        if msg.type in UNSEQUENCED:
+            if msg.seq <= ch.counter:
+                self.rejected["replayed"] += 1  # a copy of one already accepted
+                return
+            ch.counter = msg.seq
         self.counters["bytes_received"] += len(data)
-        view = msg.members if msg.type == sp.HEARTBEAT else (msg.sender,)
-        verdict = self.detector.heard(msg.sender, msg.boot, view, now)
-        if verdict == STALE:
-            self.rejected["old_boot"] += 1
-            return
+        if msg.type == sp.HEARTBEAT:
+            verdict = self.detector.heard(msg.sender, msg.boot, msg.seq, msg.members, now)
+        else:
+            verdict = self.detector.touch(msg.sender, now)
         if verdict == LEAVE:
             self.peer_failed(msg.sender, now, "node_offline")  # a graceful leave
             return

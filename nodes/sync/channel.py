@@ -47,13 +47,21 @@ class Channel:
     unacked: OrderedDict = field(default_factory=OrderedDict)  # seq -> Sent
     expected: int = 1  # next seq wanted from the peer
     early: dict = field(default_factory=dict)  # seq -> records, received out of order
-    peer_boot: int = 0
+    peer_boot: int = 0  # the peer's incarnation, confirmed by a fresh message
+    hello_boot: int = 0  # the incarnation a hello named, before any fresh message
+    counter: int = 0  # highest freshness counter accepted from peer_boot
+    past: set = field(default_factory=set)  # the peer's earlier incarnations
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
     resend_at: float = float("inf")  # no unacknowledged message is due before this
     overflow: int = 0  # records dropped because MAX_PENDING were waiting
 
     # -- sending -------------------------------------------------------------
+    @property
+    def to_boot(self) -> int:
+        """The peer's incarnation to name in what is sent to it (0: not known yet)."""
+        return self.peer_boot or self.hello_boot
+
     def pack(self, me: int, peer: int, boot: int, key: bytes, now: float,
              rto: float) -> list[tuple[int, bytes, list[int]]]:
         """Every pending record in as few DATA messages as fit: (seq, bytes, record types)."""
@@ -82,7 +90,8 @@ class Channel:
     def _seal(self, me, peer, boot, key, payload, kinds, now, rto):
         seq = self.next_seq
         self.next_seq += 1
-        data = sp.seal(sp.DATA, me, peer, boot, seq, self.expected - 1, payload, key)
+        data = sp.seal(sp.DATA, me, peer, boot, seq, self.expected - 1, payload, key,
+                       self.peer_boot)
         self.unacked[seq] = Sent(data, now, len(kinds))
         self.resend_at = min(self.resend_at, now + rto)
         self.ack_due = False  # the ack rides along

@@ -46,10 +46,12 @@ class Membership:
         self.next_heartbeat = now + self.config.heartbeat
         view = [] if self.leaving else sorted(self.alive)
         for peer in self.channels:  # the dead too: so they can come back
-            self._send(peer, sp.Message(sp.HEARTBEAT, self.me, peer, self.boot, members=view,
-                                        ready=self.ready))
+            seq, to_boot = self.stamp(peer)
+            self._send(peer, sp.Message(sp.HEARTBEAT, self.me, peer, self.boot, seq,
+                                        members=view, ready=self.ready, to_boot=to_boot))
         if self.observer:  # the steering controller (not counted: it is no cluster peer)
-            self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot,
+            seq, _ = self.stamp(0)
+            self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot, seq,
                                                         members=view, ready=self.ready),
                                              self.key)))
         for peer, _ in self.detector.silent(sorted(self.alive - {self.me}), now):

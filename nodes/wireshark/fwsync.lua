@@ -10,7 +10,7 @@
 -- The HMAC is shown, not checked: the dissector does not know the cluster key.
 
 local PORT = 3780
-local HEADER_LEN, MAC_LEN = 28, 16
+local HEADER_LEN, MAC_LEN = 36, 16
 
 local msg_types = { [1] = "DATA", [2] = "ACK", [3] = "HEARTBEAT",
                     [4] = "HOME_QUERY", [5] = "HOME_ANSWER", [6] = "FORWARD" }
@@ -29,7 +29,8 @@ local f = {
   type     = ProtoField.uint8("fwsync.type", "Type", base.DEC, msg_types),
   sender   = ProtoField.uint16("fwsync.sender", "Sender node"),
   receiver = ProtoField.uint16("fwsync.receiver", "Receiver node (0: every node)"),
-  boot     = ProtoField.uint64("fwsync.boot", "Sender boot epoch (ms)"),
+  boot     = ProtoField.uint64("fwsync.boot", "Sender incarnation", base.HEX),
+  rboot    = ProtoField.uint64("fwsync.rboot", "Receiver incarnation (as the sender knows it)", base.HEX),
   seq      = ProtoField.uint32("fwsync.seq", "Sequence number"),
   ack      = ProtoField.uint32("fwsync.ack", "Acknowledged up to"),
   length   = ProtoField.uint16("fwsync.length", "Payload length"),
@@ -114,12 +115,13 @@ end
 function p.dissector(buf, pinfo, tree)
   if buf:len() < HEADER_LEN + MAC_LEN or buf(0, 2):uint() ~= 0x4657 then return 0 end
   local mtype = buf(3, 1):uint()
-  local plen = buf(24, 2):uint()
+  local plen = buf(32, 2):uint()
   local t = tree:add(p, buf(), "Firewall cluster sync protocol")
   t:add(f.magic, buf(0, 2)); t:add(f.version, buf(2, 1)); t:add(f.type, buf(3, 1))
   t:add(f.sender, buf(4, 2)); t:add(f.receiver, buf(6, 2)); t:add(f.boot, buf(8, 8))
-  t:add(f.seq, buf(16, 4)); t:add(f.ack, buf(20, 4)); t:add(f.length, buf(24, 2))
-  t:add(f.reserved, buf(26, 2))
+  t:add(f.rboot, buf(16, 8))
+  t:add(f.seq, buf(24, 4)); t:add(f.ack, buf(28, 4)); t:add(f.length, buf(32, 2))
+  t:add(f.reserved, buf(34, 2))
   if buf:len() < HEADER_LEN + plen + MAC_LEN then
     t:add_expert_info(PI_MALFORMED, PI_ERROR, "payload length beyond the datagram")
     return buf:len()
@@ -129,7 +131,7 @@ function p.dissector(buf, pinfo, tree)
     buf(4, 2):uint(), buf(6, 2):uint() == 0 and "all" or tostring(buf(6, 2):uint()))
   local inner = nil
   if mtype == 1 and pay then  -- DATA: records
-    info = info .. string.format(" seq=%d", buf(16, 4):uint())
+    info = info .. string.format(" seq=%d", buf(24, 4):uint())
     local off, names = 0, {}
     while off + 3 <= plen do
       local rtype, used = record(t, pay(off))
@@ -138,7 +140,7 @@ function p.dissector(buf, pinfo, tree)
     end
     info = info .. " [" .. table.concat(names, ",") .. "]"
   elseif mtype == 2 then
-    info = info .. string.format(" ack=%d", buf(20, 4):uint())
+    info = info .. string.format(" ack=%d", buf(28, 4):uint())
   elseif mtype == 3 and pay then  -- HEARTBEAT
     local n = pay(0, 1):uint()
     local mt = t:add(f.members, pay(0, 1))

@@ -11,17 +11,23 @@ NAMES = {1: "fw1", 2: "fw2", 3: "fw3"}
 SETTINGS = SyncSettings(heartbeat=0.02, dead_after=0.1, startup_grace=1.0)
 
 
-def beat(sender, boot=100, members=(1, 2, 3), ready=True, receiver=0):
-    return sp.encode(sp.Message(sp.HEARTBEAT, sender, receiver, boot, members=list(members),
-                                ready=ready), KEY)
+COUNTER = iter(range(1, 1_000_000))
+
+
+def beat(sender, boot=100, members=(1, 2, 3), ready=True, receiver=0, to_boot=0, seq=None):
+    """A heartbeat as a node sends it: each with a higher freshness counter."""
+    return sp.encode(sp.Message(sp.HEARTBEAT, sender, receiver, boot,
+                                next(COUNTER) if seq is None else seq, members=list(members),
+                                ready=ready, to_boot=to_boot), KEY)
 
 
 def test_detector_verdicts():
     d = FailureDetector([1, 2], dead_after=0.1, startup_grace=1.0, now=0.0)
-    assert d.heard(1, 100, [1, 2], 0.01) == ALIVE
-    assert d.heard(1, 99, [1, 2], 0.02) == STALE  # an older incarnation: a replay
-    assert d.heard(1, 101, [1, 2], 0.03) == RESTART
-    assert d.heard(1, 101, [], 0.04) == LEAVE  # its own view leaves it out: goodbye
+    assert d.heard(1, 100, 1, [1, 2], 0.01) == ALIVE
+    assert d.heard(1, 100, 1, [1, 2], 0.015) == STALE  # the same counter again: a replay
+    assert d.heard(1, 7, 2, [1, 2], 0.02) == RESTART  # a new incarnation, whatever its number
+    assert d.heard(1, 100, 9, [1, 2], 0.025) == STALE  # the old one is over
+    assert d.heard(1, 7, 3, [], 0.04) == LEAVE  # its own view leaves it out: goodbye
     assert [m for m, _ in d.silent([1, 2], 0.5)] == [1]  # 2 never heard: within its grace
     assert [m for m, _ in d.silent([1, 2], 1.01)] == [1, 2]
 
@@ -31,16 +37,17 @@ def test_controller_judges_only_after_every_queued_heartbeat_is_read():
     others (still queued) for dead. Reading all, then judging, keeps every node."""
     m = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
     live = ["fw1", "fw2", "fw3"]
-    for node in (1, 2, 3):
-        m.arrived(beat(node), 0.0, live)
+    first = [beat(node) for node in (1, 2, 3)]
+    for data in first:
+        m.arrived(data, 0.0, live)
     queued = [beat(node) for node in (1, 2, 3)]  # sent at 0.02 s, read 0.3 s late
     for data in queued:
         assert m.arrived(data, 0.32, live) == []
     assert m.judge(0.32, live) == []
     # Had it judged after the first datagram only, two nodes would have been down:
     m2 = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
-    for node in (1, 2, 3):
-        m2.arrived(beat(node), 0.0, live)
+    for data in first:
+        m2.arrived(data, 0.0, live)
     m2.arrived(queued[0], 0.32, live)
     assert [a[1] for a in m2.judge(0.32, live)] == ["fw2", "fw3"]
 
@@ -51,7 +58,7 @@ def test_controller_and_nodes_use_the_same_leave_rule_and_grace():
     # fw2 leaves: its heartbeat's view leaves it out (here: lists only fw1 and fw3)
     goodbye = beat(2, members=(1, 3), receiver=0)
     assert m.arrived(goodbye, 0.1, ["fw1", "fw2", "fw3"]) == [(DOWN, "fw2", {"why": "left"})]
-    node.receive(beat(2, members=(1, 3), receiver=1), 0.1)
+    node.receive(beat(2, members=(1, 3), receiver=1, to_boot=1), 0.1)
     assert 2 not in node.alive and node.counters["peers_left"] == 1
     # fw3 never heard: neither side judges it before the start-up grace, both after
     assert [a[1] for a in m.judge(0.9, ["fw3"])] == []
@@ -65,8 +72,10 @@ def test_controller_and_nodes_use_the_same_leave_rule_and_grace():
 def test_controller_ignores_stale_and_foreign_datagrams_and_brings_ready_nodes_back():
     m = ClusterMembership(NAMES, KEY, SETTINGS, 0.0)
     assert m.arrived(beat(1, boot=200), 0.0, ["fw2", "fw3"]) == [(UP, "fw1", {"boot": 200})]
-    assert m.arrived(beat(1, boot=199), 0.01, ["fw2", "fw3"]) == []  # older boot
-    assert m.rejected["old_boot"] == 1
-    assert m.arrived(beat(1, boot=201, ready=False), 0.02, ["fw2", "fw3"]) == []
+    old = beat(1, boot=200)
+    assert m.arrived(beat(1, boot=199), 0.01, ["fw2", "fw3"]) == [(UP, "fw1", {"boot": 199})]
+    assert m.arrived(old, 0.015, ["fw2", "fw3"]) == []  # 200 is over: a replay of it
+    assert m.rejected["stale"] == 1
+    assert m.arrived(beat(1, boot=201, ready=False), 0.02, ["fw2", "fw3"]) == []  # not ready
     assert m.arrived(b"junk", 0.03, []) == [] and m.rejected["short"] == 1
     assert m.arrived(beat(1, receiver=2), 0.04, []) == []  # a node's, not the controller's

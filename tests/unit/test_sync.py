@@ -186,9 +186,11 @@ def test_forged_replayed_and_stale_messages_are_not_applied():
     s2.receive(data, 0)
     s2.receive(data, 0)  # a replay
     assert len(net.fw[2].table) == 1 and s2.rejected["duplicate"] == 1
-    old = sp.decode(data, KEY)
-    old.boot, old.seq = 50, 2  # an earlier incarnation of fw1
-    s2.receive(sp.encode(old, KEY), 0)
+    new = sp.decode(data, KEY)  # fw1 restarts: a new (random) incarnation, 51
+    new.type, new.boot, new.seq, new.members = sp.HEARTBEAT, 51, 1, [1, 2]
+    s2.receive(sp.encode(new, KEY), 0)
+    assert s2.counters["peer_restarts"] == 1
+    s2.receive(data, 0)  # the old incarnation's message, replayed
     assert s2.rejected["old_boot"] == 1
     stranger = sp.decode(data, KEY)
     stranger.sender = 9
@@ -527,7 +529,71 @@ def test_one_bulk_request_message_cannot_make_many_answers():
     before = s1.counters["bulk_records_sent"]
     flood = sp.seal(sp.DATA, 2, 1, ch.peer_boot, net.sync[2].channels[1].next_seq,
                     net.sync[2].channels[1].expected - 1,
-                    sp.encode_record(sp.R_BULK_REQUEST, {}) * 400, KEY)
+                    sp.encode_record(sp.R_BULK_REQUEST, {}) * 400, KEY, s1.boot)
     s1.receive(flood, net.t)
     assert s1.rejected["bulk_request_repeated"] == 400  # answered at start-up already
     assert s1.counters["bulk_records_sent"] == before
+
+
+def heartbeats(s, to):
+    """The heartbeats ``s`` sends to node ``to`` in its next tick."""
+    s.next_heartbeat = 0
+    s.tick(s.next_periodic - 1e-9 if s.periodic_on else 0)
+    out = [d for p, d in s.outbox if p == to and sp.decode(d, KEY).type == sp.HEARTBEAT]
+    s.outbox.clear()
+    return out
+
+
+def test_a_replayed_heartbeat_does_not_keep_a_crashed_node_alive():
+    """Issue 14: a recorded heartbeat, replayed, kept a crashed node alive at its peers."""
+    net = Net(3)
+    recorded = heartbeats(net.sync[1], 2)
+    net.down.add(1)  # crashed
+    for _ in range(60):  # 0.3 s of replays, one every 5 ms
+        for data in recorded:
+            net.sync[2].receive(data, net.t)
+        net.run(0.005, settle=False)
+    assert 1 not in net.sync[2].alive and net.sync[2].rejected["replayed"] >= 59
+
+
+def test_a_replayed_goodbye_of_an_earlier_incarnation_changes_nothing():
+    """Issue 14: a recorded graceful-leave heartbeat forced 7 adopt/rejoin cycles."""
+    net = Net(3)
+    net.sync[1].leave(net.t)
+    goodbye = heartbeats(net.sync[1], 2)
+    net.run(0.05, settle=False)
+    assert 1 not in net.sync[2].alive
+    net.fw[1] = fresh = GatewayEngine("fw1", RULES)  # fw1 starts again: a new incarnation
+    net.sync[1] = s = SyncEngine(1, [1, 2, 3], fresh.table, KEY, SyncSettings(), boot=777,
+                                 now=net.t)
+    fresh.sync = s
+    net.run(0.3)
+    assert 1 in net.sync[2].alive
+    before = sum(net.sync[2].rejected.values())
+    for data in goodbye * 5:
+        net.sync[2].receive(data, net.t)
+    assert 1 in net.sync[2].alive and net.sync[2].counters["peers_left"] == 1  # the real one
+    assert sum(net.sync[2].rejected.values()) - before == 5  # each replay refused
+
+
+def test_a_restarted_node_refuses_what_was_sent_to_its_previous_incarnation():
+    """Issue 14: a consumed FTP expectation came back with 300 s to live after a restart,
+    replayed from the node's previous incarnation, and the real bulk answer was then
+    dropped as a duplicate."""
+    net = Net(2)
+    ftp_until_pasv_reply(net.fw[1])
+    net.sync[1].flush(net.t)
+    recorded = [d for p, d in net.sync[1].outbox if p == 2]
+    net.run()
+    assert net.fw[2].table.n_expectations == 1
+    net.fw[1].process(tcp(CLIENT, SERVER, 41000, 50000, "S"), OUTSIDE, net.t)  # consumed
+    net.run()
+    assert net.fw[2].table.n_expectations == 0
+    net.fw[2] = fresh = GatewayEngine("fw2", RULES)  # fw2 restarts
+    net.sync[2] = s = SyncEngine(2, [1, 2], fresh.table, KEY, SyncSettings(), boot=555, now=net.t)
+    fresh.sync = s
+    for data in recorded:
+        s.receive(data, net.t)
+    assert fresh.table.n_expectations == 0 and s.rejected["stale_incarnation"] >= 1
+    net.run(0.3)
+    assert s.ready and len(fresh.table) == len(net.fw[1].table) == 2  # its state, in full

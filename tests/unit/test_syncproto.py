@@ -60,11 +60,12 @@ def reframe(body: bytes) -> bytes:
     (b"XX" + good()[2:], "bad_magic"),
     (good()[:2] + b"\x09" + good()[3:], "bad_version"),
     (good()[:40] + bytes([good()[40] ^ 1]) + good()[41:], "bad_mac"),  # a flipped bit
+    (good()[:17] + bytes([good()[17] ^ 1]) + good()[18:], "bad_mac"),  # another receiver
     (sp.encode(sp.Message(sp.DATA, 2, 3, 9, 1, 0, RECORDS[:2]), b"other key"), "bad_mac"),
-    (reframe(good()[:2] + b"\x01\x07" + good()[4:-sp.MAC_LEN]), "bad_type"),
-    (reframe(sp.HEADER.pack(sp.MAGIC, 1, sp.DATA, 2, 3, 9, 1, 0, 3, 0) + b"\x01\x00\x09"),
+    (reframe(good()[:2] + bytes([sp.VERSION, 7]) + good()[4:-sp.MAC_LEN]), "bad_type"),
+    (reframe(sp.HEADER.pack(sp.MAGIC, sp.VERSION, sp.DATA, 2, 3, 9, 0, 1, 0, 3, 0) + b"\x01\x00\x09"),
      "bad_record"),
-    (reframe(sp.HEADER.pack(sp.MAGIC, 1, sp.DATA, 2, 3, 9, 1, 0, 3, 0) + b"\x63\x00\x00"),
+    (reframe(sp.HEADER.pack(sp.MAGIC, sp.VERSION, sp.DATA, 2, 3, 9, 0, 1, 0, 3, 0) + b"\x63\x00\x00"),
      "bad_record"),
 ])
 def test_bad_messages_are_rejected_with_a_reason(data, reason):
