@@ -2,7 +2,8 @@
 
 Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
 (experiments/bench_sync.py), failover (experiments/bench_failover.py),
-home (experiments/bench_home.py).
+home (experiments/bench_home.py); robustness (experiments/bench_robust.py, only when
+named: make bench BENCH=robustness).
 
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
@@ -164,9 +165,15 @@ def _home(seconds, out_dir):
     return bench_home.home(seconds, out_dir)
 
 
+def _robustness(seconds, out_dir):
+    from experiments import bench_robust
+    return bench_robust.robustness(seconds, out_dir)
+
+
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
-              "failover": _failover, "home": _home}
+              "failover": _failover, "home": _home, "robustness": _robustness}
+ON_REQUEST = ("robustness",)  # long (up to 30 minutes): only when named
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces): run as root", file=sys.stderr)
         return 2
-    chosen = [n for n in BENCHMARKS if not args.names or any(n.startswith(p) or p.startswith(n)
-                                                             for p in args.names)]
+    chosen = [n for n in BENCHMARKS if (n not in ON_REQUEST if not args.names else any(
+        n.startswith(p) or p.startswith(n) for p in args.names))]
     if not chosen:
         print(f"bench: no benchmark matches {args.names} (have: {', '.join(BENCHMARKS)})",
               file=sys.stderr)

@@ -84,10 +84,12 @@ class GatewayEngine:
     def __init__(self, node: str, rules: RuleSet, timeouts: Timeouts | None = None,
                  sync: SyncPort | None = None, hold_timeout: float = DEFAULT.hold_timeout,
                  max_entries: int = 1_000_000, max_events: int = 100_000,
-                 checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1):
+                 checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1,
+                 early_drop: bool = True):
         """``checksum``: verify checksums of packets that create or change state (as
         ``nf_conntrack_checksum``); ``drop_log_rate``: refused openings logged a second; ``max_expected``:
-        pending expectations per master connection (the FTP helper's 1 in Linux)."""
+        pending expectations per master connection (the FTP helper's 1 in Linux);
+        ``early_drop``: a full table evicts its oldest unassured entry (False: refuse)."""
         self.node = node
         self.rules = rules
         self.table = ConnectionTable(timeouts, max_entries)
@@ -102,6 +104,7 @@ class GatewayEngine:
         self.max_events = max_events
         self.checksum = checksum
         self.max_expected = max_expected
+        self.early_drop_on = early_drop
         self.drop_log_rate = drop_log_rate
         self._drop_log = [float("-inf"), 0]  # start of this second, refused openings logged
         self.held: dict[Entry, _Held] = {}
@@ -228,7 +231,7 @@ class GatewayEngine:
 
     def early_drop(self, now: float) -> bool:
         """The table is full: evict its oldest unassured entry (Linux's early drop)."""
-        victim = self.table.early_drop()
+        victim = self.table.early_drop() if self.early_drop_on else None
         if victim is None:
             return False
         self.counters["early_drops"] += 1

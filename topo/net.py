@@ -134,7 +134,7 @@ class Cluster:
                  failover: str | None = None, steering: str = "symmetric",
                  latency: float = 0.0, latency_via: str = "auto",
                  capture: list[str] | None = None, metrics_port: int | None = None,
-                 checksum: bool = True):
+                 checksum: bool = True, node_args: list[str] | None = None):
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -142,6 +142,7 @@ class Cluster:
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
         self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
+        self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         self.failover = failover  # "backup" or "spread": the controller follows membership
         if steering not in ("symmetric", "asymmetric"):
@@ -332,6 +333,7 @@ class Cluster:
                "--established-timeout", str(self.established_timeout)]
         if not self.checksum:
             cmd.append("--no-checksum")
+        cmd += self.node_args
         if self.sync_config:
             cmd += ["--sync-config", self.sync_config]
         proc = self.spawn(name, cmd, host=host)

@@ -319,18 +319,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", help="append events as JSON lines to this file")
     parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
     parser.add_argument("--sync-config", help="JSON file: members, key file and sync settings")
+    parser.add_argument("--max-entries", type=int, default=1_000_000,
+                        help="the connection table's cap (copies count against it)")
+    parser.add_argument("--no-early-drop", action="store_true",
+                        help="a full table refuses new connections instead of evicting the "
+                             "oldest unassured one")
     parser.add_argument("--no-checksum", action="store_true",
                         help="do not verify checksums (as nf_conntrack_checksum=0)")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
+    if args.max_entries < 1:
+        parser.error(f"--max-entries {args.max_entries}: the table needs room for 1 entry at least")
     try:
         rules = RuleSet.from_file(args.rules)
     except RuleError as err:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout),
-                           checksum=not args.no_checksum)
+                           checksum=not args.no_checksum, max_entries=args.max_entries,
+                           early_drop=not args.no_early_drop)
     sync, peers, link = None, None, {}
     if args.sync_config:
         try:

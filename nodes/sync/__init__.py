@@ -203,11 +203,9 @@ class SyncEngine(Replication, Membership, Hold):
                 past = ch.past | {ch.peer_boot}
                 self.channels[msg.sender] = ch = Channel(past=past)
             ch.peer_boot = msg.boot
-        if msg.type in UNSEQUENCED:
-            if msg.seq <= ch.counter:
-                self.rejected["replayed"] += 1  # a copy of one already accepted
-                return
-            ch.counter = msg.seq
+        if msg.type in UNSEQUENCED and not ch.fresh(msg.seq):
+            self.rejected["replayed"] += 1  # a copy of one already accepted, or too old
+            return
         self.counters["bytes_received"] += len(data)
         if msg.type == sp.HEARTBEAT:
             verdict = self.detector.heard(msg.sender, msg.boot, msg.seq, msg.members, now)
@@ -224,6 +222,8 @@ class SyncEngine(Replication, Membership, Hold):
             done = ch.acknowledge(msg.ack)
             if isinstance(done, str):
                 self.rejected[done] += 1
+            elif not done and msg.type == sp.ACK:
+                self.rejected["duplicate_ack"] += 1  # acknowledges nothing new: not applied
             else:
                 for seq in done:
                     changed = self._changed_at.pop((msg.sender, seq), None)

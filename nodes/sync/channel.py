@@ -23,6 +23,8 @@ MAX_UNACKED = 1024  # messages sent and not yet acknowledged, per peer
 MAX_PENDING = 200_000  # records waiting to be packed, per peer
 BACKOFF = 8  # a message is resent after rto, 2 rto, 4 rto, then every 8 rto
 RESEND_BUDGET = 64  # messages resent to one peer in one tick at most
+REPLAY_WINDOW = 1024  # freshness counters below the highest that may still come, once
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Channel:
     peer_boot: int = 0  # the peer's incarnation, confirmed by a fresh message
     hello_boot: int = 0  # the incarnation a hello named, before any fresh message
     counter: int = 0  # highest freshness counter accepted from peer_boot
+    seen: int = 0  # bit i: counter - i was accepted (the anti-replay window)
     past: set = field(default_factory=set)  # the peer's earlier incarnations
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
@@ -57,6 +60,20 @@ class Channel:
     overflow: int = 0  # records dropped because MAX_PENDING were waiting
 
     # -- sending -------------------------------------------------------------
+    def fresh(self, counter: int) -> bool:
+        """Accept an unsequenced message's counter once, within a window of REPLAY_WINDOW
+        (RFC 4303's anti-replay window): messages come on two sockets (unicast and
+        multicast), so a later one may be read first."""
+        if counter > self.counter:
+            self.seen = ((self.seen << (counter - self.counter)) | 1) & _WINDOW_MASK
+            self.counter = counter
+            return True
+        back = self.counter - counter
+        if back >= REPLAY_WINDOW or (self.seen >> back) & 1:
+            return False
+        self.seen |= 1 << back
+        return True
+
     @property
     def to_boot(self) -> int:
         """The peer's incarnation to name in what is sent to it (0: not known yet)."""

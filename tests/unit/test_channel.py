@@ -47,3 +47,11 @@ def test_pending_records_beyond_the_cap_are_dropped_and_counted(monkeypatch):
     ch = loaded(100)
     ch.pack(1, 2, 100, KEY, 0.0, 0.02)
     assert len(ch.unacked) == 10 and len(ch.pending) == 50 and ch.overflow == 40
+
+
+def test_freshness_counters_accept_each_value_once_even_out_of_order():
+    ch = Channel()
+    assert ch.fresh(5) and ch.fresh(3) and ch.fresh(9)  # 3 came late: still fresh
+    assert not ch.fresh(3) and not ch.fresh(9) and not ch.fresh(5)  # replays
+    assert ch.fresh(4)
+    assert ch.fresh(9 + chmod.REPLAY_WINDOW) and not ch.fresh(9)  # out of the window
