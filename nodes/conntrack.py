@@ -8,6 +8,7 @@ Pure: time comes in as ``now`` (seconds, any monotonic origin).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
@@ -21,6 +22,7 @@ TCP_STATES = (SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, LAST_ACK, TIME_WAIT, CL
 UNREPLIED, REPLIED = "UNREPLIED", "REPLIED"
 
 ORIGINAL, REPLY = 0, 1
+EVICTION_RANGE = 64  # unassured entries early drop looks at, oldest first
 
 
 @dataclass(frozen=True)
@@ -219,16 +221,22 @@ class ConnectionTable:
 
     def early_drop(self, may_evict=None) -> Entry | None:
         """Remove and return the oldest entry not yet assured (and, if given, for which
-        ``may_evict(entry)`` holds): room for a new one in a full table, or None."""
-        for ck, entry in list(self.unassured.items()):
+        ``may_evict(entry)`` holds): room for a new one in a full table, or None.
+
+        Like Linux (NF_CT_EVICTION_RANGE) it looks at a bounded number of the oldest
+        candidates, so a full table under a flood costs the same per packet."""
+        stale, victim = [], None
+        for ck, entry in itertools.islice(self.unassured.items(), EVICTION_RANGE):
             if self.by_key.get(ck) is not entry or assured(entry):
-                del self.unassured[ck]  # gone, or assured since: not a candidate
-                continue
-            if may_evict is None or may_evict(entry):
-                del self.unassured[ck]
-                self.remove(entry)
-                return entry
-        return None
+                stale.append(ck)  # gone, or assured since: not a candidate
+            elif may_evict is None or may_evict(entry):
+                victim = entry
+                break
+        for ck in stale:
+            del self.unassured[ck]
+        if victim is not None:
+            self.remove(victim)
+        return victim
 
     def add(self, entry: Entry) -> None:
         self.by_key[canonical(entry.orig)] = entry

@@ -209,3 +209,26 @@ def test_refused_openings_are_logged_at_most_drop_log_rate_a_second():
     assert fw.drops["policy"] == 300  # every drop is counted, only the log is bounded
     fw.process(tcp(flags="S", sport=1, dport=9), OUTSIDE, 1.6)
     assert [e[1] for e in fw.drain_events()] == ["drop"]
+
+
+def test_early_drop_looks_at_a_bounded_range_of_candidates():
+    """Found by the SYN flood: early drop copied every unassured entry for each new
+    connection into a full table, and a flooded node stopped answering."""
+    from nodes import conntrack
+
+    class Counting(dict):
+        looked = 0
+
+        def items(self):
+            for item in super().items():
+                Counting.looked += 1
+                yield item
+
+    fw = GatewayEngine("fw1", RULES, max_entries=5000)
+    for port in range(1, 5001):
+        fw.process(tcp(flags="S", sport=port, dport=80), OUTSIDE, 0)
+    fw.table.unassured = Counting(fw.table.unassured)
+    for port in range(60000, 60100):
+        assert fw.process(tcp(flags="S", sport=port, dport=80), OUTSIDE, 0) == ACCEPT
+    assert Counting.looked <= 100 * conntrack.EVICTION_RANGE  # not 100 x 5000
+    assert len(fw.table) == 5000 and fw.counters["early_drops"] == 100
