@@ -99,6 +99,7 @@ class ClusterSteering(app_manager.RyuApp):
                          len(self.spec.nodes), self.spec.buckets, len(self.spec.switches),
                          self.steering.policy if self.cluster else "off (no sync config)")
         if self.cluster:
+            self.heartbeat_socket = self.listen_heartbeats()
             hub.spawn(self.watch_heartbeats)
 
     def log_event(self, event: str, **fields) -> None:
@@ -165,16 +166,26 @@ class ClusterSteering(app_manager.RyuApp):
             datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
 
     # -- membership ------------------------------------------------------------
+    def listen_heartbeats(self) -> socket.socket:
+        """The socket heartbeats arrive on: the sync network's address only (it appears
+        once the network is up: freebind). Failover without it would be silently off."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
+        try:
+            sock.bind((self.cluster.controller, sp.PORT))
+        except OSError as err:
+            raise SystemExit(f"controller: cannot hear heartbeats on {self.cluster.controller}:"
+                             f"{sp.PORT}: {err.strerror} (another cluster's controller still "
+                             "running? 'make clean' stops it)") from None
+        sock.setblocking(False)
+        return sock
+
     def watch_heartbeats(self):
         """Hear the nodes' heartbeats; act on what controller.membership concludes.
 
         Every datagram that has arrived is read before anyone is judged, so a
         controller that fell behind does not take live nodes for dead."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        # Only the sync network's address, which appears once the network is up (freebind).
-        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", 15), 1)
-        sock.bind((self.cluster.controller, sp.PORT))
-        sock.setblocking(False)
+        sock = self.heartbeat_socket
         judge = ClusterMembership(self.cluster.names, self.cluster.key, self.cluster.settings,
                                   time.monotonic())
         self.membership = judge

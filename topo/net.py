@@ -69,9 +69,14 @@ _stopped_cleanly = False
 
 
 def clean_leftovers() -> None:
-    """Remove what a crashed run left (Mininet's own 'mn -c')."""
+    """Remove what a crashed run left: the processes any run of the project recorded
+    (its pid files under RUN_ROOT; a killed runner never stopped them, and a leftover
+    controller keeps the heartbeat port), then Mininet's own 'mn -c'."""
     from mininet.clean import cleanup
     from mininet.log import setLogLevel
+    if os.path.isdir(RUN_ROOT):
+        for run in os.listdir(RUN_ROOT):
+            kill_pidfiles(os.path.join(RUN_ROOT, run, "pids"))
     setLogLevel("error")
     cleanup()
 

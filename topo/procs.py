@@ -85,8 +85,23 @@ def kill_pidfiles(pidfile_dir: str) -> int:
     for name in os.listdir(pidfile_dir):
         try:
             with open(os.path.join(pidfile_dir, name)) as fh:
-                os.kill(int(fh.read().strip()), signal.SIGKILL)
-            killed += 1
+                pid = int(fh.read().strip())
+            if _ours(pid):  # a pid of a run long gone may belong to another process now
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
         except (OSError, ValueError):
             pass
     return killed
+
+
+OURS = ("nodes.shell.node", "controller.manager", "experiments.", "tcpdump", "iperf3")
+
+
+def _ours(pid: int) -> bool:
+    """True if ``pid`` runs one of the project's programs."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return any(mark in cmdline for mark in OURS)

@@ -209,3 +209,19 @@ def test_in_mode_home_a_crashed_homes_flows_fail(cluster_factory, tmp_path):
     client, out = download(cluster, tmp_path, attempts=1)
     _, record = crash_the_carrier(cluster, client, out)
     assert record["outcome"] != "ok"  # its state was nowhere else: that is the trade-off
+
+
+def test_a_cluster_whose_controller_cannot_hear_heartbeats_does_not_start(cluster_factory):
+    """Failover was silently off when another process held the heartbeat port (a
+    leftover controller; before, SO_REUSEADDR let any user's process take the datagrams)."""
+    import socket
+
+    from topo.net import CONTROLLER_SYNC_IP, SetupError
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.setsockopt(socket.IPPROTO_IP, 15, 1)  # IP_FREEBIND: the address is not up yet
+    squatter.bind((CONTROLLER_SYNC_IP, 3780))
+    try:
+        with pytest.raises(SetupError, match="cannot hear heartbeats on 10.0.1.254:3780"):
+            cluster_factory(n=2, sync={"mode": "ondemand"}, failover="backup")
+    finally:
+        squatter.close()
