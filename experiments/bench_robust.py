@@ -425,7 +425,7 @@ def synflood(starts: Starts, out_dir: str, seconds: float, early_drop: bool) -> 
         from nodes.observe.client import ask, socket_path
         dumped = len(ask(socket_path(cluster.run_id, "fw1"), "dump", timeout=60)["entries"])
         wait_until(lambda: not flood.alive(), seconds + 60, "the flood to end")
-        wait_until(lambda: not legit.alive(), 120, "the legitimate connections")
+        wait_until(lambda: not legit.alive(), seconds + tries * 3.5, "the legitimate connections")
         sent = int(flood.log_tail(1) or 0)
         admitted = int(legit.log_tail(1) or 0)
         stats = {n: cluster.ask(n, "stats") for n in cluster.node_names()}

@@ -191,6 +191,7 @@ class GatewayEngine:
         if forwarded:
             return self._drop("home_forwarded_no_state", pkt, now)
         if self.home is not None:
+            self.counters[f"home_asked_{reason}"] += 1  # counted, as a drop would be
             self.home.unknown(frame, ingress, pkt.key, now)
             return ASK
         return self._drop(reason, pkt, now)

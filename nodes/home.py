@@ -39,13 +39,17 @@ class HomeForwarder:
 
     def __init__(self, me: int, key: bytes, boot: int,
                  query_timeout: float = DEFAULT.query_timeout, idle: float = 300.0,
-                 names: dict[int, str] | None = None, live_peers=None, stamp=None):
+                 names: dict[int, str] | None = None, live_peers=None, stamp=None,
+                 max_queries: int = 1000):
         """``live_peers()``: the other live nodes, to ask (the sync engine's membership);
         ``stamp(peer)``: the freshness counter and the peer's incarnation for a message
-        (the sync engine's, nodes/syncproto.py)."""
+        (the sync engine's, nodes/syncproto.py); ``max_queries``: queries a second at
+        most (each carries the packet to every node: a flood would multiply)."""
         self.me, self.key, self.boot = me, key, boot
         self.live_peers = live_peers or (lambda: [])
         self.stamp = stamp or (lambda peer: (0, 0))
+        self.max_queries = max_queries  # multicast queries a second at most
+        self._rate = [float("-inf"), 0]  # start of this second, queries sent in it
         self.names = names or {}
         self.query_timeout, self.idle = query_timeout, idle
         self.forward: dict[tuple, list] = {}  # canonical key -> [home, expires]
@@ -84,6 +88,13 @@ class HomeForwarder:
         if not self.live_peers():
             self.counters["dropped_no_peer"] += 1
             return
+        start, asked = self._rate
+        if now - start >= 1.0:
+            self._rate = [now, 0]
+        elif asked >= self.max_queries:  # a flood of unknown packets: no storm of queries
+            self.counters["dropped_query_rate"] += 1
+            return
+        self._rate[1] += 1
         qid = self.next_query
         self.next_query += 1
         self.pending[ck] = _Pending(qid, now, now + self.query_timeout, [(frame, ingress)])

@@ -68,6 +68,7 @@ class SyncEngine(Replication, Membership, Hold):
         self.rejected: Counter = Counter()
         self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
         self.delayed: OrderedDict = OrderedDict()  # delayed replication: orig key -> Entry
+        self.tombstones: OrderedDict = OrderedDict()  # expectation deleted before it came
         self.retired = [0, 0]  # bytes, unprotected bytes of my connections no longer in the table
         self.next_periodic = now + self.config.interval
         self.lag: deque = deque(maxlen=100_000)  # seconds from state change to acknowledgement
@@ -203,9 +204,13 @@ class SyncEngine(Replication, Membership, Hold):
                 past = ch.past | {ch.peer_boot}
                 self.channels[msg.sender] = ch = Channel(past=past)
             ch.peer_boot = msg.boot
-        if msg.type in UNSEQUENCED and not ch.fresh(msg.seq):
-            self.rejected["replayed"] += 1  # a copy of one already accepted, or too old
+        if msg.type in UNSEQUENCED and (not ch.fresh(msg.seq) or (to_all and msg.seq <= ch.first)):
+            # a copy of one already accepted, or too old; a multicast names no receiver
+            # incarnation, so after my restart it must be newer than the first fresh one
+            self.rejected["replayed"] += 1
             return
+        if not ch.first:
+            ch.first = msg.seq or 1
         self.counters["bytes_received"] += len(data)
         if msg.type == sp.HEARTBEAT:
             verdict = self.detector.heard(msg.sender, msg.boot, msg.seq, msg.members, now)

@@ -209,7 +209,11 @@ class Replication:
                     entry.owner == self.names.get(f["owner"]):
                 table.remove(entry)
         elif rtype == sp.R_EXPECT:
-            if table.expectations_full():
+            if self._tombstone(f, now, check=True):
+                # its deletion came first (from the node that consumed it, overtaking a
+                # retransmission of this): applying it now would bring it back to life
+                self.rejected["expectation_already_deleted"] += 1
+            elif table.expectations_full():
                 self.rejected["expectation_table_full"] += 1
             elif find_expectation(table, f) is None:
                 table.expect(Expectation(f["proto"], f["src"], f["dst"], f["dport"], f["master"],
@@ -218,11 +222,25 @@ class Replication:
             exp = find_expectation(table, f)
             if exp is not None:
                 table.unexpect(exp)
+            else:
+                self._tombstone(f, now)
         elif rtype == sp.R_COMMON:
             table.common[f["name"]] = CommonState(f["name"], f["value"],
                                                   self._owner_name(f["owner"]))
         else:
             self._apply_bulk(sender, rtype, f, now)  # membership: nodes/sync/membership.py
+
+    def _tombstone(self, f: dict, now: float, check: bool = False) -> bool:
+        """Remember a deletion of an expectation not held here; with ``check``, say whether
+        one is remembered for it (and forget it: it has served)."""
+        tombs = self.tombstones
+        while tombs and (next(iter(tombs.values())) <= now or len(tombs) > TOMBSTONES):
+            tombs.popitem(last=False)
+        key = _tomb_key(f)
+        if check:
+            return tombs.pop(key, None) is not None
+        tombs[key] = now + TOMBSTONE_TTL
+        return False
 
     def _apply_entry(self, f: dict, now: float) -> None:
         table = self.table
@@ -246,6 +264,14 @@ class Replication:
         if f["owner"] in self.adopted and f["owner"] not in self.alive:
             # a copy of a dead owner's connection that another backup held: mine to adopt
             self._adopt([entry], f["owner"], now)
+
+
+TOMBSTONES = 4096  # deletions of expectations not (yet) held, remembered
+TOMBSTONE_TTL = 30.0  # seconds: longer than any retransmission of the expectation
+
+
+def _tomb_key(f: dict) -> tuple:
+    return (f["proto"], f["src"], f["dst"], f["dport"])
 
 
 def unprotected(entry: Entry) -> int:

@@ -597,3 +597,19 @@ def test_a_restarted_node_refuses_what_was_sent_to_its_previous_incarnation():
     assert fresh.table.n_expectations == 0 and s.rejected["stale_incarnation"] >= 1
     net.run(0.3)
     assert s.ready and len(fresh.table) == len(net.fw[1].table) == 2  # its state, in full
+
+
+def test_an_expectation_deleted_before_it_arrives_stays_deleted():
+    """Found by the robustness suite under 10% sync loss: the node that consumed an
+    expectation told the others, and a retransmission of the owner's EXPECT arriving
+    after that brought it back to life for 300 s."""
+    net = Net(3)
+    s3 = net.sync[3]
+    fields = {"proto": 6, "src": None, "dst": bytes([10, 0, 0, 201]), "dport": 50000,
+              "owner": 1, "timeout": 300.0, "master": (6, bytes(4), 1, bytes(4), 21)}
+    s3._apply(2, sp.R_EXPECT_DEL, fields, net.t)  # fw2 consumed it: its word came first
+    s3._apply(1, sp.R_EXPECT, fields, net.t)  # the owner's EXPECT, late
+    assert net.fw[3].table.n_expectations == 0
+    assert s3.rejected["expectation_already_deleted"] == 1
+    s3._apply(1, sp.R_EXPECT, fields, net.t)  # announced again later: a new one, kept
+    assert net.fw[3].table.n_expectations == 1
