@@ -41,6 +41,7 @@ HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
 
 
 SYNC_TICK = 0.005  # seconds between retransmission checks while something is unacknowledged
+SYNC_BUDGET = 0.05  # seconds of reading the sync socket in one go at most
 CONTROL_BUDGET = 0.002  # seconds of a long control answer (dump) between two rounds of packets
 
 
@@ -196,13 +197,20 @@ class Node:
         return wait
 
     def receive_sync(self, sock: socket.socket) -> None:
+        """Read every message that has arrived before the peers are judged: a burst of
+        records must not leave heartbeats unread behind it (peers were taken for dead
+        while theirs waited in the socket). At most SYNC_BUDGET seconds of it."""
         now = time.monotonic()
-        for _ in range(BATCH):
+        until = now + SYNC_BUDGET
+        while True:
             try:
                 data = sock.recv(65536)
             except BlockingIOError:
                 break
-            self.sync.receive(data, now)
+            self.sync.receive(data, time.monotonic())
+            if time.monotonic() >= until:
+                self.sync.counters["sync_reads_cut"] += 1
+                break
         self.sync.flush(now)  # acknowledge at once: the sender may be holding a packet
         self.send_sync()
 
