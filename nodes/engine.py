@@ -142,10 +142,12 @@ class GatewayEngine:
             adopted = entry.extra.pop("adopted_at")  # its first packet here since failover
             self._event(now, "failover_first_packet", key=key_str(entry.orig),
                         after_adoption_ms=round((now - adopted) * 1000, 3))
+        verified = not self.checksum  # each frame's checksums are computed once at most
         if pkt.proto == PROTO_TCP:
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
-                if self.checksum and not checksums_ok(frame):
+                if not verified and not checksums_ok(frame):
                     return self._drop("bad_checksum")  # it must not change the state
+                verified = True
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
@@ -158,6 +160,9 @@ class GatewayEngine:
                     self.table.state_changed(entry, now)
                     self.sync.state_changed("update", entry, now)
         elif direction != ORIGINAL and entry.state == UNREPLIED:
+            if not verified and not checksums_ok(frame):
+                return self._drop("bad_checksum")  # nor may the reply that assures it
+            verified = True
             entry.state = REPLIED
             self.table.state_changed(entry, now)
             self.sync.state_changed("update", entry, now)
@@ -173,7 +178,7 @@ class GatewayEngine:
         entry.last_seen = now
         entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
-            if self.checksum and not checksums_ok(frame):
+            if not verified and not checksums_ok(frame):
                 return self._drop("bad_checksum")  # the helper reads only what arrived intact
             reason = self.helpers[entry.helper].inspect(self, entry, direction, pkt, frame, now)
             if reason:
@@ -359,11 +364,12 @@ class GatewayEngine:
             "hold_ms": percentiles(self.hold_times),
         }
 
-    def dump(self, now: float) -> dict:
-        """The connection table and expectations (conntrack -L, -L expect)."""
+    def dump(self, now: float, entries: bool = True) -> dict:
+        """The connection table and expectations (conntrack -L, -L expect); without
+        ``entries`` all but the connections (a long dump writes them in slices)."""
         return {
             "node": self.node,
-            "entries": [e.as_dict(now) for e in self.table.entries()],
+            "entries": [e.as_dict(now) for e in self.table.entries()] if entries else [],
             "expectations": [x.as_dict(now) for xs in self.table.expectations.values()
                              for x in xs],
             "common": [{"name": c.name, "owner": c.owner, "bytes": len(c.value)}

@@ -1,4 +1,5 @@
-"""The answers of a node's control socket (stats, dump, raw, config, set, common, ports, ping).
+"""The answers of a node's control socket (stats, raw, config, set, common, ports, ping)
+and the slices of its ``dump``.
 
 The node's loop hands each command line here and sends back the JSON-ready
 dict; nothing here touches a socket. ``fw-inspect``, the CLI, snapshots and
@@ -38,8 +39,6 @@ def answer(node, command: str, now: float) -> dict:
             stats["home"] = home.stats()
         stats["pid"] = os.getpid()
         return stats
-    if command == "dump":
-        return engine.dump(now)
     if command == "raw":  # every sample behind the percentiles, in ms, for plots
         raw = {"hold_ms": [round(x * 1000, 4) for x in engine.hold_times]}
         if sync is not None:
@@ -77,11 +76,10 @@ def dump_parts(engine, now: float, size: int = 256):
     """The ``dump`` answer as JSON text in slices of ``size`` entries (the table's
     entries as they were when it was asked: a cut), for nodes/shell/control_server.py."""
     entries = list(engine.table.entries())
-    expectations = [x.as_dict(now) for xs in engine.table.expectations.values() for x in xs]
-    common = [{"name": c.name, "owner": c.owner, "bytes": len(c.value)}
-              for c in engine.table.common.values()]
-    yield '{"node": %s, "entries": [' % json.dumps(engine.node)
+    rest = engine.dump(now, entries=False)
+    yield '{"node": %s, "entries": [' % json.dumps(rest["node"])
     for i in range(0, len(entries), size):
         yield ("," if i else "") + ",".join(json.dumps(e.as_dict(now))
                                             for e in entries[i:i + size])
-    yield '], "expectations": %s, "common": %s}' % (json.dumps(expectations), json.dumps(common))
+    yield '], "expectations": %s, "common": %s}' % (json.dumps(rest["expectations"]),
+                                                   json.dumps(rest["common"]))

@@ -102,6 +102,8 @@ class ControlServer:
 
     def work(self, budget: float) -> None:
         """Produce slices of long answers for at most ``budget`` seconds."""
+        if not self.conns:
+            return
         until = time.monotonic() + budget
         for c in list(self.conns.values()):
             if c.parts is not None and not c.out:

@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict, deque
 
 from nodes import syncproto as sp
 from nodes.conntrack import ConnectionTable
-from nodes.failure import LEAVE, FailureDetector
+from nodes.failure import LEAVE, STALE, FailureDetector
 from nodes.samples import percentiles
 from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
     runtime_change
@@ -204,16 +204,20 @@ class SyncEngine(Replication, Membership, Hold):
                 past = ch.past | {ch.peer_boot}
                 self.channels[msg.sender] = ch = Channel(past=past)
             ch.peer_boot = msg.boot
-        if msg.type in UNSEQUENCED and (not ch.fresh(msg.seq) or (to_all and msg.seq <= ch.first)):
-            # a copy of one already accepted, or too old; a multicast names no receiver
-            # incarnation, so after my restart it must be newer than the first fresh one
-            self.rejected["replayed"] += 1
-            return
-        if not ch.first:
-            ch.first = msg.seq or 1
+        if msg.type in UNSEQUENCED:
+            # A multicast names no receiver incarnation: it must be newer than the first
+            # fresh unicast one of this incarnation (a replay from before my start is not).
+            if (to_all and (not ch.first or msg.seq <= ch.first)) or not ch.fresh(msg.seq):
+                self.rejected["replayed"] += 1  # a copy of one already accepted, or too old
+                return
+            if not to_all and not ch.first:
+                ch.first = msg.seq
         self.counters["bytes_received"] += len(data)
         if msg.type == sp.HEARTBEAT:
             verdict = self.detector.heard(msg.sender, msg.boot, msg.seq, msg.members, now)
+            if verdict == STALE:  # older than a heartbeat already heard (read out of order)
+                self.rejected["replayed"] += 1
+                return
         else:
             verdict = self.detector.touch(msg.sender, now)
         if verdict == LEAVE:

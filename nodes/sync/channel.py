@@ -53,7 +53,7 @@ class Channel:
     hello_boot: int = 0  # the incarnation a hello named, before any fresh message
     counter: int = 0  # highest freshness counter accepted from peer_boot
     seen: int = 0  # bit i: counter - i was accepted (the anti-replay window)
-    first: int = 0  # the counter of the first fresh unsequenced message of this incarnation
+    first: int = 0  # the counter of the first fresh unicast unsequenced message (0: none yet)
     past: set = field(default_factory=set)  # the peer's earlier incarnations
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed

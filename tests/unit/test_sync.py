@@ -613,3 +613,27 @@ def test_an_expectation_deleted_before_it_arrives_stays_deleted():
     assert s3.rejected["expectation_already_deleted"] == 1
     s3._apply(1, sp.R_EXPECT, fields, net.t)  # announced again later: a new one, kept
     assert net.fw[3].table.n_expectations == 1
+
+
+def test_a_heartbeat_read_after_the_goodbye_it_preceded_does_not_bring_the_peer_back():
+    """Found in review: heartbeats are fresh within a window, so one sent before a
+    goodbye but read after it was taken as a sign of life, and the peer rejoined."""
+    net = Net(3)
+    before = heartbeats(net.sync[1], 2)
+    net.sync[1].leave(net.t)
+    goodbye = heartbeats(net.sync[1], 2)
+    for data in goodbye + before:
+        net.sync[2].receive(data, net.t)
+    assert 1 not in net.sync[2].alive and net.sync[2].counters["peers_joined"] == 0
+
+
+def test_a_multicast_query_needs_a_fresh_unicast_message_of_its_sender_first():
+    net = Net(2)
+    s1, s2 = net.sync[1], net.sync[2]
+    query = lambda: sp.encode(sp.Message(sp.HOME_QUERY, 1, 0, s1.boot, s1.stamp(0)[0],  # noqa
+                                         query=1, frame=b"x" * 60), KEY)
+    s2.receive(query(), net.t)
+    assert len(s2.home_inbox) == 1  # a baseline exists (the start-up heartbeats)
+    s2.channels[1].first = 0  # as right after my restart, before any unicast from it
+    s2.receive(query(), net.t)
+    assert len(s2.home_inbox) == 1 and s2.rejected["replayed"] == 1
