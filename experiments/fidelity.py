@@ -9,6 +9,7 @@ shaped the result.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -37,10 +38,22 @@ def port_drops(text: str) -> int:
                if m.group(1) != "LOCAL")
 
 
+def bridge_drops(bridge: str, sysfs: str = "/sys/class/net") -> int:
+    """Drops (rx + tx) on the ports of a kernel bridge, from their interface counters."""
+    total = 0
+    for port in os.listdir(os.path.join(sysfs, bridge, "brif")):
+        for counter in ("rx_dropped", "tx_dropped"):
+            with open(os.path.join(sysfs, port, "statistics", counter), encoding="ascii") as fh:
+                total += int(fh.read())
+    return total
+
+
 def switch_drops(switches: list[str]) -> dict[str, int]:
-    """Packets each switch dropped on its ports, by OpenFlow port counters."""
-    return {sw: port_drops(subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", sw],
-                                          capture_output=True, text=True).stdout)
+    """Packets each switch dropped on its ports: OpenFlow port counters of an Open
+    vSwitch bridge, interface counters of a kernel bridge's ports (the sync network)."""
+    return {sw: bridge_drops(sw) if os.path.isdir(f"/sys/class/net/{sw}/brif") else
+            port_drops(subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", sw],
+                                      capture_output=True, text=True).stdout)
             for sw in switches}
 
 

@@ -8,13 +8,13 @@
         /  |  \\                          /  |  \\
       fw1 fw2 ... fwN  (bump in the wire, eth0 outside, eth1 inside)
         \\  |  /
-        [ s3 ] sync network (eth2; only the firewall nodes are on it)
+        [ s3 ] sync network (eth2; the nodes, and the controller's ear)
 
 Clients are 10.0.0.1.., servers 10.0.0.201.. (one subnet: the nodes are
 transparent), sync addresses 10.0.1.1... Node i is on port i of s1, s2 and
-s3; hosts are on ports 101... Offloads are off on every interface; the
-switches use the kernel datapath where the openvswitch module exists and the
-userspace datapath where it does not.
+s3; hosts are on ports 101... Offloads are off on every interface; s1 and s2
+use Open vSwitch's kernel datapath where the openvswitch module exists and its
+userspace datapath where it does not; s3 is a kernel bridge.
 
     mn --custom topo/cluster.py --topo fwcluster,3 --switch fwovs --controller remote
 
@@ -29,7 +29,7 @@ import subprocess
 
 import sys
 
-from mininet.node import Host, OVSBridge, OVSSwitch
+from mininet.node import Host, OVSSwitch, Switch
 from mininet.topo import Topo
 
 try:
@@ -106,8 +106,33 @@ class ClusterSwitch(_RunTimeDatapath, OVSSwitch):
         super().__init__(name, **params)
 
 
-class SyncBridge(_RunTimeDatapath, OVSBridge):
-    """The sync network: a standalone learning switch with no controller."""
+class SyncBridge(Switch):
+    """The sync network: a kernel bridge (learning, no controller, multicast flooded).
+
+    A real cluster's sync network is a link of its own. An Open vSwitch bridge here
+    shares ovs-vswitchd with the data switches, and with the userspace datapath a
+    data-plane flood delayed heartbeats past ``dead_after``: 685 false failovers in a
+    15 s SYN flood (robustness suite). The kernel forwards on the sender's CPU."""
+
+    def connected(self) -> bool:
+        return True
+
+    def start(self, _controllers) -> None:
+        self.cmd("ip link del", self, "type bridge >/dev/null 2>&1")
+        # no STP, no snooping (OVS's bridge flooded multicast too), and no netfilter:
+        # the root namespace's firewall has no say on the cluster's sync network
+        self.cmd("ip link add", self, "type bridge stp_state 0 forward_delay 0"
+                 " mcast_snooping 0 nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0")
+        for intf in self.intfList():
+            if self.name in intf.name:
+                self.cmd("ip link set", intf, "master", self, "up")
+                offloads_off(self, intf.name)
+        self.cmd("ip link set", self, "up")
+        offloads_off(self, self.name)
+
+    def stop(self, deleteIntfs: bool = True) -> None:
+        self.cmd("ip link del", self, "type bridge >/dev/null 2>&1")
+        super().stop(deleteIntfs)
 
 
 class FirewallClusterTopo(Topo):

@@ -38,3 +38,13 @@ def test_port_drops_leave_out_the_bridge_port():
            tx pkts=50, bytes=4608, drop=5, errs=0, coll=0
 """
     assert fidelity.port_drops(text) == 8
+
+
+def test_bridge_drops_sum_the_ports_of_a_kernel_bridge(tmp_path):
+    for port, rx, tx in (("fw1-eth2", 3, 0), ("fw2-eth2", 0, 4)):
+        (tmp_path / "s3" / "brif" / port).mkdir(parents=True)
+        stats = tmp_path / port / "statistics"
+        stats.mkdir(parents=True)
+        (stats / "rx_dropped").write_text(f"{rx}\n")
+        (stats / "tx_dropped").write_text(f"{tx}\n")
+    assert fidelity.bridge_drops("s3", str(tmp_path)) == 7
