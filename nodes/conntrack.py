@@ -191,9 +191,12 @@ class ConnectionTable:
         self.timeouts = timeouts or Timeouts()
         self.max_entries = max_entries
         self.max_expectations = max_expectations  # as nf_conntrack_expect_max
-        # Entries not yet assured (no reply seen, TCP not established), oldest first:
-        # the ones to evict when the table is full (Linux conntrack's early drop).
-        self.unassured: dict[Key, Entry] = {}
+        # Entries not yet assured (no reply seen, TCP not established), oldest first and
+        # by owner: the ones to evict when the table is full (Linux conntrack's early
+        # drop). By owner, so that a backup copy evicts only copies at the cost of one
+        # look, however many of the node's own connections are waiting too.
+        self.unassured: dict[str, dict[Key, Entry]] = {}
+        self.scanned = 0  # candidates early drop looked at, all told
         self.by_key: dict[Key, Entry] = {}  # canonical(key) -> entry
         self.expectations: dict[tuple, list[Expectation]] = {}
         self.n_expectations = 0
@@ -219,21 +222,42 @@ class ConnectionTable:
     def expectations_full(self) -> bool:
         return self.n_expectations >= self.max_expectations
 
-    def early_drop(self, may_evict=None) -> Entry | None:
-        """Remove and return the oldest entry not yet assured (and, if given, for which
-        ``may_evict(entry)`` holds): room for a new one in a full table, or None.
+    def n_unassured(self) -> int:
+        return sum(map(len, self.unassured.values()))
 
-        Like Linux (NF_CT_EVICTION_RANGE) it looks at a bounded number of the oldest
-        candidates, so a full table under a flood costs the same per packet."""
-        stale, victim = [], None
-        for ck, entry in itertools.islice(self.unassured.items(), EVICTION_RANGE):
-            if self.by_key.get(ck) is not entry or assured(entry):
-                stale.append(ck)  # gone, or assured since: not a candidate
-            elif may_evict is None or may_evict(entry):
-                victim = entry
-                break
-        for ck in stale:
-            del self.unassured[ck]
+    def _oldest_unassured(self, owner: str) -> Entry | None:
+        """The oldest entry of ``owner`` still unassured; forgets (at most
+        EVICTION_RANGE of) those before it that are gone, assured or another's since."""
+        waiting = self.unassured[owner]
+        for _ in range(EVICTION_RANGE):
+            if not waiting:
+                return None
+            ck = next(iter(waiting))
+            entry = waiting[ck]
+            self.scanned += 1
+            if self.by_key.get(ck) is entry and not assured(entry) and entry.owner == owner:
+                return entry
+            del waiting[ck]
+        return None
+
+    def early_drop(self, spare_owner: str | None = None) -> Entry | None:
+        """Remove and return the oldest entry not yet assured (not one of
+        ``spare_owner``'s, if given): room for a new one in a full table, or None.
+
+        Like Linux (NF_CT_EVICTION_RANGE), bounded: it looks at the head of each
+        owner's unassured entries, oldest first, and forgets at most EVICTION_RANGE
+        stale ones per owner in one call, so a full table under a flood costs the same
+        per packet."""
+        victim = None
+        for owner in list(self.unassured):
+            if owner == spare_owner:
+                continue
+            head = self._oldest_unassured(owner)
+            if head is None:
+                if not self.unassured[owner]:
+                    del self.unassured[owner]
+            elif victim is None or head.created < victim.created:
+                victim = head
         if victim is not None:
             self.remove(victim)
         return victim
@@ -246,8 +270,9 @@ class ConnectionTable:
         ck = canonical(entry.orig)
         if self.by_key.get(ck) is entry:
             del self.by_key[ck]
-            if self.unassured.get(ck) is entry:
-                del self.unassured[ck]
+            waiting = self.unassured.get(entry.owner)
+            if waiting is not None and waiting.get(ck) is entry:
+                del waiting[ck]
         for exp in entry.expectations or ():
             self.unexpect(exp)
         entry.expectations = None
@@ -258,14 +283,27 @@ class ConnectionTable:
         entry = Entry(key, state, now, now, expires, owner, changed=now, **kw)
         self.add(entry)
         if not assured(entry):
-            self.unassured[canonical(key)] = entry
+            self.unassured.setdefault(owner, {})[canonical(key)] = entry
         return entry
 
     def state_changed(self, entry: Entry, now: float) -> None:
         """``entry`` moved to another state: an assured one is no candidate for early drop."""
         entry.changed = now
         if assured(entry):
-            self.unassured.pop(canonical(entry.orig), None)
+            waiting = self.unassured.get(entry.owner)
+            if waiting is not None:
+                waiting.pop(canonical(entry.orig), None)
+
+    def set_owner(self, entry: Entry, owner: str) -> None:
+        """Hand ``entry`` to ``owner`` (adoption, hand-back, a copy's new owner)."""
+        if owner == entry.owner:
+            return
+        ck = canonical(entry.orig)
+        waiting = self.unassured.get(entry.owner)
+        if waiting is not None and waiting.get(ck) is entry:
+            del waiting[ck]
+            self.unassured.setdefault(owner, {})[ck] = entry
+        entry.owner = owner
 
     def expect(self, exp: Expectation) -> None:
         self.expectations.setdefault(exp.slot, []).append(exp)

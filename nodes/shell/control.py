@@ -31,6 +31,7 @@ def answer(node, command: str, now: float) -> dict:
         stats["rx_dropped"] = {"outside": node.ports[OUTSIDE].rx_dropped(),
                                "inside": node.ports[INSIDE].rx_dropped()}
         stats["port_kind"] = node.ports[OUTSIDE].kind
+        stats["events_waiting"], stats["events_lost"] = len(node.events.pending), node.events.lost
         if sync is not None:
             stats["sync"] = sync.stats(now)
             stats["sync"]["cluster_delay_ms"] = (node.delay_line.delay * 1000

@@ -32,6 +32,7 @@ from nodes.settings import DEFAULT, SettingsError
 from nodes.shell import config as cluster_config
 from nodes.shell.control import answer, dump_parts
 from nodes.shell.control_server import ControlServer
+from nodes.shell.events import EventLog
 from nodes.shell.ports import link_up, open_port
 from nodes.sync import SyncEngine
 from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
@@ -41,8 +42,11 @@ HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
 
 
 SYNC_TICK = 0.005  # seconds between retransmission checks while something is unacknowledged
-SYNC_BUDGET = 0.05  # seconds of reading the sync socket in one go at most
+# Work in one round of the loop is bounded, so that heartbeats leave on time also
+# when the node is flooded and shares its CPU (dead_after is 100 ms by default):
+SYNC_BUDGET = 0.01  # seconds of reading the sync socket in one go at most
 CONTROL_BUDGET = 0.002  # seconds of a long control answer (dump) between two rounds of packets
+EVENT_BUDGET = 0.002  # seconds of writing the event log between two rounds of packets
 
 
 class Node:
@@ -81,8 +85,9 @@ class Node:
             self.peers[MULTICAST] = GROUP
         self.control = ControlServer(control, lambda cmd: answer(self, cmd, time.monotonic()),
                                      lambda: dump_parts(engine, time.monotonic()))
-        self.events = open(events_path, "a", encoding="utf-8") if events_path else None
         self.wall_offset = time.time() - time.monotonic()
+        self.events = EventLog(open(events_path, "a", encoding="utf-8") if events_path else None,
+                               engine.node, self.wall_offset, engine.max_events)
         self.running = True
 
     def join_group(self, address: str) -> socket.socket:
@@ -143,10 +148,11 @@ class Node:
                 self.engine.expire(now)
                 if self.home is not None:
                     self.home.expire(now)
-                self.flush_events()
+                self.collect_events()
                 next_housekeeping = now + HOUSEKEEPING
+            self.events.write(EVENT_BUDGET)
         self.leave()
-        self.flush_events()
+        self.collect_events()
 
     def leave(self, grace: float = 0.5) -> None:
         """Graceful leave: tell the peers, let them acknowledge what is in flight."""
@@ -197,11 +203,13 @@ class Node:
         return wait
 
     def receive_sync(self, sock: socket.socket) -> None:
-        """Read every message that has arrived before the peers are judged: a burst of
+        """Read the messages that have arrived before the peers are judged: a burst of
         records must not leave heartbeats unread behind it (peers were taken for dead
-        while theirs waited in the socket). At most SYNC_BUDGET seconds of it."""
+        while theirs waited in the socket). At most SYNC_BUDGET seconds of it; what is
+        left is read next round, and judgement waits for it (``SyncEngine.unread``)."""
         now = time.monotonic()
         until = now + SYNC_BUDGET
+        self.sync.unread = False
         while True:
             try:
                 data = sock.recv(65536)
@@ -210,6 +218,7 @@ class Node:
             self.sync.receive(data, time.monotonic())
             if time.monotonic() >= until:
                 self.sync.counters["sync_reads_cut"] += 1
+                self.sync.unread = True  # the rest next round; judge peers on it first
                 break
         self.sync.flush(now)  # acknowledge at once: the sender may be holding a packet
         self.send_sync()
@@ -276,27 +285,21 @@ class Node:
             self.sent[egress] += 1
         self.ports[egress].flush()
 
-    def flush_events(self) -> None:
+    def collect_events(self) -> None:
+        """Move the engines' events to the event log (written a slice at a time)."""
         events = self.engine.drain_events()
         for source in (self.sync, self.home):
             if source is not None and source.events:
                 events += source.events
                 source.events = []
-        if not self.events or not events:
-            return
-        for t, kind, fields in events:
-            record = {"t": round(t + self.wall_offset, 6), "node": self.engine.node,
-                      "event": kind, **fields}
-            self.events.write(json.dumps(record) + "\n")
-        self.events.flush()
+        self.events.add(events)
 
     def close(self) -> None:
         for sock in (*self.ports, self.sync_sock, self.group_sock):
             if sock is not None:
                 sock.close()
         self.control.close()
-        if self.events:
-            self.events.close()
+        self.events.close()
 
 
 def load_sync(path: str, name: str, engine: GatewayEngine) -> tuple:

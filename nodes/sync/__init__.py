@@ -79,6 +79,9 @@ class SyncEngine(Replication, Membership, Hold):
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
         self.leaving = False
+        # Set by the shell when messages wait unread (its read was cut short): peers'
+        # heartbeats may be among them, so failure judgement waits a little longer.
+        self.unread = False
         self.events: list[tuple] = []  # (time, kind, fields): membership changes, for the log
         self.bulk_ms_last: float | None = None  # the last bulk transfer received, start to end
         # Ask every peer for the state this node must hold (method 700, step 704).

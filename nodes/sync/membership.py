@@ -54,8 +54,12 @@ class Membership:
             self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot, seq,
                                                         members=view, ready=self.ready),
                                              self.key)))
-        for peer, _ in self.detector.silent(sorted(self.alive - {self.me}), now):
-            self.peer_failed(peer, now)
+        # Messages still waiting unread (the shell's read was cut short) may hold the
+        # heartbeats: judge on them first, up to one more dead_after.
+        grace = self.config.dead_after if self.unread else 0.0
+        for peer, quiet in self.detector.silent(sorted(self.alive - {self.me}), now):
+            if quiet > self.detector.limit(peer) + grace:
+                self.peer_failed(peer, now)
         if self.bulk_waiting and now >= self.bulk_deadline:
             self.counters["bulk_timeouts"] += 1
             self.bulk_waiting.clear()
@@ -107,7 +111,7 @@ class Membership:
         me = self.name
         keys, _ = self.adopted[peer]
         for entry in entries:
-            entry.owner = me
+            self.table.set_owner(entry, me)
             entry.extra = {**(entry.extra or {}), "adopted_at": now}
             keys.add(entry.orig)
         for entry in entries:
@@ -193,7 +197,7 @@ class Membership:
         for key in keys:
             entry, _ = self.table.lookup(key)
             if entry is not None and entry.owner == me:
-                entry.owner = self.names[peer]
+                self.table.set_owner(entry, self.names[peer])
                 out.append(entry)
                 keep = set(self._destinations(entry))  # who backs up ``peer`` for it
                 for backup in mine:

@@ -250,7 +250,7 @@ class Replication:
             self.rejected["entry_key_clash"] += 1
             return
         if entry is None:
-            if table.full() and table.early_drop(lambda e: e.owner != self.name) is None:
+            if table.full() and table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             entry = table.new_entry(f["key"], f["state"], now, owner, helper=f["helper"],
@@ -258,7 +258,8 @@ class Replication:
         elif entry.owner == self.name and owner != entry.owner:
             self.counters["ownership_conflicts"] += 1
             return
-        entry.state, entry.owner = f["state"], owner
+        entry.state = f["state"]
+        table.set_owner(entry, owner)
         entry.expires = now + f["timeout"]
         table.state_changed(entry, now)
         if f["owner"] in self.adopted and f["owner"] not in self.alive:

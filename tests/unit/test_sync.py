@@ -637,3 +637,55 @@ def test_a_multicast_query_needs_a_fresh_unicast_message_of_its_sender_first():
     s2.channels[1].first = 0  # as right after my restart, before any unicast from it
     s2.receive(query(), net.t)
     assert len(s2.home_inbox) == 1 and s2.rejected["replayed"] == 1
+
+
+def test_a_copy_into_a_table_full_of_own_connections_costs_one_look():
+    """Found by the SYN flood at 20k/s: a node whose table was full of its own
+    unanswered SYNs looked at 64 of them for every copy its peers sent (to spare
+    them), 75 us a record; a resync of 5000 copies stalled it 400 ms and its peers
+    took it for dead. Unassured entries are kept by owner: one look per owner."""
+    net = Net(2)
+    net.fw[2].table.max_entries = 100
+    for port in range(1000, 1100):
+        syn(net.fw[2], port)  # fw2's own, never answered
+    net.run()
+    scanned = net.fw[2].table.scanned
+    for port in range(40000, 40050):
+        syn(net.fw[1], port)
+    net.run()
+    assert net.sync[2].rejected["table_full"] == 50  # nothing of its own made room
+    assert net.fw[2].table.scanned - scanned <= 50 * 2
+
+
+def test_an_adopted_unanswered_connection_is_the_adopters_to_evict():
+    net = Net(2)
+    syn(net.fw[1], 40000)
+    net.run()
+    net.down.add(1)
+    net.run(0.5)
+    fw2 = net.fw[2]
+    (entry,) = fw2.table.entries()
+    assert entry.owner == "fw2"
+    fw2.table.max_entries = 1
+    assert fw2.table.early_drop(spare_owner="fw1") is entry  # filed under its new owner
+    assert len(fw2.table) == 0
+
+
+def test_peers_are_not_judged_dead_while_messages_wait_unread():
+    """The node's read of the sync socket is cut after SYNC_BUDGET; the heartbeats of
+    a live peer may wait behind records. Judgement waits up to one more dead_after."""
+    net = Net(2)
+    s1 = net.sync[1]
+    net.down.add(2)  # silent from here
+    t = net.t
+    s1.unread = True
+    s1.tick(t + 0.15)  # silent 150 ms, beyond dead_after (100 ms), but reads were cut
+    assert 2 in s1.alive
+    s1.unread = False
+    s1.tick(t + 0.2)
+    assert 2 not in s1.alive
+    net2 = Net(2)
+    net2.down.add(2)
+    net2.sync[1].unread = True
+    net2.sync[1].tick(net2.t + 0.25)  # never more than one extra dead_after
+    assert 2 not in net2.sync[1].alive
