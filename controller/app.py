@@ -7,7 +7,10 @@ Started by ryu-manager (see controller/manager.py). Environment:
   heartbeat settings); with it the app hears the nodes' heartbeats on the
   sync network and moves a failed node's buckets (failover);
 - FWCLUSTER_FAILOVER: ``backup`` (default) or ``spread``;
-- FWCLUSTER_EVENTS (optional): a file for membership events, as JSON lines.
+- FWCLUSTER_EVENTS (optional): a file for membership events, as JSON lines;
+- FWCLUSTER_COMMIT (kernel nodes): ``before_steer``, ``after_steer`` or
+  ``never``: when to ask the nodes taking a failed node's buckets to commit
+  conntrackd's external cache (controller/commit.py).
 
 Flows are installed proactively; no packet of a connection comes here. When
 a switch connects, the bucket table it still holds is read back first, so a
@@ -29,6 +32,7 @@ from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cl
 from ryu.lib import hub
 from ryu.ofproto import nicira_ext, ofproto_v1_3
 
+from controller.commit import TIMEOUT, Commits, check_order
 from controller.membership import UP, ClusterMembership
 from controller.steering import COOKIE, TABLE_BUCKETS, ClusterSpec, FlowSpec, Steering
 from nodes import syncproto as sp
@@ -98,8 +102,19 @@ class ClusterSteering(app_manager.RyuApp):
         self.logger.info("steering %d nodes over %d buckets on %d switches, failover %s",
                          len(self.spec.nodes), self.spec.buckets, len(self.spec.switches),
                          self.steering.policy if self.cluster else "off (no sync config)")
+        self.commit_order = None
         if self.cluster:
             self.heartbeat_socket = self.listen_heartbeats()
+            if os.environ.get("FWCLUSTER_COMMIT"):
+                try:
+                    self.commit_order = check_order(os.environ["FWCLUSTER_COMMIT"])
+                except ValueError as err:
+                    raise SystemExit(f"controller: FWCLUSTER_COMMIT: {err}") from None
+                self.commits = Commits(self.cluster.key)
+                self.commit_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.commit_socket.setsockopt(socket.IPPROTO_IP,
+                                              getattr(socket, "IP_FREEBIND", 15), 1)
+                self.commit_socket.bind((self.cluster.controller, 0))
             hub.spawn(self.watch_heartbeats)
 
     def log_event(self, event: str, **fields) -> None:
@@ -217,9 +232,39 @@ class ClusterSteering(app_manager.RyuApp):
             return
         self.counters["node_down"] += 1
         self.counters["buckets_moved"] += len(moved)
-        self.log_event("node_down", node=node, why=why, buckets_moved=len(moved),
-                       live=self.steering.live, **fields)
+        heirs = sorted({self.steering.table[b] for b in moved})
+        commit = {}
+        if self.commit_order == "before_steer":
+            commit = self.commit(heirs)
         self.push(moved)
+        if self.commit_order == "after_steer":
+            commit = self.commit(heirs)
+        self.log_event("node_down", node=node, why=why, buckets_moved=len(moved),
+                       live=self.steering.live, **fields,
+                       **({"commit": self.commit_order, "commit_ms": commit}
+                          if self.commit_order else {}))
+
+    def commit(self, heirs: list[str]) -> dict:
+        """Ask ``heirs`` (kernel nodes) to commit conntrackd's external cache and wait
+        for their answers, TIMEOUT at most; {node: ms to its answer, or None}."""
+        ids = {n: i for i, n in self.cluster.names.items()}
+        start = time.monotonic()
+        for node in heirs:
+            self.commit_socket.sendto(self.commits.request(ids[node]),
+                                      (self.cluster.addresses[ids[node]], sp.PORT))
+        done = {node: None for node in heirs}
+        while any(v is None for v in done.values()):
+            left = start + TIMEOUT - time.monotonic()
+            if left <= 0 or not select.select([self.commit_socket], [], [], left)[0]:
+                break
+            answer = self.commits.answered(self.commit_socket.recv(4096))
+            if answer is not None:
+                node = self.cluster.names[answer[0]]
+                done[node] = round((time.monotonic() - start) * 1000, 3) if answer[1] == 0 \
+                    else None
+                self.counters["commits" if answer[1] == 0 else "commit_errors"] += 1
+        self.counters["commit_timeouts"] += sum(1 for v in done.values() if v is None)
+        return done
 
     def node_up(self, node: str, boot: int) -> None:
         back = self.steering.node_up(node)

@@ -49,6 +49,12 @@ HOME_QUERY is sent once, by IP multicast, to group 239.255.37.80 port 3780
     5 HOME_ANSWER  query id 4, home node id 2, connection key 13
     6 FORWARD      ingress 1, the packet: process it as if it arrived on ingress
 
+Kernel nodes (nodes/kernel/) add two, between the steering controller (id 0)
+and a node's agent, freshness by the counter in ``seq`` (the controller's):
+
+    7 COMMIT       (empty): commit conntrackd's external cache into the kernel
+    8 COMMIT_DONE  status 1 (0: done), ``seq`` that of the COMMIT it answers
+
 A HEARTBEAT's payload is the sender's view of live members and its state:
 count 1, ids 2 each, flags 1 (1: ready, it holds the state it must hold). The
 steering controller hears heartbeats too (receiver 0), so nodes and controller
@@ -71,6 +77,7 @@ GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scope
 MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
 DATA, ACK, HEARTBEAT = 1, 2, 3
 HOME_QUERY, HOME_ANSWER, FORWARD = 4, 5, 6  # home-node forwarding (the second seed)
+COMMIT, COMMIT_DONE = 7, 8  # controller and kernel nodes: commit conntrackd's external cache
 R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END, \
     R_BULK_START = range(1, 9)
 RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
@@ -135,6 +142,10 @@ def encode(msg: Message, key: bytes) -> bytes:
         payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)
     elif msg.type == FORWARD:
         payload = struct.pack("!B", msg.ingress) + msg.frame
+    elif msg.type == COMMIT:
+        payload = b""
+    elif msg.type == COMMIT_DONE:
+        payload = struct.pack("!B", msg.query)
     else:
         payload = b"".join(encode_record(t, f) for t, f in msg.records)
     return seal(msg.type, msg.sender, msg.receiver, msg.boot, msg.seq, msg.ack, payload, key,
@@ -167,7 +178,8 @@ def decode(data: bytes, key: bytes) -> Message:
     body, mac = data[:-MAC_LEN], data[-MAC_LEN:]
     if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]):
         raise Reject("bad_mac")
-    if mtype not in (DATA, ACK, HEARTBEAT, HOME_QUERY, HOME_ANSWER, FORWARD):
+    if mtype not in (DATA, ACK, HEARTBEAT, HOME_QUERY, HOME_ANSWER, FORWARD, COMMIT,
+                     COMMIT_DONE):
         raise Reject("bad_type")
     msg = Message(mtype, sender, receiver, boot, seq, ack, to_boot=to_boot)
     payload = body[HEADER_LEN:]
@@ -195,6 +207,11 @@ def decode(data: bytes, key: bytes) -> Message:
             msg.frame = payload[1:]
             if msg.ingress > 1:
                 raise ValueError("ingress must be 0 (outside) or 1 (inside)")
+        elif mtype == COMMIT:
+            if payload:
+                raise ValueError("COMMIT carries nothing")
+        elif mtype == COMMIT_DONE:
+            (msg.query,) = struct.unpack("!B", payload)
     except (struct.error, IndexError, KeyError, ValueError) as err:
         raise Reject("bad_record") from err
     return msg

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PACKAGES="mininet openvswitch-switch python3-openvswitch ethtool iproute2 iputils-ping
-  iperf3 nftables python3-venv python3-pip procps psmisc tmux tcpdump tshark"
+  iperf3 nftables python3-venv python3-pip procps psmisc tmux tcpdump tshark
+  conntrack conntrackd"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: Mininet and Open vSwitch need root: run as root (or with sudo)" >&2

@@ -21,16 +21,27 @@ INTERFACES = ("eth0", "eth1", "eth2")  # outside, inside, sync
 
 
 def crash(cluster, node: str) -> None:
-    """SIGKILL the node's process (it leaves nothing behind but its state)."""
+    """SIGKILL the node's process (it leaves nothing behind but its state). A kernel
+    node is a machine that dies: its agent and conntrackd are killed, its bridge stops
+    forwarding and its kernel's conntrack table is gone."""
     proc = cluster.procs.pop(node)
     cluster.hung.discard(node)  # a stopped process dies of SIGKILL too
     cluster.log("fault_crash", node=node, pid=proc.pid)
+    if getattr(cluster, "kind", "python") == "kernel":
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the agent and its conntrackd
+        except ProcessLookupError:
+            pass
+        cluster.net[node].cmd("ip link set br0 down; conntrack -F >/dev/null 2>&1")
     proc.popen.kill()
     proc.stop()
 
 
 def hang(cluster, node: str) -> None:
     """SIGSTOP the node's process (alive but silent)."""
+    if getattr(cluster, "kind", "python") == "kernel":
+        raise SetupError("hang: not on kernel nodes (the kernel forwards whatever its agent "
+                         "does); use crash, leave, restart or a link fault")
     cluster.log("fault_hang", node=node)
     os.kill(cluster.procs[node].pid, signal.SIGSTOP)
     cluster.hung.add(node)
@@ -52,7 +63,7 @@ def leave(cluster, node: str) -> None:
 def restart(cluster, node: str):
     """Start a node again (a new boot epoch: its peers see a restart); its Proc."""
     cluster.log("fault_restart", node=node)
-    return cluster.start_node(node)
+    return cluster.start_node(node, restart=True)
 
 
 def link(cluster, node: str, intf: str, up: bool) -> None:

@@ -98,6 +98,8 @@ def netem_available() -> bool:
 
 
 LATENCY_VIA = ("auto", "netem", "node")
+NODE_KINDS = ("python", "kernel")
+COMMIT_ORDERS = ("before_steer", "after_steer", "never")
 
 
 def listening_controller(remote_controller):
@@ -141,7 +143,19 @@ class Cluster:
                  failover: str | None = None, steering: str = "symmetric",
                  latency: float = 0.0, latency_via: str = "auto",
                  capture: list[str] | None = None, metrics_port: int | None = None,
-                 checksum: bool = True, node_args: list[str] | None = None):
+                 checksum: bool = True, node_args: list[str] | None = None,
+                 node: str = "python", commit: str = "before_steer",
+                 conntrackd: str | None = None, external_cache: bool = True):
+        if node not in NODE_KINDS:
+            raise SetupError(f"node {node!r}: use one of {', '.join(NODE_KINDS)}")
+        if commit not in COMMIT_ORDERS:
+            raise SetupError(f"commit {commit!r}: use one of {', '.join(COMMIT_ORDERS)}")
+        # "kernel": nftables + conntrack + conntrackd nodes (nodes/kernel/), the real
+        # thing beside the Python nodes; commit: when the controller has the nodes that
+        # take a failed node's traffic commit conntrackd's external cache
+        self.kind, self.commit, self.conntrackd = node, commit, conntrackd
+        self.external_cache = external_cache  # kernel nodes: conntrackd's external cache
+        self.conntrackd_mode = None
         self.run_dir = os.path.abspath(run_dir)
         self.rules = os.path.abspath(rules)
         self.n, self.clients, self.servers = n, clients, servers
@@ -151,6 +165,19 @@ class Cluster:
         self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
         self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
+        if node == "kernel":
+            from nodes.kernel.conntrackd import check_cache, conntrackd_mode
+            from nodes.settings import SettingsError
+            if steering != "symmetric":
+                raise SetupError("kernel nodes need symmetric steering (conntrack sees both "
+                                 "directions of a connection on one node)")
+            try:
+                self.conntrackd_mode = conntrackd_mode(self.sync, n, conntrackd)
+                check_cache(self.conntrackd_mode, external_cache)
+            except SettingsError as err:
+                raise SetupError(f"node = \"kernel\": {err}") from None
+        elif conntrackd is not None:
+            raise SetupError("conntrackd is a setting of kernel nodes: set node \"kernel\"")
         self.failover = failover  # "backup" or "spread": the controller follows membership
         if steering not in ("symmetric", "asymmetric"):
             raise SetupError(f"steering {steering!r} unknown (use symmetric or asymmetric)")
@@ -261,6 +288,8 @@ class Cluster:
                "FWCLUSTER_EVENTS": os.path.join(self.run_dir, "controller.events.jsonl")}
         if self.failover and self.sync_config:
             env.update(FWCLUSTER_SYNC=self.sync_config, FWCLUSTER_FAILOVER=self.failover)
+            if self.kind == "kernel":
+                env["FWCLUSTER_COMMIT"] = self.commit
         if self.metrics_port:
             env["FWCLUSTER_METRICS"] = f"127.0.0.1:{self.metrics_port + 1}"
         self.log("controller_start", port=self.controller_port, failover=self.failover)
@@ -295,6 +324,8 @@ class Cluster:
         with os.fdopen(fd, "wb") as fh:
             fh.write(os.urandom(32))
         settings = {"mode": "none", **self.sync}
+        if self.kind == "kernel":  # what the beacon and the controller read (heartbeats)
+            settings = {k: v for k, v in settings.items() if k != "conntrackd"}
         if self.latency > 0 and settings["mode"] == "home":  # the deadline outlasts a round trip
             settings.setdefault("query_timeout", 0.05 + 2 * self.latency)
         path = os.path.join(self.run_dir, "sync.json")
@@ -303,6 +334,9 @@ class Cluster:
                        "addresses": {i: sync_ip(i) for i in range(1, self.n + 1)},
                        "key_file": key_file, "settings": settings,
                        "cluster_delay": self.latency if self.latency_via == "node" else 0.0,
+                       **({"kind": "kernel", "conntrackd": self.conntrackd_mode,
+                           "external_cache": self.external_cache}
+                          if self.kind == "kernel" else {}),
                        **({"controller": CONTROLLER_SYNC_IP} if self.failover else {})},
                       fh, indent=2)
         return path
@@ -326,9 +360,12 @@ class Cluster:
             self.log("sync_set", args=args, nodes=nodes)
         return settings
 
-    def start_node(self, name: str) -> Proc:
-        """Start the firewall node process in host ``name`` and wait until it answers."""
+    def start_node(self, name: str, restart: bool = False) -> Proc:
+        """Start the firewall node process in host ``name`` and wait until it answers
+        (``restart``: a kernel node asks the others for their state, conntrackd -n)."""
         host = self.net[name]
+        if self.kind == "kernel":
+            return self._start_kernel_node(name, host, restart)
         cmd = [sys.executable, "-m", "nodes.shell.node", "--name", name,
                "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
                "--rules", self.rules, "--run-id", self.run_id,
@@ -343,6 +380,22 @@ class Cluster:
         wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
         self._died(proc)
         self.log("node_start", node=name, pid=proc.pid)
+        return proc
+
+    def _start_kernel_node(self, name: str, host, restart: bool) -> Proc:
+        """A kernel node's agent (nodes/kernel/agent.py): bridge, nftables, conntrackd."""
+        cmd = [sys.executable, "-m", "nodes.kernel.agent", "--name", name,
+               "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
+               "--rules", self.rules, "--run-id", self.run_id, "--logs", self.logs]
+        if self.sync_config:
+            cmd += ["--sync-config", self.sync_config]
+        if restart:
+            cmd.append("--resync")
+        proc = self.spawn(name, cmd, host=host)
+        wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
+        self._died(proc)
+        self.log("node_start", node=name, pid=proc.pid, kind="kernel",
+                 conntrackd=self.conntrackd_mode)
         return proc
 
     def wait_ready(self, timeout: float = 10.0) -> None:

@@ -39,6 +39,8 @@ def leftovers(run_id: str) -> list[str]:
     bridges = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
                              text=True).stdout.split()
     found += [f"bridge {b}" for b in bridges if b in ("s1", "s2", "s3")]
+    if os.path.exists("/sys/class/net/s3"):  # the sync network: a kernel bridge
+        found.append("bridge s3 (kernel)")
     for line in subprocess.run(["ps", "-ewwo", "pid=,stat=,args="], capture_output=True,
                                text=True).stdout.splitlines():
         pid, stat, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, "Z", "")

@@ -1,0 +1,200 @@
+"""conntrackd's configuration for a kernel node, and what its outputs say. Pure.
+
+Which conntrackd mode stands for which of the seed's sync modes (README,
+"Kernel nodes"):
+
+- ``none``: no conntrackd; each node has its own conntrack table only.
+- ``ondemand`` -> FT-FW with two nodes: every state change is sent when the kernel
+  reports it (ctnetlink events), reliably (sequence numbers, acks, resend); the
+  seed's on-demand sync with every trigger on. With three or more nodes ->
+  NOTRACK: the same events, best effort. FT-FW tracks one sequence per link, and
+  on one multicast group with three nodes updates went missing here (2 of 8
+  sequential passive FTP sessions failed, their control connection on one node
+  only; NOTRACK: 8 of 8, on every node). ``conntrackd = "ftfw"`` asks for it anyway.
+- ``combined`` -> ALARM: changes are sent at once and every entry again each
+  ``RefreshTime`` (the seed's combined mode with full periodic rounds), best effort.
+- ``periodic`` -> ALARM too, the nearest conntrackd has: it is *not* the seed's
+  pure periodic mode (ALARM also sends each change at once; conntrackd has no
+  mode that only sends at intervals).
+- ``notrack`` (the ``conntrackd`` setting) -> NOTRACK: every change sent once,
+  best effort, no sequence tracking.
+
+Every mode replicates every entry to every node (one multicast group on the sync
+link: conntrackd has no backup groups) and there is no hold: what a setting
+would need of these is refused with one line (``SettingsError``).
+"""
+from __future__ import annotations
+
+import re
+
+from nodes.settings import SettingsError
+
+MODES = ("ftfw", "alarm", "notrack")
+MODE_OF = {"ondemand": "ftfw", "combined": "alarm", "periodic": "alarm"}
+GROUP, GROUP_PORT = "225.0.0.50", 3781  # conntrackd's own group (not the project's 3780)
+# settings a kernel node takes from the spec; any other one given is refused
+MEANINGFUL = {"mode", "interval", "heartbeat", "dead_after", "startup_grace", "replication",
+              "periodic"}
+
+
+def conntrackd_mode(sync: dict, n: int, explicit: str | None = None) -> str | None:
+    """The conntrackd mode for these sync settings (as given, not defaulted), or None
+    for no conntrackd; SettingsError (one line) for what conntrackd cannot mean."""
+    mode = sync.get("mode", "ondemand")
+    if explicit is not None and explicit not in MODES:
+        raise SettingsError(f"conntrackd {explicit!r}: use one of {', '.join(MODES)}")
+    if mode == "none":
+        if explicit:
+            raise SettingsError(f"conntrackd {explicit!r} with sync mode none: "
+                                "set a sync mode or leave conntrackd out")
+        return None
+    if mode not in MODE_OF:
+        raise SettingsError(f"sync mode {mode!r} has no conntrackd counterpart on kernel nodes "
+                            "(use none, ondemand, periodic or combined)")
+    extra = sorted(set(sync) - MEANINGFUL)
+    if extra:
+        name = extra[0]
+        raise SettingsError(f"sync {name} = {sync[name]!r}: conntrackd has no such setting "
+                            f"(kernel nodes replicate every entry to every node, no hold); "
+                            f"leave it out for node = \"kernel\"")
+    if sync.get("replication", "full") != "full":
+        raise SettingsError(f"sync replication {sync['replication']!r}: conntrackd sends every "
+                            f"entry to every node (k = {n - 1}); use replication \"full\" or "
+                            "leave it out for node = \"kernel\"")
+    if sync.get("periodic", "full") != "full":
+        raise SettingsError("sync periodic \"differential\": conntrackd's ALARM re-sends every "
+                            "entry; use \"full\" or leave it out for node = \"kernel\"")
+    interval = sync.get("interval", 1)
+    if (explicit or MODE_OF[mode]) == "alarm" and (interval < 1 or interval != int(interval)):
+        raise SettingsError(f"sync interval {interval}: conntrackd's RefreshTime is whole "
+                            "seconds (1 or more)")
+    if explicit:
+        return explicit
+    if mode == "ondemand" and n > 2:
+        return "notrack"  # FT-FW is a two-node protocol on one group (see above)
+    return MODE_OF[mode]
+
+
+def check_cache(mode: str | None, external_cache: bool) -> None:
+    """ALARM keeps what it hears in its external cache; only FT-FW and NOTRACK can
+    write it into the kernel table at once (DisableExternalCache on)."""
+    if mode == "alarm" and not external_cache:
+        raise SettingsError("external_cache false: conntrackd's ALARM mode always keeps the "
+                            "others' entries in its external cache (use sync ondemand, or "
+                            "external_cache true)")
+
+
+def config(mode: str, name: str, address: str, interface: str, lock: str, socket: str,
+           log: str, interval: int = 1, external_cache: bool = True) -> str:
+    """conntrackd.conf for one node: its own lock file and UNIX socket (one daemon per
+    network namespace), no systemd, multicast on the sync link, FTP expectations.
+
+    ``external_cache``: the others' entries wait in conntrackd's external cache until
+    a commit puts them into the kernel (keepalived's primary-backup setup); False:
+    they go into the kernel table as they arrive (conntrackd's multiprimary setup,
+    where any node may see any connection's packets)."""
+    check_cache(mode, external_cache)
+    cache = f"DisableExternalCache {'off' if external_cache else 'on'}"
+    body = {"ftfw": [cache],
+            "alarm": [f"RefreshTime {int(interval)}", f"CacheTimeout {max(180, 3 * int(interval))}"],
+            "notrack": ["DisableInternalCache off", cache]}[mode]
+    return "\n".join([
+        f"# conntrackd for {name} ({mode}), written by the testbed (nodes/kernel/conntrackd.py)",
+        "Sync {",
+        f"    Mode {mode.upper()} {{",
+        *(f"        {line}" for line in body),
+        "    }",
+        "    Multicast {",
+        f"        IPv4_address {GROUP}",
+        f"        Group {GROUP_PORT}",
+        f"        IPv4_interface {address}",
+        f"        Interface {interface}",
+        "        SndSocketBuffer 1249280",
+        "        RcvSocketBuffer 1249280",
+        "        Checksum on",
+        "    }",
+        "    Options {",
+        "        ExpectationSync {",
+        "            ftp",
+        "        }",
+        "    }",
+        "}",
+        "General {",
+        "    Systemd off",
+        "    HashSize 8192",
+        "    HashLimit 131072",
+        f"    LogFile {log}",
+        "    Syslog off",
+        f"    LockFile {lock}",
+        "    UNIX {",
+        f"        Path {socket}",
+        "    }",
+        "    NetlinkBufferSize 2097152",
+        "    NetlinkBufferSizeMaxGrowth 8388608",
+        "    Filter From Userspace {",
+        "        Protocol Accept {",
+        "            TCP",
+        "            UDP",
+        "            ICMP",
+        "        }",
+        "        Address Ignore {",
+        "            IPv4_address 127.0.0.1",
+        f"            IPv4_address {address.rsplit('.', 1)[0]}.0/24",
+        "        }",
+        "    }",
+        "}",
+    ]) + "\n"
+
+
+_FIELD = re.compile(r"(\w+)=(\S+)")
+_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+
+
+def parse_conntrack(listing: str) -> list[dict]:
+    """``conntrack -L`` lines as entries shaped like the Python node's dump: proto,
+    state, orig and reply (as "src:sport -> dst:dport"), timeout, assured, helper."""
+    out = []
+    for line in listing.splitlines():
+        words = line.split()
+        if len(words) < 4 or words[0] not in _PROTO:
+            continue
+        proto, timeout = _PROTO[words[0]], int(words[2])
+        state = words[3] if proto == 6 and "=" not in words[3] else \
+            ("UNREPLIED" if "[UNREPLIED]" in words else "REPLIED")
+        pairs = _FIELD.findall(line)
+        tuples, current = [], {}
+        for key, value in pairs:
+            if key in current and key in ("src", "dst", "sport", "dport", "type", "code", "id"):
+                tuples.append(current)
+                current = {}
+            current[key] = value
+        tuples.append(current)
+        orig, reply = (tuples + [{}, {}])[:2]
+        extra = {k: v for t in tuples[2:] for k, v in t.items()}
+        out.append({"proto": proto, "state": state, "timeout": timeout,
+                    "orig": _key(orig), "reply": _key(reply),
+                    "assured": "[ASSURED]" in words,
+                    "helper": (reply.get("helper") or extra.get("helper")),
+                    "owner": None})
+    return out
+
+
+def _key(t: dict) -> str:
+    if "sport" in t:
+        return f"{t.get('src')}:{t['sport']} -> {t.get('dst')}:{t.get('dport')}"
+    return f"{t.get('src')} -> {t.get('dst')}"
+
+
+def parse_stats(text: str) -> dict:
+    """``conntrackd -s`` as {section: {counter: value}} (its numbers, as it names them)."""
+    out: dict[str, dict[str, int]] = {}
+    section = "general"
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith(" ") and line.rstrip().endswith(":"):
+            section = line.strip().rstrip(":")
+            continue
+        for name, value in re.findall(r"([A-Za-z][\w \-]*?):\s+(\d+)", line):
+            out.setdefault(section, {})[name.strip().replace(" ", "_")] = int(value)
+    return out

@@ -1,0 +1,120 @@
+"""A rule file (nodes/rules.py) as an nftables ruleset, with the Python node's meaning.
+
+The gateway engine decides a connection's opening by the first matching rule
+and lets the rest of the connection through by its entry; everything else is
+dropped. Here::
+
+    ct state established,related accept        the entry (or an FTP expectation)
+    ct state invalid drop                      "invalid" (e.g. an echo reply alone)
+    a TCP opening that is not a bare SYN: drop "tcp_no_entry" (as tcp_loose=0)
+    the rules, first match wins; ``helper=ftp`` attaches the kernel's FTP helper
+    drop                                       "policy" (the implicit final deny)
+
+Frames other than IPv4 and ARP are dropped in the bridge family ("ethertype"),
+as the Python node drops them. Every drop goes through a named counter, so the
+node's drops are counted by reason as far as nftables counts them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from nodes.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from nodes.rules import Rule, RuleSet
+
+TABLE = "fwcluster"  # inet: the stateful filter
+L2_TABLE = "fwcluster_l2"  # bridge: what is not IPv4 or ARP
+HELPER = "ftp-standard"
+DROPS = ("invalid", "tcp_no_entry", "policy")  # drop reasons of the inet table
+PREFIX = "drop_"  # a drop's counter is drop_REASON ("policy" alone is a keyword of nft)
+NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp"}
+
+
+def _net(net: int, mask: int) -> str | None:
+    if mask == 0:
+        return None
+    plen = bin(mask).count("1")
+    return str(ipaddress.ip_network((net, plen)))
+
+
+def _ports(rule: Rule) -> str | None:
+    if rule.dport_lo == 0 and rule.dport_hi == 65535:
+        return None
+    if rule.dport_lo == rule.dport_hi:
+        return str(rule.dport_lo)
+    return f"{rule.dport_lo}-{rule.dport_hi}"
+
+
+def rule_lines(rule: Rule) -> list[str]:
+    """The nft rule(s) of one line of the rule file."""
+    match = []
+    src, dst = _net(rule.src_net, rule.src_mask), _net(rule.dst_net, rule.dst_mask)
+    if src:
+        match.append(f"ip saddr {src}")
+    if dst:
+        match.append(f"ip daddr {dst}")
+    ports = _ports(rule)
+    if rule.action == "accept":
+        verdict = (f'ct helper set "{HELPER}" ' if rule.helper == "ftp" else "") + \
+            f'counter name "rule_{rule.lineno}" accept'
+    else:
+        verdict = f'counter name "{PREFIX}policy" drop'
+    if rule.proto in (PROTO_TCP, PROTO_UDP):
+        proto = NAMES[rule.proto]
+        return [" ".join(match + [f"meta l4proto {proto}"] +
+                         ([f"{proto} dport {ports}"] if ports else []) + [verdict])]
+    if rule.proto is not None:  # ICMP or a protocol number: ports do not apply
+        return [" ".join(match + [f"meta l4proto {NAMES.get(rule.proto, rule.proto)}", verdict])]
+    if ports is None:
+        return [" ".join(match + [verdict])]
+    # any protocol with ports: the ports bind TCP and UDP only, as in RuleSet.match
+    return [" ".join(match + ["meta l4proto { tcp, udp }", f"th dport {ports}", verdict]),
+            " ".join(match + ["meta l4proto != { tcp, udp }", verdict])]
+
+
+def counters(rules: RuleSet) -> list[str]:
+    return [PREFIX + d for d in DROPS] + [f"rule_{r.lineno}" for r in rules.rules
+                                          if r.action == "accept"]
+
+
+def ruleset(rules: RuleSet) -> str:
+    """The whole ruleset, for ``nft -f``: it replaces the node's tables at once."""
+    lines = [f"table inet {TABLE}", f"delete table inet {TABLE}",
+             f"table bridge {L2_TABLE}", f"delete table bridge {L2_TABLE}",
+             f"table inet {TABLE} {{",
+             f'    ct helper {HELPER} {{ type "ftp" protocol tcp; l3proto ip; }}']
+    lines += [f"    counter {name} {{ }}" for name in counters(rules)]
+    lines += ["    chain forward {",
+              "        type filter hook forward priority filter; policy drop;",
+              "        ct state established,related accept",
+              f'        ct state invalid counter name "{PREFIX}invalid" drop',
+              "        meta l4proto tcp tcp flags & (fin | syn | rst | ack) != syn"
+              f' counter name "{PREFIX}tcp_no_entry" drop']
+    for rule in rules.rules:
+        lines += [f"        {line}  # line {rule.lineno}: {rule.text}" for line in rule_lines(rule)]
+    lines += [f'        counter name "{PREFIX}policy" drop', "    }", "}",
+              f"table bridge {L2_TABLE} {{",
+              f"    counter {PREFIX}ethertype {{ }}",
+              "    chain forward {",
+              "        type filter hook forward priority filter; policy accept;",
+              "        ether type { ip, arp } accept",
+              f'        counter name "{PREFIX}ethertype" drop',
+              "    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def drops(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Packets dropped by reason, from ``read_counters``."""
+    return {name[len(PREFIX):]: c["packets"] for name, c in counts.items()
+            if name.startswith(PREFIX)}
+
+
+def read_counters(listing: str) -> dict[str, dict[str, int]]:
+    """``nft -j list counters`` output as {name: {"packets": n, "bytes": n}}."""
+    out = {}
+    for item in json.loads(listing).get("nftables", []):
+        counter = item.get("counter")
+        if counter and counter.get("table") in (TABLE, L2_TABLE):
+            out[counter["name"]] = {"packets": counter.get("packets", 0),
+                                    "bytes": counter.get("bytes", 0)}
+    return out

@@ -1,0 +1,118 @@
+"""Kernel nodes (issue 15): nftables + conntrack + conntrackd in the same testbed,
+with the same rule file, traffic and faults as the Python nodes."""
+import sys
+
+import pytest
+
+from experiments.workload import run_ftp, start_ftp_servers
+from experiments.files import make_files
+from tests.integration.test_failover import controller_events, download, finish
+from topo import faults
+from topo.addresses import client_ip, server_ip
+from topo.errors import SetupError
+from topo.procs import wait_until
+
+pytestmark = pytest.mark.mininet
+MODES = ["active", "passive", "eprt", "epsv"]
+
+PROBE = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.settimeout(1.0)
+try:
+    s.connect((host, port)); print("connected")
+except ConnectionRefusedError:
+    print("refused")  # the SYN went through, nothing listens: a RST came back
+except OSError:
+    print("timeout")  # dropped
+"""
+
+
+def probe(cluster, src: str, dst: str, port: int) -> str:
+    proc = cluster.net[src].popen([sys.executable, "-c", PROBE, dst, str(port)])
+    return proc.communicate(timeout=10)[0].decode().strip()
+
+
+def verdicts(cluster, tmp_path) -> dict:
+    root = tmp_path / "ftp"
+    make_files(str(root), 1, 1000, seed=1)
+    start_ftp_servers(cluster, str(root))
+    ping = cluster.net["c1"].cmd("ping -c1 -W1", server_ip(1), ">/dev/null && echo ok || echo no")
+    return {"ftp": probe(cluster, "c1", server_ip(1), 21),
+            "allowed_port_closed": probe(cluster, "c1", server_ip(1), 5001),
+            "denied_port": probe(cluster, "c1", server_ip(1), 22),
+            "inside_out": probe(cluster, "srv1", client_ip(1), 21),
+            "ping": ping.strip()}
+
+
+def test_the_same_rule_file_gives_the_same_verdicts_on_both_kinds(cluster_factory, tmp_path):
+    seen = {}
+    for kind in ("python", "kernel"):
+        cluster = cluster_factory(n=1, node=kind)
+        seen[kind] = verdicts(cluster, tmp_path / kind)
+        cluster.stop()
+    assert seen["python"] == seen["kernel"] == {
+        "ftp": "connected", "allowed_port_closed": "refused", "denied_port": "timeout",
+        "inside_out": "timeout", "ping": "ok"}
+
+
+def sessions(cluster, tmp_path, n=16):
+    records = run_ftp(cluster, str(tmp_path), n, MODES, 20000, 2, 4, 6, 1)
+    return [r["outcome"] for r in records]
+
+
+def test_without_sync_data_connections_on_other_nodes_fail(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, node="kernel")
+    outcomes = sessions(cluster, tmp_path)
+    assert 0 < outcomes.count("ok") < len(outcomes)  # as with Python nodes (no state there)
+    stats = {n: cluster.ask(n, "stats") for n in cluster.node_names()}
+    assert all(s["kind"] == "kernel" and s["conntrackd"] is None for s in stats.values())
+    # the data connections' SYNs met a node without the expectation: the final deny
+    assert sum(s["drops"].get("policy", 0) for s in stats.values()) > 0
+
+
+@pytest.mark.parametrize("n,conntrackd", [(2, "ftfw"), (3, "notrack")])
+def test_with_conntrackd_every_session_succeeds(cluster_factory, tmp_path, n, conntrackd):
+    """Entries go into every node's kernel as they arrive (external_cache False, the
+    multiprimary setup), expectations too (ExpectationSync): a data connection that
+    lands on another node finds its expectation there, or TCP retries its SYN."""
+    cluster = cluster_factory(n=n, node="kernel", sync={"mode": "ondemand"},
+                              conntrackd=conntrackd, external_cache=False)
+    assert all(o == "ok" for o in sessions(cluster, tmp_path))
+    dump = cluster.ask("fw2", "dump")
+    assert any(e["helper"] == "ftp" for e in dump["entries"])  # the control connections
+    assert cluster.ask("fw1", "stats")["sync"]["conntrackd"]["cache internal"]
+
+
+@pytest.mark.parametrize("commit,survives", [("before_steer", True), ("never", False)])
+def test_a_crash_of_the_carrier_with_commit(cluster_factory, tmp_path, commit, survives):
+    """keepalived's way: the backup commits conntrackd's external cache into its kernel
+    (conntrackd -c) before the dead node's traffic is moved to it. Without the commit
+    the backup has no entry for the download and drops it."""
+    cluster = cluster_factory(n=2, node="kernel", sync={"mode": "ondemand"}, failover="backup",
+                              commit=commit)
+    client, out = download(cluster, tmp_path, attempts=8)  # data on its control's node
+    carrier = wait_until(lambda: next((n for n in cluster.node_names() if any(
+        e["proto"] == 6 and e["state"] == "ESTABLISHED" and not e["orig"].endswith(":21")
+        for e in cluster.ask(n, "dump")["entries"])), None), 5, "the download's node")
+    faults.crash(cluster, carrier)
+    record = finish(client, out)
+    (down,) = [e for e in controller_events(cluster) if e["event"] == "node_down"]
+    assert down["node"] == carrier and down["commit"] == commit
+    if survives:
+        assert record["outcome"] == "ok", record  # every byte, checksum verified
+        (heir,) = down["commit_ms"]
+        assert down["commit_ms"][heir] is not None  # the commit was done before steering
+    else:
+        assert record["outcome"] != "ok"
+
+
+def test_what_a_kernel_node_cannot_do_is_refused_in_one_line(cluster_factory):
+    with pytest.raises(SetupError, match="conntrackd sends every entry to every node"):
+        cluster_factory(n=3, node="kernel", sync={"mode": "ondemand", "replication": "backup"})
+    with pytest.raises(SetupError, match="sync hold"):
+        cluster_factory(n=3, node="kernel", sync={"mode": "ondemand", "hold": True})
+    cluster = cluster_factory(n=2, node="kernel", sync={"mode": "ondemand"}, failover="backup")
+    with pytest.raises(SetupError, match="hang: not on kernel nodes"):
+        faults.hang(cluster, "fw1")
+    assert "not on a kernel node" in cluster.ask("fw1", "set mode=periodic")["error"]

@@ -1,0 +1,127 @@
+"""Kernel nodes' pure parts: the rule file as nftables, conntrackd's config and
+outputs, the controller's commit messages."""
+import json
+
+import pytest
+
+from controller.commit import Commits, check_order
+from nodes import syncproto as sp
+from nodes.kernel import conntrackd as ctd
+from nodes.kernel import nft
+from nodes.rules import RuleSet
+from nodes.settings import SettingsError
+
+RULES = RuleSet.from_text("10.0.0.0/25 10.0.0.192/26 tcp 21 accept helper=ftp\n"
+                          "any 10.0.0.201 udp 53 accept\n"
+                          "10.0.0.0/24 any any 1024-65535 drop\n"
+                          "any any icmp any accept\n")
+
+
+def test_the_rule_file_becomes_the_same_decisions_in_nftables():
+    text = nft.ruleset(RULES)
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert ("ip saddr 10.0.0.0/25 ip daddr 10.0.0.192/26 meta l4proto tcp tcp dport 21 "
+            'ct helper set "ftp-standard" counter name "rule_1" accept') in lines
+    assert 'ip daddr 10.0.0.201/32 meta l4proto udp udp dport 53 counter name "rule_2" accept' \
+        in lines
+    # any protocol with ports: the ports bind TCP and UDP only, as RuleSet.match does
+    assert ('ip saddr 10.0.0.0/24 meta l4proto { tcp, udp } th dport 1024-65535 '
+            'counter name "drop_policy" drop') in lines
+    assert 'ip saddr 10.0.0.0/24 meta l4proto != { tcp, udp } counter name "drop_policy" drop' \
+        in lines
+    order = [lines.index(x) for x in ("ct state established,related accept",
+                                      'ct state invalid counter name "drop_invalid" drop',
+                                      'counter name "drop_policy" drop')]
+    assert order == sorted(order)  # state first, the rules, then the final deny
+    assert lines.index('counter name "drop_policy" drop') > lines.index(
+        'meta l4proto icmp counter name "rule_4" accept')
+    assert "policy drop;" in text and "ether type { ip, arp } accept" in text
+
+
+def test_nft_counters_are_read_by_reason():
+    listing = json.dumps({"nftables": [
+        {"metainfo": {}},
+        {"counter": {"family": "inet", "table": "fwcluster", "name": "drop_policy",
+                     "packets": 7, "bytes": 420}},
+        {"counter": {"family": "inet", "table": "fwcluster", "name": "rule_1",
+                     "packets": 3, "bytes": 180}},
+        {"counter": {"family": "bridge", "table": "fwcluster_l2", "name": "drop_ethertype",
+                     "packets": 2, "bytes": 140}},
+        {"counter": {"family": "inet", "table": "other", "name": "drop_policy", "packets": 99}}]})
+    counts = nft.read_counters(listing)
+    assert nft.drops(counts) == {"policy": 7, "ethertype": 2}
+    assert counts["rule_1"]["packets"] == 3
+
+
+def test_sync_modes_map_to_conntrackd_modes_and_the_rest_is_refused():
+    assert ctd.conntrackd_mode({"mode": "none"}, 3) is None
+    assert ctd.conntrackd_mode({"mode": "ondemand"}, 2) == "ftfw"
+    assert ctd.conntrackd_mode({"mode": "ondemand"}, 3) == "notrack"  # FT-FW lost updates
+    assert ctd.conntrackd_mode({"mode": "ondemand"}, 3, "ftfw") == "ftfw"
+    assert ctd.conntrackd_mode({"mode": "periodic", "interval": 2}, 3) == "alarm"
+    assert ctd.conntrackd_mode({"mode": "combined"}, 3) == "alarm"
+    for sync, what in (({"mode": "home"}, "no conntrackd counterpart"),
+                       ({"mode": "ondemand", "hold": True}, "sync hold"),
+                       ({"mode": "ondemand", "k": 1}, "sync k"),
+                       ({"mode": "ondemand", "replication": "backup"}, "every entry to every node"),
+                       ({"mode": "periodic", "interval": 0.5}, "whole seconds"),
+                       ({"mode": "periodic", "periodic": "differential"}, "re-sends every entry")):
+        with pytest.raises(SettingsError, match=what) as err:
+            ctd.conntrackd_mode(sync, 3)
+        assert "\n" not in str(err.value)
+    with pytest.raises(SettingsError, match="use one of ftfw, alarm, notrack"):
+        ctd.conntrackd_mode({"mode": "ondemand"}, 3, "ftfp")
+    with pytest.raises(SettingsError, match="external cache"):
+        ctd.check_cache("alarm", False)
+
+
+def test_conntrackd_config_is_one_daemon_per_namespace_on_the_sync_link():
+    conf = ctd.config("ftfw", "fw2", "10.0.1.2", "fw2-eth2", "/run/x/fw2.lock",
+                      "/run/x/fw2.sock", "/tmp/fw2.log", external_cache=False)
+    for line in ("Mode FTFW {", "DisableExternalCache on", "IPv4_interface 10.0.1.2",
+                 "Interface fw2-eth2", f"Group {ctd.GROUP_PORT}", "LockFile /run/x/fw2.lock",
+                 "Path /run/x/fw2.sock", "Systemd off", "ExpectationSync {",
+                 "IPv4_address 10.0.1.0/24"):
+        assert line in conf, line
+    alarm = ctd.config("alarm", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g", interval=3)
+    assert "RefreshTime 3" in alarm and "DisableExternalCache" not in alarm
+
+
+def test_conntrack_listing_becomes_entries():
+    listing = (
+        "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.201 sport=40000 dport=21 "
+        "src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000 [ASSURED] mark=0 helper=ftp use=1\n"
+        "udp      17 29 src=10.0.1.1 dst=225.0.0.50 sport=5 dport=3781 [UNREPLIED] "
+        "src=225.0.0.50 dst=10.0.1.1 sport=3781 dport=5 mark=0 use=1\n"
+        "conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.\n")
+    tcp, udp = ctd.parse_conntrack(listing)
+    assert tcp == {"proto": 6, "state": "ESTABLISHED", "timeout": 431999,
+                   "orig": "10.0.0.1:40000 -> 10.0.0.201:21",
+                   "reply": "10.0.0.201:21 -> 10.0.0.1:40000", "assured": True,
+                   "helper": "ftp", "owner": None}
+    assert udp["state"] == "UNREPLIED" and not udp["assured"]
+
+
+def test_conntrackd_stats_are_read_by_section():
+    text = ("cache internal:\ncurrent active connections:\t           4\n"
+            "connections created:\t\t           9\tfailed:\t           0\n\n"
+            "external inject:\nconnections created:\t\t           2\tfailed:\t           1\n")
+    stats = ctd.parse_stats(text)
+    assert stats["cache internal"]["current_active_connections"] == 4
+    assert stats["external inject"] == {"connections_created": 2, "failed": 1}
+
+
+def test_a_commit_answer_counts_once_and_only_for_this_controller():
+    key = b"k" * 32
+    commits = Commits(key, boot=77)
+    request = sp.decode(commits.request(2), key)
+    assert (request.type, request.receiver, request.seq) == (sp.COMMIT, 2, 1)
+    done = sp.encode(sp.Message(sp.COMMIT_DONE, 2, 0, 5, 1, to_boot=77, query=0), key)
+    assert commits.answered(done) == (2, 0)
+    assert commits.answered(done) is None  # a duplicate (or replay) is no answer
+    commits.request(2)
+    other = sp.encode(sp.Message(sp.COMMIT_DONE, 2, 0, 5, 2, to_boot=78, query=0), key)
+    assert commits.answered(other) is None  # for another incarnation of the controller
+    assert commits.answered(b"\0" * 60) is None
+    with pytest.raises(ValueError, match="use one of before_steer, after_steer, never"):
+        check_order("first")
