@@ -18,9 +18,10 @@ demo: setup
 # The interactive cluster for labs (docs/labs/): NODES, SYNC, and any other
 # fwcluster cli option in ARGS (e.g. ARGS="--capture sync --metrics-port 9810").
 NODES ?= 3
+NODE ?= python
 SYNC ?= ondemand
 cli: setup
-	@$(VENV)/bin/fwcluster cli --nodes $(NODES) --sync $(SYNC) $(ARGS)
+	@$(VENV)/bin/fwcluster cli --nodes $(NODES) --node $(NODE) --sync $(SYNC) $(ARGS)
 
 test: setup
 	@echo "make test: unit tests, then integration tests under Mininet"

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="sync mode at start: none, periodic, ondemand, combined, auto, home")
     p_cli.add_argument("--failover", default="backup", choices=("backup", "spread", "none"),
                        help="how the switches follow membership (none: they do not)")
+    p_cli.add_argument("--node", default="python", choices=("python", "kernel"),
+                       help="python nodes, or kernel nodes (nftables + conntrackd)")
     p_cli.add_argument("--clients", type=int, default=2)
     p_cli.add_argument("--servers", type=int, default=2)
     p_cli.add_argument("--rules", default="experiments/rules/ftp.rules")

@@ -101,6 +101,24 @@ class Progress:
               f"({elapsed:.0f}s elapsed{eta})", flush=True)
 
 
+def kernel_options(cl: dict) -> dict:
+    """The Cluster options of a spec's [cluster] for its kind of node."""
+    if cl.get("node", "python") != "kernel":
+        return {}
+    return {"node": "kernel", "commit": cl["commit"], "external_cache": cl["external_cache"],
+            "conntrackd": None if cl["conntrackd"] == "auto" else cl["conntrackd"]}
+
+
+def cluster_sync(cl: dict) -> dict:
+    """The sync settings for the cluster runner; kernel nodes get the mode and what
+    differs from the defaults (conntrackd refuses what it cannot mean)."""
+    sync = specs.cluster_sync(cl)
+    if cl.get("node", "python") != "kernel":
+        return sync
+    from nodes.kernel.conntrackd import given
+    return given(sync)
+
+
 def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> list[dict]:
     """Bring up one cluster, run the traffic, collect, tear down.
 
@@ -121,11 +139,11 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
     progress(f"{point.name}: starting {topo['nodes']} node(s)")
     with Cluster(out, cl["rules"], n=topo["nodes"], clients=topo["clients"],
                  servers=topo["servers"], run_id=f"fwc-{os.getpid()}", log=log,
-                 sync=specs.cluster_sync(cl),
+                 sync=cluster_sync(cl),
                  failover=None if cl["failover"] == "none" else cl["failover"],
                  steering=cl["steering"], latency=cl["latency_ms"] / 1000,
                  latency_via=cl["latency_via"], capture=cl["capture"],
-                 checksum=cl["checksum"]) as cluster:
+                 checksum=cl["checksum"], **kernel_options(cl)) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         switches = ["s1", "s2", "s3"]
         drops_before = fidelity.switch_drops(switches)

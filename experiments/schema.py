@@ -54,6 +54,17 @@ class Cluster(SyncSettings):
                            "change state, as nf_conntrack_checksum (false: trust them)")
     capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
                                'interfaces such as "c1-eth0" (pcap files per point)')
+    node: Literal["python", "kernel"] = Field(
+        "python", description="python: the testbed's nodes; kernel: nftables + conntrack + "
+        "conntrackd (nodes/kernel/)")
+    commit: Literal["before_steer", "after_steer", "never"] = Field(
+        "before_steer", description="kernel nodes: when the controller has the nodes taking a "
+        "failed node's traffic commit conntrackd's external cache")
+    conntrackd: Literal["ftfw", "alarm", "notrack", "auto"] = Field(
+        "auto", description="kernel nodes: conntrackd's mode (auto: from the sync mode)")
+    external_cache: bool = Field(True, description="kernel nodes: the others' entries wait in "
+                                 "conntrackd's external cache for a commit (false: into the "
+                                 "kernel at once, the multiprimary setup)")
 
     @field_validator("capture")
     @classmethod

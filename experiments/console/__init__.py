@@ -164,11 +164,13 @@ def main_console(args) -> int:
     sync = {"mode": args.sync} if args.sync != "none" else {}
     with Cluster(run_dir, args.rules, n=args.nodes, clients=args.clients, servers=args.servers,
                  sync=sync, failover=None if args.failover == "none" else args.failover,
-                 capture=args.capture, metrics_port=args.metrics_port) as cluster:
+                 capture=args.capture, metrics_port=args.metrics_port,
+                 node=getattr(args, "node", "python")) as cluster:
         root = os.path.join(cluster.run_dir, "ftp-root")
         files = write_files(root, FILES, seed=1)
         start_ftp_servers(cluster, root)
-        print(f"fwcluster: {args.nodes} firewall node(s) fw1..fw{args.nodes}, sync {args.sync}, "
+        print(f"fwcluster: {args.nodes} {getattr(args, 'node', 'python')} firewall node(s) "
+              f"fw1..fw{args.nodes}, sync {args.sync}, "
               f"failover {args.failover}; clients c1..c{args.clients} outside, servers "
               f"srv1..srv{args.servers} inside")
         print(f"fwcluster: logs, events and captures in {cluster.run_dir}")

@@ -71,7 +71,8 @@ def set_up(outside: str, inside: str, ruleset: str) -> None:
     for key, value in (("net.bridge.bridge-nf-call-iptables", "1"),
                        ("net.bridge.bridge-nf-call-ip6tables", "0"),
                        ("net.bridge.bridge-nf-call-arptables", "0"),
-                       ("net.netfilter.nf_conntrack_tcp_loose", "0")):
+                       ("net.netfilter.nf_conntrack_tcp_loose", "0"),
+                       ("net.netfilter.nf_conntrack_acct", "1")):  # packets and bytes
         try:
             with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as fh:
                 fh.write(value)
@@ -227,6 +228,9 @@ class Agent:
             drops = nft.drops(counts)
             stats = {"node": self.name, "kind": "kernel", "pid": os.getpid(),
                      "entries": self.kernel_entries(), "drops": drops,
+                     "expectations": len(ctd.parse_expectations(
+                         sh("conntrack", "-L", "expect", check=False))),
+                     "held_connections": 0,  # conntrackd has no hold
                      "accepted_by_rule": {n: c["packets"] for n, c in counts.items()
                                           if n.startswith("rule_")},
                      "counters": dict(self.counters), "conntrackd": self.mode,
@@ -253,10 +257,13 @@ class Agent:
             return len(ctd.parse_conntrack(sh("conntrack", "-L", check=False)))
 
     def dump_parts(self):
-        entries = ctd.parse_conntrack(sh("conntrack", "-L", check=False))
+        """conntrack -L and conntrack -L expect in this namespace: the kernel's table (a
+        node's own entries and, without an external cache, the others' too)."""
+        entries = ctd.parse_conntrack(sh("conntrack", "-L", check=False), self.name)
+        expectations = ctd.parse_expectations(sh("conntrack", "-L", "expect", check=False),
+                                              self.name)
         yield json.dumps({"node": self.name, "kind": "kernel", "entries": entries,
-                          "expectations": sh("conntrack", "-L", "expect",
-                                             check=False).splitlines(), "common": []})
+                          "expectations": expectations, "common": []})
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:

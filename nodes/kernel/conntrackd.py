@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from nodes.settings import SettingsError
+from nodes.settings import SettingsError, SyncSettings
 
 MODES = ("ftfw", "alarm", "notrack")
 MODE_OF = {"ondemand": "ftfw", "combined": "alarm", "periodic": "alarm"}
@@ -35,6 +35,14 @@ GROUP, GROUP_PORT = "225.0.0.50", 3781  # conntrackd's own group (not the projec
 # settings a kernel node takes from the spec; any other one given is refused
 MEANINGFUL = {"mode", "interval", "heartbeat", "dead_after", "startup_grace", "replication",
               "periodic"}
+
+
+def given(full: dict) -> dict:
+    """Of a full set of sync settings (a spec's, every field filled in), the mode and
+    those that differ from their defaults: what ``conntrackd_mode`` judges."""
+    defaults = SyncSettings().as_dict()
+    return {k: v for k, v in full.items()
+            if k == "mode" or (k in defaults and v != defaults[k])}
 
 
 def conntrackd_mode(sync: dict, n: int, explicit: str | None = None) -> str | None:
@@ -146,13 +154,32 @@ def config(mode: str, name: str, address: str, interface: str, lock: str, socket
     ]) + "\n"
 
 
-_FIELD = re.compile(r"(\w+)=(\S+)")
+_FIELD = re.compile(r"(\w+(?:-\w+)?)=(\S+)")
 _PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+_TUPLE = ("src", "dst", "sport", "dport", "type", "code", "id")
 
 
-def parse_conntrack(listing: str) -> list[dict]:
-    """``conntrack -L`` lines as entries shaped like the Python node's dump: proto,
-    state, orig and reply (as "src:sport -> dst:dport"), timeout, assured, helper."""
+def _tuples(line: str) -> list[dict]:
+    """The key=value fields of one line, split into tuples where a tuple field repeats."""
+    tuples, current = [], {}
+    for key, value in _FIELD.findall(line):
+        if key in current and key in _TUPLE:
+            tuples.append(current)
+            current = {}
+        current[key] = value
+    return tuples + [current]
+
+
+def _key(name: str, t: dict) -> str:
+    """One direction as the Python node's dump prints it (nodes/packet.py key_str)."""
+    return (f"{name} src={t.get('src')} dst={t.get('dst')} sport={t.get('sport', t.get('id', 0))}"
+            f" dport={t.get('dport', t.get('type', 0))}")
+
+
+def parse_conntrack(listing: str, node: str | None = None) -> list[dict]:
+    """``conntrack -L`` lines as entries shaped like the Python node's dump (state,
+    orig, reply, timeout, packets and bytes per direction with nf_conntrack_acct,
+    helper; owner: the node whose kernel holds it)."""
     out = []
     for line in listing.splitlines():
         words = line.split()
@@ -161,28 +188,34 @@ def parse_conntrack(listing: str) -> list[dict]:
         proto, timeout = _PROTO[words[0]], int(words[2])
         state = words[3] if proto == 6 and "=" not in words[3] else \
             ("UNREPLIED" if "[UNREPLIED]" in words else "REPLIED")
-        pairs = _FIELD.findall(line)
-        tuples, current = [], {}
-        for key, value in pairs:
-            if key in current and key in ("src", "dst", "sport", "dport", "type", "code", "id"):
-                tuples.append(current)
-                current = {}
-            current[key] = value
-        tuples.append(current)
-        orig, reply = (tuples + [{}, {}])[:2]
-        extra = {k: v for t in tuples[2:] for k, v in t.items()}
+        orig, reply, *_ = _tuples(line) + [{}, {}]
+        helper = reply.get("helper") or orig.get("helper")
         out.append({"proto": proto, "state": state, "timeout": timeout,
-                    "orig": _key(orig), "reply": _key(reply),
-                    "assured": "[ASSURED]" in words,
-                    "helper": (reply.get("helper") or extra.get("helper")),
-                    "owner": None})
+                    "orig": _key(words[0], orig), "reply": _key(words[0], reply),
+                    "packets": [int(orig.get("packets", 0)), int(reply.get("packets", 0))],
+                    "bytes": [int(orig.get("bytes", 0)), int(reply.get("bytes", 0))],
+                    "assured": "[ASSURED]" in words, "helper": helper, "related_to": None,
+                    "owner": node})
     return out
 
 
-def _key(t: dict) -> str:
-    if "sport" in t:
-        return f"{t.get('src')}:{t['sport']} -> {t.get('dst')}:{t.get('dport')}"
-    return f"{t.get('src')} -> {t.get('dst')}"
+def parse_expectations(listing: str, node: str | None = None) -> list[dict]:
+    """``conntrack -L expect`` lines shaped like the Python node's expectations."""
+    out = []
+    for line in listing.splitlines():
+        words = line.split()
+        if not words or not words[0].isdigit():
+            continue
+        fields: dict = {}
+        for key, value in _FIELD.findall(line):
+            fields.setdefault(key, value)  # the first of each name: the expected tuple
+        master = re.search(r"master-src=(\S+) master-dst=(\S+) sport=(\d+) dport=(\d+)", line)
+        out.append({"timeout": int(words[0]), "proto": int(fields.get("proto", 6)),
+                    "src": fields.get("src"), "dst": fields.get("dst"),
+                    "dport": int(fields.get("dport", 0)), "helper": fields.get("helper"),
+                    "master": (f"tcp src={master[1]} dst={master[2]} sport={master[3]} "
+                               f"dport={master[4]}") if master else None, "owner": node})
+    return out
 
 
 def parse_stats(text: str) -> dict:

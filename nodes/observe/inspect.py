@@ -63,7 +63,12 @@ def format_stats(s: dict) -> str:
     lines.append("  counters:")
     lines += [f"    {k:<26}{v:>10}" for k, v in sorted(s["counters"].items())]
     sync = s.get("sync")
-    if sync:
+    if sync and s.get("kind") == "kernel":  # conntrackd -s, as it names its numbers
+        lines.append(f"  sync: conntrackd {sync['mode']}")
+        for section, numbers in sync.get("conntrackd", {}).items():
+            lines.append(f"    {section}:")
+            lines += [f"      {k:<34}{v:>10}" for k, v in numbers.items()]
+    elif sync:
         backups = ", ".join(f"fw{b}" for b in sync["backups"]) or "none"
         lines += [f"  sync: mode {sync['mode']}, alive {sync['alive']}, backed up by {backups}",
                   f"    entries owned / backup / common: {sync['entries_owned']} / "

@@ -87,19 +87,35 @@ def test_conntrackd_config_is_one_daemon_per_namespace_on_the_sync_link():
     assert "RefreshTime 3" in alarm and "DisableExternalCache" not in alarm
 
 
-def test_conntrack_listing_becomes_entries():
+def test_conntrack_listing_becomes_entries_shaped_like_the_python_dump():
     listing = (
         "tcp      6 431999 ESTABLISHED src=10.0.0.1 dst=10.0.0.201 sport=40000 dport=21 "
-        "src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000 [ASSURED] mark=0 helper=ftp use=1\n"
-        "udp      17 29 src=10.0.1.1 dst=225.0.0.50 sport=5 dport=3781 [UNREPLIED] "
-        "src=225.0.0.50 dst=10.0.1.1 sport=3781 dport=5 mark=0 use=1\n"
+        "packets=5 bytes=300 src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000 packets=4 "
+        "bytes=400 [ASSURED] mark=0 helper=ftp use=1\n"
+        "udp      17 29 src=10.0.1.1 dst=225.0.0.50 sport=5 dport=3781 packets=1 bytes=9 "
+        "[UNREPLIED] src=225.0.0.50 dst=10.0.1.1 sport=3781 dport=5 packets=0 bytes=0 mark=0\n"
         "conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.\n")
-    tcp, udp = ctd.parse_conntrack(listing)
+    tcp, udp = ctd.parse_conntrack(listing, "fw1")
     assert tcp == {"proto": 6, "state": "ESTABLISHED", "timeout": 431999,
-                   "orig": "10.0.0.1:40000 -> 10.0.0.201:21",
-                   "reply": "10.0.0.201:21 -> 10.0.0.1:40000", "assured": True,
-                   "helper": "ftp", "owner": None}
+                   "orig": "tcp src=10.0.0.1 dst=10.0.0.201 sport=40000 dport=21",
+                   "reply": "tcp src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000",
+                   "packets": [5, 4], "bytes": [300, 400], "assured": True, "helper": "ftp",
+                   "related_to": None, "owner": "fw1"}
     assert udp["state"] == "UNREPLIED" and not udp["assured"]
+    from nodes.observe.inspect import format_entry
+    assert "packets=5 bytes=300" in format_entry(tcp) and "owner=fw1" in format_entry(tcp)
+
+
+def test_conntrack_expectations_become_expectations():
+    listing = ("299 proto=6 src=10.0.0.201 dst=10.0.0.1 sport=0 dport=33367 "
+               "mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 "
+               "master-src=10.0.0.1 master-dst=10.0.0.201 sport=57640 dport=21 class=0 "
+               "helper=ftp\nconntrack v1.4.7 (conntrack-tools): 1 expectations have been shown.\n")
+    (x,) = ctd.parse_expectations(listing, "fw2")
+    assert x == {"timeout": 299, "proto": 6, "src": "10.0.0.201", "dst": "10.0.0.1",
+                 "dport": 33367, "helper": "ftp",
+                 "master": "tcp src=10.0.0.1 dst=10.0.0.201 sport=57640 dport=21",
+                 "owner": "fw2"}
 
 
 def test_conntrackd_stats_are_read_by_section():
