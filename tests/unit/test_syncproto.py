@@ -62,7 +62,7 @@ def reframe(body: bytes) -> bytes:
     (good()[:40] + bytes([good()[40] ^ 1]) + good()[41:], "bad_mac"),  # a flipped bit
     (good()[:17] + bytes([good()[17] ^ 1]) + good()[18:], "bad_mac"),  # another receiver
     (sp.encode(sp.Message(sp.DATA, 2, 3, 9, 1, 0, RECORDS[:2]), b"other key"), "bad_mac"),
-    (reframe(good()[:2] + bytes([sp.VERSION, 7]) + good()[4:-sp.MAC_LEN]), "bad_type"),
+    (reframe(good()[:2] + bytes([sp.VERSION, 99]) + good()[4:-sp.MAC_LEN]), "bad_type"),
     (reframe(sp.HEADER.pack(sp.MAGIC, sp.VERSION, sp.DATA, 2, 3, 9, 0, 1, 0, 3, 0) + b"\x01\x00\x09"),
      "bad_record"),
     (reframe(sp.HEADER.pack(sp.MAGIC, sp.VERSION, sp.DATA, 2, 3, 9, 0, 1, 0, 3, 0) + b"\x63\x00\x00"),
