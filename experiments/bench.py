@@ -112,13 +112,13 @@ def dataplane(seconds: float, out_dir: str) -> dict:
         with open(rules, "w") as fh:
             fh.write(RULES)
         node = {variant: through_node(rules, out_dir, seconds, variant)
-                for variant in ("ring", "socket")}
+                for variant in ("ring", "socket", "kernelnode")}
     finally:
         teardown()
     figures["dataplane_tcp_kernel"] = (kernel_tcp / 1e9, "Gbit/s")
     figures["dataplane_udp64_kernel"] = (kernel_udp["pps"] / 1e3, "kpps")
     for variant, (tcp, udp) in node.items():
-        tag = "node" if variant == "ring" else "node_socket"
+        tag = {"ring": "node", "socket": "node_socket", "kernelnode": "kernelnode"}[variant]
         figures[f"dataplane_tcp_{tag}"] = (tcp / 1e9, "Gbit/s")
         figures[f"dataplane_tcp_{tag}_ratio"] = (100 * tcp / kernel_tcp, "% of kernel")
         figures[f"dataplane_udp64_{tag}"] = (udp["pps"] / 1e3, "kpps")
@@ -129,10 +129,13 @@ def dataplane(seconds: float, out_dir: str) -> dict:
 
 
 def through_node(rules: str, out_dir: str, seconds: float, variant: str) -> tuple:
-    """TCP bit rate and UDP result through one node process on its own core."""
+    """TCP bit rate and UDP result through one node process on its own core; variant
+    "kernelnode": through a kernel node (nodes/kernel/agent.py: br0, nftables from the
+    same rules, conntrack), the kernel's work on whichever core it lands."""
     sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")
+    module = "nodes.kernel.agent" if variant == "kernelnode" else "nodes.shell.node"
     cmd = ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", NODE_CPU, sys.executable, "-m",
-           "nodes.shell.node", "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
+           module, "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
            "--rules", rules, "--control", sock] + (["--no-ring"] if variant == "socket" else [])
     node = Proc(f"fw-bench-{variant}", cmd, os.path.join(out_dir, f"fw-bench-{variant}.log"))
     try:
