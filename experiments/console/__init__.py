@@ -169,7 +169,8 @@ def main_console(args) -> int:
         root = os.path.join(cluster.run_dir, "ftp-root")
         files = write_files(root, FILES, seed=1)
         start_ftp_servers(cluster, root)
-        print(f"fwcluster: {args.nodes} {getattr(args, 'node', 'python')} firewall node(s) "
+        kind = " kernel" if getattr(args, "node", "python") == "kernel" else ""
+        print(f"fwcluster: {args.nodes}{kind} firewall node(s) "
               f"fw1..fw{args.nodes}, sync {args.sync}, "
               f"failover {args.failover}; clients c1..c{args.clients} outside, servers "
               f"srv1..srv{args.servers} inside")
