@@ -102,7 +102,10 @@ class Agent:
         self.counters = {"commits": 0, "commit_errors": 0, "heartbeats_sent": 0,
                          "heartbeats_withheld": 0, "rejected": 0}
         self.config = cluster_config.load(args.sync_config) if args.sync_config else None
-        raw = json.load(open(args.sync_config, encoding="utf-8")) if args.sync_config else {}
+        raw = {}
+        if args.sync_config:
+            with open(args.sync_config, encoding="utf-8") as fh:
+                raw = json.load(fh)
         self.mode = raw.get("conntrackd")  # None: no conntrackd (sync none)
         self.boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
         self.seq = 0
@@ -244,8 +247,11 @@ class Agent:
                 stats["sync"]["conntrackd"] = ctd.parse_stats(self.ctl("-s"))
             return stats
         if command == "config":
-            return {"node": self.name, "kind": "kernel", "conntrackd": self.mode,
-                    "conf": open(self.conf, encoding="utf-8").read() if self.conf else None}
+            conf = None
+            if self.conf:
+                with open(self.conf, encoding="utf-8") as fh:
+                    conf = fh.read()
+            return {"node": self.name, "kind": "kernel", "conntrackd": self.mode, "conf": conf}
         return {"error": f"{command.split()[0] if command else command!r}: not on a kernel "
                          "node (it answers ping, stats, dump, config)"}
 
