@@ -8,7 +8,6 @@ Pure: time comes in as ``now`` (seconds, any monotonic origin).
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
@@ -270,9 +269,7 @@ class ConnectionTable:
         ck = canonical(entry.orig)
         if self.by_key.get(ck) is entry:
             del self.by_key[ck]
-            waiting = self.unassured.get(entry.owner)
-            if waiting is not None and waiting.get(ck) is entry:
-                del waiting[ck]
+            self._unfile(entry, ck)
         for exp in entry.expectations or ():
             self.unexpect(exp)
         entry.expectations = None
@@ -290,20 +287,24 @@ class ConnectionTable:
         """``entry`` moved to another state: an assured one is no candidate for early drop."""
         entry.changed = now
         if assured(entry):
-            waiting = self.unassured.get(entry.owner)
-            if waiting is not None:
-                waiting.pop(canonical(entry.orig), None)
+            self._unfile(entry, canonical(entry.orig))
 
     def set_owner(self, entry: Entry, owner: str) -> None:
         """Hand ``entry`` to ``owner`` (adoption, hand-back, a copy's new owner)."""
         if owner == entry.owner:
             return
         ck = canonical(entry.orig)
+        if self._unfile(entry, ck):
+            self.unassured.setdefault(owner, {})[ck] = entry
+        entry.owner = owner
+
+    def _unfile(self, entry: Entry, ck: Key) -> bool:
+        """Take ``entry`` out of its owner's unassured entries; whether it was there."""
         waiting = self.unassured.get(entry.owner)
         if waiting is not None and waiting.get(ck) is entry:
             del waiting[ck]
-            self.unassured.setdefault(owner, {})[ck] = entry
-        entry.owner = owner
+            return True
+        return False
 
     def expect(self, exp: Expectation) -> None:
         self.expectations.setdefault(exp.slot, []).append(exp)

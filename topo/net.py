@@ -324,8 +324,6 @@ class Cluster:
         with os.fdopen(fd, "wb") as fh:
             fh.write(os.urandom(32))
         settings = {"mode": "none", **self.sync}
-        if self.kind == "kernel":  # what the beacon and the controller read (heartbeats)
-            settings = {k: v for k, v in settings.items() if k != "conntrackd"}
         if self.latency > 0 and settings["mode"] == "home":  # the deadline outlasts a round trip
             settings.setdefault("query_timeout", 0.05 + 2 * self.latency)
         path = os.path.join(self.run_dir, "sync.json")
@@ -363,39 +361,24 @@ class Cluster:
     def start_node(self, name: str, restart: bool = False) -> Proc:
         """Start the firewall node process in host ``name`` and wait until it answers
         (``restart``: a kernel node asks the others for their state, conntrackd -n)."""
-        host = self.net[name]
-        if self.kind == "kernel":
-            return self._start_kernel_node(name, host, restart)
-        cmd = [sys.executable, "-m", "nodes.shell.node", "--name", name,
-               "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
-               "--rules", self.rules, "--run-id", self.run_id,
-               "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
-               "--established-timeout", str(self.established_timeout)]
-        if not self.checksum:
-            cmd.append("--no-checksum")
-        cmd += self.node_args
+        ports = ["--name", name, "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
+                 "--rules", self.rules, "--run-id", self.run_id]
+        if self.kind == "kernel":  # its agent (nodes/kernel/agent.py): bridge, nftables, conntrackd
+            cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs]
+            cmd += ["--resync"] if restart else []
+            kind = {"kind": "kernel", "conntrackd": self.conntrackd_mode}
+        else:
+            cmd = [sys.executable, "-m", "nodes.shell.node", *ports,
+                   "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
+                   "--established-timeout", str(self.established_timeout)]
+            cmd += ([] if self.checksum else ["--no-checksum"]) + self.node_args
+            kind = {}
         if self.sync_config:
             cmd += ["--sync-config", self.sync_config]
-        proc = self.spawn(name, cmd, host=host)
+        proc = self.spawn(name, cmd, host=self.net[name])
         wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
         self._died(proc)
-        self.log("node_start", node=name, pid=proc.pid)
-        return proc
-
-    def _start_kernel_node(self, name: str, host, restart: bool) -> Proc:
-        """A kernel node's agent (nodes/kernel/agent.py): bridge, nftables, conntrackd."""
-        cmd = [sys.executable, "-m", "nodes.kernel.agent", "--name", name,
-               "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
-               "--rules", self.rules, "--run-id", self.run_id, "--logs", self.logs]
-        if self.sync_config:
-            cmd += ["--sync-config", self.sync_config]
-        if restart:
-            cmd.append("--resync")
-        proc = self.spawn(name, cmd, host=host)
-        wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
-        self._died(proc)
-        self.log("node_start", node=name, pid=proc.pid, kind="kernel",
-                 conntrackd=self.conntrackd_mode)
+        self.log("node_start", node=name, pid=proc.pid, **kind)
         return proc
 
     def wait_ready(self, timeout: float = 10.0) -> None:

@@ -108,7 +108,6 @@ class Agent:
                 raw = json.load(fh)
         self.mode = raw.get("conntrackd")  # None: no conntrackd (sync none)
         self.boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
-        self.seq = 0
         self.controller_seen: dict[int, int] = {}  # controller incarnation -> last counter
         self.conntrackd = None
         self.reported_exit = False
