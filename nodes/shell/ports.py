@@ -25,10 +25,21 @@ TX_DATA_OFFSET = 32  # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
 _U32 = struct.Struct("I")
 
 
-def _raw_socket(ifname: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+def _raw_socket() -> socket.socket:
+    """A packet socket that hears nothing until ``_bind`` names its interface.
+
+    Made with ETH_P_ALL, a packet socket hears every interface of the namespace
+    from its creation until bind(); what it queues in between is read as the
+    port's own (the sync heartbeats of eth2 reached a restarted node's data port
+    so, and were carried in HOME_QUERYs). With protocol 0 it hears nothing, and
+    bind() with ETH_P_ALL starts it on one interface (packet(7))."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     return sock
+
+
+def _bind(sock: socket.socket, ifname: str) -> None:
+    sock.bind((ifname, ETH_P_ALL))
 
 
 class SocketPort:
@@ -38,10 +49,10 @@ class SocketPort:
 
     def __init__(self, ifname: str):
         self.ifname = ifname
-        self.sock = _raw_socket(ifname)
+        self.sock = _raw_socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.sock.bind((ifname, 0))
+        _bind(self.sock, ifname)
         self.sock.setblocking(False)
         self.tx_errors = 0
         self.rx_errors = 0
@@ -99,13 +110,13 @@ class RingPort(SocketPort):
 
     def __init__(self, ifname: str, frames: int = 4096, frame_size: int = 2048):
         self.ifname = ifname
-        self.sock = _raw_socket(ifname)
+        self.sock = _raw_socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         block = max(mmap.PAGESIZE, frame_size)
         req = struct.pack("IIII", block, frames * frame_size // block, frame_size, frames)
         self.sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
-        self.sock.bind((ifname, 0))
+        _bind(self.sock, ifname)
         self.sock.setblocking(False)
         self.frames, self.frame_size = frames, frame_size
         self.ring = mmap.mmap(self.sock.fileno(), frames * frame_size)

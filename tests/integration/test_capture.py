@@ -114,17 +114,12 @@ def check_capture(run_dir: str) -> set[int]:
 
 
 def outer(view: dict) -> dict:
-    """The carrying message's fields alone. The packet a HOME_QUERY or FORWARD
-    carries is decoded too, and when it is itself a sync message (seen once: a
-    heartbeat carried in a query) its fields follow the carrier's in tshark's
-    lists; the carrier's header comes first, so its type tells."""
-    if view["fwsync.type"][0] in (sp.HOME_QUERY, sp.FORWARD) and len(view["fwsync.type"]) > 1:
-        view = {k: v[:1] if k in HEADER_FIELDS else [] for k, v in view.items()}
+    """The message's fields, checked to be one message. The packet a HOME_QUERY or
+    FORWARD carries is a data-plane packet: were it a sync message (seen once,
+    when a data port's packet socket heard eth2 before it was bound: a heartbeat
+    in a query), the dissector would list its fields after the carrier's."""
+    assert len(view["fwsync.type"]) == 1, f"a sync message carried in another: {view}"
     return view
-
-
-HEADER_FIELDS = ("fwsync.type", "fwsync.sender", "fwsync.receiver", "fwsync.seq", "fwsync.ack",
-                 "fwsync.length", "fwsync.query", "fwsync.ingress")
 
 
 def canonical(view: dict) -> str:

@@ -62,3 +62,49 @@ def test_node_forwards_again_after_a_flood(namespaces, tmp_path, variant):
         assert node.alive()
     finally:
         node.stop()
+
+
+OPEN_PORTS = """
+import sys, time
+from nodes.shell.ports import RingPort, SocketPort
+kind, opens = sys.argv[1], int(sys.argv[2])
+strays = 0
+for _ in range(opens):
+    port = (RingPort if kind == "txring" else SocketPort)("fwa")
+    time.sleep(0.002)  # whatever the socket queued while it opened is read now
+    strays += sum(1 for f in port.recv_batch(1000) if b"STRAY-FRAME" in f)
+    port.close()
+print(strays)
+"""
+
+FLOOD_B = """
+import socket, sys, time
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+frame = bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / IP(src="10.9.1.9", dst="10.9.1.1")
+              / UDP(dport=3780) / b"STRAY-FRAME")
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("b0", 0))
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    s.send(frame)
+"""
+
+
+@pytest.mark.parametrize("variant", ["txring", "socket"])
+def test_a_port_opening_reads_no_frame_of_another_interface(namespaces, variant):
+    """A packet socket made with ETH_P_ALL hears every interface of its namespace
+    until bind() names one; what it queued meanwhile would be read as the port's.
+    (This is how a sync heartbeat arriving on eth2 reached a node's data port and
+    was carried in a HOME_QUERY.) Frames flood the other interface while the port
+    opens, again and again: none may be read on this one."""
+    flood = subprocess.Popen(["ip", "netns", "exec", "fwb-b", sys.executable, "-c", FLOOD_B, "20"],
+                             cwd=os.getcwd())
+    try:
+        strays = int(subprocess.run(["ip", "netns", "exec", "fwb-fw", sys.executable, "-c",
+                                     OPEN_PORTS, variant, "200"], check=True, capture_output=True,
+                                    text=True, cwd=os.getcwd()).stdout)
+    finally:
+        flood.kill()
+        flood.wait()
+    assert strays == 0, f"{strays} frames of the other interface were read on the port"
