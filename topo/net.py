@@ -100,12 +100,6 @@ def netem_available() -> bool:
 LATENCY_VIA = ("auto", "netem", "node")
 NODE_KINDS = ("python", "kernel")
 COMMIT_ORDERS = ("before_steer", "after_steer", "never")
-# The cluster under test (nodes, controller) runs ahead of the traffic that loads
-# it. In the field they are different machines; here they share two cores, and a
-# flood generator at the same priority took a node off the CPU past dead_after
-# (a false failover, with nothing faulted). Open vSwitch runs at nice -10. A
-# generator that cannot keep up then sends less: its own count says how much.
-SYSTEM_NICE = -5
 
 
 def listening_controller(remote_controller):
@@ -138,11 +132,6 @@ def steering_spec(n: int, clients: int, servers: int, buckets: int = 64,
     return ClusterSpec(nodes, {1: SwitchSpec("s1", "outside", ports, outside),
                                2: SwitchSpec("s2", "inside", dict(ports), inside)}, buckets,
                        asymmetric)
-
-
-def under_test(cmd: list[str]) -> list[str]:
-    """A process of the cluster under test: at SYSTEM_NICE, ahead of the traffic."""
-    return ["nice", "-n", str(SYSTEM_NICE), *cmd]
 
 
 class Cluster:
@@ -304,10 +293,10 @@ class Cluster:
         if self.metrics_port:
             env["FWCLUSTER_METRICS"] = f"127.0.0.1:{self.metrics_port + 1}"
         self.log("controller_start", port=self.controller_port, failover=self.failover)
-        ctl = self.spawn("controller", under_test([sys.executable, "-m", "controller.manager",
-                                                   "--ofp-listen-host", "127.0.0.1",
-                                                   "--ofp-tcp-listen-port",
-                                                   str(self.controller_port)]), env=env)
+        ctl = self.spawn("controller", [sys.executable, "-m", "controller.manager",
+                                        "--ofp-listen-host", "127.0.0.1",
+                                        "--ofp-tcp-listen-port", str(self.controller_port)],
+                         env=env)
         wait_until(lambda: self._listening(self.controller_port) or self._died(ctl), 20,
                    "the controller to listen")
         return ctl
@@ -386,10 +375,10 @@ class Cluster:
             kind = {}
         if self.sync_config:
             cmd += ["--sync-config", self.sync_config]
-        proc = self.spawn(name, under_test(cmd), host=self.net[name])
+        proc = self.spawn(name, cmd, host=self.net[name])
         wait_until(lambda: self.ping_node(name) or self._died(proc), 15, f"node {name} to answer")
         self._died(proc)
-        self.log("node_start", node=name, pid=proc.pid, nice=SYSTEM_NICE, **kind)
+        self.log("node_start", node=name, pid=proc.pid, **kind)
         return proc
 
     def wait_ready(self, timeout: float = 10.0) -> None:
