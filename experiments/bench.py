@@ -2,6 +2,7 @@
 
 Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
 (experiments/bench_sync.py), failover (experiments/bench_failover.py),
+failover_side (the same, Python nodes and kernel nodes with a UDP probe),
 home (experiments/bench_home.py); robustness (experiments/bench_robust.py, only when
 named: make bench BENCH=robustness).
 
@@ -163,6 +164,14 @@ def _failover(seconds, out_dir):
     return figures
 
 
+def _failover_side(seconds, out_dir):
+    """Crash to the UDP stream through the backup: two Python nodes, then two kernel nodes."""
+    from experiments import bench_failover
+    figures = bench_failover.crash_to_stream("python", out_dir)
+    figures.update(bench_failover.crash_to_stream("kernel", out_dir))
+    return figures
+
+
 def _home(seconds, out_dir):
     from experiments import bench_home
     return bench_home.home(seconds, out_dir)
@@ -175,7 +184,7 @@ def _robustness(seconds, out_dir):
 
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
-              "failover": _failover, "home": _home, "robustness": _robustness}
+              "failover": _failover, "failover_side": _failover_side, "home": _home, "robustness": _robustness}
 ON_REQUEST = ("robustness",)  # long (up to 30 minutes): only when named
 
 

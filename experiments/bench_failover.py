@@ -95,3 +95,78 @@ def _carrier(cluster) -> str | None:
                 if "dport=5001" in e["orig"] and e["state"] == "ESTABLISHED" and e["owner"] == node:
                     return node
     return None
+
+
+# -- Python nodes and kernel nodes, side by side -----------------------------------
+SIDE_CRASHES = 10
+UDP_PORT = 5002
+
+
+def rx_packets(cluster, node: str) -> int:
+    out = cluster.net[node].cmd(f"cat /sys/class/net/{node}-eth1/statistics/rx_packets")
+    return int(out.strip() or 0)
+
+
+def udp_carrier(cluster, window: float = 0.2) -> str | None:
+    """The node the switches send the probe's stream to (it enters at the inside
+    port, a datagram a ms, whether the node lets it through or not)."""
+    live = [n for n in cluster.node_names() if n in cluster.procs and cluster.procs[n].alive()]
+    before = {n: rx_packets(cluster, n) for n in live}
+    time.sleep(window)
+    grown = {n: rx_packets(cluster, n) - before[n] for n in live}
+    node = max(grown, key=grown.get) if grown else None
+    return node if node and grown[node] > 0.5 * window / 0.001 else None
+
+
+def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dict:
+    """Two nodes of one kind, on-demand sync (conntrackd FT-FW for kernel nodes, with
+    the commit before steering), the UDP probe's stream from server to client (replies:
+    state needed). Crash the carrier, time the first datagram through the backup;
+    restart it, and time the outage while its buckets come back (its state must be
+    back first: a rejoining node's resync)."""
+    from topo.net import Cluster
+    run_dir = os.path.join(out_dir, f"failover-side-{kind}")
+    with Cluster(run_dir, "experiments/rules/ftp.rules", n=2, sync={"mode": "ondemand"},
+                 failover="backup", node=kind, run_id=f"fwk-bench-{os.getpid()}") as cluster:
+        gaps = os.path.join(run_dir, "udp-gaps.jsonl")
+        server = cluster.spawn("probe-server", [sys.executable, "-m", "experiments.probe",
+                                                "udp-server", "--address", server_ip(1),
+                                                "--port", str(UDP_PORT), "--interval", "0.001"],
+                               host=cluster.net["srv1"])
+        wait_until(lambda: "ready" in server.log_tail(), 10, "the probe server")
+        client = cluster.spawn("probe-client", [sys.executable, "-m", "experiments.probe",
+                                                "udp-client", "--address", server_ip(1),
+                                                "--port", str(UDP_PORT), "--out", gaps],
+                               host=cluster.net["c1"])
+        wait_until(lambda: "streaming" in client.log_tail(), 10, "the probe's stream")
+        samples, returns = [], []
+        for i in range(crashes):
+            node = wait_until(lambda: udp_carrier(cluster), 10, "the carrying node")
+            t_fault = time.time()
+            faults.crash(cluster, node)
+            gap = wait_until(lambda: [g for g in read_jsonl(gaps) if g["first"] > t_fault],
+                             10, "the stream through the backup")[0]
+            down = [e for e in _events(run_dir, "controller.events.jsonl")
+                    if e["event"] == "node_down" and e["t"] > t_fault]
+            samples.append((gap["first"] - t_fault, down[0]["t"] - t_fault if down else None))
+            print(f"failover ({kind} nodes): crash {i + 1}/{crashes} of {node}: stream back "
+                  f"after {samples[-1][0] * 1000:.1f} ms", file=sys.stderr, flush=True)
+            t_restart = time.time()
+            faults.restart(cluster, node)
+            cluster.wait_ready()
+            wait_until(lambda: udp_carrier(cluster) == node, 15, f"{node} to carry it again")
+            time.sleep(0.1)  # an outage at the return is logged when the stream resumes
+            returns.append(max([g["gap_ms"] for g in read_jsonl(gaps)
+                                if g["first"] > t_restart] or [0.0]))
+        if not client.alive():
+            raise RuntimeError("the probe died: " + client.log_tail())
+    suffix = "_kernelnode" if kind == "kernel" else ""
+    out = {}
+    for name, values in (("failover_crash", [s[0] for s in samples]),
+                         ("failover_crash_detection", [s[1] for s in samples if s[1] is not None])):
+        p = percentiles(values)
+        out[f"{name}_p50{suffix}"] = (p.get("p50"), "ms")
+        out[f"{name}_p99{suffix}"] = (p.get("p99"), "ms")
+    out[f"failover_return_gap_max{suffix}"] = (max(returns), "ms")
+    out[f"failover_crash_crashes{suffix}"] = (len(samples), "crashes")
+    return out

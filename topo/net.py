@@ -333,7 +333,7 @@ class Cluster:
                        "key_file": key_file, "settings": settings,
                        "cluster_delay": self.latency if self.latency_via == "node" else 0.0,
                        **({"kind": "kernel", "conntrackd": self.conntrackd_mode,
-                           "external_cache": self.external_cache}
+                           "external_cache": self.external_cache, "commit": self.commit}
                           if self.kind == "kernel" else {}),
                        **({"controller": CONTROLLER_SYNC_IP} if self.failover else {})},
                       fh, indent=2)

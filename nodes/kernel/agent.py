@@ -107,6 +107,8 @@ class Agent:
             with open(args.sync_config, encoding="utf-8") as fh:
                 raw = json.load(fh)
         self.mode = raw.get("conntrackd")  # None: no conntrackd (sync none)
+        self.external_cache = raw.get("external_cache", True)
+        self.commit = raw.get("commit", "before_steer")  # at a rejoin too, unless "never"
         self.boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
         self.controller_seen: dict[int, int] = {}  # controller incarnation -> last counter
         self.conntrackd = None
@@ -155,6 +157,24 @@ class Agent:
             time.sleep(0.01)
         if resync and self.mode in ("ftfw", "notrack"):
             self.ctl("-n")  # ask the others for their state (a rejoin's bulk resync)
+            if self.external_cache and self.commit != "never":
+                self.commit_resync()
+
+    def commit_resync(self) -> None:
+        """A rejoining node takes its buckets back at its first heartbeat: its kernel
+        must hold their connections by then, as keepalived's notify-master commits.
+        The resync lands in the external cache; once it has arrived, it is committed."""
+        start, counts = time.monotonic(), []
+        while True:
+            counts.append(ctd.external_entries(ctd.parse_stats(self.ctl("-s"))))
+            if ctd.resync_settled(counts, time.monotonic() - start):
+                break
+            time.sleep(ctd.RESYNC_POLL)
+        self.ctl("-c")
+        self.counters["commits"] += 1
+        self.own_committed()
+        self.counters["resync_entries"] = counts[-1]
+        self.counters["resync_ms"] = round((time.monotonic() - start) * 1000, 1)
 
     def ctl(self, *args: str) -> str:
         """A conntrackd client command to this node's daemon."""
@@ -219,6 +239,23 @@ class Agent:
             reply = sp.Message(sp.COMMIT_DONE, self.me, 0, self.boot, msg.seq,
                                to_boot=msg.boot, query=status)
             self.sock.sendto(sp.encode(reply, self.config.key), sender)
+            if status == 0:
+                self.own_committed()  # after the answer: steering does not wait for it
+
+    def own_committed(self) -> None:
+        """What conntrackd's primary-backup.sh does after its commit, so that the
+        connections just committed are this node's own: its internal cache is
+        rebuilt from the kernel table (-f internal, -R) and sent to the others (-B).
+        Without it they stay out of the internal cache, and a node that rejoins and
+        asks for a resync does not get them. (The script flushes the external cache
+        too; here other nodes still own connections there, so it stays.)"""
+        for args in (("-f", "internal"), ("-R",), ("-B",)):
+            try:
+                self.ctl(*args)
+            except RuntimeError as err:
+                self.counters["commit_errors"] += 1
+                print(f"fw-kernel-node {self.name}: conntrackd {' '.join(args)} failed: {err}",
+                      file=sys.stderr, flush=True)
 
     # -- the control socket ---------------------------------------------------------
     def answer(self, command: str) -> dict:

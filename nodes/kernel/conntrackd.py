@@ -231,3 +231,22 @@ def parse_stats(text: str) -> dict:
         for name, value in re.findall(r"([A-Za-z][\w \-]*?):\s+(\d+)", line):
             out.setdefault(section, {})[name.strip().replace(" ", "_")] = int(value)
     return out
+
+
+RESYNC_POLL, RESYNC_STEADY, RESYNC_MIN, RESYNC_MAX = 0.05, 4, 0.3, 3.0
+
+
+def resync_settled(counts: list[int], elapsed: float) -> bool:
+    """Whether a bulk resync (``conntrackd -n``) has arrived, from the external cache's
+    entry counts polled every RESYNC_POLL s since the request: conntrackd signals no
+    end, so it is taken as done when the count has not moved for RESYNC_STEADY polls
+    (and RESYNC_MIN s have passed), or RESYNC_MAX s after the request whatever came."""
+    if elapsed >= RESYNC_MAX:
+        return True
+    tail = counts[-RESYNC_STEADY:]
+    return elapsed >= RESYNC_MIN and len(tail) == RESYNC_STEADY and len(set(tail)) == 1
+
+
+def external_entries(stats: dict) -> int:
+    """The external cache's entry count in parsed ``conntrackd -s`` output."""
+    return stats.get("cache external", {}).get("current_active_connections", 0)

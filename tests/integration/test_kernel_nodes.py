@@ -107,6 +107,44 @@ def test_a_crash_of_the_carrier_with_commit(cluster_factory, tmp_path, commit, s
         assert record["outcome"] != "ok"
 
 
+def test_a_restarted_node_has_its_connections_before_it_takes_them_back(cluster_factory,
+                                                                        tmp_path):
+    """A rejoining kernel node gets its buckets back at its first heartbeat; its
+    resync (conntrackd -n) lands in the external cache, so it must be committed by
+    then. The probe's stream is replies only and its client says hello once: a node
+    without the flow's state drops the stream for good."""
+    from experiments.bench_failover import UDP_PORT, udp_carrier
+    cluster = cluster_factory(n=2, node="kernel", sync={"mode": "ondemand"}, failover="backup")
+    server = cluster.spawn("probe-server", [sys.executable, "-m", "experiments.probe",
+                                            "udp-server", "--address", server_ip(1), "--port",
+                                            str(UDP_PORT), "--interval", "0.002"],
+                           host=cluster.net["srv1"])
+    wait_until(lambda: "ready" in server.log_tail(), 10, "the probe server")
+    client = cluster.spawn("probe-client", [sys.executable, "-m", "experiments.probe",
+                                            "udp-client", "--address", server_ip(1), "--port",
+                                            str(UDP_PORT), "--hello", "600",
+                                            "--out", str(tmp_path / "gaps.jsonl")],
+                           host=cluster.net["c1"])
+
+    def received():
+        lines = [ln for ln in client.log_tail(5).splitlines() if ln.startswith("probe received")]
+        return int(lines[-1].split()[-1]) if lines else 0
+
+    def flowing(after: int):
+        return wait_until(lambda: (lambda n: n if n > after + 50 else 0)(received()), 10,
+                          "the stream to come through")
+
+    flowing(0)
+    carrier = wait_until(lambda: udp_carrier(cluster), 10, "the stream's node")
+    faults.crash(cluster, carrier)
+    flowing(received())  # through the backup, which committed the flow
+    faults.restart(cluster, carrier)
+    cluster.wait_ready()
+    wait_until(lambda: udp_carrier(cluster) == carrier, 15, f"{carrier} to take it back")
+    flowing(received())  # through the restarted node: it had the state first
+    assert cluster.ask(carrier, "stats")["counters"]["commits"] >= 1
+
+
 def test_what_a_kernel_node_cannot_do_is_refused_in_one_line(cluster_factory):
     with pytest.raises(SetupError, match="conntrackd sends every entry to every node"):
         cluster_factory(n=3, node="kernel", sync={"mode": "ondemand", "replication": "backup"})

@@ -141,3 +141,19 @@ def test_a_commit_answer_counts_once_and_only_for_this_controller():
     assert commits.answered(b"\0" * 60) is None
     with pytest.raises(ValueError, match="use one of before_steer, after_steer, never"):
         check_order("first")
+
+
+def test_a_resync_is_done_when_the_external_cache_stops_growing():
+    """conntrackd signals no end to a bulk resync: a rejoining node commits it once the
+    external cache's count has held still, and waits no longer than RESYNC_MAX."""
+    steady, poll = ctd.RESYNC_STEADY, ctd.RESYNC_POLL
+    growing = [0, 40, 90, 120]
+    assert not ctd.resync_settled(growing, len(growing) * poll)
+    arrived = growing + [120] * (steady - 1)
+    assert ctd.resync_settled(arrived, max(ctd.RESYNC_MIN, len(arrived) * poll))
+    assert not ctd.resync_settled([0] * steady, ctd.RESYNC_MIN / 2)  # too soon to say nothing came
+    assert ctd.resync_settled([0] * steady, ctd.RESYNC_MIN)
+    assert ctd.resync_settled(list(range(100)), ctd.RESYNC_MAX)
+    text = "cache external:\ncurrent active connections:\t          12\n"
+    assert ctd.external_entries(ctd.parse_stats(text)) == 12
+    assert ctd.external_entries({}) == 0
