@@ -188,6 +188,16 @@ BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
 ON_REQUEST = ("robustness",)  # long (up to 30 minutes): only when named
 
 
+def select(names: list[str]) -> list[str]:
+    """The benchmarks to run: all but ON_REQUEST without names; a benchmark's own name
+    picks that one; another name picks those it prefixes (sync: sync_*) or that
+    prefix it (dataplane_tcp: dataplane, whose figures are then filtered)."""
+    if not names:
+        return [n for n in BENCHMARKS if n not in ON_REQUEST]
+    return [n for n in BENCHMARKS if any(n == p if p in BENCHMARKS else
+                                         n.startswith(p) or p.startswith(n) for p in names)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="run benchmarks whose name starts so")
@@ -197,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces): run as root", file=sys.stderr)
         return 2
-    chosen = [n for n in BENCHMARKS if (n not in ON_REQUEST if not args.names else any(
-        n.startswith(p) or p.startswith(n) for p in args.names))]
+    chosen = select(args.names)
     if not chosen:
         print(f"bench: no benchmark matches {args.names} (have: {', '.join(BENCHMARKS)})",
               file=sys.stderr)

@@ -113,3 +113,12 @@ def test_controller_families_count_buckets_and_membership():
                  'fwcluster_controller_total{counter="node_down"} 1',
                  "fwcluster_controller_switches 2"):
         assert line in text.splitlines()
+
+
+def test_bench_names_pick_benchmarks():
+    from experiments.bench import ON_REQUEST, select
+    assert "robustness" not in select([]) and set(ON_REQUEST).isdisjoint(select([]))
+    assert select(["failover_side"]) == ["failover_side"]  # not failover too
+    assert select(["failover"]) == ["failover"]
+    assert select(["sync"]) == ["sync_memory", "sync_bulk", "sync_lag"]
+    assert select(["dataplane_tcp"]) == ["dataplane"]
