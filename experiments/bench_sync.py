@@ -22,6 +22,7 @@ import tracemalloc
 
 from nodes.conntrack import ConnectionTable
 from nodes.observe.client import ask
+from nodes.samples import percentiles
 from topo.addresses import offload_args
 from topo.procs import Proc, wait_until
 
@@ -187,3 +188,71 @@ def sync_lag(seconds: float, out_dir: str) -> dict:
             "sync_hold_p50": (hold.get("p50"), "ms"), "sync_hold_p99": (hold.get("p99"), "ms"),
             "sync_holds": (hold.get("n", 0), "held packets"),
             "sync_holds_timed_out": (stats["counters"].get("holds_timed_out", 0), "held packets")}
+
+
+# -- the same for kernel nodes: conntrack's events in both namespaces ---------------
+SYN_PACED = r'''
+import socket, sys, time
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+src_mac, dst_mac, src, dst, intf, count, rate = sys.argv[1:8]
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((intf, 0))
+frames = [bytes(Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst)
+                / TCP(sport=20000 + i, dport=21, flags="S")) for i in range(int(count))]
+start = time.monotonic()
+for i, frame in enumerate(frames):
+    sock.send(frame)
+    time.sleep(max(0.0, start + (i + 1) / float(rate) - time.monotonic()))
+print("sent", flush=True)
+'''
+_EVENT = __import__("re").compile(r"^\[(\d+\.\d+)\].*?sport=(\d+) dport=21\b")
+
+
+def new_events(path: str) -> dict[tuple[int, bool], float]:
+    """``conntrack -E -o timestamp`` NEW lines: {(source port, injected): time}, where
+    injected means conntrackd put it there ([USERSPACE] ... progname=conntrackd)."""
+    out = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            m = _EVENT.match(line)
+            if m:
+                out.setdefault((int(m.group(2)), "progname=conntrackd" in line),
+                               float(m.group(1)))
+    return out
+
+
+def sync_lag_kernelnode(seconds: float, out_dir: str) -> dict:
+    """Two kernel nodes, conntrackd FT-FW writing what it receives straight into the
+    kernel (external cache off, so arrival is visible): crafted SYNs to port 21
+    through the cluster; for each, the time from the NEW event in its owner's
+    kernel to the NEW event in the other node's (conntrackd injected it). Both
+    from ``conntrack -E -o timestamp`` on one clock. This is one way, into the
+    backup's table; the Python figure (sync_lag) is the owner's change to the
+    backup's acknowledgement back at the owner, a round trip."""
+    from topo.addresses import client_ip, client_mac, server_ip, server_mac
+    from topo.net import Cluster
+    run_dir = os.path.join(out_dir, "sync-lag-kernel")
+    count = max(100, int(100 * seconds))
+    with Cluster(run_dir, "experiments/rules/ftp.rules", n=2, sync={"mode": "ondemand"},
+                 node="kernel", external_cache=False,
+                 run_id=f"fwl-bench-{os.getpid()}") as cluster:
+        for name in cluster.node_names():
+            cluster.spawn(f"events-{name}", ["stdbuf", "-oL", "conntrack", "-E", "-e", "NEW",
+                                             "-o", "timestamp", "-p", "tcp", "--dport", "21"],
+                          host=cluster.net[name])
+        time.sleep(0.5)  # conntrack -E subscribes; it has no readiness signal
+        sender = cluster.spawn("syns", [sys.executable, "-c", SYN_PACED, client_mac(1),
+                                        server_mac(1), client_ip(1), server_ip(1), "c1-eth0",
+                                        str(count), "100"], host=cluster.net["c1"])
+        wait_until(lambda: not sender.alive(), 30 + count / 50, "the SYNs")
+        time.sleep(0.5)  # the last replications
+        seen = {name: new_events(cluster.procs[f"events-{name}"].log_path)
+                for name in cluster.node_names()}
+    events = {k: t for node in seen.values() for k, t in node.items()}
+    lags = [events[port, True] - events[port, False] for port, injected in events
+            if not injected and (port, True) in events]  # seconds, owner -> backup
+    p = percentiles(lags)
+    return {"sync_lag_p50_kernelnode": (p.get("p50"), "ms"),
+            "sync_lag_p99_kernelnode": (p.get("p99"), "ms"),
+            "sync_lag_replicated_kernelnode": (100.0 * len(lags) / count, "% of connections")}
