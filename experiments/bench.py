@@ -185,7 +185,8 @@ def _robustness(seconds, out_dir):
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
               "sync_lag_kernelnode": _sync("sync_lag_kernelnode"),
-              "failover": _failover, "failover_side": _failover_side, "home": _home, "robustness": _robustness}
+              "failover": _failover, "failover_side": _failover_side, "home": _home,
+              "robustness": _robustness}
 ON_REQUEST = ("robustness",)  # long (up to 30 minutes): only when named
 
 

@@ -364,7 +364,8 @@ class Cluster:
         ports = ["--name", name, "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
                  "--rules", self.rules, "--run-id", self.run_id]
         if self.kind == "kernel":  # its agent (nodes/kernel/agent.py): bridge, nftables, conntrackd
-            cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs]
+            cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs,
+                   "--events", os.path.join(self.run_dir, f"{name}.events.jsonl")]
             cmd += ["--resync"] if restart else []
             kind = {"kind": "kernel", "conntrackd": self.conntrackd_mode}
         else:

@@ -20,6 +20,9 @@ grows within the controller's incarnation) to the node that takes a failed
 node's traffic; the agent runs ``conntrackd -c`` (the external cache into the
 kernel table, as keepalived's primary-backup.sh does) and answers COMMIT_DONE.
 
+The event log (nodes/kernel/watch.py, ``--events``): the connections the kernel
+admitted and the packets the ruleset dropped, in the Python node's shape.
+
 The control socket answers ping, stats (nftables counters by reason, conntrackd
 -s, the kernel table's size), dump (``conntrack -L``) and refuses what a kernel
 node cannot do, in one line.
@@ -40,6 +43,7 @@ import time
 from nodes import syncproto as sp
 from nodes.kernel import conntrackd as ctd
 from nodes.kernel import nft
+from nodes.kernel.watch import KernelEvents
 from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
 from nodes.settings import SettingsError
@@ -135,6 +139,7 @@ class Agent:
             self.sock.setblocking(False)
         self.control = ControlServer(args.control or socket_path(args.run_id, args.name),
                                      self.answer, self.dump_parts)
+        self.events = KernelEvents(args.events, self.name) if args.events else None
         self.running = True
 
     # -- conntrackd ---------------------------------------------------------
@@ -272,7 +277,9 @@ class Agent:
                      "held_connections": 0,  # conntrackd has no hold
                      "accepted_by_rule": {n: c["packets"] for n, c in counts.items()
                                           if n.startswith("rule_")},
-                     "counters": dict(self.counters), "conntrackd": self.mode,
+                     "counters": {**self.counters,
+                                  **(self.events.counters if self.events else {})},
+                     "conntrackd": self.mode,
                      "uptime": round(time.monotonic() - self.started, 3)}
             # ready: the controller has been told it lives (the bridge takes ~0.6 s to
             # come up; a node crashed before its first heartbeat was never heard of)
@@ -280,7 +287,9 @@ class Agent:
                 self.counters["heartbeats_sent"] > 0
             stats["sync"] = {"ready": beaconing, "mode": self.mode}
             if self.mode:
-                stats["sync"]["conntrackd"] = ctd.parse_stats(self.ctl("-s"))
+                parsed = ctd.parse_stats(self.ctl("-s"))
+                stats["sync"]["conntrackd"] = parsed
+                stats["sync"]["counters"] = ctd.sync_counters(parsed)
             return stats
         if command == "config":
             conf = None
@@ -352,6 +361,8 @@ class Agent:
     def close(self) -> None:
         self.running = False
         self.goodbye()
+        if self.events is not None:
+            self.events.close()
         if self.conntrackd is not None and self.conntrackd.poll() is None:
             self.conntrackd.terminate()
             try:
@@ -373,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control")
     parser.add_argument("--logs", help="folder for conntrackd's log")
     parser.add_argument("--sync-config")
+    parser.add_argument("--events", help="JSON-lines event log: connections admitted, drops")
     parser.add_argument("--resync", action="store_true",
                         help="a restart: ask the other nodes for their state (conntrackd -n)")
     args = parser.parse_args(argv)
@@ -384,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         set_up(args.outside, args.inside, nft.ruleset(rules))
+        if agent.events is not None:
+            agent.events.start()  # before traffic is let in: nothing goes unlogged
         agent.start_conntrackd(args.resync)
     except RuntimeError as err:
         print(f"fw-kernel-node {args.name}: {err}", file=sys.stderr)

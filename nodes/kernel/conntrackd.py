@@ -185,18 +185,48 @@ def parse_conntrack(listing: str, node: str | None = None) -> list[dict]:
         words = line.split()
         if len(words) < 4 or words[0] not in _PROTO:
             continue
-        proto, timeout = _PROTO[words[0]], int(words[2])
-        state = words[3] if proto == 6 and "=" not in words[3] else \
+        proto = _PROTO[words[0]]
+        rest = words[2:4]  # the timeout and TCP's state; an event of a destroy has neither
+        timeout = int(rest[0]) if rest[0].isdigit() else 0
+        named = [w for w in rest if "=" not in w and not w.isdigit()]
+        state = named[0] if proto == 6 and named else \
             ("UNREPLIED" if "[UNREPLIED]" in words else "REPLIED")
         orig, reply, *_ = _tuples(line) + [{}, {}]
         helper = reply.get("helper") or orig.get("helper")
         out.append({"proto": proto, "state": state, "timeout": timeout,
                     "orig": _key(words[0], orig), "reply": _key(words[0], reply),
+                    "tuple": _fields(proto, orig),
                     "packets": [int(orig.get("packets", 0)), int(reply.get("packets", 0))],
                     "bytes": [int(orig.get("bytes", 0)), int(reply.get("bytes", 0))],
                     "assured": "[ASSURED]" in words, "helper": helper, "related_to": None,
                     "owner": node})
     return out
+
+
+def _fields(proto: int, t: dict) -> dict:
+    """One direction as nodes.packet.key_fields gives it (ICMP keyed as parse_ipv4)."""
+    if proto == 1:
+        ident, kind = int(t.get("id", 0)), t.get("type")
+        sport, dport = (ident, 0) if kind == "8" else (0, ident) if kind == "0" else (0, 0)
+    else:
+        sport, dport = int(t.get("sport", 0)), int(t.get("dport", 0))
+    return {"proto": proto, "src": t.get("src"), "sport": sport, "dst": t.get("dst"),
+            "dport": dport}
+
+
+_EVENT = re.compile(r"^\[(\d+\.\d+)\]\s+\[(NEW|UPDATE|DESTROY)\]\s+(.*)$")
+
+
+def parse_event(line: str, node: str | None = None) -> tuple[float, str, dict, bool] | None:
+    """One ``conntrack -E -o timestamp`` line: (time, NEW/UPDATE/DESTROY, the entry as
+    parse_conntrack gives it, whether conntrackd put it there); None for other lines."""
+    m = _EVENT.match(line.strip())
+    if not m:
+        return None
+    entries = parse_conntrack(m.group(3), node)
+    if not entries:
+        return None
+    return float(m.group(1)), m.group(2), entries[0], "progname=conntrackd" in line
 
 
 def parse_expectations(listing: str, node: str | None = None) -> list[dict]:
@@ -227,10 +257,23 @@ def parse_stats(text: str) -> dict:
             continue
         if not line.startswith(" ") and line.rstrip().endswith(":"):
             section = line.strip().rstrip(":")
+            if section.startswith("multicast traffic"):  # "(active device=...)"
+                section = "multicast traffic"
             continue
         for name, value in re.findall(r"([A-Za-z][\w \-]*?):\s+(\d+)", line):
             out.setdefault(section, {})[name.strip().replace(" ", "_")] = int(value)
+        for value, name in re.findall(r"(\d+) ((?:Bytes|Pckts|Error) (?:sent|recv|send))", line):
+            out.setdefault(section, {})[name.replace(" ", "_").lower()] = int(value)
     return out
+
+
+def sync_counters(stats: dict) -> dict:
+    """The sync traffic of parsed ``conntrackd -s``, named as the Python node's sync
+    counters (a "message" here is a datagram: conntrackd packs several in one)."""
+    mc = stats.get("multicast traffic", {})
+    return {"messages_sent": mc.get("pckts_sent", 0), "bytes_sent": mc.get("bytes_sent", 0),
+            "messages_received": mc.get("pckts_recv", 0),
+            "bytes_received": mc.get("bytes_recv", 0)}
 
 
 RESYNC_POLL, RESYNC_STEADY, RESYNC_MIN, RESYNC_MAX = 0.05, 4, 0.3, 3.0

@@ -12,13 +12,16 @@ dropped. Here::
 
 Frames other than IPv4 and ARP are dropped in the bridge family ("ethertype"),
 as the Python node drops them. Every drop goes through a named counter, so the
-node's drops are counted by reason as far as nftables counts them.
+node's drops are counted by reason as far as nftables counts them; the inet
+table's drops go through a chain per reason that also logs them to NFLOG
+(nodes/kernel/nflog.py, LOG_RATE a second at most) for the node's event log.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 
+from nodes.kernel.nflog import GROUP, LOG_RATE
 from nodes.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from nodes.rules import Rule, RuleSet
 
@@ -58,7 +61,7 @@ def rule_lines(rule: Rule) -> list[str]:
         verdict = (f'ct helper set "{HELPER}" ' if rule.helper == "ftp" else "") + \
             f'counter name "rule_{rule.lineno}" accept'
     else:
-        verdict = f'counter name "{PREFIX}policy" drop'
+        verdict = f"goto {PREFIX}policy"
     if rule.proto in (PROTO_TCP, PROTO_UDP):
         proto = NAMES[rule.proto]
         return [" ".join(match + [f"meta l4proto {proto}"] +
@@ -84,15 +87,20 @@ def ruleset(rules: RuleSet) -> str:
              f"table inet {TABLE} {{",
              f'    ct helper {HELPER} {{ type "ftp" protocol tcp; l3proto ip; }}']
     lines += [f"    counter {name} {{ }}" for name in counters(rules)]
+    for reason in DROPS:  # a drop is logged (LOG_RATE a second at most), counted, dropped
+        lines += [f"    chain {PREFIX}{reason} {{",
+                  f"        limit rate {LOG_RATE}/second burst {LOG_RATE} packets"
+                  f' log group {GROUP} prefix "{reason}"',
+                  f'        counter name "{PREFIX}{reason}" drop', "    }"]
     lines += ["    chain forward {",
               "        type filter hook forward priority filter; policy drop;",
               "        ct state established,related accept",
-              f'        ct state invalid counter name "{PREFIX}invalid" drop',
+              f"        ct state invalid goto {PREFIX}invalid",
               "        meta l4proto tcp tcp flags & (fin | syn | rst | ack) != syn"
-              f' counter name "{PREFIX}tcp_no_entry" drop']
+              f" goto {PREFIX}tcp_no_entry"]
     for rule in rules.rules:
         lines += [f"        {line}  # line {rule.lineno}: {rule.text}" for line in rule_lines(rule)]
-    lines += [f'        counter name "{PREFIX}policy" drop', "    }", "}",
+    lines += [f"        goto {PREFIX}policy", "    }", "}",
               f"table bridge {L2_TABLE} {{",
               f"    counter {PREFIX}ethertype {{ }}",
               "    chain forward {",

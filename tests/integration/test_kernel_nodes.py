@@ -56,19 +56,31 @@ def test_the_same_rule_file_gives_the_same_verdicts_on_both_kinds(cluster_factor
         "inside_out": "timeout", "ping": "ok"}
 
 
-def sessions(cluster, tmp_path, n=16):
-    records = run_ftp(cluster, str(tmp_path), n, MODES, 20000, 2, 4, 6, 1)
-    return [r["outcome"] for r in records]
+def sessions(cluster, tmp_path, n=16, records=None):
+    done = run_ftp(cluster, str(tmp_path), n, MODES, 20000, 2, 4, 6, 1)
+    if records is not None:
+        records += done
+    return [r["outcome"] for r in done]
 
 
 def test_without_sync_data_connections_on_other_nodes_fail(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, node="kernel")
-    outcomes = sessions(cluster, tmp_path)
+    records = []
+    outcomes = sessions(cluster, tmp_path, records=records)
     assert 0 < outcomes.count("ok") < len(outcomes)  # as with Python nodes (no state there)
     stats = {n: cluster.ask(n, "stats") for n in cluster.node_names()}
     assert all(s["kind"] == "kernel" and s["conntrackd"] is None for s in stats.values())
     # the data connections' SYNs met a node without the expectation: the final deny
     assert sum(s["drops"].get("policy", 0) for s in stats.values()) > 0
+    # The nodes' event logs say which node carried and which refused what, as the
+    # Python nodes' do: the experiments' analyses read them alike.
+    from experiments.analysis.attribution import attribute, node_events
+    done = wait_until(lambda: (lambda a: a if all(r["control_node"] for r in a) else None)(
+        attribute(records, node_events(cluster.run_dir))), 5, "every session's control node")
+    failed = [r for r in done if r["outcome"] != "ok"]
+    assert failed and all(r["data_refusals"] > 0 and r["data_node"] != r["control_node"]
+                          for r in failed), failed
+    assert all(r["data_verdict"] == "accepted" for r in done if r["outcome"] == "ok")
 
 
 @pytest.mark.parametrize("n,conntrackd", [(2, "ftfw"), (3, "notrack")])

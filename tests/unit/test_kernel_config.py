@@ -1,13 +1,14 @@
 """Kernel nodes' pure parts: the rule file as nftables, conntrackd's config and
 outputs, the controller's commit messages."""
 import json
+import struct
 
 import pytest
 
 from controller.commit import Commits, check_order
 from nodes import syncproto as sp
 from nodes.kernel import conntrackd as ctd
-from nodes.kernel import nft
+from nodes.kernel import nflog, nft
 from nodes.rules import RuleSet
 from nodes.settings import SettingsError
 
@@ -26,15 +27,21 @@ def test_the_rule_file_becomes_the_same_decisions_in_nftables():
         in lines
     # any protocol with ports: the ports bind TCP and UDP only, as RuleSet.match does
     assert ('ip saddr 10.0.0.0/24 meta l4proto { tcp, udp } th dport 1024-65535 '
-            'counter name "drop_policy" drop') in lines
-    assert 'ip saddr 10.0.0.0/24 meta l4proto != { tcp, udp } counter name "drop_policy" drop' \
-        in lines
-    order = [lines.index(x) for x in ("ct state established,related accept",
-                                      'ct state invalid counter name "drop_invalid" drop',
-                                      'counter name "drop_policy" drop')]
+            'goto drop_policy') in lines
+    assert 'ip saddr 10.0.0.0/24 meta l4proto != { tcp, udp } goto drop_policy' in lines
+    forward = lines.index("chain forward {")
+    order = [lines.index(x, forward) for x in ("ct state established,related accept",
+                                               "ct state invalid goto drop_invalid",
+                                               "goto drop_policy")]
     assert order == sorted(order)  # state first, the rules, then the final deny
-    assert lines.index('counter name "drop_policy" drop') > lines.index(
+    assert lines.index("goto drop_policy", forward) > lines.index(
         'meta l4proto icmp counter name "rule_4" accept')
+    # every drop is logged (bounded, in the kernel), counted by reason, dropped
+    for reason in nft.DROPS:
+        chain = lines.index(f"chain drop_{reason} {{")
+        assert lines[chain + 1] == (f"limit rate {nflog.LOG_RATE}/second burst {nflog.LOG_RATE} "
+                                    f'packets log group {nflog.GROUP} prefix "{reason}"')
+        assert lines[chain + 2] == f'counter name "drop_{reason}" drop'
     assert "policy drop;" in text and "ether type { ip, arp } accept" in text
 
 
@@ -99,6 +106,8 @@ def test_conntrack_listing_becomes_entries_shaped_like_the_python_dump():
     assert tcp == {"proto": 6, "state": "ESTABLISHED", "timeout": 431999,
                    "orig": "tcp src=10.0.0.1 dst=10.0.0.201 sport=40000 dport=21",
                    "reply": "tcp src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000",
+                   "tuple": {"proto": 6, "src": "10.0.0.1", "sport": 40000, "dst": "10.0.0.201",
+                             "dport": 21},
                    "packets": [5, 4], "bytes": [300, 400], "assured": True, "helper": "ftp",
                    "related_to": None, "owner": "fw1"}
     assert udp["state"] == "UNREPLIED" and not udp["assured"]
@@ -122,8 +131,14 @@ def test_conntrackd_stats_are_read_by_section():
     text = ("cache internal:\ncurrent active connections:\t           4\n"
             "connections created:\t\t           9\tfailed:\t           0\n\n"
             "external inject:\nconnections created:\t\t           2\tfailed:\t           1\n")
+    text += ("multicast traffic (active device=fw1-eth2):\n"
+             "                 904 Bytes sent                   1088 Bytes recv\n"
+             "                  12 Pckts sent                     14 Pckts recv\n"
+             "                   0 Error send                      0 Error recv\n\n")
     stats = ctd.parse_stats(text)
     assert stats["cache internal"]["current_active_connections"] == 4
+    assert ctd.sync_counters(stats) == {"messages_sent": 12, "bytes_sent": 904,
+                                        "messages_received": 14, "bytes_received": 1088}
     assert stats["external inject"] == {"connections_created": 2, "failed": 1}
 
 
@@ -157,3 +172,43 @@ def test_a_resync_is_done_when_the_external_cache_stops_growing():
     text = "cache external:\ncurrent active connections:\t          12\n"
     assert ctd.external_entries(ctd.parse_stats(text)) == 12
     assert ctd.external_entries({}) == 0
+
+
+def test_nflog_messages_are_built_and_read():
+    bind, mode = nflog.bind_messages(group=3, copy_range=96)
+    length, msg_type, flags = struct.unpack_from("=IHH", bind)
+    assert (length, msg_type, flags) == (len(bind), 0x0401, 5)  # ULOG config, request + ack
+    assert bind[16:20] == bytes([0, 0, 0, 3])  # AF_UNSPEC, version 0, group 3 big-endian
+    assert bind[20:25] == struct.pack("=HH", 5, 1) + bytes([1])  # NFULA_CFG_CMD: BIND
+    assert mode[24:30] == struct.pack("!IBB", 96, 2, 0)  # NFULA_CFG_MODE: copy 96 bytes
+    ip = bytes.fromhex("450000280001000040060000") + bytes([10, 0, 0, 1, 10, 0, 0, 201]) + \
+        struct.pack("!HH", 40001, 21) + bytes(16)
+
+    def attr(kind, data):
+        raw = struct.pack("=HH", 4 + len(data), kind) + data
+        return raw + bytes(-len(raw) % 4)
+    body = bytes([2, 0, 0, 1]) + attr(10, b"policy\0") + attr(9 | 0x4000, ip)
+    msg = struct.pack("=IHHII", 16 + len(body), 0x0400, 0, 0, 0) + body
+    error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -1) + bytes(16)
+    assert nflog.packets(msg + msg) == [("policy", ip)] * 2
+    assert nflog.errors(error + msg) == [-1]
+    assert nflog.ip_tuple(ip) == {"proto": 6, "src": "10.0.0.1", "dst": "10.0.0.201",
+                                  "sport": 40001, "dport": 21}
+    echo = ip[:9] + bytes([1]) + ip[10:20] + bytes([8, 0, 0, 0, 0, 7])
+    assert nflog.ip_tuple(echo)["sport"] == 7 and nflog.ip_tuple(b"\x60" + bytes(39)) is None
+
+
+def test_conntrack_events_are_read_with_who_made_them():
+    own = ("[1796181728.205834]\t    [NEW] tcp      6 120 SYN_SENT src=10.0.0.1 dst=10.0.0.201 "
+           "sport=20000 dport=21 [UNREPLIED] src=10.0.0.201 dst=10.0.0.1 sport=21 dport=20000 "
+           "helper=ftp")
+    t, kind, entry, injected = ctd.parse_event(own, "fw1")
+    assert (t, kind, injected, entry["owner"]) == (1796181728.205834, "NEW", False, "fw1")
+    assert entry["tuple"] == {"proto": 6, "src": "10.0.0.1", "sport": 20000, "dst": "10.0.0.201",
+                              "dport": 21}
+    copy = own + " mark=0 [USERSPACE] portid=10719 progname=conntrackd"
+    assert ctd.parse_event(copy)[3] is True
+    ping = ("[1.5]\t [DESTROY] icmp     1 src=10.0.0.1 dst=10.0.0.201 type=8 code=0 id=7 "
+            "src=10.0.0.201 dst=10.0.0.1 type=0 code=0 id=7")
+    assert ctd.parse_event(ping)[2]["tuple"]["sport"] == 7
+    assert ctd.parse_event("conntrack v1.4.7 (conntrack-tools): 3 flow events") is None

@@ -19,8 +19,8 @@ PURE = ["nodes.packet", "nodes.rules", "nodes.conntrack", "nodes.ftp", "nodes.en
         "nodes.failure", "nodes.settings", "nodes.sync", "nodes.sync.channel",
         "nodes.sync.replication", "nodes.sync.membership", "nodes.sync.hold",
         "controller.steering", "controller.membership", "controller.commit",
-        "nodes.kernel.nft", "nodes.kernel.conntrackd", "experiments.schema",
-        "experiments.spec", "experiments.timeline", "topo.addresses"]
+        "nodes.kernel.nft", "nodes.kernel.conntrackd", "nodes.kernel.nflog",
+        "experiments.schema", "experiments.spec", "experiments.timeline", "topo.addresses"]
 # The analysis reads files and draws figures: it may use the clock and the
 # file system, but never Mininet or Ryu, so figures are rebuilt anywhere.
 NO_EMULATOR = ["experiments.analysis", "experiments.plot"]
