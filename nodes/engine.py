@@ -17,10 +17,10 @@ from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_S
                              TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
                              Expectation, Timeouts, track_tcp)
 from nodes.ftp import FtpHelper
-from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
+from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERRORS,
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
                           Packet, checksums_ok, ethertype, key_fields, key_str,
-                          parse_ipv4)
+                          parse_ipv4, quoted_key)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
@@ -190,6 +190,27 @@ class GatewayEngine:
             return HOLD
         return ACCEPT
 
+    def _icmp_error(self, pkt: Packet, frame: bytes, now: float) -> int:
+        """An ICMP error is admitted as related to the connection whose packet it
+        quotes, and only then, as Linux conntrack's RELATED: whatever the rules say
+        of ICMP, and addressed to that packet's sender (the error goes back to it;
+        Linux checks the same). Its checksum is verified: it is judged by what it
+        quotes. The connection's entry is not refreshed by it."""
+        quoted = quoted_key(frame, pkt.payload_off, pkt.payload_end)
+        if quoted is None:
+            return self._drop("icmp_error_truncated", pkt, now)
+        if self.checksum and not checksums_ok(frame):
+            return self._drop("bad_checksum")
+        proto, src, sport, dst, dport = quoted
+        other = (proto, dst, dport, src, sport)
+        entry = self.table.by_key.get(quoted if quoted <= other else other)
+        if entry is None or entry.expires <= now:
+            return self._drop("icmp_error_no_entry", pkt, now)
+        if pkt.dst != src:
+            return self._drop("icmp_error_misdirected", pkt, now)
+        self.counters["icmp_errors_related"] += 1
+        return ACCEPT
+
     def _unknown(self, reason: str, pkt: Packet, frame: bytes, ingress: int, now: float,
                  forwarded: bool) -> int:
         """No state here: drop, or in mode home hand it to the home port."""
@@ -210,6 +231,8 @@ class GatewayEngine:
         if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
             if pkt.icmp_type == ICMP_ECHO_REPLY:
                 return self._unknown("icmp_no_entry", pkt, frame, ingress, now, forwarded)
+            if pkt.icmp_type in ICMP_ERRORS:
+                return self._icmp_error(pkt, frame, now)
             rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
             return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
         if self.checksum and not checksums_ok(frame):

@@ -15,6 +15,9 @@ PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
+# ICMP errors, which quote the header of the packet they concern (RFC 792):
+# destination unreachable, source quench, redirect, time exceeded, parameter problem
+ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 
 _ETH = struct.Struct("!6s6sH")
 _IP = struct.Struct("!BBHHHBBH4s4s")
@@ -161,3 +164,25 @@ def parse_ipv4(frame: bytes) -> Packet | str:
             key = (proto, src, 0, dst, 0)
         return Packet(key, proto, src, dst, key[2], key[4], 0, 0, 0, l4 + 8, end, itype, n)
     return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
+
+
+def quoted_key(frame: bytes, off: int, end: int) -> Key | None:
+    """The key of the packet an ICMP error quotes (its IP header and at least 8 bytes
+    from ``off``), as ``parse_ipv4`` keys that packet; None when too short or not IPv4."""
+    if end - off < 20 or frame[off] >> 4 != 4:
+        return None
+    ihl = (frame[off] & 0x0F) * 4
+    if ihl < 20 or end - off < ihl + 8:
+        return None
+    proto, src, dst = frame[off + 9], frame[off + 12:off + 16], frame[off + 16:off + 20]
+    l4 = off + ihl
+    if proto in (PROTO_TCP, PROTO_UDP):
+        sport, dport = _PORTS.unpack_from(frame, l4)
+        return (proto, src, sport, dst, dport)
+    if proto == PROTO_ICMP:
+        itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
+        if itype == ICMP_ECHO_REQUEST:
+            return (proto, src, ident, dst, 0)
+        if itype == ICMP_ECHO_REPLY:
+            return (proto, src, 0, dst, ident)
+    return (proto, src, 0, dst, 0)

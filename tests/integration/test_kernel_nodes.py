@@ -28,8 +28,21 @@ except OSError:
 """
 
 
-def probe(cluster, src: str, dst: str, port: int) -> str:
-    proc = cluster.net[src].popen([sys.executable, "-c", PROBE, dst, str(port)])
+UDP_PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+s.connect((sys.argv[1], int(sys.argv[2])))
+try:
+    s.send(b"anyone?"); s.recv(64); print("answered")
+except ConnectionRefusedError:
+    print("refused")  # the port unreachable came back through the firewall
+except OSError:
+    print("timeout")
+"""
+
+
+def probe(cluster, src: str, dst: str, port: int, script: str = PROBE) -> str:
+    proc = cluster.net[src].popen([sys.executable, "-c", script, dst, str(port)])
     return proc.communicate(timeout=10)[0].decode().strip()
 
 
@@ -42,6 +55,10 @@ def verdicts(cluster, tmp_path) -> dict:
             "allowed_port_closed": probe(cluster, "c1", server_ip(1), 5001),
             "denied_port": probe(cluster, "c1", server_ip(1), 22),
             "inside_out": probe(cluster, "srv1", client_ip(1), 21),
+            # nothing listens on the UDP probe's port: the server's ICMP port
+            # unreachable is related to the datagram's connection (no rule lets
+            # the inside send ICMP out)
+            "udp_closed_port": probe(cluster, "c1", server_ip(1), 5002, UDP_PROBE),
             "ping": ping.strip()}
 
 
@@ -53,7 +70,7 @@ def test_the_same_rule_file_gives_the_same_verdicts_on_both_kinds(cluster_factor
         cluster.stop()
     assert seen["python"] == seen["kernel"] == {
         "ftp": "connected", "allowed_port_closed": "refused", "denied_port": "timeout",
-        "inside_out": "timeout", "ping": "ok"}
+        "inside_out": "timeout", "udp_closed_port": "refused", "ping": "ok"}
 
 
 def sessions(cluster, tmp_path, n=16, records=None):

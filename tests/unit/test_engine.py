@@ -111,6 +111,45 @@ def test_icmp_echo_pseudo_connection(fw):
     assert fw.process(icmp(SERVER, CLIENT, type=8), INSIDE, 0) == DROP  # inside may not ping out
 
 
+def icmp_error(quoted: bytes, src=SERVER, dst=CLIENT, type=3, code=3, quote=8) -> bytes:
+    """An ICMP error from ``src`` to ``dst`` quoting the IP packet of frame ``quoted``
+    (its header and the first ``quote`` bytes after it: 8, as routers send)."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    inner = quoted[14:14 + 20 + quote]
+    return bytes(Ether() / IP(src=src, dst=dst) / ICMP(type=type, code=code) / inner)
+
+
+def test_icmp_errors_are_admitted_as_related_to_their_connection_and_only_then():
+    """Linux conntrack's RELATED: a port unreachable or a fragmentation needed is let
+    through for the connection it quotes, whatever the rules say of ICMP from there
+    (here none lets the inside send ICMP out); an error quoting no connection, or
+    sent to another host than the quoted packet's sender, is dropped."""
+    fw = GatewayEngine("fw1", RuleSet.from_text("10.0.0.0/25 any udp 53 accept\n"
+                                                "10.0.0.0/25 10.0.0.201 tcp 80 accept\n"))
+    query = udp()
+    assert fw.process(query, OUTSIDE, 0) == ACCEPT
+    assert fw.process(icmp_error(query), INSIDE, 0.1) == ACCEPT  # port unreachable
+    syn = tcp(dport=80)
+    assert fw.process(syn, OUTSIDE, 0.2) == ACCEPT
+    reply = tcp(SERVER, CLIENT, 80, 40000, "SA", 5000, 1001)
+    assert fw.process(reply, INSIDE, 0.2) == ACCEPT
+    frag_needed = icmp_error(syn, src="10.0.0.254", type=3, code=4)  # a router on the path
+    assert fw.process(frag_needed, INSIDE, 0.3) == ACCEPT
+    assert fw.process(icmp_error(reply, src=CLIENT, dst=SERVER), OUTSIDE, 0.3) == ACCEPT
+    assert fw.counters["icmp_errors_related"] == 3
+    stray = udp(sport=6000)  # no connection
+    assert fw.process(icmp_error(stray), INSIDE, 0.4) == DROP
+    assert fw.process(icmp_error(query, dst="10.0.0.9"), INSIDE, 0.4) == DROP
+    assert fw.process(icmp_error(query, quote=4), INSIDE, 0.4) == DROP
+    assert fw.drops == {"icmp_error_no_entry": 1, "icmp_error_misdirected": 1,
+                        "icmp_error_truncated": 1}
+    bad = bytearray(icmp_error(query))
+    bad[36] ^= 0xFF  # the ICMP checksum
+    assert fw.process(bytes(bad), INSIDE, 0.5) == DROP and fw.drops["bad_checksum"] == 1
+    assert fw.process(icmp_error(query), INSIDE, 1000.0) == DROP  # the connection timed out
+
+
 def test_arp_passes_and_other_ethertypes_drop(fw):
     assert fw.process(arp(), OUTSIDE, 0) == ACCEPT
     ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)
