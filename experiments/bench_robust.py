@@ -344,7 +344,8 @@ def malformed(starts: Starts, out_dir: str, total: int) -> dict:
         read = sum(stats.get("packets_in", {}).values())
         verdicts = (sum(stats.get("drops", {}).values()) + sum(stats.get("packets_out", {})
                                                                 .values())
-                    + sum(stats.get("tx_errors", {}).values()))
+                    + sum(stats.get("tx_errors", {}).values())
+                    + stats.get("fragments_queued", 0))  # waiting for their datagram
         return {"sent": sent, "crashes": 0 if alive else 1, "read": read,
                 "counted": verdicts, "dropped_before_reading": sum(
                     stats.get("rx_dropped", {}).values()),

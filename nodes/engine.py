@@ -16,6 +16,7 @@ from typing import Protocol
 from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_SENT,
                              TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
                              Expectation, Timeouts, track_tcp)
+from nodes.defrag import Reassembly
 from nodes.ftp import FtpHelper
 from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERRORS,
                           PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
@@ -108,6 +109,8 @@ class GatewayEngine:
         self.drop_log_rate = drop_log_rate
         self._drop_log = [float("-inf"), 0]  # start of this second, refused openings logged
         self.held: dict[Entry, _Held] = {}
+        self.defrag = Reassembly()  # fragments wait here until their datagram is whole
+        self.fragments_out: list[tuple[bytes, int]] = []  # accepted fragments, to send
         self.home: HomePort | None = None  # mode home: frames without state go here (ASK)
         self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
 
@@ -127,6 +130,8 @@ class GatewayEngine:
             return self._drop(_ETHERTYPE_DROPS.get(et, "ethertype_other"))
         pkt = parse_ipv4(frame)
         if pkt.__class__ is str:
+            if pkt == "fragment":
+                return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
         key = pkt.key
         proto, src, sport, dst, dport = key
@@ -189,6 +194,36 @@ class GatewayEngine:
             self.counters["packets_held"] += 1
             return HOLD
         return ACCEPT
+
+    def _fragment(self, frame: bytes, ingress: int, now: float, forwarded: bool) -> int:
+        """A fragment waits for its datagram (HOLD); the whole datagram is judged as one
+        packet, and if it is accepted its fragments go out as they came, from
+        ``fragments_out`` (nodes/defrag.py: reassembly with Linux's bounds)."""
+        done = self.defrag.add(frame, ingress, now)
+        if self.defrag.lost:  # fragments queued before, dropped with their datagram
+            self.drops.update(self.defrag.lost)
+            self.defrag.lost.clear()
+        if done is None:
+            return HOLD
+        if done.__class__ is str:
+            return self._drop(done)
+        before = dict(self.drops)
+        verdict = self.process(done.frame, ingress, now, forwarded)
+        self.packets_in[ingress] -= 1  # counted once, as the fragment it arrived as
+        self.bytes_in[ingress] -= len(done.frame) - len(frame)
+        if verdict == ACCEPT:
+            self.fragments_out.extend(done.fragments)
+            self.counters["fragments_forwarded"] += len(done.fragments)
+            return HOLD
+        for reason, n in list(self.drops.items()):  # the datagram's drop: every fragment's
+            if n != before.get(reason, 0):
+                self.drops[reason] += len(done.fragments) - 1
+        return verdict
+
+    def take_fragments(self) -> list[tuple[bytes, int]]:
+        """The fragments of accepted datagrams, with the port each came in on."""
+        out, self.fragments_out = self.fragments_out, []
+        return out
 
     def _icmp_error(self, pkt: Packet, frame: bytes, now: float) -> int:
         """An ICMP error is admitted as related to the connection whose packet it
@@ -357,6 +392,10 @@ class GatewayEngine:
     # -- housekeeping --------------------------------------------------------
     def expire(self, now: float) -> int:
         """Remove idle entries and expectations; return how many went."""
+        self.defrag.expire(now)
+        if self.defrag.lost:
+            self.drops.update(self.defrag.lost)
+            self.defrag.lost.clear()
         dead, gone = self.table.expire(now, self.node)
         for entry in dead:
             self._event(now, "destroy", entry=entry.as_dict(now), why="timeout")
@@ -385,6 +424,8 @@ class GatewayEngine:
             "counters": dict(self.counters),
             "held_connections": len(self.held),
             "hold_ms": percentiles(self.hold_times),
+            "fragments_queued": self.defrag.queued(),
+            "reassembly": dict(self.defrag.counters),
         }
 
     def dump(self, now: float, entries: bool = True) -> dict:

@@ -232,6 +232,8 @@ class Node:
                 home.answer(msg, now)
             elif engine.process(msg.frame, msg.ingress, now, forwarded=True) == ACCEPT:
                 self.send(1 - msg.ingress, msg.frame)  # FORWARD: as if it arrived there
+            for frame, ingress in engine.take_fragments():  # a forwarded datagram, whole
+                self.send(1 - ingress, frame)
         self.sync.home_inbox.clear()
         self._send_all(home.outbox, home.counters)
 
@@ -273,6 +275,9 @@ class Node:
         for frame in rx.recv_batch(BATCH):
             if process(frame, ingress, now) == ACCEPT and send(frame):
                 sent += 1
+        if self.engine.fragments_out:  # a datagram reassembled and accepted: its fragments
+            for frame, _ in self.engine.take_fragments():
+                sent += send(frame)
         tx.flush()
         self.sent[1 - ingress] += sent
         if self.sync is not None:

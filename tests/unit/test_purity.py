@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # The gateway engine, the FTP code, the sync logic, the steering policy and the
 # settings: time comes in as an argument, bytes and decisions go out.
-PURE = ["nodes.packet", "nodes.rules", "nodes.conntrack", "nodes.ftp", "nodes.engine",
+PURE = ["nodes.packet", "nodes.defrag", "nodes.rules", "nodes.conntrack", "nodes.ftp", "nodes.engine",
         "nodes.groups", "nodes.syncproto", "nodes.home", "nodes.delayline", "nodes.samples",
         "nodes.failure", "nodes.settings", "nodes.sync", "nodes.sync.channel",
         "nodes.sync.replication", "nodes.sync.membership", "nodes.sync.hold",

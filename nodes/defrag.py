@@ -1,0 +1,156 @@
+"""IPv4 reassembly before the gateway engine judges a datagram (as Linux's nf_defrag).
+
+Pure: frames and times in, decisions out. A fragment is queued by its datagram
+(source, destination, protocol, identification); when every byte from offset 0
+to the last fragment's end has arrived, the datagram is rebuilt (the first
+fragment's Ethernet and IP headers, flags and offset cleared, length and
+checksum set) for the engine to judge, and the original fragments are handed
+back to be forwarded as they came, as the bridge's netfilter does.
+
+Bounds, after Linux's ``ipfrag_*`` settings: at most ``max_bytes`` of fragments
+queued (``ipfrag_high_thresh``, 4 MiB; the oldest datagrams are evicted first),
+``max_datagrams`` datagrams in progress, ``timeout`` seconds for a datagram to
+complete (``ipfrag_time``, 30 s), 64 fragments a datagram and 65535 bytes. An
+overlap drops the whole datagram (RFC 5722's rule for IPv6, which Linux applies
+to IPv4 fragments that change what was already received too).
+"""
+from __future__ import annotations
+
+import struct
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+MAX_BYTES = 4 << 20
+MAX_DATAGRAMS = 1024
+TIMEOUT = 30.0
+MAX_FRAGMENTS = 64
+_IP = struct.Struct("!BBHHHBBH4s4s")
+
+
+def _fold(data: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@dataclass
+class _Datagram:
+    started: float
+    parts: list = field(default_factory=list)  # (offset, payload, frame, ingress)
+    size: int = 0  # bytes of frames queued
+    received: int = 0  # payload bytes queued
+    end: int | None = None  # the payload's length, once the last fragment came
+
+
+@dataclass
+class Done:
+    """A complete datagram: the rebuilt frame to judge, and the fragments as they came."""
+
+    frame: bytes
+    fragments: list  # (frame, ingress)
+
+
+class Reassembly:
+    def __init__(self, max_bytes: int = MAX_BYTES, max_datagrams: int = MAX_DATAGRAMS,
+                 timeout: float = TIMEOUT):
+        self.max_bytes, self.max_datagrams, self.timeout = max_bytes, max_datagrams, timeout
+        self.pending: OrderedDict[tuple, _Datagram] = OrderedDict()
+        self.bytes = 0
+        self.lost: Counter = Counter()  # queued fragments dropped with their datagram, by reason
+        self.counters = {"fragments_queued": 0, "datagrams_reassembled": 0, "datagrams_timed_out": 0,
+                         "datagrams_evicted": 0}
+
+    def add(self, frame: bytes, ingress: int, now: float) -> Done | str | None:
+        """Queue one fragment (an IPv4-in-Ethernet frame with MF or an offset): None
+        while its datagram is incomplete, Done once it is, or a drop reason (the
+        datagram's fragments queued so far are dropped with it)."""
+        self.expire(now)
+        if len(frame) < 34:
+            return "truncated_ip"
+        vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl or 14 + total > len(frame):
+            return "truncated_ip"
+        offset, more = (frag & 0x1FFF) * 8, bool(frag & 0x2000)
+        payload = frame[14 + ihl:14 + total]
+        if more and (not payload or len(payload) % 8):
+            return "frag_bad_length"  # every fragment but the last carries 8-byte units
+        if offset + len(payload) > 65535 - ihl:
+            return self._discard((src, dst, proto, ident), "frag_too_big")
+        key = (src, dst, proto, ident)
+        dgram = self.pending.get(key)
+        if dgram is None:
+            if len(self.pending) >= self.max_datagrams:
+                self._evict_oldest()
+            dgram = self.pending[key] = _Datagram(now)
+        for off, data, _, _ in dgram.parts:
+            if offset < off + len(data) and off < offset + len(payload):
+                if (off, data) == (offset, payload):
+                    return "frag_duplicate"  # a retransmission: the queued copy goes out
+                return self._discard(key, "frag_overlap")
+        if not more:
+            if dgram.end is not None and dgram.end != offset + len(payload):
+                return self._discard(key, "frag_overlap")  # two different last fragments
+            dgram.end = offset + len(payload)
+        if len(dgram.parts) >= MAX_FRAGMENTS or (dgram.end is not None and
+                                                offset + len(payload) > dgram.end):
+            return self._discard(key, "frag_too_many" if len(dgram.parts) >= MAX_FRAGMENTS
+                                 else "frag_overlap")
+        dgram.parts.append((offset, payload, frame, ingress))
+        dgram.size += len(frame)
+        dgram.received += len(payload)
+        self.bytes += len(frame)
+        self.counters["fragments_queued"] += 1
+        while self.bytes > self.max_bytes and self.pending:
+            self._evict_oldest()
+        if key not in self.pending:  # this very datagram was the oldest: counted in lost
+            self.lost["frag_evicted"] -= 1
+            return "frag_evicted"
+        if dgram.end is None or dgram.received != dgram.end:  # no overlaps: bytes add up
+            return None
+        del self.pending[key]
+        self.bytes -= dgram.size
+        self.counters["datagrams_reassembled"] += 1
+        return Done(self._rebuild(dgram), [(f, i) for _, _, f, i in dgram.parts])
+
+    @staticmethod
+    def _rebuild(dgram: _Datagram) -> bytes:
+        parts = sorted(dgram.parts, key=lambda p: p[0])
+        first = parts[0][2]
+        ihl = (first[14] & 0x0F) * 4
+        payload = b"".join(p[1] for p in parts)
+        header = bytearray(first[14:14 + ihl])
+        struct.pack_into("!H", header, 2, ihl + len(payload))
+        struct.pack_into("!H", header, 6, 0)  # no flags, offset 0
+        struct.pack_into("!H", header, 10, 0)
+        struct.pack_into("!H", header, 10, ~_fold(bytes(header)) & 0xFFFF)
+        return first[:14] + bytes(header) + payload
+
+    def _discard(self, key: tuple, reason: str) -> str:
+        dgram = self.pending.pop(key, None)
+        if dgram is not None:
+            self.bytes -= dgram.size
+            self.lost[reason] += len(dgram.parts)
+        return reason
+
+    def _evict_oldest(self) -> None:
+        _, dgram = self.pending.popitem(last=False)
+        self.bytes -= dgram.size
+        self.lost["frag_evicted"] += len(dgram.parts)
+        self.counters["datagrams_evicted"] += 1
+
+    def queued(self) -> int:
+        """Fragments waiting for their datagram now."""
+        return sum(len(d.parts) for d in self.pending.values())
+
+    def expire(self, now: float) -> None:
+        """Drop the datagrams that did not complete within ``timeout``."""
+        while self.pending:
+            key, dgram = next(iter(self.pending.items()))
+            if now - dgram.started < self.timeout:
+                return
+            del self.pending[key]
+            self.bytes -= dgram.size
+            self.lost["frag_timeout"] += len(dgram.parts)
+            self.counters["datagrams_timed_out"] += 1
