@@ -94,7 +94,7 @@ def reproduce(results: str = "results", quick: bool = False, shard: tuple[int, i
         os.makedirs(out)
         progress.name = f"{spec['name']} rep {point.repetition + 1}/{spec['repetitions']}"
         run_point(spec, point, out, progress)
-        progress.done += 1
+        progress.finished()
     info["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(manifest_path, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=2)

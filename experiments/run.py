@@ -85,17 +85,32 @@ def run_dir_name(spec: dict) -> str:
 class Progress:
     """One line per step: experiment, point, elapsed time and time left."""
 
-    def __init__(self, name: str, total: int):
-        self.name, self.total, self.t0, self.done = name, total, time.monotonic(), 0
+    def __init__(self, name: str, total: int, clock=time.monotonic):
+        self.clock = clock
+        self.name, self.total, self.t0, self.done = name, total, clock(), 0
+        self.t_done = self.t0  # when the last point finished
         self.last = 0.0
 
+    def finished(self) -> None:
+        """One more point done."""
+        self.done += 1
+        self.t_done = self.clock()
+
+    def left(self, now: float) -> float | None:
+        """The points not done yet at the mean time of those done, less what the
+        current one has run already (None before any is done)."""
+        if not self.done:
+            return None
+        per_point = (self.t_done - self.t0) / self.done
+        return max(0.0, per_point * (self.total - self.done) - (now - self.t_done))
+
     def __call__(self, msg: str, force: bool = True) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self.last < 2:
             return
         self.last = now
         elapsed = now - self.t0
-        left = max(0.0, elapsed / self.done * self.total - elapsed) if self.done else None
+        left = self.left(now)
         eta = f", about {left:.0f}s left" if left is not None else ""
         print(f"[{self.name} {min(self.done + 1, self.total)}/{self.total}] {msg} "
               f"({elapsed:.0f}s elapsed{eta})", flush=True)
@@ -228,7 +243,7 @@ def run(spec_path: str, results: str = "results") -> str:
         out = os.path.join(run_dir, "points", point.name)
         os.makedirs(out)
         records += run_point(spec, point, out, progress)
-        progress.done += 1
+        progress.finished()
     write_csv(records, os.path.join(run_dir, "sessions.csv"))
     info["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(os.path.join(run_dir, "manifest.json"), "w", encoding="utf-8") as fh:

@@ -122,3 +122,19 @@ def test_bench_names_pick_benchmarks():
     assert select(["failover"]) == ["failover"]
     assert select(["sync"]) == ["sync_memory", "sync_bulk", "sync_lag", "sync_lag_kernelnode"]
     assert select(["dataplane_tcp"]) == ["dataplane"]
+
+
+def test_progress_says_the_time_left_not_the_time_elapsed():
+    """It printed "18s elapsed, about 18s left" on the last of two points."""
+    from experiments.run import Progress
+    now = [0.0]
+    progress = Progress("demo", 2, clock=lambda: now[0])
+    assert progress.left(0.0) is None
+    now[0] = 18.0
+    progress.finished()  # the first point took 18 s
+    assert progress.left(18.0) == 18.0  # one more like it
+    assert progress.left(30.0) == 6.0  # 12 s into the last one
+    assert progress.left(40.0) == 0.0
+    now[0] = 36.0
+    progress.finished()
+    assert progress.left(36.0) == 0.0
