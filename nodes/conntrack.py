@@ -14,6 +14,7 @@ from nodes.packet import (PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
                           TCP_SYN, Key, ip_str, key_fields, key_str, reverse)
 
 # TCP states, named as conntrack names them.
+ETH_HEADER = 14  # bytes before the IP header in every frame a node counts
 SYN_SENT, SYN_RECV, ESTABLISHED = "SYN_SENT", "SYN_RECV", "ESTABLISHED"
 FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE = "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"
 TCP_STATES = (SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE)
@@ -103,6 +104,9 @@ class Entry:
             "idle": round(now - self.last_seen, 3),
             "unchanged": round(now - self.changed, 3),
             "packets": list(self.packets), "bytes": list(self.bytes),
+            # IP bytes, as conntrack counts them: the frames less their Ethernet headers
+            "l3_bytes": [b - ETH_HEADER * n for b, n in zip(self.bytes, self.packets)],
+            "assured": assured(self),
             "rule": self.rule, "helper": self.helper,
             "related_to": key_str(self.related_to) if self.related_to else None,
             "extra": dict(self.extra or {}),
@@ -130,7 +134,7 @@ class Expectation:
     def as_dict(self, now: float) -> dict:
         src = ip_str(self.src) if self.src else "any"
         return {"proto": self.proto, "src": src, "dst": ip_str(self.dst),
-                "dport": self.dport, "master": key_str(self.master),
+                "dport": self.dport, "master": key_str(self.master), "helper": self.helper,
                 "timeout": round(max(0.0, self.expires - now), 1), "owner": self.owner}
 
 

@@ -171,9 +171,10 @@ def _tuples(line: str) -> list[dict]:
 
 
 def _key(name: str, t: dict) -> str:
-    """One direction as the Python node's dump prints it (nodes/packet.py key_str)."""
-    return (f"{name} src={t.get('src')} dst={t.get('dst')} sport={t.get('sport', t.get('id', 0))}"
-            f" dport={t.get('dport', t.get('type', 0))}")
+    """One direction as the Python node's dump prints it (nodes/packet.py key_str;
+    ICMP keyed as parse_ipv4 keys it: see _fields)."""
+    f = _fields(_PROTO.get(name, 0), t)
+    return f"{name} src={f['src']} dst={f['dst']} sport={f['sport']} dport={f['dport']}"
 
 
 def parse_conntrack(listing: str, node: str | None = None) -> list[dict]:
@@ -193,13 +194,15 @@ def parse_conntrack(listing: str, node: str | None = None) -> list[dict]:
             ("UNREPLIED" if "[UNREPLIED]" in words else "REPLIED")
         orig, reply, *_ = _tuples(line) + [{}, {}]
         helper = reply.get("helper") or orig.get("helper")
+        since = re.search(r"\[active since (\d+)s\]", line)
         out.append({"proto": proto, "state": state, "timeout": timeout,
                     "orig": _key(words[0], orig), "reply": _key(words[0], reply),
                     "tuple": _fields(proto, orig),
                     "packets": [int(orig.get("packets", 0)), int(reply.get("packets", 0))],
                     "bytes": [int(orig.get("bytes", 0)), int(reply.get("bytes", 0))],
+                    "l3_bytes": [int(orig.get("bytes", 0)), int(reply.get("bytes", 0))],
                     "assured": "[ASSURED]" in words, "helper": helper, "related_to": None,
-                    "owner": node})
+                    "owner": node, **({"age": int(since[1])} if since else {})})
     return out
 
 

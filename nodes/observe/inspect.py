@@ -14,26 +14,59 @@ from nodes.observe.client import ask, current_run, socket_path
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
 
 
+def _fields(key: str) -> dict:
+    """The key=value fields of a key as nodes.packet.key_str prints it."""
+    return dict(part.split("=", 1) for part in key.split()[1:])
+
+
+def _direction(proto: str, key: str, packets: int, l3_bytes: int, reply: bool) -> str:
+    f = _fields(key)
+    if proto == "icmp":  # type, code and id, as conntrack shows an echo
+        ident = f["sport"] if f["sport"] != "0" else f["dport"]
+        l4 = f"type={0 if reply else 8} code=0 id={ident}"
+    else:
+        l4 = f"sport={f['sport']} dport={f['dport']}"
+    return f"src={f['src']} dst={f['dst']} {l4} packets={packets} bytes={l3_bytes}"
+
+
 def format_entry(e: dict) -> str:
-    """One line per connection, as conntrack -L prints it."""
+    """One line per connection in ``conntrack -L``'s format (with accounting on): its
+    fields, flags and order, IP bytes. After conntrack's own fields, the two it has
+    not: ``owner=`` (the node that owns the entry) and, for a related connection,
+    ``master=`` (its master connection, as ``src:sport->dst:dport``)."""
     proto = PROTO_NAMES.get(e["proto"], str(e["proto"]))
-    orig = e["orig"].split(" ", 1)[1]
-    reply = e["reply"].split(" ", 1)[1]
-    state = e["state"] if proto == "tcp" else ""
-    parts = [f"{proto:<8}{e['proto']:<3}{int(e['timeout']):<7}", state, orig,
-             f"packets={e['packets'][0]} bytes={e['bytes'][0]}", reply,
-             f"packets={e['packets'][1]} bytes={e['bytes'][1]}", f"owner={e['owner']}"]
+    l3 = e.get("l3_bytes", e["bytes"])
+    parts = [f"{proto:<8} {e['proto']} {int(e['timeout'])}"]
+    if proto == "tcp":
+        parts.append(e["state"])
+    parts.append(_direction(proto, e["orig"], e["packets"][0], l3[0], False))
+    if e["packets"][1] == 0:
+        parts.append("[UNREPLIED]")
+    parts.append(_direction(proto, e["reply"], e["packets"][1], l3[1], True))
+    if e.get("assured"):
+        parts.append("[ASSURED]")
+    parts.append("mark=0")
     if e["helper"]:
         parts.append(f"helper={e['helper']}")
+    parts += ["use=1", f"owner={e['owner']}"]
     if e["related_to"]:
-        parts.append(f"master=[{e['related_to']}]")
-    return " ".join(p for p in parts if p)
+        m = _fields(e["related_to"])
+        parts.append(f"master={m['src']}:{m['sport']}->{m['dst']}:{m['dport']}")
+    return " ".join(parts)
 
 
 def format_expectation(x: dict) -> str:
-    """One line per expectation, as conntrack -L expect prints it."""
-    return (f"{int(x['timeout'])} proto={x['proto']} src={x['src']} dst={x['dst']} "
-            f"sport=0 dport={x['dport']} master=[{x['master']}] owner={x['owner']}")
+    """One line per expectation in ``conntrack -L expect``'s format (the expected
+    tuple, its mask, the master's tuple, class and helper), then ``owner=``."""
+    proto = x["proto"]
+    m = _fields(x["master"]) if x.get("master") else {}
+    src, mask = (x["src"], "255.255.255.255") if x["src"] not in (None, "any") else \
+        ("0.0.0.0", "0.0.0.0")
+    return (f"{int(x['timeout'])} proto={proto} src={src} dst={x['dst']} sport=0 "
+            f"dport={x['dport']} mask-src={mask} mask-dst=255.255.255.255 sport=0 "
+            f"dport=65535 master-src={m.get('src')} master-dst={m.get('dst')} "
+            f"sport={m.get('sport')} dport={m.get('dport')} class=0 "
+            + (f"helper={x['helper']} " if x.get("helper") else "") + f"owner={x['owner']}")
 
 
 # What a dump lists, how one item prints, and what the items are called.

@@ -108,7 +108,8 @@ def test_conntrack_listing_becomes_entries_shaped_like_the_python_dump():
                    "reply": "tcp src=10.0.0.201 dst=10.0.0.1 sport=21 dport=40000",
                    "tuple": {"proto": 6, "src": "10.0.0.1", "sport": 40000, "dst": "10.0.0.201",
                              "dport": 21},
-                   "packets": [5, 4], "bytes": [300, 400], "assured": True, "helper": "ftp",
+                   "packets": [5, 4], "bytes": [300, 400], "l3_bytes": [300, 400],
+                   "assured": True, "helper": "ftp",
                    "related_to": None, "owner": "fw1"}
     assert udp["state"] == "UNREPLIED" and not udp["assured"]
     from nodes.observe.inspect import format_entry
@@ -212,3 +213,37 @@ def test_conntrack_events_are_read_with_who_made_them():
             "src=10.0.0.201 dst=10.0.0.1 type=0 code=0 id=7")
     assert ctd.parse_event(ping)[2]["tuple"]["sport"] == 7
     assert ctd.parse_event("conntrack v1.4.7 (conntrack-tools): 3 flow events") is None
+
+
+def test_the_python_nodes_listing_parses_as_conntracks_does():
+    """fw-inspect prints conntrack -L's format, so that what parses a kernel node's
+    listing parses a Python node's: the same fields back, bytes at L3."""
+    from nodes.engine import INSIDE, OUTSIDE, GatewayEngine
+    from nodes.observe.inspect import format_entry, format_expectation
+    from tests.unit.frames import CLIENT, SERVER, icmp, tcp
+    fw = GatewayEngine("fw1", RuleSet.from_text("10.0.0.0/25 10.0.0.201 tcp 21 accept "
+                                                "helper=ftp\nany any icmp any accept\n"))
+    fw.process(tcp(flags="S"), OUTSIDE, 0)
+    fw.process(tcp(SERVER, CLIENT, 21, 40000, "SA", 5000, 1001), INSIDE, 0)
+    fw.process(tcp(flags="A", seq=1001, ack=5001), OUTSIDE, 0)
+    fw.process(tcp(SERVER, CLIENT, 21, 40000, "PA", 5001, 1001,
+                   b"227 Entering Passive Mode (10,0,0,201,156,65).\r\n"), INSIDE, 0)
+    fw.process(icmp(), OUTSIDE, 0)
+    dump = fw.dump(1.0)
+    for entry in dump["entries"]:
+        line = format_entry(entry)
+        (back,) = ctd.parse_conntrack(line, "fw1")
+        for field in ("proto", "state", "orig", "reply", "tuple", "packets", "l3_bytes",
+                      "assured", "helper", "owner"):
+            assert back[field] == entry[field], (field, line)
+        assert entry["l3_bytes"][0] == entry["bytes"][0] - 14 * entry["packets"][0]
+    ping = format_entry(next(e for e in dump["entries"] if e["proto"] == 1))
+    assert ping.startswith("icmp     1 ") and "type=8 code=0 id=7 packets=1 bytes=28 " \
+        "[UNREPLIED] src=10.0.0.201 dst=10.0.0.1 type=0 code=0 id=7" in ping
+    control = format_entry(next(e for e in dump["entries"] if e["proto"] == 6))
+    assert control.startswith("tcp      6 ") and " ESTABLISHED src=10.0.0.1 " in control
+    assert "[ASSURED] mark=0 helper=ftp use=1 owner=fw1" in control
+    (exp,) = dump["expectations"]
+    (parsed,) = ctd.parse_expectations(format_expectation(exp), "fw1")
+    for field in ("proto", "dst", "dport", "master", "helper", "owner"):
+        assert parsed[field] == exp[field], field
