@@ -77,11 +77,15 @@ def sync_loss(cluster, node: str, percent: float) -> None:
     cluster.log("fault_sync_loss", node=node, percent=percent)
     host, intf = cluster.net[node], f"{node}-eth2"
     host.cmd("nft delete table netdev fwloss 2>/dev/null")
+    if not 0 <= percent <= 100:
+        raise SetupError(f"sync loss {percent}%: give a percentage from 0 to 100")
     if percent > 0:
+        # numgen's values are 0-99: "< 100" is out of its range, and nft refuses it
+        match = "" if percent >= 100 else f"numgen random mod 100 '<' {int(percent)} "
         out = host.cmd(
             "nft add table netdev fwloss && nft add chain netdev fwloss c "
             f"'{{ type filter hook ingress device \"{intf}\" priority 0; policy accept; }}' && "
-            f"nft add rule netdev fwloss c numgen random mod 100 '<' {int(percent)} counter drop")
+            f"nft add rule netdev fwloss c {match}counter drop")
         if "Error" in out:
             raise SetupError(f"nftables refused the loss rule on {intf}: {out.strip()}")
 
