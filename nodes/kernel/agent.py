@@ -313,8 +313,13 @@ class Agent:
         entries = ctd.parse_conntrack(sh("conntrack", "-L", check=False), self.name)
         expectations = ctd.parse_expectations(sh("conntrack", "-L", "expect", check=False),
                                               self.name)
+        caches = {}
+        if self.mode:  # conntrackd's caches, for the consistency check
+            caches = {"internal": ctd.parse_conntrack(self.ctl("-i", "ct"), self.name),
+                      "external": ctd.parse_conntrack(self.ctl("-e", "ct"), None),
+                      "external_cache": self.external_cache}
         yield json.dumps({"node": self.name, "kind": "kernel", "entries": entries,
-                          "expectations": expectations, "common": []})
+                          "expectations": expectations, "common": [], **caches})
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> None:

@@ -141,3 +141,47 @@ def check(nodes: dict[str, dict], settle: float = SETTLE) -> Report:
             if ids[node] in alive:
                 add((f"{what[0]}_missing", node, " ".join(str(w) for w in what[1:]), ""))
     return report
+
+
+def check_kernel(nodes: dict[str, dict], settle: float = 1.0) -> Report:
+    """The same promise for kernel nodes: ``nodes``: name -> {"dump": ..., "stats": ...}
+    where a kernel node's dump also lists conntrackd's caches (``internal``: the
+    connections this node's kernel reported, its own; ``external``: what it heard
+    from the others). conntrackd sends every entry to every node: each live node's
+    own connection must be in every other live node's copies (the external cache,
+    or the kernel table when the external cache is off), in the same state; no
+    connection is in two nodes' internal caches. conntrackd does not say whose a
+    copy is, so copies of a gone owner cannot be told (not checked). Entries younger
+    than ``settle`` seconds (conntrackd's ``active since``, whole seconds) are left
+    out. FT-FW and NOTRACK promise this; ALARM only after a RefreshTime (findings)."""
+    live = {n: v for n, v in nodes.items() if v and v.get("dump", {}).get("internal") is not None}
+    if not live:
+        return Report("none", False)
+    mode = next(iter(live.values()))["stats"]["sync"].get("mode")
+    report = Report(f"conntrackd {mode}", mode in ("ftfw", "notrack"))
+    add = report.violations.append if report.promised else report.findings.append
+    own = {n: {_conn(e["tuple"]): e for e in v["dump"]["internal"]} for n, v in live.items()}
+    copies = {n: {_conn(e["tuple"]): e for e in (v["dump"]["external"]
+                                                 if v["dump"].get("external_cache", True)
+                                                 else v["dump"]["entries"])}
+              for n, v in live.items()}
+    holders: dict[str, list[str]] = {}
+    for node, table in own.items():
+        for conn in table:
+            holders.setdefault(conn, []).append(node)
+    for conn, who in sorted(holders.items()):
+        if len(who) > 1:
+            add(("owned_twice", ", ".join(sorted(who)), conn, ""))
+    for node, table in own.items():
+        for conn, entry in table.items():
+            if entry.get("age", settle) < settle:
+                continue
+            report.checked += 1
+            for backup in sorted(set(live) - {node}):
+                copy = copies[backup].get(conn)
+                if copy is None:
+                    add(("missing_on_backup", backup, conn, f"owner {node}"))
+                elif entry["proto"] == 6 and copy["state"] != entry["state"]:
+                    add(("state_differs", backup, conn,
+                         f"{node} has {entry['state']}, copy {copy['state']}"))
+    return report

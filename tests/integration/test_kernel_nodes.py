@@ -51,6 +51,9 @@ def verdicts(cluster, tmp_path) -> dict:
     make_files(str(root), 1, 1000, seed=1)
     start_ftp_servers(cluster, str(root))
     ping = cluster.net["c1"].cmd("ping -c1 -W1", server_ip(1), ">/dev/null && echo ok || echo no")
+    # 3000 bytes: fragments both ways, judged as their datagram (Linux: nf_defrag)
+    big = cluster.net["c1"].cmd("ping -c2 -W1 -s 3000", server_ip(1),
+                                ">/dev/null && echo ok || echo no")
     return {"ftp": probe(cluster, "c1", server_ip(1), 21),
             "allowed_port_closed": probe(cluster, "c1", server_ip(1), 5001),
             "denied_port": probe(cluster, "c1", server_ip(1), 22),
@@ -59,7 +62,7 @@ def verdicts(cluster, tmp_path) -> dict:
             # unreachable is related to the datagram's connection (no rule lets
             # the inside send ICMP out)
             "udp_closed_port": probe(cluster, "c1", server_ip(1), 5002, UDP_PROBE),
-            "ping": ping.strip()}
+            "ping": ping.strip(), "big_ping": big.strip()}
 
 
 def test_the_same_rule_file_gives_the_same_verdicts_on_both_kinds(cluster_factory, tmp_path):
@@ -70,7 +73,7 @@ def test_the_same_rule_file_gives_the_same_verdicts_on_both_kinds(cluster_factor
         cluster.stop()
     assert seen["python"] == seen["kernel"] == {
         "ftp": "connected", "allowed_port_closed": "refused", "denied_port": "timeout",
-        "inside_out": "timeout", "udp_closed_port": "refused", "ping": "ok"}
+        "inside_out": "timeout", "udp_closed_port": "refused", "ping": "ok", "big_ping": "ok"}
 
 
 def sessions(cluster, tmp_path, n=16, records=None):
@@ -183,3 +186,23 @@ def test_what_a_kernel_node_cannot_do_is_refused_in_one_line(cluster_factory):
     with pytest.raises(SetupError, match="hang: not on kernel nodes"):
         faults.hang(cluster, "fw1")
     assert "not on a kernel node" in cluster.ask("fw1", "set mode=periodic")["error"]
+
+
+def test_the_consistency_check_reads_conntrackds_caches(cluster_factory, tmp_path):
+    """conntrackd's promise, checked: each node's own connections (its internal
+    cache) are among the other's copies (here its kernel table: external cache
+    off), in the same state. Make one node deaf to the other, open connections
+    through both: the deaf node misses the other's, and only it."""
+    cluster = cluster_factory(n=2, node="kernel", sync={"mode": "ondemand"}, failover="backup",
+                              external_cache=False)  # copies in the kernel: every session works
+    assert all(o == "ok" for o in sessions(cluster, tmp_path, n=8))
+    # the control connections stay in TIME_WAIT for 120 s: settled entries to check
+    report = wait_until(lambda: (lambda r: r if r.checked and r.ok else None)(
+        cluster.consistency()), 10, "a quiet cluster to pass the check")
+    assert report.promised and report.mode == "conntrackd ftfw"
+    faults.sync_loss(cluster, "fw2", 100)  # fw2 hears nothing from fw1 any more
+    sessions(cluster, tmp_path / "deaf", n=6)  # their control connections stay, TIME_WAIT
+    bad = wait_until(lambda: (lambda r: r if any(v[0] == "missing_on_backup" and v[1] == "fw2"
+                                                 for v in r.violations) else None)(
+        cluster.consistency()), 10, "the check to find what fw2 did not hear")
+    assert not [v for v in bad.violations if v[1] != "fw2"]  # fw1 heard fw2's

@@ -76,3 +76,27 @@ def test_a_connection_changed_a_moment_ago_is_not_judged():
 def test_per_connection_backups_are_checked_where_they_are():
     net = loaded(selection="connection")
     assert check(snapshot(net)).ok
+
+
+def test_kernel_nodes_are_checked_from_conntrackds_caches():
+    from nodes.observe.consistency import check_kernel
+
+    def entry(port, state="ESTABLISHED", age=5):
+        return {"proto": 6, "state": state, "age": age,
+                "tuple": {"proto": 6, "src": "10.0.0.1", "sport": port, "dst": "10.0.0.201",
+                          "dport": 21}}
+
+    def node(internal, external):
+        return {"dump": {"internal": internal, "external": external, "entries": [],
+                         "external_cache": True},
+                "stats": {"sync": {"mode": "ftfw"}}}
+    quiet = {"fw1": node([entry(1)], [entry(2)]), "fw2": node([entry(2)], [entry(1)])}
+    report = check_kernel(quiet)
+    assert report.ok and report.checked == 2 and report.promised
+    broken = {"fw1": node([entry(1), entry(3), entry(4, age=0)], [entry(2)]),
+              "fw2": node([entry(2), entry(3)], [entry(1, "FIN_WAIT")])}
+    kinds = sorted((v[0], v[1]) for v in check_kernel(broken).violations)
+    assert kinds == [("missing_on_backup", "fw1"), ("missing_on_backup", "fw2"),
+                     ("owned_twice", "fw1, fw2"), ("state_differs", "fw2")]
+    alarm = {n: {**v, "stats": {"sync": {"mode": "alarm"}}} for n, v in broken.items()}
+    assert check_kernel(alarm).ok and check_kernel(alarm).findings  # ALARM promises less
