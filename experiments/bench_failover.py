@@ -121,7 +121,8 @@ def udp_carrier(cluster, window: float = 0.2) -> str | None:
 def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dict:
     """Two nodes of one kind, on-demand sync (conntrackd FT-FW for kernel nodes, with
     the commit before steering), the UDP probe's stream from server to client (replies:
-    state needed). Crash the carrier, time the first datagram through the backup;
+    state needed). Crash the carrier, time the first datagram through the backup, the
+    controller's decision (detection) and, on kernel nodes, the commit it waited for;
     restart it, and time the outage while its buckets come back (its state must be
     back first: a rejoining node's resync)."""
     from topo.net import Cluster
@@ -148,7 +149,13 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dic
                              10, "the stream through the backup")[0]
             down = [e for e in _events(run_dir, "controller.events.jsonl")
                     if e["event"] == "node_down" and e["t"] > t_fault]
-            samples.append((gap["first"] - t_fault, down[0]["t"] - t_fault if down else None))
+            # node_down is logged after the commit (kernel nodes, before_steer): the
+            # decision came commit_ms earlier
+            commit = sum(v or 0 for v in down[0].get("commit_ms", {}).values()) / 1000 \
+                if down else 0.0
+            samples.append((gap["first"] - t_fault,
+                            down[0]["t"] - commit - t_fault if down else None,
+                            commit if down and down[0].get("commit_ms") else None))
             print(f"failover ({kind} nodes): crash {i + 1}/{crashes} of {node}: stream back "
                   f"after {samples[-1][0] * 1000:.1f} ms", file=sys.stderr, flush=True)
             t_restart = time.time()
@@ -163,7 +170,10 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dic
     suffix = "_kernelnode" if kind == "kernel" else ""
     out = {}
     for name, values in (("failover_crash", [s[0] for s in samples]),
-                         ("failover_crash_detection", [s[1] for s in samples if s[1] is not None])):
+                         ("failover_crash_detection", [s[1] for s in samples if s[1] is not None]),
+                         ("failover_crash_commit", [s[2] for s in samples if s[2] is not None])):
+        if not values:
+            continue  # Python nodes commit nothing
         p = percentiles(values)
         out[f"{name}_p50{suffix}"] = (p.get("p50"), "ms")
         out[f"{name}_p99{suffix}"] = (p.get("p99"), "ms")
