@@ -81,7 +81,7 @@ def test_every_handout_command_does_what_the_handout_says(handout):
         plan = sessions(fh.read())
     before = set(os.listdir(os.path.join(ROOT, "results"))) \
         if os.path.isdir(os.path.join(ROOT, "results")) else set()
-    wrong = []
+    wrong, passed = [], False
     try:
         for n, session in enumerate(plan, 1):
             commands = [c for cmds, _ in session["blocks"] for c in cmds]
@@ -100,9 +100,16 @@ def test_every_handout_command_does_what_the_handout_says(handout):
                 wrong += judge(f"cluster {n}, block '{cmds[0]}'", text, checks)
                 if not any("\\*\\*\\*" in pattern for _, pattern in checks):
                     assert "*** " not in text, f"a handout command was refused:\n{text}"
+        passed = not wrong
     finally:
+        kept = []
         for name in set(os.listdir(os.path.join(ROOT, "results"))) - before:
             if name.startswith("cli-"):  # the runs this test made
-                shutil.rmtree(os.path.join(ROOT, "results", name), ignore_errors=True)
-    assert not wrong, "\n\n".join(wrong)
+                path = os.path.join(ROOT, "results", name)
+                if passed:
+                    shutil.rmtree(path, ignore_errors=True)
+                else:  # what a failure needs to be understood: its nodes' events, logs
+                    os.rename(path, os.path.join(ROOT, "results", "failed-" + name))
+                    kept.append("results/failed-" + name)
+    assert not wrong, "\n\n".join(wrong) + f"\n\nrun folders kept: {', '.join(kept)}"
     assert leftovers("none") == []
