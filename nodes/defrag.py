@@ -17,21 +17,16 @@ to IPv4 fragments that change what was already received too).
 from __future__ import annotations
 
 import struct
+import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+
+from nodes.packet import _IP, _fold
 
 MAX_BYTES = 4 << 20
 MAX_DATAGRAMS = 1024
 TIMEOUT = 30.0
 MAX_FRAGMENTS = 64
-_IP = struct.Struct("!BBHHHBBH4s4s")
-
-
-def _fold(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 @dataclass
@@ -124,7 +119,8 @@ class Reassembly:
         struct.pack_into("!H", header, 2, ihl + len(payload))
         struct.pack_into("!H", header, 6, 0)  # no flags, offset 0
         struct.pack_into("!H", header, 10, 0)
-        struct.pack_into("!H", header, 10, ~_fold(bytes(header)) & 0xFFFF)
+        # _fold sums in the machine's byte order: its complement goes back in the same
+        header[10:12] = (~_fold(bytes(header)) & 0xFFFF).to_bytes(2, sys.byteorder)
         return first[:14] + bytes(header) + payload
 
     def _discard(self, key: tuple, reason: str) -> str:

@@ -200,9 +200,7 @@ class GatewayEngine:
         packet, and if it is accepted its fragments go out as they came, from
         ``fragments_out`` (nodes/defrag.py: reassembly with Linux's bounds)."""
         done = self.defrag.add(frame, ingress, now)
-        if self.defrag.lost:  # fragments queued before, dropped with their datagram
-            self.drops.update(self.defrag.lost)
-            self.defrag.lost.clear()
+        self._count_lost_fragments()
         if done is None:
             return HOLD
         if done.__class__ is str:
@@ -220,6 +218,12 @@ class GatewayEngine:
                 self.drops[reason] += len(done.fragments) - 1
         return verdict
 
+    def _count_lost_fragments(self) -> None:
+        """Fragments queued earlier and dropped with their datagram, as drops."""
+        if self.defrag.lost:
+            self.drops.update(self.defrag.lost)
+            self.defrag.lost.clear()
+
     def take_fragments(self) -> list[tuple[bytes, int]]:
         """The fragments of accepted datagrams, with the port each came in on."""
         out, self.fragments_out = self.fragments_out, []
@@ -236,12 +240,10 @@ class GatewayEngine:
             return self._drop("icmp_error_truncated", pkt, now)
         if self.checksum and not checksums_ok(frame):
             return self._drop("bad_checksum")
-        proto, src, sport, dst, dport = quoted
-        other = (proto, dst, dport, src, sport)
-        entry = self.table.by_key.get(quoted if quoted <= other else other)
+        entry, _ = self.table.lookup(quoted)
         if entry is None or entry.expires <= now:
             return self._drop("icmp_error_no_entry", pkt, now)
-        if pkt.dst != src:
+        if pkt.dst != quoted[1]:  # the quoted packet's source
             return self._drop("icmp_error_misdirected", pkt, now)
         self.counters["icmp_errors_related"] += 1
         return ACCEPT
@@ -393,9 +395,7 @@ class GatewayEngine:
     def expire(self, now: float) -> int:
         """Remove idle entries and expectations; return how many went."""
         self.defrag.expire(now)
-        if self.defrag.lost:
-            self.drops.update(self.defrag.lost)
-            self.defrag.lost.clear()
+        self._count_lost_fragments()
         dead, gone = self.table.expire(now, self.node)
         for entry in dead:
             self._event(now, "destroy", entry=entry.as_dict(now), why="timeout")

@@ -120,6 +120,15 @@ def checksums_ok(frame: bytes) -> bool:
     return True
 
 
+def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int) -> Key:
+    """An ICMP packet's key: an echo's identifier in the port slot of its direction."""
+    if itype == ICMP_ECHO_REQUEST:
+        return (PROTO_ICMP, src, ident, dst, 0)
+    if itype == ICMP_ECHO_REPLY:
+        return (PROTO_ICMP, src, 0, dst, ident)
+    return (PROTO_ICMP, src, 0, dst, 0)
+
+
 def parse_ipv4(frame: bytes) -> Packet | str:
     """Parse an IPv4-in-Ethernet frame; return a Packet or a drop reason."""
     n = len(frame)
@@ -156,12 +165,7 @@ def parse_ipv4(frame: bytes) -> Packet | str:
         if end - l4 < 8:
             return "truncated_icmp"
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        if itype == ICMP_ECHO_REQUEST:
-            key = (proto, src, ident, dst, 0)
-        elif itype == ICMP_ECHO_REPLY:
-            key = (proto, src, 0, dst, ident)
-        else:
-            key = (proto, src, 0, dst, 0)
+        key = _icmp_key(src, dst, itype, ident)
         return Packet(key, proto, src, dst, key[2], key[4], 0, 0, 0, l4 + 8, end, itype, n)
     return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
 
@@ -181,8 +185,5 @@ def quoted_key(frame: bytes, off: int, end: int) -> Key | None:
         return (proto, src, sport, dst, dport)
     if proto == PROTO_ICMP:
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        if itype == ICMP_ECHO_REQUEST:
-            return (proto, src, ident, dst, 0)
-        if itype == ICMP_ECHO_REPLY:
-            return (proto, src, 0, dst, ident)
+        return _icmp_key(src, dst, itype, ident)
     return (proto, src, 0, dst, 0)

@@ -362,15 +362,14 @@ class Cluster:
         """Start the firewall node process in host ``name`` and wait until it answers
         (``restart``: a kernel node asks the others for their state, conntrackd -n)."""
         ports = ["--name", name, "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
-                 "--rules", self.rules, "--run-id", self.run_id]
+                 "--rules", self.rules, "--run-id", self.run_id,
+                 "--events", os.path.join(self.run_dir, f"{name}.events.jsonl")]
         if self.kind == "kernel":  # its agent (nodes/kernel/agent.py): bridge, nftables, conntrackd
-            cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs,
-                   "--events", os.path.join(self.run_dir, f"{name}.events.jsonl")]
+            cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs]
             cmd += ["--resync"] if restart else []
             kind = {"kind": "kernel", "conntrackd": self.conntrackd_mode}
         else:
             cmd = [sys.executable, "-m", "nodes.shell.node", *ports,
-                   "--events", os.path.join(self.run_dir, f"{name}.events.jsonl"),
                    "--established-timeout", str(self.established_timeout)]
             cmd += ([] if self.checksum else ["--no-checksum"]) + self.node_args
             kind = {}

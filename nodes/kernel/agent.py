@@ -43,7 +43,7 @@ import time
 from nodes import syncproto as sp
 from nodes.kernel import conntrackd as ctd
 from nodes.kernel import nft
-from nodes.kernel.watch import KernelEvents
+from nodes.kernel.watch import KernelEvents, stop_child
 from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
 from nodes.settings import SettingsError
@@ -368,12 +368,7 @@ class Agent:
         self.goodbye()
         if self.events is not None:
             self.events.close()
-        if self.conntrackd is not None and self.conntrackd.poll() is None:
-            self.conntrackd.terminate()
-            try:
-                self.conntrackd.wait(5)
-            except subprocess.TimeoutExpired:
-                self.conntrackd.kill()
+        stop_child(self.conntrackd, 5)
         self.control.close()
         if self.sock is not None:
             self.sock.close()

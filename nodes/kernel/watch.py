@@ -26,6 +26,17 @@ from nodes.kernel import nflog
 MAX_RATE = 2000
 
 
+def stop_child(popen: subprocess.Popen | None, wait: float) -> None:
+    """Terminate a child process if it runs; kill it after ``wait`` seconds."""
+    if popen is None or popen.poll() is not None:
+        return
+    popen.terminate()
+    try:
+        popen.wait(wait)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+
+
 class KernelEvents:
     def __init__(self, path: str, node: str):
         self.node = node
@@ -94,12 +105,7 @@ class KernelEvents:
 
     def close(self) -> None:
         self.running = False
-        if self.conntrack is not None and self.conntrack.poll() is None:
-            self.conntrack.terminate()
-            try:
-                self.conntrack.wait(2)
-            except subprocess.TimeoutExpired:
-                self.conntrack.kill()
+        stop_child(self.conntrack, 2)
         if self.nl is not None:
             self.nl.close()
         with self.lock:
