@@ -52,6 +52,12 @@ class Cluster(SyncSettings):
         "auto", description="netem where the kernel has it (auto), or the nodes' delay line")
     checksum: bool = Field(True, description="verify checksums of packets that create or "
                            "change state, as nf_conntrack_checksum (false: trust them)")
+    tcp_liberal: bool = Field(False, description="pass out-of-window TCP segments, as "
+                              "nf_conntrack_tcp_be_liberal = 1 (false: drop them, "
+                              "tcp_out_of_window)")
+    tcp_loose: bool = Field(False, description="a bare ACK the rules allow picks a TCP "
+                            "connection up mid-stream, as nf_conntrack_tcp_loose = 1 (Linux's "
+                            "default; false, the testbed's: a node without the state drops it)")
     capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
                                'interfaces such as "c1-eth0" (pcap files per point)')
     node: Literal["python", "kernel"] = Field(

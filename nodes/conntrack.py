@@ -76,6 +76,7 @@ class Entry:
     extra: dict | None = None  # NAT, keys, routing: the seed's additional information 33
     replicated_at_bytes: int = -1  # bytes carried when a replica first left (-1: none yet)
     changed: float = 0.0  # when its state last changed (what a backup must have seen)
+    window: list | None = None  # TCP: both directions' nodes.tcpwindow.Seen (None: untracked)
 
     @property
     def reply(self) -> Key:
@@ -107,6 +108,7 @@ class Entry:
             # IP bytes, as conntrack counts them: the frames less their Ethernet headers
             "l3_bytes": [b - ETH_HEADER * n for b, n in zip(self.bytes, self.packets)],
             "assured": assured(self),
+            "window": [w.as_dict() for w in self.window] if self.window else None,
             "rule": self.rule, "helper": self.helper,
             "related_to": key_str(self.related_to) if self.related_to else None,
             "extra": dict(self.extra or {}),
@@ -147,30 +149,38 @@ class CommonState:
     owner: str
 
 
-def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
-    """Advance the TCP state of ``entry``; return a drop reason or None."""
-    state = entry.state
+def tcp_next(state: str, fin_seen: int, direction: int, flags: int) -> tuple | str:
+    """The TCP state (and FIN directions seen) after a segment with ``flags`` in
+    ``direction``, or the drop reason that refuses it. Nothing changes here: the
+    caller applies it once the segment has also passed the window check (an
+    out-of-window RST must not close a connection)."""
     syn, ack = flags & TCP_SYN, flags & TCP_ACK
     if flags & TCP_RST:
-        entry.state = CLOSE
-        return None
+        return CLOSE, fin_seen
     if syn:
         if direction == ORIGINAL and not ack and state in (SYN_SENT, SYN_RECV):
-            return None  # retransmitted SYN
+            return state, fin_seen  # retransmitted SYN
         if direction == REPLY and ack and state in (SYN_SENT, SYN_RECV):
-            entry.state = SYN_RECV
-            return None
+            return SYN_RECV, fin_seen
         return "tcp_bad_syn"
     if state == SYN_SENT:
         return "tcp_invalid_state"  # nothing but SYN/ACK or RST answers a SYN
     if flags & TCP_FIN:
-        entry.fin_seen |= 1 << direction
-        entry.state = LAST_ACK if entry.fin_seen == 3 else FIN_WAIT
-        return None
+        fin_seen |= 1 << direction
+        return (LAST_ACK if fin_seen == 3 else FIN_WAIT), fin_seen
     if state == SYN_RECV and direction == ORIGINAL and ack:
-        entry.state = ESTABLISHED
-    elif state == LAST_ACK and ack:
-        entry.state = TIME_WAIT
+        return ESTABLISHED, fin_seen
+    if state == LAST_ACK and ack:
+        return TIME_WAIT, fin_seen
+    return state, fin_seen
+
+
+def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
+    """Advance the TCP state of ``entry`` (no window check); return a drop reason or None."""
+    step = tcp_next(entry.state, entry.fin_seen, direction, flags)
+    if step.__class__ is str:
+        return step
+    entry.state, entry.fin_seen = step
     return None
 
 

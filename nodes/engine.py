@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Protocol
 
-from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_SENT,
-                             TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
-                             Expectation, Timeouts, track_tcp)
+from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_RECV,
+                             SYN_SENT, TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
+                             Expectation, Timeouts, tcp_next)
 from nodes.defrag import Reassembly
 from nodes.ftp import FtpHelper
 from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERRORS,
@@ -25,6 +25,7 @@ from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUES
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
+from nodes.tcpwindow import INVALID, SACK_PERM, highest_sack, in_window, new_window, options
 
 # Verdicts of ``process``: ACCEPT (send it on), DROP (counted by reason), HOLD (kept until
 # a synchronization completes; ``release`` gives it back), ASK (mode home: no state here,
@@ -32,6 +33,7 @@ from nodes.settings import DEFAULT
 ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
+_OPENING = (SYN_SENT, SYN_RECV)
 # Drop reasons of frames that are not IPv4: a fixed set, so outside frames cannot make
 # new reasons (and metric series) up.
 _ETHERTYPE_DROPS = {-1: "truncated_eth", 0x86DD: "ethertype_ipv6", 0x8100: "ethertype_vlan"}
@@ -49,6 +51,11 @@ class SyncPort(Protocol):
     def done(self, ticket: object, now: float) -> bool:
         """True once the synchronization behind ``ticket`` is complete."""
 
+    wants_windows: bool  # window changes of my connections are to be replicated
+
+    def window_changed(self, entry: Entry) -> None:
+        """The TCP window of my connection ``entry`` moved (sent as the sync's policy says)."""
+
 
 class HomePort(Protocol):
     """Where a frame without state here goes in mode home (nodes/home.py)."""
@@ -59,6 +66,8 @@ class HomePort(Protocol):
 
 class NoSync:
     """No synchronization: every request is complete at once, nothing is sent."""
+
+    wants_windows = False
 
     def state_changed(self, kind: str, obj: object, now: float) -> None:
         return None
@@ -86,11 +95,15 @@ class GatewayEngine:
                  sync: SyncPort | None = None, hold_timeout: float = DEFAULT.hold_timeout,
                  max_entries: int = 1_000_000, max_events: int = 100_000,
                  checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1,
-                 early_drop: bool = True):
+                 early_drop: bool = True, tcp_liberal: bool = False, tcp_loose: bool = False):
         """``checksum``: verify checksums of packets that create or change state (as
         ``nf_conntrack_checksum``); ``drop_log_rate``: refused openings logged a second; ``max_expected``:
         pending expectations per master connection (the FTP helper's 1 in Linux);
-        ``early_drop``: a full table evicts its oldest unassured entry (False: refuse)."""
+        ``early_drop``: a full table evicts its oldest unassured entry (False: refuse);
+        ``tcp_liberal``: pass out-of-window segments (``nf_conntrack_tcp_be_liberal``);
+        ``tcp_loose``: a bare ACK the rules allow picks a connection up mid-stream
+        (``nf_conntrack_tcp_loose``; Linux's default is on, the testbed's off: the seeds'
+        problem is a node without state refusing a connection's packets)."""
         self.node = node
         self.rules = rules
         self.table = ConnectionTable(timeouts, max_entries)
@@ -106,6 +119,7 @@ class GatewayEngine:
         self.checksum = checksum
         self.max_expected = max_expected
         self.early_drop_on = early_drop
+        self.tcp_liberal, self.tcp_loose = tcp_liberal, tcp_loose
         self.drop_log_rate = drop_log_rate
         self._drop_log = [float("-inf"), 0]  # start of this second, refused openings logged
         self.held: dict[Entry, _Held] = {}
@@ -148,7 +162,9 @@ class GatewayEngine:
             self._event(now, "failover_first_packet", key=key_str(entry.orig),
                         after_adoption_ms=round((now - adopted) * 1000, 3))
         verified = not self.checksum  # each frame's checksums are computed once at most
+        ignored = False  # in the window's slack: passed, but it changes no state (Linux's IGNORE)
         if pkt.proto == PROTO_TCP:
+            step = None
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
                 if not verified and not checksums_ok(frame):
                     return self._drop("bad_checksum")  # it must not change the state
@@ -157,13 +173,25 @@ class GatewayEngine:
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
                     return self._open(pkt, frame, ingress, now, forwarded)
-                before = entry.state
-                reason = track_tcp(entry, direction, pkt.flags)
-                if reason:
-                    return self._drop(reason)
-                if entry.state != before:
+                step = tcp_next(entry.state, entry.fin_seen, direction, pkt.flags)
+                if step.__class__ is str:
+                    return self._drop(step)
+            if entry.window is not None:
+                verdict = self._in_window(entry, direction, pkt, frame)
+                if verdict == INVALID:
+                    if not verified and not checksums_ok(frame):
+                        return self._drop("bad_checksum")  # damaged, not out of window
+                    return self._drop("tcp_out_of_window")
+                if verdict:
+                    ignored = True
+                    self.counters["tcp_window_ignored"] += 1
+            if step is not None and not ignored:
+                if step[0] != entry.state:
+                    entry.state, entry.fin_seen = step
                     self.table.state_changed(entry, now)
                     self.sync.state_changed("update", entry, now)
+                else:
+                    entry.fin_seen = step[1]
         elif direction != ORIGINAL and entry.state == UNREPLIED:
             if not verified and not checksums_ok(frame):
                 return self._drop("bad_checksum")  # nor may the reply that assures it
@@ -180,8 +208,9 @@ class GatewayEngine:
         else:
             entry.packets_reply += 1
             entry.bytes_reply += pkt.length
-        entry.last_seen = now
-        entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
+        if not ignored:
+            entry.last_seen = now
+            entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
             if not verified and not checksums_ok(frame):
                 return self._drop("bad_checksum")  # the helper reads only what arrived intact
@@ -194,6 +223,24 @@ class GatewayEngine:
             self.counters["packets_held"] += 1
             return HOLD
         return ACCEPT
+
+    def _in_window(self, entry: Entry, direction: int, pkt: Packet, frame: bytes,
+                   notify: bool = True) -> int:
+        """Check a segment of ``entry`` against its TCP window (nodes/tcpwindow.py) and
+        update it; tell the sync when the window of a connection of mine moved."""
+        flags, window = pkt.flags, entry.window
+        end = (pkt.seq + pkt.payload_end - pkt.payload_off + (flags & TCP_FIN)
+               + (flags & TCP_SYN and 1)) & 0xFFFFFFFF
+        sack, opts = pkt.ack, pkt.l4 + 20
+        if pkt.payload_off > opts and window[1 - direction].flags & SACK_PERM:
+            sack = highest_sack(frame, opts, pkt.payload_off, sack)
+        verdict = in_window(window, direction, pkt.seq, pkt.ack, end, pkt.window, flags, sack,
+                            entry.state in _OPENING,
+                            options(frame, opts, pkt.payload_off) if flags & TCP_SYN else None,
+                            self.tcp_liberal)
+        if not verdict and notify and self.sync.wants_windows and entry.owner == self.node:
+            self.sync.window_changed(entry)
+        return verdict
 
     def _fragment(self, frame: bytes, ingress: int, now: float, forwarded: bool) -> int:
         """A fragment waits for its datagram (HOLD); the whole datagram is judged as one
@@ -263,8 +310,12 @@ class GatewayEngine:
               forwarded: bool = False) -> int:
         """A packet with no entry: admit it by expectation or rule, or drop it."""
         proto = pkt.proto
+        mid_stream = False  # a TCP connection picked up without its handshake (tcp_loose)
         if proto == PROTO_TCP and pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN:
-            return self._unknown("tcp_no_entry", pkt, frame, ingress, now, forwarded)
+            if not (self.tcp_loose and pkt.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)
+                    == TCP_ACK):
+                return self._unknown("tcp_no_entry", pkt, frame, ingress, now, forwarded)
+            mid_stream = True
         if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
             if pkt.icmp_type == ICMP_ECHO_REPLY:
                 return self._unknown("icmp_no_entry", pkt, frame, ingress, now, forwarded)
@@ -276,7 +327,8 @@ class GatewayEngine:
             return self._drop("bad_checksum")  # no state for what did not arrive intact
         if self.table.full() and not self.early_drop(now):
             return self._drop("table_full", pkt, now)
-        exp = self.table.take_expectation(proto, pkt.src, pkt.dst, pkt.dport, now)
+        exp = None if mid_stream else self.table.take_expectation(proto, pkt.src, pkt.dst,
+                                                                   pkt.dport, now)
         if exp is not None:
             rule_no, helper, related = 0, exp.helper, exp.master
             self.sync.state_changed("unexpect", exp, now)  # admitted once, cluster-wide
@@ -285,15 +337,28 @@ class GatewayEngine:
             if rule is None or rule.action != "accept":
                 return self._unknown("policy", pkt, frame, ingress, now, forwarded)
             rule_no, helper, related = rule.lineno, rule.helper, None
-        state = SYN_SENT if proto == PROTO_TCP else UNREPLIED
+        state = (ESTABLISHED if mid_stream else SYN_SENT) if proto == PROTO_TCP else UNREPLIED
         entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,
                                      helper=helper, related_to=related)
         entry.packets_orig, entry.bytes_orig = 1, pkt.length
+        if proto == PROTO_TCP:
+            self._new_window(entry, pkt, frame, mid_stream)
         self.counters["entries_created"] += 1
         self._event(now, "new", entry=entry.as_dict(now),
                     via="expectation" if exp else f"rule {rule_no}")
         self.sync.state_changed("new", entry, now)
         return ACCEPT
+
+    def _new_window(self, entry: Entry, pkt: Packet, frame: bytes, mid_stream: bool) -> None:
+        """The window state of a new connection, from its first segment (Linux's
+        ``tcp_new``, then ``tcp_in_window`` on the same segment)."""
+        opts = pkt.l4 + 20
+        scale, flags = (0, 0) if mid_stream else options(frame, opts, pkt.payload_off)
+        end = (pkt.seq + pkt.payload_end - pkt.payload_off + (not mid_stream)) & 0xFFFFFFFF
+        entry.window = new_window(end, pkt.window, scale, flags, mid_stream)
+        if mid_stream:
+            self.counters["tcp_picked_up"] += 1
+        self._in_window(entry, ORIGINAL, pkt, frame, notify=False)  # it goes out as "new"
 
     def early_drop(self, now: float) -> bool:
         """The table is full: evict its oldest unassured entry (Linux's early drop)."""

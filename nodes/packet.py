@@ -22,7 +22,7 @@ ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 _ETH = struct.Struct("!6s6sH")
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
-_TCP = struct.Struct("!HHIIBB")
+_TCP = struct.Struct("!HHIIBBH")
 _ICMP_ECHO = struct.Struct("!BBHH")
 
 # A key names one direction of a connection: (proto, src, sport, dst, dport).
@@ -48,6 +48,8 @@ class Packet:
     payload_end: int = 0
     icmp_type: int = -1
     length: int = 0  # frame length
+    window: int = 0  # TCP: the advertised window, unscaled
+    l4: int = 0  # TCP: offset of the TCP header (its options run from l4 + 20 to payload_off)
 
 
 def ip_str(addr: bytes) -> str:
@@ -149,12 +151,12 @@ def parse_ipv4(frame: bytes) -> Packet | str:
     if proto == PROTO_TCP:
         if end - l4 < 20:
             return "truncated_tcp"
-        sport, dport, seq, ack, doff, flags = _TCP.unpack_from(frame, l4)
+        sport, dport, seq, ack, doff, flags, window = _TCP.unpack_from(frame, l4)
         doff = (doff >> 4) * 4
         if doff < 20 or l4 + doff > end:
             return "bad_tcp_doff"
         return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
-                      flags, seq, ack, l4 + doff, end, -1, n)
+                      flags, seq, ack, l4 + doff, end, -1, n, window, l4)
     if proto == PROTO_UDP:
         if end - l4 < 8:
             return "truncated_udp"

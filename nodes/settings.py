@@ -67,6 +67,12 @@ class SyncSettings(BaseModel):
                                 "replication gives way to backups")
     delay: float = Field(0.0, ge=0, description="delayed replication: a new connection is "
                          "sent once this many seconds old (0: at once)")
+    window_sync: Literal["change", "schedule", "scale", "off"] = Field(
+        "scale", description="TCP window state in a replicated entry: every change (one "
+        "record a connection a sync round), on the sync's schedule (with the entry's other "
+        "changes and periodic rounds), only the window scales (conntrackd's "
+        "TCPWindowTracking on: a backup learns the window from the next segments), or none "
+        "(TCPWindowTracking off: a backup's copy is not window-checked)")
 
     @field_validator("triggers", mode="before")
     @classmethod
@@ -125,7 +131,31 @@ SETTABLE = {"mode": str, "interval": float, "periodic": str,
             "hold": lambda v: {"1": True, "on": True, "true": True, "0": False, "off": False,
                                "false": False}[v],
             "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
-            "budget_bandwidth": float, "budget_entries": int, "delay": float}
+            "budget_bandwidth": float, "budget_entries": int, "delay": float,
+            "window_sync": str}
+
+
+# The firewall's own switches, as Linux names them (net.netfilter.nf_conntrack_tcp_*):
+# a node takes them at start (fw-node --tcp-liberal, --tcp-loose) and at run time.
+FIREWALL_SETTABLE = ("tcp_liberal", "tcp_loose")
+
+
+def firewall_change(args: str) -> tuple[dict, str]:
+    """The firewall switches in ``args`` ("tcp_liberal=on mode=periodic") as a dict, and
+    the rest of ``args`` (sync settings); SettingsError in one line for a bad value."""
+    switches, rest = {}, []
+    for item in args.split():
+        name, sep, value = item.partition("=")
+        if name not in FIREWALL_SETTABLE:
+            rest.append(item)
+            continue
+        if not sep or value not in _ON_OFF:
+            raise SettingsError(f"{name} = {value!r} is not on or off")
+        switches[name] = _ON_OFF[value]
+    return switches, " ".join(rest)
+
+
+_ON_OFF = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
 
 
 def runtime_change(config: SyncSettings, args: str) -> SyncSettings:

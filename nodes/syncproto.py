@@ -29,7 +29,11 @@ tells the receiver what incarnation to name in what it sends back.
 A record is ``type (1) | length (2) | value``; all integers are big-endian:
 
     1 ENTRY      proto 1, src 4, sport 2, dst 4, dport 2, state 1, owner 2,
-                 timeout ms 4, flags 1 (1: FTP helper, 2: related), [master key 13]
+                 timeout ms 4, flags 1 (1: FTP helper, 2: related, 4: TCP window,
+                 8: TCP window scales), [master key 13], [window: for the original
+                 then the reply direction end 4, maxend 4, maxwin 4, maxack 4,
+                 scale 1, flags 1 (nodes/tcpwindow.py)], [scales: for each
+                 direction scale 1, flags 1]
     2 ENTRY_DEL  proto 1, src 4, sport 2, dst 4, dport 2, owner 2
     3 EXPECT     proto 1, src 4 (0.0.0.0: any), dst 4, dport 2, owner 2,
                  timeout ms 4, master key 13
@@ -71,7 +75,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 
-MAGIC, VERSION, PORT = 0x4657, 2, 3780
+MAGIC, VERSION, PORT = 0x4657, 3, 3780
 WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each message on the cluster network
 GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scoped, 239/8)
 MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
@@ -99,7 +103,9 @@ ANY = b"\0\0\0\0"
 STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
           "UNREPLIED", "REPLIED")
 _STATE_INDEX = {s: i for i, s in enumerate(STATES)}
-F_FTP, F_RELATED = 1, 2
+F_FTP, F_RELATED, F_WINDOW, F_SCALES = 1, 2, 4, 8
+_WINDOW = struct.Struct("!IIIIBBIIIIBB")  # both directions' nodes.tcpwindow.Seen fields
+_SCALES = struct.Struct("!BBBB")
 
 
 class Reject(ValueError):
@@ -230,11 +236,17 @@ def encode_record(rtype: int, f: dict) -> bytes:
     """One record's bytes; ``f`` holds the fields the module docstring lists."""
     if rtype == R_ENTRY:
         proto, src, sport, dst, dport = f["key"]
-        flags = (F_FTP if f.get("helper") == "ftp" else 0) | (F_RELATED if f.get("master") else 0)
+        window, scales = f.get("window"), f.get("scales")
+        flags = (F_FTP if f.get("helper") == "ftp" else 0) | (F_RELATED if f.get("master") else 0) \
+            | (F_WINDOW if window else 0) | (F_SCALES if scales and not window else 0)
         value = _ENTRY.pack(proto, src, sport, dst, dport, _STATE_INDEX[f["state"]], f["owner"],
                             min(int(f["timeout"] * 1000), 0xFFFFFFFF), flags)
         if f.get("master"):
             value += key_bytes(f["master"])
+        if window:
+            value += _WINDOW.pack(*window)
+        elif scales:
+            value += _SCALES.pack(*scales)
     elif rtype == R_ENTRY_DEL:
         proto, src, sport, dst, dport = f["key"]
         value = _ENTRY_DEL.pack(proto, src, sport, dst, dport, f["owner"])
@@ -272,10 +284,17 @@ def decode_records(payload: bytes) -> list:
 def _decode_record(rtype: int, v: bytes) -> dict:
     if rtype == R_ENTRY:
         proto, src, sport, dst, dport, state, owner, timeout, flags = _ENTRY.unpack_from(v)
+        off = _ENTRY.size + (13 if flags & F_RELATED else 0)
         f = {"key": (proto, src, sport, dst, dport), "state": STATES[state], "owner": owner,
              "timeout": timeout / 1000, "helper": "ftp" if flags & F_FTP else None,
              "master": key_from(v, _ENTRY.size) if flags & F_RELATED else None}
-        if len(v) != _ENTRY.size + (13 if flags & F_RELATED else 0):
+        if flags & F_WINDOW:
+            f["window"] = _WINDOW.unpack_from(v, off)
+            off += _WINDOW.size
+        elif flags & F_SCALES:
+            f["scales"] = _SCALES.unpack_from(v, off)
+            off += _SCALES.size
+        if len(v) != off or flags & ~(F_FTP | F_RELATED | F_WINDOW | F_SCALES):
             raise ValueError("ENTRY length")
         return f
     if rtype == R_ENTRY_DEL:

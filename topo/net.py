@@ -145,7 +145,8 @@ class Cluster:
                  capture: list[str] | None = None, metrics_port: int | None = None,
                  checksum: bool = True, node_args: list[str] | None = None,
                  node: str = "python", commit: str = "before_steer",
-                 conntrackd: str | None = None, external_cache: bool = True):
+                 conntrackd: str | None = None, external_cache: bool = True,
+                 tcp_liberal: bool = False, tcp_loose: bool = False):
         if node not in NODE_KINDS:
             raise SetupError(f"node {node!r}: use one of {', '.join(NODE_KINDS)}")
         if commit not in COMMIT_ORDERS:
@@ -163,6 +164,9 @@ class Cluster:
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
         self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
+        # the firewall's TCP switches (nf_conntrack_tcp_be_liberal, _loose), kept as they
+        # are set at run time so that a restarted node starts with them
+        self.tcp = {"tcp_liberal": tcp_liberal, "tcp_loose": tcp_loose}
         self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         if node == "kernel":
@@ -349,6 +353,7 @@ class Cluster:
             if "error" in answer:
                 raise ValueError(answer["error"])
             settings = answer["sync"]
+            self.tcp.update(answer.get("firewall") or {})
         if settings is not None and self.sync_config:
             with open(self.sync_config, encoding="utf-8") as fh:
                 config = json.load(fh)
@@ -364,6 +369,7 @@ class Cluster:
         ports = ["--name", name, "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
                  "--rules", self.rules, "--run-id", self.run_id,
                  "--events", os.path.join(self.run_dir, f"{name}.events.jsonl")]
+        ports += [f"--{name.replace('_', '-')}" for name, on in self.tcp.items() if on]
         if self.kind == "kernel":  # its agent (nodes/kernel/agent.py): bridge, nftables, conntrackd
             cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs]
             cmd += ["--resync"] if restart else []

@@ -3,8 +3,10 @@ conntrackd, beacons to the steering controller and commits on its request.
 
 In the node's network namespace (a Mininet host) it makes a bridge ``br0`` of the
 outside and inside interfaces, sends bridged IPv4 through netfilter
-(``bridge-nf-call-iptables``), turns TCP loose pick-up off (as the Python node,
-a connection is opened by its SYN only), loads the ruleset made from the rule
+(``bridge-nf-call-iptables``), sets TCP window tracking's switches as the
+Python node's (``nf_conntrack_tcp_be_liberal`` and ``nf_conntrack_tcp_loose``,
+both off unless ``--tcp-liberal``, ``--tcp-loose``: a connection is opened by its
+SYN only, and an out-of-window segment is ``ct state invalid``), loads the ruleset made from the rule
 file (nodes/kernel/nft.py) and starts conntrackd in the foreground as its child
 (nodes/kernel/conntrackd.py: its own lock file and UNIX socket).
 
@@ -46,7 +48,7 @@ from nodes.kernel import nft
 from nodes.kernel.watch import KernelEvents, stop_child
 from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
-from nodes.settings import SettingsError
+from nodes.settings import SettingsError, firewall_change
 from nodes.shell import config as cluster_config
 from nodes.shell.control_server import ControlServer
 from nodes.shell.ports import link_up
@@ -63,7 +65,18 @@ def sh(*cmd: str, check: bool = True) -> str:
     return out.stdout
 
 
-def set_up(outside: str, inside: str, ruleset: str) -> None:
+def sysctl(key: str, value: str) -> None:
+    """Write one sysctl of this namespace; RuntimeError in one line if it cannot be."""
+    try:
+        with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as fh:
+            fh.write(value)
+    except OSError as err:
+        raise RuntimeError(f"sysctl {key}={value}: {err.strerror} (br_netfilter and "
+                           "nf_conntrack are needed for kernel nodes)") from None
+
+
+def set_up(outside: str, inside: str, ruleset: str, liberal: bool = False,
+           loose: bool = False) -> None:
     """The bump in the wire: br0 of outside and inside, filtered by nftables."""
     sh("ip", "link", "del", BRIDGE, check=False)
     sh("ip", "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0",
@@ -75,14 +88,10 @@ def set_up(outside: str, inside: str, ruleset: str) -> None:
     for key, value in (("net.bridge.bridge-nf-call-iptables", "1"),
                        ("net.bridge.bridge-nf-call-ip6tables", "0"),
                        ("net.bridge.bridge-nf-call-arptables", "0"),
-                       ("net.netfilter.nf_conntrack_tcp_loose", "0"),
+                       ("net.netfilter.nf_conntrack_tcp_loose", "01"[loose]),
+                       ("net.netfilter.nf_conntrack_tcp_be_liberal", "01"[liberal]),
                        ("net.netfilter.nf_conntrack_acct", "1")):  # packets and bytes
-        try:
-            with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as fh:
-                fh.write(value)
-        except OSError as err:
-            raise RuntimeError(f"sysctl {key}={value}: {err.strerror} (br_netfilter and "
-                               "nf_conntrack are needed for kernel nodes)") from None
+        sysctl(key, value)
     proc = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"nft refused the ruleset: {proc.stderr.strip()}")
@@ -101,6 +110,7 @@ class Agent:
 
     def __init__(self, args, rules: RuleSet):
         self.name, self.rules = args.name, rules
+        self.loose = args.tcp_loose
         self.ports = (args.outside, args.inside)
         self.started = time.monotonic()
         self.counters = {"commits": 0, "commit_errors": 0, "heartbeats_sent": 0,
@@ -129,7 +139,8 @@ class Agent:
                                     os.path.join(run, f"{self.name}.conntrackd.sock"),
                                     os.path.join(args.logs or run, f"{self.name}.conntrackd.log"),
                                     int(raw.get("settings", {}).get("interval", 1)),
-                                    raw.get("external_cache", True)))
+                                    raw.get("external_cache", True),
+                                    raw.get("settings", {}).get("window_sync", "scale")))
         self.sock = None
         if self.config is not None:
             me = self.config.me(self.name)
@@ -291,6 +302,8 @@ class Agent:
                 stats["sync"]["conntrackd"] = parsed
                 stats["sync"]["counters"] = ctd.sync_counters(parsed)
             return stats
+        if command.startswith("set "):
+            return self.set(command[4:])
         if command == "config":
             conf = None
             if self.conf:
@@ -299,6 +312,30 @@ class Agent:
             return {"node": self.name, "kind": "kernel", "conntrackd": self.mode, "conf": conf}
         return {"error": f"{command.split()[0] if command else command!r}: not on a kernel "
                          "node (it answers ping, stats, dump, config)"}
+
+    def set(self, args: str) -> dict:
+        """``set tcp_liberal=on|off``: the sysctl, at once. Nothing else can change on a
+        running kernel node (tcp_loose changes the ruleset, which would reset its
+        counters: start the node with it; conntrackd's settings are in its config)."""
+        try:
+            switches, rest = firewall_change(args)
+        except SettingsError as err:
+            return {"error": str(err)}
+        if rest or "tcp_loose" in switches:
+            what = (rest.split() or ["tcp_loose"])[0]
+            return {"error": f"{what}: a kernel node takes only tcp_liberal at run time "
+                             "(start it with the rest)"}
+        try:
+            if "tcp_liberal" in switches:
+                sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "01"[switches["tcp_liberal"]])
+        except RuntimeError as err:
+            return {"error": str(err)}
+        return {"ok": True, "sync": None, "firewall": {"tcp_liberal": self.liberal(),
+                                                        "tcp_loose": self.loose}}
+
+    def liberal(self) -> bool:
+        with open("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding="ascii") as fh:
+            return fh.read().strip() == "1"
 
     def kernel_entries(self) -> int:
         try:
@@ -385,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", help="folder for conntrackd's log")
     parser.add_argument("--sync-config")
     parser.add_argument("--events", help="JSON-lines event log: connections admitted, drops")
+    parser.add_argument("--tcp-liberal", action="store_true",
+                        help="nf_conntrack_tcp_be_liberal=1: pass out-of-window segments")
+    parser.add_argument("--tcp-loose", action="store_true",
+                        help="nf_conntrack_tcp_loose=1: a bare ACK may open a connection")
     parser.add_argument("--resync", action="store_true",
                         help="a restart: ask the other nodes for their state (conntrackd -n)")
     args = parser.parse_args(argv)
@@ -395,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fw-kernel-node: {err}", file=sys.stderr)
         return 2
     try:
-        set_up(args.outside, args.inside, nft.ruleset(rules))
+        set_up(args.outside, args.inside, nft.ruleset(rules, args.tcp_loose), args.tcp_liberal,
+               args.tcp_loose)
         if agent.events is not None:
             agent.events.start()  # before traffic is let in: nothing goes unlogged
         agent.start_conntrackd(args.resync)

@@ -34,7 +34,11 @@ MODE_OF = {"ondemand": "ftfw", "combined": "alarm", "periodic": "alarm"}
 GROUP, GROUP_PORT = "225.0.0.50", 3781  # conntrackd's own group (not the project's 3780)
 # settings a kernel node takes from the spec; any other one given is refused
 MEANINGFUL = {"mode", "interval", "heartbeat", "dead_after", "startup_grace", "replication",
-              "periodic"}
+              "periodic", "window_sync"}
+# window_sync -> conntrackd's TCPWindowTracking: "scale" sends the window scales and lets
+# the kernel learn the rest from the next segments of a committed entry; "off" commits
+# entries with the liberal flag (conntrackd's default). It never sends the window itself.
+WINDOW_TRACKING = {"scale": "On", "off": "Off"}
 
 
 def given(full: dict) -> dict:
@@ -72,6 +76,11 @@ def conntrackd_mode(sync: dict, n: int, explicit: str | None = None) -> str | No
     if sync.get("periodic", "full") != "full":
         raise SettingsError("sync periodic \"differential\": conntrackd's ALARM re-sends every "
                             "entry; use \"full\" or leave it out for node = \"kernel\"")
+    window = sync.get("window_sync", "scale")
+    if window not in WINDOW_TRACKING:
+        raise SettingsError(f"sync window_sync {window!r}: conntrackd never sends a TCP "
+                            "window, only its scales (\"scale\", TCPWindowTracking on) or "
+                            "nothing (\"off\"); use one of those for node = \"kernel\"")
     interval = sync.get("interval", 1)
     if (explicit or MODE_OF[mode]) == "alarm" and (interval < 1 or interval != int(interval)):
         raise SettingsError(f"sync interval {interval}: conntrackd's RefreshTime is whole "
@@ -93,7 +102,8 @@ def check_cache(mode: str | None, external_cache: bool) -> None:
 
 
 def config(mode: str, name: str, address: str, interface: str, lock: str, socket: str,
-           log: str, interval: int = 1, external_cache: bool = True) -> str:
+           log: str, interval: int = 1, external_cache: bool = True,
+           window_sync: str = "scale") -> str:
     """conntrackd.conf for one node: its own lock file and UNIX socket (one daemon per
     network namespace), no systemd, multicast on the sync link, FTP expectations.
 
@@ -122,6 +132,7 @@ def config(mode: str, name: str, address: str, interface: str, lock: str, socket
         "        Checksum on",
         "    }",
         "    Options {",
+        f"        TCPWindowTracking {WINDOW_TRACKING.get(window_sync, 'On')}",
         "        ExpectationSync {",
         "            ftp",
         "        }",

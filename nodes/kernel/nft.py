@@ -6,7 +6,8 @@ dropped. Here::
 
     ct state established,related accept        the entry (or an FTP expectation)
     ct state invalid drop                      "invalid" (e.g. an echo reply alone)
-    a TCP opening that is not a bare SYN: drop "tcp_no_entry" (as tcp_loose=0)
+    a TCP opening that is not a bare SYN: drop "tcp_no_entry" (as tcp_loose=0;
+        with ``loose`` a bare ACK may open one too, as nf_conntrack_tcp_loose=1)
     the rules, first match wins; ``helper=ftp`` attaches the kernel's FTP helper
     drop                                       "policy" (the implicit final deny)
 
@@ -80,8 +81,10 @@ def counters(rules: RuleSet) -> list[str]:
                                           if r.action == "accept"]
 
 
-def ruleset(rules: RuleSet) -> str:
-    """The whole ruleset, for ``nft -f``: it replaces the node's tables at once."""
+def ruleset(rules: RuleSet, loose: bool = False) -> str:
+    """The whole ruleset, for ``nft -f``: it replaces the node's tables at once
+    (``loose``: a bare ACK may open a connection, picked up mid-stream)."""
+    openers = "{ syn, ack }" if loose else "syn"
     lines = [f"table inet {TABLE}", f"delete table inet {TABLE}",
              f"table bridge {L2_TABLE}", f"delete table bridge {L2_TABLE}",
              f"table inet {TABLE} {{",
@@ -96,7 +99,7 @@ def ruleset(rules: RuleSet) -> str:
               "        type filter hook forward priority filter; policy drop;",
               "        ct state established,related accept",
               f"        ct state invalid goto {PREFIX}invalid",
-              "        meta l4proto tcp tcp flags & (fin | syn | rst | ack) != syn"
+              f"        meta l4proto tcp tcp flags & (fin | syn | rst | ack) != {openers}"
               f" goto {PREFIX}tcp_no_entry"]
     for rule in rules.rules:
         lines += [f"        {line}  # line {rule.lineno}: {rule.text}" for line in rule_lines(rule)]

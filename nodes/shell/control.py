@@ -12,7 +12,7 @@ import os
 
 from nodes.conntrack import CommonState
 from nodes.engine import INSIDE, OUTSIDE
-from nodes.settings import SettingsError, runtime_change
+from nodes.settings import FIREWALL_SETTABLE, SettingsError, firewall_change, runtime_change
 
 COMMANDS = "stats, dump, raw, config, ports, ping, common NAME=VALUE or set KEY=VALUE ..."
 
@@ -48,14 +48,20 @@ def answer(node, command: str, now: float) -> dict:
             raw["discovery_ms"] = [round(x * 1000, 4) for x in home.discovery]
         return raw
     if command.startswith("set "):
-        if sync is None:
-            return {"error": "this node was started without --sync-config"}
         try:
-            candidate = runtime_change(sync.config, command[4:])
+            switches, rest = firewall_change(command[4:])
+            if rest and sync is None:
+                return {"error": "this node was started without --sync-config (only "
+                                 f"{', '.join(FIREWALL_SETTABLE)} can be set)"}
+            candidate = runtime_change(sync.config, rest) if rest else None
         except SettingsError as err:
             return {"error": str(err)}
-        sync.reconfigure(candidate, now)
-        return {"ok": True, "sync": candidate.as_dict()}
+        for name, value in switches.items():
+            setattr(engine, name, value)
+        if candidate is not None:
+            sync.reconfigure(candidate, now)
+        return {"ok": True, "sync": (candidate or sync.config).as_dict() if sync else None,
+                "firewall": firewall(engine)}
     if command.startswith("common "):
         name, sep, value = command[7:].partition("=")
         if not sep or not name.strip():
@@ -64,13 +70,17 @@ def answer(node, command: str, now: float) -> dict:
         return {"ok": True, "common": name.strip()}
     if command == "ports":
         return {"outside": node.ports[OUTSIDE].describe(), "inside": node.ports[INSIDE].describe()}
-    if command == "config":  # the sync settings in force (what 'set' changes)
-        if sync is None:
-            return {"error": "this node was started without --sync-config"}
-        return {"node": engine.node, "sync": sync.config.as_dict()}
+    if command == "config":  # the settings in force (what 'set' changes)
+        return {"node": engine.node, "sync": sync.config.as_dict() if sync else None,
+                "firewall": firewall(engine)}
     if command == "ping":
         return {"node": engine.node, "pid": os.getpid()}
     return {"error": f"unknown command {command!r} (use {COMMANDS})"}
+
+
+def firewall(engine) -> dict:
+    """The firewall switches in force on ``engine``."""
+    return {name: getattr(engine, name) for name in FIREWALL_SETTABLE}
 
 
 def dump_parts(engine, now: float, size: int = 256):

@@ -341,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                              "oldest unassured one")
     parser.add_argument("--no-checksum", action="store_true",
                         help="do not verify checksums (as nf_conntrack_checksum=0)")
+    parser.add_argument("--tcp-liberal", action="store_true",
+                        help="pass out-of-window TCP segments (nf_conntrack_tcp_be_liberal=1)")
+    parser.add_argument("--tcp-loose", action="store_true",
+                        help="a bare ACK the rules allow picks a connection up mid-stream "
+                             "(nf_conntrack_tcp_loose=1)")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
@@ -353,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout),
                            checksum=not args.no_checksum, max_entries=args.max_entries,
-                           early_drop=not args.no_early_drop)
+                           early_drop=not args.no_early_drop, tcp_liberal=args.tcp_liberal,
+                           tcp_loose=args.tcp_loose)
     sync, peers, link = None, None, {}
     if args.sync_config:
         try:

@@ -67,6 +67,8 @@ class SyncEngine(Replication, Membership, Hold):
         self.counters: Counter = Counter()
         self.rejected: Counter = Counter()
         self.dirty: dict = {}  # periodic differential: identity -> (kind, obj)
+        self.windows: dict = {}  # window_sync "change": orig key -> entry whose window moved
+        self.wants_windows = self._wants_windows()
         self.delayed: OrderedDict = OrderedDict()  # delayed replication: orig key -> Entry
         self.tombstones: OrderedDict = OrderedDict()  # expectation deleted before it came
         self.retired = [0, 0]  # bytes, unprotected bytes of my connections no longer in the table
@@ -108,6 +110,7 @@ class SyncEngine(Replication, Membership, Hold):
         self.active = "ondemand" if config.mode == "auto" else config.mode
         self.replication = config.replication
         self.next_periodic = now + config.interval
+        self.wants_windows = self._wants_windows()
 
     # -- the clock -------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -135,6 +138,8 @@ class SyncEngine(Replication, Membership, Hold):
     # -- sending -----------------------------------------------------------------
     def flush(self, now: float) -> None:
         """Pack every pending record into DATA messages, and send due acks."""
+        if self.windows:
+            self._send_windows(now)
         for peer, ch in self.channels.items():
             if peer not in self.alive:
                 ch.pending.clear()

@@ -21,9 +21,12 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes import syncproto as sp
-from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
+from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, \
+    Expectation, canonical
+from nodes.tcpwindow import BE_LIBERAL, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
 
+KEPT = WINDOW_SCALE | SACK_PERM | BE_LIBERAL  # a direction's flags that outlive its window
 CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
 # Which predetermined action a state change of the gateway engine is.
 TRIGGER_OF = {"new": "new_connection", "update": "state_modified",
@@ -61,6 +64,33 @@ class Replication:
             self.counters[f"trigger_{trigger}"] += 1
             if self.active == "combined":
                 self.next_periodic = now + self.config.interval
+
+    # -- TCP windows (nodes/tcpwindow.py) ------------------------------------------
+    def _wants_windows(self) -> bool:
+        """Whether the gateway engine is to report window moves (``window_changed``)."""
+        if self.stateless:
+            return False
+        return self.config.window_sync == "change" or (
+            self.config.window_sync == "schedule" and self.config.mode != "ondemand")
+
+    def window_changed(self, entry: Entry) -> None:
+        """The window of my connection ``entry`` moved: sent at the next flush ("change"),
+        or with the next periodic round ("schedule")."""
+        if entry.orig in self.delayed:
+            return  # not replicated yet: it goes whole when due
+        if self.config.window_sync == "change":
+            self.windows[entry.orig] = entry
+        elif self.periodic_on:
+            self.dirty.setdefault(("entry", entry.orig), ("update", entry))
+
+    def _send_windows(self, now: float) -> None:
+        """One record for each of my connections whose window moved since the last flush."""
+        windows, self.windows = self.windows, {}
+        by_key, me = self.table.by_key, self.name
+        for entry in windows.values():
+            if entry.owner == me and by_key.get(canonical(entry.orig)) is entry:
+                self._queue("update", entry, now)
+                self.counters["window_updates"] += 1
 
     # -- periodic and combined ---------------------------------------------------
     def periodic_sync(self, now: float) -> None:
@@ -174,9 +204,11 @@ class Replication:
             owner = self.ids.get(obj.owner, self.me)
             if kind == "destroy":
                 return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
+            if kind != "window" and obj.orig in self.windows:
+                del self.windows[obj.orig]  # this record carries the window as it is now
             return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
                                 "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
-                                "master": obj.related_to}
+                                "master": obj.related_to, **self._window_fields(obj)}
         owner = self.ids.get(obj.owner, self.me)
         fields = {"proto": obj.proto, "src": obj.src, "dst": obj.dst, "dport": obj.dport,
                   "owner": owner}
@@ -184,6 +216,16 @@ class Replication:
             return sp.R_EXPECT_DEL, fields
         return sp.R_EXPECT, {**fields, "timeout": max(0.0, obj.expires - now),
                              "master": obj.master}
+
+    def _window_fields(self, entry: Entry) -> dict:
+        """What of ``entry``'s TCP window its record carries, as window_sync says."""
+        window, policy = entry.window, self.config.window_sync
+        if window is None or policy == "off":
+            return {}
+        if policy == "scale":
+            return {"scales": (window[0].scale, window[0].flags & KEPT, window[1].scale,
+                               window[1].flags & KEPT)}
+        return {"window": window[0].fields() + window[1].fields()}
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
         record = self._record(kind, obj, now)
@@ -259,12 +301,28 @@ class Replication:
             self.counters["ownership_conflicts"] += 1
             return
         entry.state = f["state"]
+        _apply_window(entry, f)
         table.set_owner(entry, owner)
         entry.expires = now + f["timeout"]
         table.state_changed(entry, now)
         if f["owner"] in self.adopted and f["owner"] not in self.alive:
             # a copy of a dead owner's connection that another backup held: mine to adopt
             self._adopt([entry], f["owner"], now)
+
+
+def _apply_window(entry: Entry, f: dict) -> None:
+    """A copy takes the window its record carries: all of it; only the scales (the
+    copy learns the rest from the segments it sees, as Linux does for an entry that
+    conntrackd committed); or nothing (the copy is not window-checked)."""
+    if f.get("window"):
+        w = f["window"]
+        entry.window = [Seen(*w[:6]), Seen(*w[6:])]
+    elif f.get("scales"):
+        if entry.window is None:
+            entry.window = [Seen(), Seen()]
+        for seen, scale, flags in zip(entry.window, f["scales"][0::2], f["scales"][1::2]):
+            if seen.maxwin == 0:  # not learnt here yet
+                seen.scale, seen.flags = scale, flags
 
 
 TOMBSTONES = 4096  # deletions of expectations not (yet) held, remembered

@@ -55,6 +55,15 @@ local f = {
   flags    = ProtoField.uint8("fwsync.flags", "Flags", base.HEX),
   f_ftp    = ProtoField.bool("fwsync.flags.ftp", "FTP helper", 8, nil, 0x01),
   f_rel    = ProtoField.bool("fwsync.flags.related", "Related (has a master)", 8, nil, 0x02),
+  f_win    = ProtoField.bool("fwsync.flags.window", "TCP window", 8, nil, 0x04),
+  f_scales = ProtoField.bool("fwsync.flags.scales", "TCP window scales only", 8, nil, 0x08),
+  window   = ProtoField.none("fwsync.window", "TCP window"),
+  td_end   = ProtoField.uint32("fwsync.window.end", "End (seq + len)"),
+  td_maxend = ProtoField.uint32("fwsync.window.maxend", "Max end (ack + window)"),
+  td_maxwin = ProtoField.uint32("fwsync.window.maxwin", "Max window"),
+  td_maxack = ProtoField.uint32("fwsync.window.maxack", "Max ack"),
+  td_scale = ProtoField.uint8("fwsync.window.scale", "Window scale"),
+  td_flags = ProtoField.uint8("fwsync.window.flags", "Direction flags", base.HEX),
   master   = ProtoField.none("fwsync.master", "Master connection"),
   name     = ProtoField.string("fwsync.common.name", "Common state name"),
   value    = ProtoField.bytes("fwsync.common.value", "Common state value"),
@@ -96,7 +105,23 @@ local function record(tree, buf)
     five(t, v); t:add(f.state, v(13, 1))
     t:add(f.owner, v(14, 2)); t:add(f.timeout, v(16, 4))
     local ft = t:add(f.flags, v(20, 1)); ft:add(f.f_ftp, v(20, 1)); ft:add(f.f_rel, v(20, 1))
-    if len >= 34 then key(t, v(21, 13), f.master) end
+    ft:add(f.f_win, v(20, 1)); ft:add(f.f_scales, v(20, 1))
+    local flags, off = v(20, 1):uint(), 21
+    if bit.band(flags, 0x02) ~= 0 then key(t, v(21, 13), f.master); off = 34 end
+    local dirs = { "original", "reply" }
+    if bit.band(flags, 0x04) ~= 0 then    -- both directions' window state, 18 bytes each
+      for i = 0, 1 do
+        local w = t:add(f.window, v(off + 18 * i, 18)); w:append_text(" (" .. dirs[i + 1] .. ")")
+        local d = v(off + 18 * i, 18)
+        w:add(f.td_end, d(0, 4)); w:add(f.td_maxend, d(4, 4)); w:add(f.td_maxwin, d(8, 4))
+        w:add(f.td_maxack, d(12, 4)); w:add(f.td_scale, d(16, 1)); w:add(f.td_flags, d(17, 1))
+      end
+    elseif bit.band(flags, 0x08) ~= 0 then  -- scales only, 2 bytes each
+      for i = 0, 1 do
+        local w = t:add(f.window, v(off + 2 * i, 2)); w:append_text(" (" .. dirs[i + 1] .. ", scale)")
+        w:add(f.td_scale, v(off + 2 * i, 1)); w:add(f.td_flags, v(off + 2 * i + 1, 1))
+      end
+    end
   elseif rtype == 2 then      -- ENTRY_DEL
     five(t, v); t:add(f.owner, v(13, 2))
   elseif rtype == 3 or rtype == 4 then  -- EXPECT, EXPECT_DEL

@@ -24,7 +24,8 @@ DISSECTOR = os.path.join(ROOT, "nodes", "wireshark", "fwsync.lua")
 FIELDS = ["frame.number", "fwsync.type", "fwsync.sender", "fwsync.receiver", "fwsync.seq",
           "fwsync.ack", "fwsync.length", "fwsync.record.type", "fwsync.dport", "fwsync.owner",
           "fwsync.member", "fwsync.query", "fwsync.home", "fwsync.ingress",
-          "fwsync.common.name", "fwsync.bulk.records"]
+          "fwsync.common.name", "fwsync.bulk.records", "fwsync.window.scale",
+          "fwsync.window.maxend"]
 
 
 def console(run_dir: str, commands: list[str], *options: str) -> str:
@@ -63,10 +64,15 @@ def python_view(msg: sp.Message, length: int) -> dict:
             "fwsync.record.type": [t for t, _ in msg.records], "fwsync.dport": [],
             "fwsync.owner": [], "fwsync.member": list(msg.members), "fwsync.query": [],
             "fwsync.home": [], "fwsync.ingress": [], "fwsync.common.name": [],
-            "fwsync.bulk.records": []}
+            "fwsync.bulk.records": [], "fwsync.window.scale": [], "fwsync.window.maxend": []}
     for rtype, f in msg.records:
         if rtype == sp.R_ENTRY:
             view["fwsync.dport"] += [f["key"][4]] + ([f["master"][4]] if f["master"] else [])
+            if f.get("window"):  # both directions: end, maxend, maxwin, maxack, scale, flags
+                view["fwsync.window.scale"] += [f["window"][4], f["window"][10]]
+                view["fwsync.window.maxend"] += [f["window"][1], f["window"][7]]
+            elif f.get("scales"):
+                view["fwsync.window.scale"] += [f["scales"][0], f["scales"][2]]
         elif rtype in (sp.R_ENTRY_DEL, sp.R_EXPECT_DEL):
             view["fwsync.dport"].append(f["key"][4] if rtype == sp.R_ENTRY_DEL else f["dport"])
         elif rtype == sp.R_EXPECT:

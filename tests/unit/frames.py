@@ -7,9 +7,11 @@ MAC_C, MAC_S = "00:00:00:00:00:01", "00:00:00:00:01:01"
 
 
 def tcp(src=CLIENT, dst=SERVER, sport=40000, dport=21, flags="S", seq=1000, ack=0,
-        payload=b"", **ip) -> bytes:
+        payload=b"", window=8192, options=(), **ip) -> bytes:
+    """``options`` as scapy spells them: [("WScale", 7), ("SAckOK", b""), ("SAck", (l, r))]."""
     return bytes(Ether(src=MAC_C, dst=MAC_S) / IP(src=src, dst=dst, **ip)
-                 / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack) / payload)
+                 / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=window,
+                       options=list(options)) / payload)
 
 
 def udp(src=CLIENT, dst=SERVER, sport=5000, dport=53, payload=b"x") -> bytes:

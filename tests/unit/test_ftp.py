@@ -52,6 +52,10 @@ class Session:
             self.c += len(data)
         return verdict
 
+    def server_ack(self):
+        """The server acknowledges what the client sent (its window opens again)."""
+        return self.fw.process(tcp(SERVER, CLIENT, 21, 40000, "A", self.s, self.c), INSIDE, self.t)
+
     def server(self, data: bytes):
         verdict = self.fw.process(tcp(SERVER, CLIENT, 21, 40000, "PA", self.s, self.c, data),
                                   INSIDE, self.t)
@@ -124,7 +128,8 @@ def test_one_control_connection_cannot_pile_up_expectations(fw):
     helper (max_expected 1), a new announcement evicts the pending one."""
     ftp = Session(fw)
     for i in range(2000):
-        ftp.client(f"PORT 10,0,0,1,{100 + i // 256},{i % 256}\r\n".encode())
+        assert ftp.client(f"PORT 10,0,0,1,{100 + i // 256},{i % 256}\r\n".encode()) == ACCEPT
+        ftp.server_ack()
     assert fw.table.n_expectations == 1 and fw.counters["expectations_evicted"] == 1999
 
 
@@ -174,6 +179,8 @@ def test_expectation_times_out_and_goes_with_its_master():
 
 class SlowSync:
     """A fake sync whose requests complete when told to."""
+
+    wants_windows = False
 
     def __init__(self):
         self.finished, self.changes = set(), []

@@ -72,7 +72,9 @@ def test_sync_modes_map_to_conntrackd_modes_and_the_rest_is_refused():
                        ({"mode": "ondemand", "k": 1}, "sync k"),
                        ({"mode": "ondemand", "replication": "backup"}, "every entry to every node"),
                        ({"mode": "periodic", "interval": 0.5}, "whole seconds"),
-                       ({"mode": "periodic", "periodic": "differential"}, "re-sends every entry")):
+                       ({"mode": "periodic", "periodic": "differential"}, "re-sends every entry"),
+                       ({"mode": "ondemand", "window_sync": "change"}, "never sends a TCP window"),
+                       ({"mode": "ondemand", "window_sync": "schedule"}, "only its scales")):
         with pytest.raises(SettingsError, match=what) as err:
             ctd.conntrackd_mode(sync, 3)
         assert "\n" not in str(err.value)
@@ -92,6 +94,21 @@ def test_conntrackd_config_is_one_daemon_per_namespace_on_the_sync_link():
         assert line in conf, line
     alarm = ctd.config("alarm", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g", interval=3)
     assert "RefreshTime 3" in alarm and "DisableExternalCache" not in alarm
+
+
+def test_window_sync_is_conntrackds_tcp_window_tracking():
+    lines = lambda conf: [line.strip() for line in conf.splitlines()]  # noqa: E731
+    scale = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g")
+    off = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g", window_sync="off")
+    assert "TCPWindowTracking On" in lines(scale) and "TCPWindowTracking Off" in lines(off)
+    assert ctd.conntrackd_mode({"mode": "ondemand", "window_sync": "off"}, 2) == "ftfw"
+
+
+def test_loose_lets_a_bare_ack_open_a_connection_in_nftables():
+    strict = [line.split("#")[0].strip() for line in nft.ruleset(RULES).splitlines()]
+    loose = [line.split("#")[0].strip() for line in nft.ruleset(RULES, loose=True).splitlines()]
+    rule = "meta l4proto tcp tcp flags & (fin | syn | rst | ack) != {} goto drop_tcp_no_entry"
+    assert rule.format("syn") in strict and rule.format("{ syn, ack }") in loose
 
 
 def test_conntrack_listing_becomes_entries_shaped_like_the_python_dump():

@@ -1,0 +1,211 @@
+"""TCP window tracking, after Linux's ``nf_conntrack_proto_tcp`` (``tcp_in_window``).
+
+Each direction of a connection keeps what Linux keeps in ``ip_ct_tcp_state``
+(Guido van Rooij's "Real Stateful TCP Packet Filtering in IP Filter", with
+RFC 793's bounds)::
+
+    end     highest seq + len seen from this sender
+    maxend  highest ack + window seen from the receiver: the right edge this
+            sender may send up to
+    maxwin  largest window (scaled) this sender advertised
+    maxack  highest ack this sender sent
+    scale   this sender's window scale (RFC 7323, from its SYN)
+
+and a segment passes when
+
+    I.   seq <= sender.maxend                      (not past the receiver's window)
+    II.  seq + len >= sender.end - receiver.maxwin (not data acknowledged long ago)
+    III. sack <= receiver.end                      (acknowledges nothing unseen)
+    IV.  sack >= receiver.end - MAXACKWINDOW       (not an ack from long ago)
+
+where ``sack`` is the highest right edge of a SACK block, or the ack. A segment
+that fails I or III is INVALID (dropped: ``tcp_out_of_window``); one that fails
+II or IV, or overshoots I by less than a window, is IGNORED, as Linux does since
+5.18: passed, but it changes no state. ``liberal`` (Linux's
+``nf_conntrack_tcp_be_liberal``, or a direction's BE_LIBERAL flag) passes
+every segment; a direction whose ``maxwin`` is 0 has not been seen yet and
+learns its window from its first segment (a connection picked up mid-stream).
+
+Pure: integers in, a verdict out; sequence numbers compare modulo 2**32.
+"""
+from __future__ import annotations
+
+# Flags of one direction, with Linux's values (IP_CT_TCP_FLAG_*).
+WINDOW_SCALE, SACK_PERM, CLOSE_INIT, BE_LIBERAL, DATA_UNACKNOWLEDGED, MAXACK_SET = \
+    0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+MAX_WSCALE = 14
+MAXACKWINCONST = 66000  # Linux's lower bound of MAXACKWINDOW
+ACCEPT, IGNORE, INVALID = 0, 1, 2
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
+_M = 0xFFFFFFFF
+_TS_ONLY = b"\x01\x01\x08\x0a"  # NOP NOP TIMESTAMP 10: the common option block, no SACK
+
+
+class Seen:
+    """One direction's window state (Linux's ``ip_ct_tcp_state``)."""
+
+    __slots__ = ("end", "maxend", "maxwin", "maxack", "scale", "flags")
+
+    def __init__(self, end: int = 0, maxend: int = 0, maxwin: int = 0, maxack: int = 0,
+                 scale: int = 0, flags: int = 0):
+        self.end, self.maxend, self.maxwin = end, maxend, maxwin
+        self.maxack, self.scale, self.flags = maxack, scale, flags
+
+    def fields(self) -> tuple:
+        return (self.end, self.maxend, self.maxwin, self.maxack, self.scale, self.flags)
+
+    def as_dict(self) -> dict:
+        return dict(zip(self.__slots__, self.fields()))
+
+    def __repr__(self) -> str:
+        return "Seen(%d, %d, %d, %d, %d, %#x)" % self.fields()
+
+
+def before(a: int, b: int) -> bool:
+    """``a`` comes before ``b`` in sequence space (Linux's ``before``)."""
+    return (a - b) & _M > 0x7FFFFFFF
+
+
+def _walk(frame: bytes, start: int, end: int):
+    """(kind, offset, size) of each option from ``start`` to ``end``, as Linux walks
+    them: it stops at the end-of-options kind, a "silly" size or a partial option."""
+    i = start
+    while i < end:
+        kind = frame[i]
+        if kind == 0:
+            return
+        if kind == 1:  # no operation
+            i += 1
+            continue
+        if i + 1 >= end:
+            return
+        size = frame[i + 1]
+        if size < 2 or i + size > end:
+            return
+        yield kind, i, size
+        i += size
+
+
+def options(frame: bytes, start: int, end: int) -> tuple[int, int]:
+    """The window scale and the WINDOW_SCALE / SACK_PERM flags a SYN's options give."""
+    scale, flags = 0, 0
+    for kind, i, size in _walk(frame, start, end):
+        if kind == 4 and size == 2:
+            flags |= SACK_PERM
+        elif kind == 3 and size == 3:
+            scale = min(frame[i + 2], MAX_WSCALE)
+            flags |= WINDOW_SCALE
+    return scale, flags
+
+
+def highest_sack(frame: bytes, start: int, end: int, ack: int) -> int:
+    """The highest right edge of the SACK blocks in the options, or ``ack``."""
+    if end - start == 12 and frame[start:start + 4] == _TS_ONLY:
+        return ack  # timestamps only: the common case, decided at once as Linux does
+    for kind, i, size in _walk(frame, start, end):
+        if kind == 5 and size >= 10 and (size - 2) % 8 == 0:
+            for j in range(i + 2, i + size, 8):
+                right = int.from_bytes(frame[j + 4:j + 8], "big")
+                if before(ack, right):
+                    ack = right
+            break
+    return ack
+
+
+def init_sender(sender: Seen, receiver: Seen, end: int, win: int, scale: int, flags: int,
+                reply: bool) -> None:
+    """A SYN (or SYN/ACK) sets up its sender's direction."""
+    sender.end = sender.maxend = end
+    sender.maxwin = win or 1
+    sender.scale = scale
+    sender.flags = (sender.flags & BE_LIBERAL) | flags
+    # RFC 7323: both ends must offer window scaling for either to use it
+    if reply and not (sender.flags & receiver.flags & WINDOW_SCALE):
+        sender.scale = receiver.scale = 0
+
+
+def in_window(seen: list, direction: int, seq: int, ack: int, end: int, win: int,
+              flags: int, sack: int, opening: bool, syn_options: tuple | None,
+              liberal: bool) -> int:
+    """Check one segment against the window and update it: ACCEPT, IGNORE or INVALID.
+
+    ``seen``: both directions' ``Seen``; ``end``: seq + payload length (+1 for SYN,
+    FIN); ``sack``: from ``highest_sack`` (``ack`` when the receiver did not permit
+    SACK); ``opening``: the connection is in SYN_SENT or SYN_RECV; ``syn_options``:
+    (scale, flags) from ``options`` for a SYN. IGNORE and INVALID change nothing."""
+    sender, receiver = seen[direction], seen[1 - direction]
+    if sender.maxwin == 0:
+        if flags & _SYN:
+            init_sender(sender, receiver, end, win, *(syn_options or (0, 0)), direction == 1)
+            if not flags & _ACK:
+                return ACCEPT  # simultaneous open
+        else:  # mid-stream: this direction's history is lost; learn it from the segment
+            sender.end = end
+            sender.maxwin = ((win << sender.scale) & _M) or 1
+            sender.maxend = (end + sender.maxwin) & _M
+            if receiver.maxwin == 0:
+                receiver.end = receiver.maxend = sack  # pass III and IV until it is seen
+            elif sack == (receiver.end + 1) & _M:
+                receiver.end = sack  # likely the answer to a keepalive
+    elif flags & _SYN and opening and before(sender.end, end):
+        # a retransmitted SYN with a higher sequence (RFC 793): set the direction up again
+        init_sender(sender, receiver, end, win, *(syn_options or (0, 0)), direction == 1)
+        if direction == 1 and not flags & _ACK:
+            return ACCEPT
+    if not flags & _ACK or (flags & _RST and ack == 0):
+        ack = sack = receiver.end  # no ack (or a broken stack's RST): take it as fine
+    if flags & _RST and seq == 0 and opening:
+        seq = end = sender.end  # a RST answering a SYN
+    liberal = liberal or sender.flags & BE_LIBERAL
+    maxack_window = max(sender.maxwin, MAXACKWINCONST)
+    if not before(seq, (sender.maxend + 1) & _M):  # I fails
+        overshot = (end - sender.maxend + 1) & _M
+        if (receiver.maxwin and before((sender.end - receiver.maxwin - 1) & _M, end)
+                and before((receiver.end - maxack_window - 1) & _M, sack)
+                and overshot <= receiver.maxwin and before(sack, (receiver.end + 1) & _M)):
+            # a TCP that sends a little more than the window allows: note how far it got,
+            # so that the acknowledgement of it passes (Linux does the same)
+            sender.end = end
+            sender.flags |= DATA_UNACKNOWLEDGED
+            return ACCEPT if liberal else IGNORE
+        return ACCEPT if liberal else INVALID
+    if not before(sack, (receiver.end + 1) & _M):  # III fails: acks data not seen yet
+        return ACCEPT if liberal else INVALID
+    if receiver.maxwin and not before((sender.end - receiver.maxwin - 1) & _M, end):
+        return ACCEPT if liberal else IGNORE  # II fails: data acknowledged long ago
+    if not before((receiver.end - maxack_window - 1) & _M, sack):
+        return ACCEPT if liberal else IGNORE  # IV fails: an ack from long ago
+    if not flags & _SYN:
+        win = (win << sender.scale) & _M
+    swin = win + ((sack - ack) & _M)
+    if sender.maxwin < swin:
+        sender.maxwin = swin
+    if before(sender.end, end):
+        sender.end = end
+        sender.flags |= DATA_UNACKNOWLEDGED
+    if flags & _ACK:
+        if not sender.flags & MAXACK_SET:
+            sender.maxack = ack
+            sender.flags |= MAXACK_SET
+        elif before(sender.maxack, ack):
+            sender.maxack = ack
+    if receiver.maxwin and before(sender.maxend, end):
+        receiver.maxwin += (end - sender.maxend) & _M
+    right = (sack + win) & _M
+    if not before(right, receiver.maxend):  # after(sack + win, maxend - 1)
+        receiver.maxend = (right + (win == 0)) & _M
+    if ack == receiver.end:
+        receiver.flags &= ~DATA_UNACKNOWLEDGED
+    return ACCEPT
+
+
+def new_window(end: int, win: int, scale: int, flags: int, mid_stream: bool) -> list:
+    """Both directions' state of a connection's first segment, as Linux's ``tcp_new``:
+    a SYN sets up the original direction; a segment picked up mid-stream (``loose``)
+    learns its window from itself, and both directions are tracked liberally with SACK
+    assumed (the window scale of a connection joined late cannot be known)."""
+    if not mid_stream:
+        return [Seen(end, end, win or 1, 0, scale, flags), Seen()]
+    maxwin = win or 1
+    both = SACK_PERM | BE_LIBERAL
+    return [Seen(end, (end + maxwin) & _M, maxwin, 0, 0, both), Seen(flags=both)]
