@@ -68,11 +68,12 @@ class SyncSettings(BaseModel):
     delay: float = Field(0.0, ge=0, description="delayed replication: a new connection is "
                          "sent once this many seconds old (0: at once)")
     window_sync: Literal["change", "schedule", "scale", "off"] = Field(
-        "scale", description="TCP window state in a replicated entry: every change (one "
+        "off", description="TCP window state in a replicated entry: every change (one "
         "record a connection a sync round), on the sync's schedule (with the entry's other "
         "changes and periodic rounds), only the window scales (conntrackd's "
         "TCPWindowTracking on: a backup learns the window from the next segments), or none "
-        "(TCPWindowTracking off: a backup's copy is not window-checked)")
+        "(TCPWindowTracking off, conntrackd's default: a backup's copy is not "
+        "window-checked)")
 
     @field_validator("triggers", mode="before")
     @classmethod

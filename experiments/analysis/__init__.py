@@ -13,7 +13,7 @@ stats.py               means and Student-t intervals
 points.py              reading a campaign's raw data
 attribution.py         which node carried each session (from node events)
 style.py               the look of every figure
-periodic_window.py ..  one module per experiment (e1 .. e7)
+periodic_window.py ..  one module per experiment (e1 .. e7, e10 window.py)
 report.py              every analysis, the verdicts and REPORT.md
 =====================  ==================================================
 

@@ -12,13 +12,14 @@ from experiments.analysis.home_vs_sync import home_vs_sync
 from experiments.analysis.periodic_window import periodic_window
 from experiments.analysis.rejoin import rejoin
 from experiments.analysis.scaling import scaling
+from experiments.analysis.window import window
 from experiments.analysis.points import group, load_points, read_json
 from experiments.analysis.stats import MIN_REPETITIONS
 
 # A spec's ``analysis`` names one of these (experiments/specs/reproduce/*.toml).
 ANALYSES = {"periodic_window": periodic_window, "hold": hold, "failover": failover,
             "scaling": scaling, "rejoin": rejoin, "home_vs_sync": home_vs_sync,
-            "delayed": delayed}
+            "delayed": delayed, "window": window}
 
 
 def fidelity_summary(points: list[dict]) -> str:

@@ -140,7 +140,7 @@ class Agent:
                                     os.path.join(args.logs or run, f"{self.name}.conntrackd.log"),
                                     int(raw.get("settings", {}).get("interval", 1)),
                                     raw.get("external_cache", True),
-                                    raw.get("settings", {}).get("window_sync", "scale")))
+                                    raw.get("settings", {}).get("window_sync", "off")))
         self.sock = None
         if self.config is not None:
             me = self.config.me(self.name)

@@ -76,7 +76,7 @@ def conntrackd_mode(sync: dict, n: int, explicit: str | None = None) -> str | No
     if sync.get("periodic", "full") != "full":
         raise SettingsError("sync periodic \"differential\": conntrackd's ALARM re-sends every "
                             "entry; use \"full\" or leave it out for node = \"kernel\"")
-    window = sync.get("window_sync", "scale")
+    window = sync.get("window_sync", "off")
     if window not in WINDOW_TRACKING:
         raise SettingsError(f"sync window_sync {window!r}: conntrackd never sends a TCP "
                             "window, only its scales (\"scale\", TCPWindowTracking on) or "
@@ -103,7 +103,7 @@ def check_cache(mode: str | None, external_cache: bool) -> None:
 
 def config(mode: str, name: str, address: str, interface: str, lock: str, socket: str,
            log: str, interval: int = 1, external_cache: bool = True,
-           window_sync: str = "scale") -> str:
+           window_sync: str = "off") -> str:
     """conntrackd.conf for one node: its own lock file and UNIX socket (one daemon per
     network namespace), no systemd, multicast on the sync link, FTP expectations.
 
@@ -132,7 +132,7 @@ def config(mode: str, name: str, address: str, interface: str, lock: str, socket
         "        Checksum on",
         "    }",
         "    Options {",
-        f"        TCPWindowTracking {WINDOW_TRACKING.get(window_sync, 'On')}",
+        f"        TCPWindowTracking {WINDOW_TRACKING.get(window_sync, 'Off')}",
         "        ExpectationSync {",
         "            ftp",
         "        }",

@@ -98,8 +98,8 @@ def test_conntrackd_config_is_one_daemon_per_namespace_on_the_sync_link():
 
 def test_window_sync_is_conntrackds_tcp_window_tracking():
     lines = lambda conf: [line.strip() for line in conf.splitlines()]  # noqa: E731
-    scale = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g")
-    off = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g", window_sync="off")
+    scale = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g", window_sync="scale")
+    off = ctd.config("ftfw", "fw1", "10.0.1.1", "fw1-eth2", "l", "s", "g")  # the default
     assert "TCPWindowTracking On" in lines(scale) and "TCPWindowTracking Off" in lines(off)
     assert ctd.conntrackd_mode({"mode": "ondemand", "window_sync": "off"}, 2) == "ftfw"
 

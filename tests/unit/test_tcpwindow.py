@@ -223,6 +223,18 @@ def test_scales_only_let_the_backup_learn_the_window_from_the_next_segments():
     assert net.fw[2].drops == {} and copy.window[0].end == conn.c
 
 
+def test_a_backup_that_learns_from_a_retransmission_refuses_the_later_acks():
+    """Linux's pick-up of a direction it has not seen (maxwin 0) takes the first segment's
+    end as the sender's; when that segment is a retransmission of data the receiver has
+    had, the receiver's acknowledgements are beyond it (bound III) and dropped, and the
+    sender, retransmitting the same segment, never learns they were sent: the connection
+    stalls. This is why a copy with window scales only can stall after a failover."""
+    conn, net = crash_over("scale")
+    assert conn.data(seq=conn.c - 3000)  # the first segment fw2 sees: an old one again
+    assert not conn.server_ack() and conn.data(seq=conn.c - 3000) and not conn.server_ack()
+    assert net.fw[2].drops == {"tcp_out_of_window": 2}
+
+
 def test_scales_only_carry_the_scale_a_backup_cannot_learn():
     net = Net(2, window_sync="scale")
     Conn(net.fw[1])

@@ -1,0 +1,102 @@
+"""TCP window tracking with real traffic (issue 16): a segment outside the window is
+dropped and counted; a download taken over mid-stream by a backup survives with the
+window replicated on every change, and stalls with a stale one unless the backup is
+liberal; a loose node picks a connection up mid-stream without any sync.
+"""
+import sys
+
+import pytest
+
+from tests.integration.test_failover import SIZE, crash_the_carrier, download
+from topo import faults
+from topo.addresses import client_ip, server_ip
+from topo.procs import wait_until
+
+pytestmark = pytest.mark.mininet
+
+
+def drops(cluster, reason, nodes=None):
+    return sum(cluster.ask(n, "stats")["drops"].get(reason, 0)
+               for n in nodes or cluster.node_names() if n in cluster.procs)
+
+
+def test_a_segment_outside_the_window_is_dropped_and_the_connection_goes_on(cluster_factory,
+                                                                           tmp_path):
+    cluster = cluster_factory(n=1)
+    client, out = download(cluster, tmp_path)
+    entry = wait_until(lambda: next((e for e in cluster.ask("fw1", "dump")["entries"]
+                                     if e["related_to"] and e["state"] == "ESTABLISHED"), None),
+                       5, "the data connection")
+    t = entry["tuple"]
+    # a segment of the data connection, 1 GB ahead of anything the server may send
+    inject = (f"from scapy.all import Ether, IP, TCP, sendp; sendp(Ether()/IP(src='{t['src']}',"
+              f"dst='{t['dst']}')/TCP(sport={t['sport']},dport={t['dport']},flags='PA',"
+              f"seq=(1 << 30) + 12345)/(b'x' * 100), iface='c1-eth0', verbose=False)")
+    before = drops(cluster, "tcp_out_of_window")
+    cluster.net["c1"].cmd(f"{sys.executable} -c \"{inject}\"")
+    wait_until(lambda: drops(cluster, "tcp_out_of_window") == before + 1, 5,
+               "the out-of-window segment counted")
+    wait_until(lambda: not client.alive(), 60, "the download to end")
+    from experiments.analysis.attribution import read_jsonl
+    (record,) = read_jsonl(str(out))
+    assert record["outcome"] == "ok" and record["bytes"] == SIZE
+
+
+@pytest.mark.parametrize("window_sync,liberal,survives", [
+    ("change", False, True),   # the backup's window is current
+    ("schedule", False, False),  # on demand: the window as of the handshake, megabytes old
+    ("schedule", True, True),  # the same stale window, not checked
+])
+def test_a_download_taken_over_mid_stream(cluster_factory, tmp_path, window_sync, liberal,
+                                          survives):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "window_sync": window_sync},
+                              failover="backup", tcp_liberal=liberal)
+    client, out = download(cluster, tmp_path)
+    node, record = crash_the_carrier(cluster, client, out)
+    stale_drops = drops(cluster, "tcp_out_of_window")
+    if survives:
+        assert record["outcome"] == "ok" and record["bytes"] == SIZE, record
+        if not liberal:
+            assert stale_drops == 0
+    else:
+        assert record["outcome"] != "ok", record
+        assert stale_drops > 0  # the heir refused the connection's segments
+
+
+def test_the_liberal_switch_is_set_at_run_time(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "window_sync": "schedule"},
+                              failover="backup")
+    client, out = download(cluster, tmp_path)
+    settings = cluster.set_sync("tcp_liberal=on", cluster.node_names())
+    assert settings["window_sync"] == "schedule"
+    assert all(cluster.ask(n, "config")["firewall"]["tcp_liberal"] for n in cluster.node_names())
+    node, record = crash_the_carrier(cluster, client, out)
+    assert record["outcome"] == "ok", record
+
+
+def test_a_loose_node_picks_a_connection_up_mid_stream_without_sync(cluster_factory, tmp_path):
+    """No sync: the node that takes a crashed node's flows has no state for them. Loose,
+    it picks the probe's connection up from its next segment (a bare ACK with data)."""
+    cluster = cluster_factory(n=2, sync={"mode": "none"}, failover="backup", tcp_loose=True)
+    server = cluster.spawn("probe-server", [sys.executable, "-m", "experiments.probe", "server",
+                                            "--address", server_ip(1), "--port", "5001"],
+                           host=cluster.net["srv1"])
+    wait_until(lambda: "ready" in server.log_tail(), 10, "the probe server")
+    client = cluster.spawn("probe-client", [sys.executable, "-m", "experiments.probe", "client",
+                                            "--address", server_ip(1), "--port", "5001",
+                                            "--interval", "0.005"], host=cluster.net["c1"])
+    wait_until(lambda: "connected" in client.log_tail(), 10, "the probe to connect")
+    carrier = wait_until(lambda: next((n for n in cluster.node_names() for e in
+                                       cluster.ask(n, "dump")["entries"]
+                                       if e["tuple"]["dport"] == 5001), None), 5,
+                         "the probe's node")
+    faults.crash(cluster, carrier)
+    heir = next(n for n in cluster.node_names() if n != carrier)
+    picked = wait_until(lambda: (lambda s: s if s["counters"].get("tcp_picked_up") else None)(
+        cluster.ask(heir, "stats")), 10, "the heir to pick the connection up")
+    assert picked["drops"].get("tcp_no_entry", 0) == 0
+    (entry,) = [e for e in cluster.ask(heir, "dump")["entries"] if e["tuple"]["dport"] == 5001]
+    assert entry["state"] == "ESTABLISHED" and entry["tuple"]["src"] == client_ip(1)
+    wait_until(lambda: cluster.ask(heir, "dump")["entries"][0]["packets"][1] > 10, 10,
+               "the server's echoes through the heir")
+    assert client.alive()
