@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.test_failover import SIZE, crash_the_carrier, download
 from topo import faults
-from topo.addresses import client_ip, server_ip
+from topo.addresses import client_ip, server_ip, server_mac
 from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet
@@ -29,11 +29,13 @@ def test_a_segment_outside_the_window_is_dropped_and_the_connection_goes_on(clus
                        5, "the data connection")
     t = entry["tuple"]
     # a segment of the data connection, 1 GB ahead of anything the server may send
-    inject = (f"from scapy.all import Ether, IP, TCP, sendp; sendp(Ether()/IP(src='{t['src']}',"
+    inject = (f"from scapy.all import Ether, IP, TCP, sendp; sendp(Ether(dst='{server_mac(1)}')"
+              f"/IP(src='{t['src']}',"
               f"dst='{t['dst']}')/TCP(sport={t['sport']},dport={t['dport']},flags='PA',"
               f"seq=(1 << 30) + 12345)/(b'x' * 100), iface='c1-eth0', verbose=False)")
     before = drops(cluster, "tcp_out_of_window")
-    cluster.net["c1"].cmd(f"{sys.executable} -c \"{inject}\"")
+    said = cluster.net["c1"].cmd(f"{sys.executable} -c \"{inject}\"")
+    assert "Error" not in said, said
     wait_until(lambda: drops(cluster, "tcp_out_of_window") == before + 1, 5,
                "the out-of-window segment counted")
     wait_until(lambda: not client.alive(), 60, "the download to end")
