@@ -25,7 +25,8 @@ from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUES
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
-from nodes.tcpwindow import INVALID, SACK_PERM, highest_sack, in_window, new_window, options
+from nodes.tcpwindow import INVALID, new_window, options
+from nodes.tcpwindow import check as check_window
 
 # Verdicts of ``process``: ACCEPT (send it on), DROP (counted by reason), HOLD (kept until
 # a synchronization completes; ``release`` gives it back), ASK (mode home: no state here,
@@ -224,21 +225,12 @@ class GatewayEngine:
             return HOLD
         return ACCEPT
 
-    def _in_window(self, entry: Entry, direction: int, pkt: Packet, frame: bytes,
-                   notify: bool = True) -> int:
+    def _in_window(self, entry: Entry, direction: int, pkt: Packet, frame: bytes) -> int:
         """Check a segment of ``entry`` against its TCP window (nodes/tcpwindow.py) and
         update it; tell the sync when the window of a connection of mine moved."""
-        flags, window = pkt.flags, entry.window
-        end = (pkt.seq + pkt.payload_end - pkt.payload_off + (flags & TCP_FIN)
-               + (flags & TCP_SYN and 1)) & 0xFFFFFFFF
-        sack, opts = pkt.ack, pkt.l4 + 20
-        if pkt.payload_off > opts and window[1 - direction].flags & SACK_PERM:
-            sack = highest_sack(frame, opts, pkt.payload_off, sack)
-        verdict = in_window(window, direction, pkt.seq, pkt.ack, end, pkt.window, flags, sack,
-                            entry.state in _OPENING,
-                            options(frame, opts, pkt.payload_off) if flags & TCP_SYN else None,
-                            self.tcp_liberal)
-        if not verdict and notify and self.sync.wants_windows and entry.owner == self.node:
+        verdict = check_window(entry.window, direction, pkt, frame, entry.state in _OPENING,
+                               self.tcp_liberal)
+        if not verdict and self.sync.wants_windows and entry.owner == self.node:
             self.sync.window_changed(entry)
         return verdict
 
@@ -358,7 +350,8 @@ class GatewayEngine:
         entry.window = new_window(end, pkt.window, scale, flags, mid_stream)
         if mid_stream:
             self.counters["tcp_picked_up"] += 1
-        self._in_window(entry, ORIGINAL, pkt, frame, notify=False)  # it goes out as "new"
+        # the first segment is checked too (no window notice: the entry goes out as "new")
+        check_window(entry.window, ORIGINAL, pkt, frame, not mid_stream, self.tcp_liberal)
 
     def early_drop(self, now: float) -> bool:
         """The table is full: evict its oldest unassured entry (Linux's early drop)."""

@@ -256,3 +256,31 @@ def test_the_switches_are_set_at_run_time_and_a_bad_value_is_one_line():
     assert firewall_change("tcp_loose=0") == ({"tcp_loose": False}, "")
     with pytest.raises(SettingsError, match="tcp_liberal = 'maybe' is not on or off"):
         firewall_change("tcp_liberal=maybe")
+
+
+def test_the_fast_path_decides_and_updates_as_linuxs_whole_procedure():
+    """``check``'s fast path against ``in_window`` on 20,000 seeded random segments
+    near the window's edges (and across 2**32): the same verdicts, the same state."""
+    import random
+    from nodes.packet import Packet
+    from nodes.tcpwindow import Seen, check, in_window
+    rnd = random.Random(16)
+    verdicts = set()
+    for _ in range(20_000):
+        base = rnd.randrange(2 ** 32)
+        state = [Seen(*((base + rnd.randrange(-5000, 5000)) & 0xFFFFFFFF for _ in range(2)),
+                      rnd.choice((1, 1000, 70000)), base, rnd.choice((0, 7)), 0x20)
+                 for _ in range(2)]
+        seq = (state[0].end + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
+        ack = (state[1].end + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
+        size = rnd.choice((0, 1448))
+        win, flags = rnd.randrange(65536), rnd.choice((0x10, 0x18))
+        pkt = Packet((), 6, b"", b"", 1, 2, flags, seq, ack, 54, 54 + size, window=win, l4=34)
+        fast = [Seen(*s.fields()) for s in state]
+        slow = [Seen(*s.fields()) for s in state]
+        got = check(fast, 0, pkt, b"", False, False)
+        want = in_window(slow, 0, seq, ack, (seq + size) & 0xFFFFFFFF, win, flags, ack, False,
+                         None, False)
+        assert (got, [s.fields() for s in fast]) == (want, [s.fields() for s in slow])
+        verdicts.add(got)
+    assert verdicts == {0, 1, 2}  # accepted, ignored and invalid segments all came up
