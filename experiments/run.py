@@ -159,7 +159,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                  steering=cl["steering"], latency=cl["latency_ms"] / 1000,
                  latency_via=cl["latency_via"], capture=cl["capture"],
                  checksum=cl["checksum"], tcp_liberal=cl["tcp_liberal"],
-                 tcp_loose=cl["tcp_loose"], **kernel_options(cl)) as cluster:
+                 tcp_loose=cl["tcp_loose"], tcp_window_check=cl["tcp_window_check"],
+                 **kernel_options(cl)) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         switches = ["s1", "s2", "s3"]
         drops_before = fidelity.switch_drops(switches)

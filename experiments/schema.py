@@ -58,6 +58,9 @@ class Cluster(SyncSettings):
     tcp_loose: bool = Field(False, description="a bare ACK the rules allow picks a TCP "
                             "connection up mid-stream, as nf_conntrack_tcp_loose = 1 (Linux's "
                             "default; false, the testbed's: a node without the state drops it)")
+    tcp_window_check: bool = Field(True, description="track TCP windows (false: not at "
+                                   "all, as OpenWrt's nf_conntrack_tcp_no_window_check = 1; "
+                                   "python nodes only)")
     capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
                                'interfaces such as "c1-eth0" (pcap files per point)')
     node: Literal["python", "kernel"] = Field(
@@ -95,6 +98,10 @@ class Cluster(SyncSettings):
         network = self.mode != "none" or self.failover != "none"
         if self.latency_ms and not network:
             raise ValueError("latency_ms needs a cluster network: set cluster.sync (or failover)")
+        if self.node == "kernel" and not self.tcp_window_check:
+            raise ValueError("tcp_window_check false: Linux has no switch to stop tracking "
+                             "TCP windows (OpenWrt patches one in); use tcp_liberal for "
+                             "node = \"kernel\"")
         if "sync" in self.capture and not network:
             raise ValueError('capture "sync" needs a cluster network: set cluster.sync '
                              '(or failover)')

@@ -45,11 +45,11 @@ class Timeouts:
         by_state = {(PROTO_TCP, s): getattr(self, s.lower()) for s in TCP_STATES}
         by_state[PROTO_UDP, UNREPLIED] = self.udp_unreplied
         by_state[PROTO_UDP, REPLIED] = self.udp_replied
-        object.__setattr__(self, "_by_state", by_state)
+        object.__setattr__(self, "by_state", by_state)  # (proto, state) -> seconds
 
     def for_state(self, proto: int, state: str) -> float:
         """The idle timeout of an entry in ``state`` (ICMP echo: ``icmp``)."""
-        return self._by_state.get((proto, state), self.icmp)
+        return self.by_state.get((proto, state), self.icmp)
 
 
 @dataclass(eq=False, slots=True)

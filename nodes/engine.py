@@ -96,7 +96,8 @@ class GatewayEngine:
                  sync: SyncPort | None = None, hold_timeout: float = DEFAULT.hold_timeout,
                  max_entries: int = 1_000_000, max_events: int = 100_000,
                  checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1,
-                 early_drop: bool = True, tcp_liberal: bool = False, tcp_loose: bool = False):
+                 early_drop: bool = True, tcp_liberal: bool = False, tcp_loose: bool = False,
+                 tcp_window_check: bool = True):
         """``checksum``: verify checksums of packets that create or change state (as
         ``nf_conntrack_checksum``); ``drop_log_rate``: refused openings logged a second; ``max_expected``:
         pending expectations per master connection (the FTP helper's 1 in Linux);
@@ -104,10 +105,15 @@ class GatewayEngine:
         ``tcp_liberal``: pass out-of-window segments (``nf_conntrack_tcp_be_liberal``);
         ``tcp_loose``: a bare ACK the rules allow picks a connection up mid-stream
         (``nf_conntrack_tcp_loose``; Linux's default is on, the testbed's off: the seeds'
-        problem is a node without state refusing a connection's packets)."""
+        problem is a node without state refusing a connection's packets);
+        ``tcp_window_check``: track TCP windows (False: new connections are not
+        window-checked, as OpenWrt's ``nf_conntrack_tcp_no_window_check``, which costs
+        nothing per segment)."""
         self.node = node
         self.rules = rules
         self.table = ConnectionTable(timeouts, max_entries)
+        # Timeouts.for_state(), as a dict and a default: this is looked up for every packet
+        self.expiry, self.icmp_timeout = self.table.timeouts.by_state, self.table.timeouts.icmp
         self.sync = sync or NoSync()
         self.hold_timeout = hold_timeout
         self.helpers = {"ftp": FtpHelper()}
@@ -121,6 +127,7 @@ class GatewayEngine:
         self.max_expected = max_expected
         self.early_drop_on = early_drop
         self.tcp_liberal, self.tcp_loose = tcp_liberal, tcp_loose
+        self.tcp_window_check = tcp_window_check
         self.drop_log_rate = drop_log_rate
         self._drop_log = [float("-inf"), 0]  # start of this second, refused openings logged
         self.held: dict[Entry, _Held] = {}
@@ -137,7 +144,7 @@ class GatewayEngine:
         state for it here it is dropped, never asked about again."""
         self.packets_in[ingress] += 1
         self.bytes_in[ingress] += len(frame)
-        et = ethertype(frame)
+        et = (frame[12] << 8) | frame[13] if len(frame) >= 14 else -1  # ethertype(), inlined
         if et != ETH_P_IP:
             if et == ETH_P_ARP:
                 self.counters["arp_passed"] += 1
@@ -164,7 +171,7 @@ class GatewayEngine:
                         after_adoption_ms=round((now - adopted) * 1000, 3))
         verified = not self.checksum  # each frame's checksums are computed once at most
         ignored = False  # in the window's slack: passed, but it changes no state (Linux's IGNORE)
-        if pkt.proto == PROTO_TCP:
+        if proto == PROTO_TCP:
             step = None
             if entry.state != ESTABLISHED or pkt.flags & _NOT_SIMPLE:
                 if not verified and not checksums_ok(frame):
@@ -177,8 +184,13 @@ class GatewayEngine:
                 step = tcp_next(entry.state, entry.fin_seen, direction, pkt.flags)
                 if step.__class__ is str:
                     return self._drop(step)
-            if entry.window is not None:
-                verdict = self._in_window(entry, direction, pkt, frame)
+            window = entry.window
+            if window is not None:  # the TCP window (nodes/tcpwindow.py); of a connection
+                # of mine, a move goes to the sync (window_sync "change" or "schedule")
+                verdict = check_window(window, direction, pkt, frame, entry.state in _OPENING,
+                                       self.tcp_liberal)
+                if not verdict and self.sync.wants_windows and entry.owner == self.node:
+                    self.sync.window_changed(entry)
                 if verdict == INVALID:
                     if not verified and not checksums_ok(frame):
                         return self._drop("bad_checksum")  # damaged, not out of window
@@ -211,7 +223,7 @@ class GatewayEngine:
             entry.bytes_reply += pkt.length
         if not ignored:
             entry.last_seen = now
-            entry.expires = now + self.table.timeouts.for_state(entry.proto, entry.state)
+            entry.expires = now + self.expiry.get((proto, entry.state), self.icmp_timeout)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
             if not verified and not checksums_ok(frame):
                 return self._drop("bad_checksum")  # the helper reads only what arrived intact
@@ -224,15 +236,6 @@ class GatewayEngine:
             self.counters["packets_held"] += 1
             return HOLD
         return ACCEPT
-
-    def _in_window(self, entry: Entry, direction: int, pkt: Packet, frame: bytes) -> int:
-        """Check a segment of ``entry`` against its TCP window (nodes/tcpwindow.py) and
-        update it; tell the sync when the window of a connection of mine moved."""
-        verdict = check_window(entry.window, direction, pkt, frame, entry.state in _OPENING,
-                               self.tcp_liberal)
-        if not verdict and self.sync.wants_windows and entry.owner == self.node:
-            self.sync.window_changed(entry)
-        return verdict
 
     def _fragment(self, frame: bytes, ingress: int, now: float, forwarded: bool) -> int:
         """A fragment waits for its datagram (HOLD); the whole datagram is judged as one
@@ -333,7 +336,7 @@ class GatewayEngine:
         entry = self.table.new_entry(pkt.key, state, now, self.node, rule=rule_no,
                                      helper=helper, related_to=related)
         entry.packets_orig, entry.bytes_orig = 1, pkt.length
-        if proto == PROTO_TCP:
+        if proto == PROTO_TCP and self.tcp_window_check:
             self._new_window(entry, pkt, frame, mid_stream)
         self.counters["entries_created"] += 1
         self._event(now, "new", entry=entry.as_dict(now),

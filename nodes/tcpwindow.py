@@ -139,7 +139,7 @@ def check(seen: list, direction: int, pkt, frame: bytes, opening: bool, liberal:
     sender, receiver = seen[direction], seen[1 - direction]
     sack = ack
     if off > opts and receiver.flags & SACK_PERM and not (
-            off - opts == 12 and frame[opts:opts + 4] == TIMESTAMPS_ONLY):
+            off - opts == 12 and frame[opts + 2] == 8):  # NOP NOP TIMESTAMP: no room for SACK
         sack = highest_sack(frame, opts, off, ack)
     s_maxwin, r_maxwin = sender.maxwin, receiver.maxwin
     if flags & 0x16 != _ACK or not s_maxwin or not r_maxwin:  # SYN, RST or no ACK: 0x16

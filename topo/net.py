@@ -146,7 +146,8 @@ class Cluster:
                  checksum: bool = True, node_args: list[str] | None = None,
                  node: str = "python", commit: str = "before_steer",
                  conntrackd: str | None = None, external_cache: bool = True,
-                 tcp_liberal: bool = False, tcp_loose: bool = False):
+                 tcp_liberal: bool = False, tcp_loose: bool = False,
+                 tcp_window_check: bool = True):
         if node not in NODE_KINDS:
             raise SetupError(f"node {node!r}: use one of {', '.join(NODE_KINDS)}")
         if commit not in COMMIT_ORDERS:
@@ -166,7 +167,12 @@ class Cluster:
         self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
         # the firewall's TCP switches (nf_conntrack_tcp_be_liberal, _loose), kept as they
         # are set at run time so that a restarted node starts with them
-        self.tcp = {"tcp_liberal": tcp_liberal, "tcp_loose": tcp_loose}
+        self.tcp = {"tcp_liberal": tcp_liberal, "tcp_loose": tcp_loose,
+                    "tcp_window_check": tcp_window_check}
+        if node == "kernel" and not tcp_window_check:
+            raise SetupError("tcp_window_check false: Linux has no switch to stop tracking "
+                             "TCP windows (OpenWrt patches one in); use tcp_liberal for "
+                             "kernel nodes")
         self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         if node == "kernel":
@@ -369,7 +375,9 @@ class Cluster:
         ports = ["--name", name, "--outside", f"{name}-eth0", "--inside", f"{name}-eth1",
                  "--rules", self.rules, "--run-id", self.run_id,
                  "--events", os.path.join(self.run_dir, f"{name}.events.jsonl")]
-        ports += [f"--{name.replace('_', '-')}" for name, on in self.tcp.items() if on]
+        ports += [f"--{name.replace('_', '-')}" for name, on in self.tcp.items()
+                  if on and name != "tcp_window_check"]
+        ports += [] if self.tcp["tcp_window_check"] else ["--no-tcp-window-check"]
         if self.kind == "kernel":  # its agent (nodes/kernel/agent.py): bridge, nftables, conntrackd
             cmd = [sys.executable, "-m", "nodes.kernel.agent", *ports, "--logs", self.logs]
             cmd += ["--resync"] if restart else []

@@ -321,8 +321,9 @@ class Agent:
             switches, rest = firewall_change(args)
         except SettingsError as err:
             return {"error": str(err)}
-        if rest or "tcp_loose" in switches:
-            what = (rest.split() or ["tcp_loose"])[0]
+        other = [n for n in switches if n != "tcp_liberal"]
+        if rest or other:
+            what = (rest.split() or other)[0]
             return {"error": f"{what}: a kernel node takes only tcp_liberal at run time "
                              "(start it with the rest)"}
         try:
@@ -331,7 +332,8 @@ class Agent:
         except RuntimeError as err:
             return {"error": str(err)}
         return {"ok": True, "sync": None, "firewall": {"tcp_liberal": self.liberal(),
-                                                        "tcp_loose": self.loose}}
+                                                        "tcp_loose": self.loose,
+                                                        "tcp_window_check": True}}
 
     def liberal(self) -> bool:
         with open("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding="ascii") as fh:

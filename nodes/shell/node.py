@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp-loose", action="store_true",
                         help="a bare ACK the rules allow picks a connection up mid-stream "
                              "(nf_conntrack_tcp_loose=1)")
+    parser.add_argument("--no-tcp-window-check", action="store_true",
+                        help="do not track TCP windows of new connections (OpenWrt's "
+                             "nf_conntrack_tcp_no_window_check=1)")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
@@ -359,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout),
                            checksum=not args.no_checksum, max_entries=args.max_entries,
                            early_drop=not args.no_early_drop, tcp_liberal=args.tcp_liberal,
-                           tcp_loose=args.tcp_loose)
+                           tcp_loose=args.tcp_loose,
+                           tcp_window_check=not args.no_tcp_window_check)
     sync, peers, link = None, None, {}
     if args.sync_config:
         try:

@@ -284,3 +284,21 @@ def test_the_fast_path_decides_and_updates_as_linuxs_whole_procedure():
         assert (got, [s.fields() for s in fast]) == (want, [s.fields() for s in slow])
         verdicts.add(got)
     assert verdicts == {0, 1, 2}  # accepted, ignored and invalid segments all came up
+
+
+def test_without_window_check_a_connection_is_not_tracked():
+    fw = GatewayEngine("fw1", RULES, tcp_window_check=False)
+    conn = Conn(fw)
+    assert conn.entry().window is None
+    assert conn.data(seq=conn.c + 3 * 128000)  # what a checking node drops
+    fw.tcp_window_check = True  # at run time: for connections opened from now on
+    fw.table.remove(conn.entry())
+    assert Conn(fw, c0=9000).entry().window is not None
+
+
+def test_a_spec_refuses_what_kernel_nodes_cannot_do_in_one_line():
+    from experiments.schema import Cluster
+    from nodes.settings import SettingsError, parse
+    with pytest.raises(SettingsError, match="Linux has no switch") as err:
+        parse(Cluster, {"node": "kernel", "tcp_window_check": False}, "cluster.")
+    assert "\n" not in str(err.value)
