@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Protocol
 
-from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_RECV,
-                             SYN_SENT, TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
+from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_SENT,
+                             TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
                              Expectation, Timeouts, tcp_next)
 from nodes.defrag import Reassembly
 from nodes.ftp import FtpHelper
@@ -34,7 +34,6 @@ from nodes.tcpwindow import check as check_window
 ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
-_OPENING = (SYN_SENT, SYN_RECV)
 # Drop reasons of frames that are not IPv4: a fixed set, so outside frames cannot make
 # new reasons (and metric series) up.
 _ETHERTYPE_DROPS = {-1: "truncated_eth", 0x86DD: "ethertype_ipv6", 0x8100: "ethertype_vlan"}
@@ -187,7 +186,7 @@ class GatewayEngine:
             window = entry.window
             if window is not None:  # the TCP window (nodes/tcpwindow.py); of a connection
                 # of mine, a move goes to the sync (window_sync "change" or "schedule")
-                verdict = check_window(window, direction, pkt, frame, entry.state in _OPENING,
+                verdict = check_window(window, direction, pkt, frame, entry.state,
                                        self.tcp_liberal)
                 if not verdict and self.sync.wants_windows and entry.owner == self.node:
                     self.sync.window_changed(entry)
@@ -354,7 +353,7 @@ class GatewayEngine:
         if mid_stream:
             self.counters["tcp_picked_up"] += 1
         # the first segment is checked too (no window notice: the entry goes out as "new")
-        check_window(entry.window, ORIGINAL, pkt, frame, not mid_stream, self.tcp_liberal)
+        check_window(entry.window, ORIGINAL, pkt, frame, entry.state, self.tcp_liberal)
 
     def early_drop(self, now: float) -> bool:
         """The table is full: evict its oldest unassured entry (Linux's early drop)."""

@@ -31,8 +31,8 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
     1 ENTRY      proto 1, src 4, sport 2, dst 4, dport 2, state 1, owner 2,
                  timeout ms 4, flags 1 (1: FTP helper, 2: related, 4: TCP window,
                  8: TCP window scales), [master key 13], [window: for the original
-                 then the reply direction end 4, maxend 4, maxwin 4, maxack 4,
-                 scale 1, flags 1 (nodes/tcpwindow.py)], [scales: for each
+                 then the reply direction end 4, maxend 4, maxwin 4, scale 1,
+                 flags 1 (nodes/tcpwindow.py)], [scales: for each
                  direction scale 1, flags 1]
     2 ENTRY_DEL  proto 1, src 4, sport 2, dst 4, dport 2, owner 2
     3 EXPECT     proto 1, src 4 (0.0.0.0: any), dst 4, dport 2, owner 2,
@@ -104,7 +104,7 @@ STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_W
           "UNREPLIED", "REPLIED")
 _STATE_INDEX = {s: i for i, s in enumerate(STATES)}
 F_FTP, F_RELATED, F_WINDOW, F_SCALES = 1, 2, 4, 8
-_WINDOW = struct.Struct("!IIIIBBIIIIBB")  # both directions' nodes.tcpwindow.Seen fields
+_WINDOW = struct.Struct("!IIIBBIIIBB")  # both directions' nodes.tcpwindow.Seen fields
 _SCALES = struct.Struct("!BBBB")
 
 

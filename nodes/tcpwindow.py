@@ -8,7 +8,6 @@ RFC 793's bounds)::
     maxend  highest ack + window seen from the receiver: the right edge this
             sender may send up to
     maxwin  largest window (scaled) this sender advertised
-    maxack  highest ack this sender sent
     scale   this sender's window scale (RFC 7323, from its SYN)
 
 and a segment passes when
@@ -30,14 +29,18 @@ Pure: integers in, a verdict out; sequence numbers compare modulo 2**32.
 """
 from __future__ import annotations
 
+from nodes.conntrack import SYN_RECV, SYN_SENT
+
 # Flags of one direction, with Linux's values (IP_CT_TCP_FLAG_*). DATA_UNACKNOWLEDGED
 # (0x10), which Linux keeps for its "unacknowledged" timeout, is not kept here: the
 # testbed has no such timeout, and the flag would cost every segment two updates.
-WINDOW_SCALE, SACK_PERM, CLOSE_INIT, BE_LIBERAL, MAXACK_SET = 0x01, 0x02, 0x04, 0x08, 0x20
+# Nor is Linux's max ack (and its MAXACK_SET, 0x20): no check reads it.
+WINDOW_SCALE, SACK_PERM, CLOSE_INIT, BE_LIBERAL = 0x01, 0x02, 0x04, 0x08
 MAX_WSCALE = 14
 MAXACKWINCONST = 66000  # Linux's lower bound of MAXACKWINDOW
 ACCEPT, IGNORE, INVALID = 0, 1, 2
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
+_OPENING = (SYN_SENT, SYN_RECV)  # a connection's states in which SYNs may come again
 _M, _H = 0xFFFFFFFF, 0x7FFFFFFF
 TIMESTAMPS_ONLY = b"\x01\x01\x08\x0a"  # NOP NOP TIMESTAMP 10: the common option block
 
@@ -45,21 +48,21 @@ TIMESTAMPS_ONLY = b"\x01\x01\x08\x0a"  # NOP NOP TIMESTAMP 10: the common option
 class Seen:
     """One direction's window state (Linux's ``ip_ct_tcp_state``)."""
 
-    __slots__ = ("end", "maxend", "maxwin", "maxack", "scale", "flags")
+    __slots__ = ("end", "maxend", "maxwin", "scale", "flags")
 
-    def __init__(self, end: int = 0, maxend: int = 0, maxwin: int = 0, maxack: int = 0,
-                 scale: int = 0, flags: int = 0):
-        self.end, self.maxend, self.maxwin = end, maxend, maxwin
-        self.maxack, self.scale, self.flags = maxack, scale, flags
+    def __init__(self, end: int = 0, maxend: int = 0, maxwin: int = 0, scale: int = 0,
+                 flags: int = 0):
+        self.end, self.maxend, self.maxwin, self.scale, self.flags = \
+            end, maxend, maxwin, scale, flags
 
     def fields(self) -> tuple:
-        return (self.end, self.maxend, self.maxwin, self.maxack, self.scale, self.flags)
+        return (self.end, self.maxend, self.maxwin, self.scale, self.flags)
 
     def as_dict(self) -> dict:
         return dict(zip(self.__slots__, self.fields()))
 
     def __repr__(self) -> str:
-        return "Seen(%d, %d, %d, %d, %d, %#x)" % self.fields()
+        return "Seen(%d, %d, %d, %d, %#x)" % self.fields()
 
 
 def before(a: int, b: int) -> bool:
@@ -125,43 +128,42 @@ def init_sender(sender: Seen, receiver: Seen, end: int, win: int, scale: int, fl
         sender.scale = receiver.scale = 0
 
 
-def check(seen: list, direction: int, pkt, frame: bytes, opening: bool, liberal: bool) -> int:
-    """Check a parsed segment (nodes.packet.Packet) against the window and update it:
-    ACCEPT, IGNORE or INVALID (IGNORE and INVALID change nothing). ``opening``: the
-    connection is in SYN_SENT or SYN_RECV.
+def check(seen: list, direction: int, pkt, frame: bytes, state: str, liberal: bool) -> int:
+    """Check a parsed segment (nodes.packet.Packet) of a connection in TCP ``state``
+    against the window and update it: ACCEPT, IGNORE or INVALID (IGNORE and INVALID
+    change nothing).
 
     Most segments are an established connection's, with ACK and neither SYN nor
     RST, both directions seen and inside every bound: they are checked and the
     window updated here, with ``before`` written out (this runs for every TCP
     segment); any other goes through ``in_window``, Linux's whole procedure."""
-    flags, seq, ack, off, opts = pkt.flags, pkt.seq, pkt.ack, pkt.payload_off, pkt.l4 + 20
+    flags = pkt.flags
+    sender, receiver = seen[direction], seen[direction ^ 1]
+    s_maxwin, r_maxwin = sender.maxwin, receiver.maxwin
+    seq, ack, off = pkt.seq, pkt.ack, pkt.payload_off
     end = (seq + pkt.payload_end - off + (flags & 0x01) + (flags & _SYN and 1)) & _M
-    sender, receiver = seen[direction], seen[1 - direction]
-    sack = ack
+    sack, opts = ack, pkt.l4 + 20
     if off > opts and receiver.flags & SACK_PERM and not (
             off - opts == 12 and frame[opts + 2] == 8):  # NOP NOP TIMESTAMP: no room for SACK
         sack = highest_sack(frame, opts, off, ack)
-    s_maxwin, r_maxwin = sender.maxwin, receiver.maxwin
     if flags & 0x16 != _ACK or not s_maxwin or not r_maxwin:  # SYN, RST or no ACK: 0x16
-        return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack, opening,
-                         options(frame, opts, off) if flags & _SYN else None, liberal)
+        return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack,
+                         state in _OPENING, options(frame, opts, off) if flags & _SYN else None,
+                         liberal)
     s_end, r_end = sender.end, receiver.end
-    maw = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
     if ((seq - sender.maxend - 1) & _M <= _H            # I: seq > maxend
             or (sack - r_end - 1) & _M <= _H            # III: sack > receiver's end
             or (s_end - r_maxwin - 1 - end) & _M <= _H  # II: too old
-            or (r_end - maw - 1 - sack) & _M <= _H):    # IV: ack too old
-        return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack, opening,
-                         None, liberal)
+            or (r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST)
+                - 1 - sack) & _M <= _H):                # IV: ack too old
+        return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack,
+                         state in _OPENING, None, liberal)
     win = (pkt.window << sender.scale) & _M
-    swin = win + ((sack - ack) & _M)
+    swin = win + ((sack - ack) & _M) if sack != ack else win
     if s_maxwin < swin:
         sender.maxwin = swin
     if (s_end - end) & _M > _H:
         sender.end = end
-    if (sender.maxack - ack) & _M > _H or not sender.flags & MAXACK_SET:
-        sender.maxack = ack
-        sender.flags |= MAXACK_SET
     s_maxend = sender.maxend
     if (s_maxend - end) & _M > _H:
         receiver.maxwin = r_maxwin + ((end - s_maxend) & _M)
@@ -228,9 +230,6 @@ def in_window(seen: list, direction: int, seq: int, ack: int, end: int, win: int
         sender.maxwin = swin
     if before(sender.end, end):
         sender.end = end
-    if flags & _ACK and (before(sender.maxack, ack) or not sender.flags & MAXACK_SET):
-        sender.maxack = ack
-        sender.flags |= MAXACK_SET
     if receiver.maxwin and before(sender.maxend, end):
         receiver.maxwin += (end - sender.maxend) & _M
     right = (sack + win) & _M
@@ -245,7 +244,7 @@ def new_window(end: int, win: int, scale: int, flags: int, mid_stream: bool) -> 
     learns its window from itself, and both directions are tracked liberally with SACK
     assumed (the window scale of a connection joined late cannot be known)."""
     if not mid_stream:
-        return [Seen(end, end, win or 1, 0, scale, flags), Seen()]
+        return [Seen(end, end, win or 1, scale, flags), Seen()]
     maxwin = win or 1
     both = SACK_PERM | BE_LIBERAL
-    return [Seen(end, (end + maxwin) & _M, maxwin, 0, 0, both), Seen(flags=both)]
+    return [Seen(end, (end + maxwin) & _M, maxwin, 0, both), Seen(flags=both)]

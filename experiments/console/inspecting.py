@@ -134,7 +134,10 @@ class InspectCommands:
         MODE: none (no state moves), periodic (every interval seconds), ondemand
         (at each change), combined (both), auto. KEY=VALUE: interval=SECONDS,
         hold=on|off (hold the packet that creates state until the backup node has
-        it), periodic=full|differential, replication=backup|full, delay=SECONDS.
+        it), periodic=full|differential, replication=backup|full, delay=SECONDS,
+        window_sync=change|schedule|scale|off (the TCP window in replicated entries),
+        and the firewall's tcp_liberal=on|off (pass out-of-window segments),
+        tcp_loose=on|off (pick connections up mid-stream), tcp_window_check=on|off.
         With no argument: each node's settings. Mode home is chosen at start."""
         args = line.split()
         if args and "=" not in args[0]:
@@ -181,4 +184,6 @@ def describe(config: dict) -> str:
     parts.append(f"replication {config['replication']}")
     if config.get("delay"):
         parts.append(f"delay {config['delay']:g} s")
+    if config.get("window_sync", "off") != "off":
+        parts.append(f"TCP windows replicated: {config['window_sync']}")
     return ", ".join(parts)

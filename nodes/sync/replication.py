@@ -316,7 +316,7 @@ def _apply_window(entry: Entry, f: dict) -> None:
     conntrackd committed); or nothing (the copy is not window-checked)."""
     if f.get("window"):
         w = f["window"]
-        entry.window = [Seen(*w[:6]), Seen(*w[6:])]
+        entry.window = [Seen(*w[:5]), Seen(*w[5:])]
     elif f.get("scales"):
         if entry.window is None:
             entry.window = [Seen(), Seen()]

@@ -61,7 +61,6 @@ local f = {
   td_end   = ProtoField.uint32("fwsync.window.end", "End (seq + len)"),
   td_maxend = ProtoField.uint32("fwsync.window.maxend", "Max end (ack + window)"),
   td_maxwin = ProtoField.uint32("fwsync.window.maxwin", "Max window"),
-  td_maxack = ProtoField.uint32("fwsync.window.maxack", "Max ack"),
   td_scale = ProtoField.uint8("fwsync.window.scale", "Window scale"),
   td_flags = ProtoField.uint8("fwsync.window.flags", "Direction flags", base.HEX),
   master   = ProtoField.none("fwsync.master", "Master connection"),
@@ -109,12 +108,12 @@ local function record(tree, buf)
     local flags, off = v(20, 1):uint(), 21
     if bit.band(flags, 0x02) ~= 0 then key(t, v(21, 13), f.master); off = 34 end
     local dirs = { "original", "reply" }
-    if bit.band(flags, 0x04) ~= 0 then    -- both directions' window state, 18 bytes each
+    if bit.band(flags, 0x04) ~= 0 then    -- both directions' window state, 14 bytes each
       for i = 0, 1 do
-        local w = t:add(f.window, v(off + 18 * i, 18)); w:append_text(" (" .. dirs[i + 1] .. ")")
-        local d = v(off + 18 * i, 18)
+        local w = t:add(f.window, v(off + 14 * i, 14)); w:append_text(" (" .. dirs[i + 1] .. ")")
+        local d = v(off + 14 * i, 14)
         w:add(f.td_end, d(0, 4)); w:add(f.td_maxend, d(4, 4)); w:add(f.td_maxwin, d(8, 4))
-        w:add(f.td_maxack, d(12, 4)); w:add(f.td_scale, d(16, 1)); w:add(f.td_flags, d(17, 1))
+        w:add(f.td_scale, d(12, 1)); w:add(f.td_flags, d(13, 1))
       end
     elseif bit.band(flags, 0x08) ~= 0 then  -- scales only, 2 bytes each
       for i = 0, 1 do

@@ -68,9 +68,9 @@ def python_view(msg: sp.Message, length: int) -> dict:
     for rtype, f in msg.records:
         if rtype == sp.R_ENTRY:
             view["fwsync.dport"] += [f["key"][4]] + ([f["master"][4]] if f["master"] else [])
-            if f.get("window"):  # both directions: end, maxend, maxwin, maxack, scale, flags
-                view["fwsync.window.scale"] += [f["window"][4], f["window"][10]]
-                view["fwsync.window.maxend"] += [f["window"][1], f["window"][7]]
+            if f.get("window"):  # both directions: end, maxend, maxwin, scale, flags
+                view["fwsync.window.scale"] += [f["window"][3], f["window"][8]]
+                view["fwsync.window.maxend"] += [f["window"][1], f["window"][6]]
             elif f.get("scales"):
                 view["fwsync.window.scale"] += [f["scales"][0], f["scales"][2]]
         elif rtype in (sp.R_ENTRY_DEL, sp.R_EXPECT_DEL):
@@ -135,13 +135,18 @@ def canonical(view: dict) -> str:
 def test_dissector_decodes_every_sync_message_and_record(tmp_path):
     run = str(tmp_path / "ondemand")
     out = console(run, ["ftp c1 PORT count=3", "ftp c2 PASV count=3", "common fw1 vpn-key=s3cret",
-                        "crash fw2", "restart fw2", "ftp c1 EPRT count=2"])
+                        "crash fw2", "restart fw2", "sync window_sync=change",
+                        "ftp c1 EPRT count=2", "sync window_sync=scale", "ftp c2 EPSV count=2"])
     assert "*** " not in out, out  # every command was accepted
     seen = check_capture(run)
     assert {sp.DATA, sp.ACK, sp.HEARTBEAT} <= seen
     records = {t for f in tshark(os.path.join(run, "pcap", "sync.pcap")).values()
                for t in f["fwsync.record.type"]}
     assert records == set(sp.RECORD_NAMES), f"record types seen: {sorted(records)}"
+    decoded = tshark(os.path.join(run, "pcap", "sync.pcap")).values()
+    scales = [x for f in decoded for x in f["fwsync.window.scale"]]
+    assert scales and max(scales) > 0, scales  # window records, with Linux's scales in them
+    assert any(f["fwsync.window.maxend"] for f in decoded)  # and whole windows ("change")
 
 
 def test_dissector_decodes_home_node_forwarding(tmp_path):
