@@ -324,8 +324,8 @@ class Agent:
         other = [n for n in switches if n != "tcp_liberal"]
         if rest or other:
             what = (rest.split() or other)[0]
-            return {"error": f"{what}: a kernel node takes only tcp_liberal at run time "
-                             "(start it with the rest)"}
+            return {"error": f"set {what}: not on a kernel node, which takes only "
+                             "tcp_liberal at run time (start it with the rest)"}
         try:
             if "tcp_liberal" in switches:
                 sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "01"[switches["tcp_liberal"]])
