@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from experiments.files import SIZE_DISTS
+from nodes.kernel.conntrackd import check_window_check
 from nodes.rules import RuleError, RuleSet
 from nodes.settings import SYNC_FIELDS, Mode, SyncSettings
 from topo.addresses import MAX_NODES
@@ -98,10 +99,8 @@ class Cluster(SyncSettings):
         network = self.mode != "none" or self.failover != "none"
         if self.latency_ms and not network:
             raise ValueError("latency_ms needs a cluster network: set cluster.sync (or failover)")
-        if self.node == "kernel" and not self.tcp_window_check:
-            raise ValueError("tcp_window_check false: Linux has no switch to stop tracking "
-                             "TCP windows (OpenWrt patches one in); use tcp_liberal for "
-                             "node = \"kernel\"")
+        if self.node == "kernel":
+            check_window_check(self.tcp_window_check)  # a SettingsError is a ValueError
         if "sync" in self.capture and not network:
             raise ValueError('capture "sync" needs a cluster network: set cluster.sync '
                              '(or failover)')

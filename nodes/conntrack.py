@@ -108,7 +108,6 @@ class Entry:
             # IP bytes, as conntrack counts them: the frames less their Ethernet headers
             "l3_bytes": [b - ETH_HEADER * n for b, n in zip(self.bytes, self.packets)],
             "assured": assured(self),
-            "window": [w.as_dict() for w in self.window] if self.window else None,
             "rule": self.rule, "helper": self.helper,
             "related_to": key_str(self.related_to) if self.related_to else None,
             "extra": dict(self.extra or {}),
@@ -173,15 +172,6 @@ def tcp_next(state: str, fin_seen: int, direction: int, flags: int) -> tuple | s
     if state == LAST_ACK and ack:
         return TIME_WAIT, fin_seen
     return state, fin_seen
-
-
-def track_tcp(entry: Entry, direction: int, flags: int) -> str | None:
-    """Advance the TCP state of ``entry`` (no window check); return a drop reason or None."""
-    step = tcp_next(entry.state, entry.fin_seen, direction, flags)
-    if step.__class__ is str:
-        return step
-    entry.state, entry.fin_seen = step
-    return None
 
 
 def assured(entry: Entry) -> bool:

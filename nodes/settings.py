@@ -127,10 +127,10 @@ def parse(model, data: dict, where: str = ""):
         raise SettingsError(one_line(err, where, tuple(model.model_fields))) from None
 
 
+_ON_OFF = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
 # What ``set KEY=VALUE`` may change on a running node, and how to read each value.
 SETTABLE = {"mode": str, "interval": float, "periodic": str,
-            "hold": lambda v: {"1": True, "on": True, "true": True, "0": False, "off": False,
-                               "false": False}[v],
+            "hold": lambda v: _ON_OFF[v],
             "triggers": lambda v: tuple(t for t in v.split(",") if t), "replication": str,
             "budget_bandwidth": float, "budget_entries": int, "delay": float,
             "window_sync": str}
@@ -155,9 +155,6 @@ def firewall_change(args: str) -> tuple[dict, str]:
             raise SettingsError(f"{name} = {value!r} is not on or off")
         switches[name] = _ON_OFF[value]
     return switches, " ".join(rest)
-
-
-_ON_OFF = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
 
 
 def runtime_change(config: SyncSettings, args: str) -> SyncSettings:

@@ -42,7 +42,6 @@ ACCEPT, IGNORE, INVALID = 0, 1, 2
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
 _OPENING = (SYN_SENT, SYN_RECV)  # a connection's states in which SYNs may come again
 _M, _H = 0xFFFFFFFF, 0x7FFFFFFF
-TIMESTAMPS_ONLY = b"\x01\x01\x08\x0a"  # NOP NOP TIMESTAMP 10: the common option block
 
 
 class Seen:
@@ -104,8 +103,6 @@ def options(frame: bytes, start: int, end: int) -> tuple[int, int]:
 
 def highest_sack(frame: bytes, start: int, end: int, ack: int) -> int:
     """The highest right edge of the SACK blocks in the options, or ``ack``."""
-    if end - start == 12 and frame[start:start + 4] == TIMESTAMPS_ONLY:
-        return ack  # timestamps only: the common case, decided at once as Linux does
     for kind, i, size in _walk(frame, start, end):
         if kind == 5 and size >= 10 and (size - 2) % 8 == 0:
             for j in range(i + 2, i + size, 8):

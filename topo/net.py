@@ -169,14 +169,10 @@ class Cluster:
         # are set at run time so that a restarted node starts with them
         self.tcp = {"tcp_liberal": tcp_liberal, "tcp_loose": tcp_loose,
                     "tcp_window_check": tcp_window_check}
-        if node == "kernel" and not tcp_window_check:
-            raise SetupError("tcp_window_check false: Linux has no switch to stop tracking "
-                             "TCP windows (OpenWrt patches one in); use tcp_liberal for "
-                             "kernel nodes")
         self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         if node == "kernel":
-            from nodes.kernel.conntrackd import check_cache, conntrackd_mode
+            from nodes.kernel.conntrackd import check_cache, check_window_check, conntrackd_mode
             from nodes.settings import SettingsError
             if steering != "symmetric":
                 raise SetupError("kernel nodes need symmetric steering (conntrack sees both "
@@ -184,6 +180,7 @@ class Cluster:
             try:
                 self.conntrackd_mode = conntrackd_mode(self.sync, n, conntrackd)
                 check_cache(self.conntrackd_mode, external_cache)
+                check_window_check(tcp_window_check)
             except SettingsError as err:
                 raise SetupError(f"node = \"kernel\": {err}") from None
         elif conntrackd is not None:

@@ -92,6 +92,14 @@ def conntrackd_mode(sync: dict, n: int, explicit: str | None = None) -> str | No
     return MODE_OF[mode]
 
 
+def check_window_check(enabled: bool) -> None:
+    """Mainline Linux always tracks TCP windows: a kernel node cannot be told not to."""
+    if not enabled:
+        raise SettingsError("tcp_window_check false: Linux has no switch to stop tracking "
+                            "TCP windows (OpenWrt patches one in); use tcp_liberal for "
+                            "node = \"kernel\"")
+
+
 def check_cache(mode: str | None, external_cache: bool) -> None:
     """ALARM keeps what it hears in its external cache; only FT-FW and NOTRACK can
     write it into the kernel table at once (DisableExternalCache on)."""

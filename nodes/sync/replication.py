@@ -21,8 +21,7 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes import syncproto as sp
-from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, \
-    Expectation, canonical
+from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
 from nodes.tcpwindow import BE_LIBERAL, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
 
@@ -81,14 +80,13 @@ class Replication:
         if self.config.window_sync == "change":
             self.windows[entry.orig] = entry
         elif self.periodic_on:
-            self.dirty.setdefault(("entry", entry.orig), ("update", entry))
+            self.dirty.setdefault(_identity(entry), ("update", entry))
 
     def _send_windows(self, now: float) -> None:
         """One record for each of my connections whose window moved since the last flush."""
         windows, self.windows = self.windows, {}
-        by_key, me = self.table.by_key, self.name
         for entry in windows.values():
-            if entry.owner == me and by_key.get(canonical(entry.orig)) is entry:
+            if entry.owner == self.name and self.table.lookup(entry.orig)[0] is entry:
                 self._queue("update", entry, now)
                 self.counters["window_updates"] += 1
 
@@ -204,8 +202,7 @@ class Replication:
             owner = self.ids.get(obj.owner, self.me)
             if kind == "destroy":
                 return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
-            if kind != "window" and obj.orig in self.windows:
-                del self.windows[obj.orig]  # this record carries the window as it is now
+            self.windows.pop(obj.orig, None)  # this record carries the window as it is now
             return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
                                 "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
                                 "master": obj.related_to, **self._window_fields(obj)}
