@@ -28,13 +28,19 @@ def test_a_segment_outside_the_window_is_dropped_and_the_connection_goes_on(clus
                                      if e["related_to"] and e["state"] == "ESTABLISHED"), None),
                        5, "the data connection")
     t = entry["tuple"]
-    # a segment of the data connection, 1 GB ahead of anything the server may send
-    inject = (f"from scapy.all import Ether, IP, TCP, sendp; sendp(Ether(dst='{server_mac(1)}')"
-              f"/IP(src='{t['src']}',"
-              f"dst='{t['dst']}')/TCP(sport={t['sport']},dport={t['dport']},flags='PA',"
-              f"seq=(1 << 30) + 12345)/(b'x' * 100), iface='c1-eth0', verbose=False)")
+    # the client's next segment of the data connection as it leaves c1, sent again 1 GB
+    # further on (half the sequence space: always ahead, never behind)
+    script = tmp_path / "inject.py"
+    script.write_text(
+        "from scapy.all import Ether, IP, TCP, sendp, sniff\n"
+        f"flow = 'tcp and src port {t['sport']} and dst port {t['dport']}'\n"
+        "seen = sniff(iface='c1-eth0', filter=flow, count=1, timeout=10)[0]\n"
+        f"sendp(Ether(dst='{server_mac(1)}') / IP(src='{t['src']}', dst='{t['dst']}')"
+        f" / TCP(sport={t['sport']}, dport={t['dport']}, flags='PA',"
+        " seq=(seen[TCP].seq + (1 << 30)) % (1 << 32), ack=seen[TCP].ack) / (b'x' * 100),"
+        " iface='c1-eth0', verbose=False)\n")
     before = drops(cluster, "tcp_out_of_window")
-    said = cluster.net["c1"].cmd(f"{sys.executable} -c \"{inject}\"")
+    said = cluster.net["c1"].cmd(f"{sys.executable} {script}")
     assert "Error" not in said, said
     wait_until(lambda: drops(cluster, "tcp_out_of_window") == before + 1, 5,
                "the out-of-window segment counted")
