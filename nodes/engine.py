@@ -18,10 +18,10 @@ from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_S
                              Expectation, Timeouts, tcp_next)
 from nodes.defrag import Reassembly
 from nodes.ftp import FtpHelper
-from nodes.packet import (ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_ERRORS,
-                          PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-                          Packet, checksums_ok, ethertype, key_fields, key_str,
-                          parse_ipv4, quoted_key)
+from nodes.packet import (ECHO_REPLY, ECHO_REQUEST, ERRORS, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+                          ICMPV6_MLD, ICMPV6_ND, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK,
+                          TCP_FIN, TCP_RST, TCP_SYN, Packet, checksums_ok, key_fields,
+                          key_str, parse, parse_ipv4, parse_ipv6, quoted_key)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
@@ -34,9 +34,9 @@ from nodes.tcpwindow import check as check_window
 ACCEPT, DROP, HOLD, ASK = 0, 1, 2, 3
 OUTSIDE, INSIDE = 0, 1
 _NOT_SIMPLE = TCP_SYN | TCP_FIN | TCP_RST
-# Drop reasons of frames that are not IPv4: a fixed set, so outside frames cannot make
-# new reasons (and metric series) up.
-_ETHERTYPE_DROPS = {-1: "truncated_eth", 0x86DD: "ethertype_ipv6", 0x8100: "ethertype_vlan"}
+# Drop reasons of frames that are neither IP nor ARP: a fixed set, so outside frames
+# cannot make new reasons (and metric series) up.
+_ETHERTYPE_DROPS = {-1: "truncated_eth", 0x8100: "ethertype_vlan"}
 
 
 class SyncPort(Protocol):
@@ -144,14 +144,19 @@ class GatewayEngine:
         self.packets_in[ingress] += 1
         self.bytes_in[ingress] += len(frame)
         et = (frame[12] << 8) | frame[13] if len(frame) >= 14 else -1  # ethertype(), inlined
-        if et != ETH_P_IP:
-            if et == ETH_P_ARP:
-                self.counters["arp_passed"] += 1
-                return ACCEPT
+        if et == ETH_P_IP:
+            pkt = parse_ipv4(frame)
+        elif et == ETH_P_IPV6:
+            pkt = parse_ipv6(frame)
+        elif et == ETH_P_ARP:
+            self.counters["arp_passed"] += 1
+            return ACCEPT
+        else:
             return self._drop(_ETHERTYPE_DROPS.get(et, "ethertype_other"))
-        pkt = parse_ipv4(frame)
         if pkt.__class__ is str:
             if pkt == "fragment":
+                if et == ETH_P_IPV6:
+                    return self._drop("ipv6_fragment")  # not reassembled yet
                 return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
         key = pkt.key
@@ -276,7 +281,8 @@ class GatewayEngine:
         of ICMP, and addressed to that packet's sender (the error goes back to it;
         Linux checks the same). Its checksum is verified: it is judged by what it
         quotes. The connection's entry is not refreshed by it."""
-        quoted = quoted_key(frame, pkt.payload_off, pkt.payload_end)
+        quoted = quoted_key(frame, pkt.payload_off, pkt.payload_end,
+                            6 if pkt.proto == PROTO_ICMPV6 else 4)
         if quoted is None:
             return self._drop("icmp_error_truncated", pkt, now)
         if self.checksum and not checksums_ok(frame):
@@ -310,11 +316,17 @@ class GatewayEngine:
                     == TCP_ACK):
                 return self._unknown("tcp_no_entry", pkt, frame, ingress, now, forwarded)
             mid_stream = True
-        if proto == PROTO_ICMP and pkt.icmp_type != ICMP_ECHO_REQUEST:
-            if pkt.icmp_type == ICMP_ECHO_REPLY:
+        if proto in (PROTO_ICMP, PROTO_ICMPV6) and pkt.icmp_type != ECHO_REQUEST[proto]:
+            if pkt.icmp_type == ECHO_REPLY[proto]:
                 return self._unknown("icmp_no_entry", pkt, frame, ingress, now, forwarded)
-            if pkt.icmp_type in ICMP_ERRORS:
+            if pkt.icmp_type in ERRORS[proto]:
                 return self._icmp_error(pkt, frame, now)
+            if proto == PROTO_ICMPV6 and pkt.icmp_type in ICMPV6_ND:
+                self.counters["nd_passed"] += 1  # the link's own, as ARP
+                return ACCEPT
+            if proto == PROTO_ICMPV6 and pkt.icmp_type in ICMPV6_MLD:
+                self.counters["mld_passed"] += 1
+                return ACCEPT
             rule = self.rules.match(proto, pkt.src, pkt.dst, 0)  # stateless
             return ACCEPT if rule and rule.action == "accept" else self._drop("policy", pkt, now)
         if self.checksum and not checksums_ok(frame):
@@ -396,7 +408,7 @@ class GatewayEngine:
     def is_home(self, frame: bytes, now: float) -> tuple | None:
         """The key of ``frame`` if this node is its home: it holds the connection,
         or the expectation that admits it (a related connection announced here)."""
-        pkt = parse_ipv4(frame) if ethertype(frame) == ETH_P_IP else None
+        pkt = parse(frame)
         if pkt is None or pkt.__class__ is str:
             return None
         entry, _ = self.table.lookup(pkt.key)

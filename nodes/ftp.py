@@ -6,6 +6,13 @@ the client's PORT and EPRT commands, the server's 227 (PASV) and 229 (EPSV)
 replies. For each it asks the gateway engine, through the Figure 9
 interfaces, to modify state (an expectation), to synchronize it, and to
 delay the announcing packet until that synchronization is done.
+
+Over IPv6 (RFC 2428) only EPRT ``|2|`` and EPSV announce: PORT and 227 carry IPv4
+addresses, so on an IPv6 control connection they create no expectation (counted
+``ftp_ipv4_over_ipv6``; the line passes, as in Linux's nf_conntrack_ftp, which
+looks for them on IPv4 only), and the data connection they announce is refused by
+the rules; an EPRT whose family is not the control connection's is dropped
+(``ftp_family_mismatch``).
 """
 from __future__ import annotations
 
@@ -43,18 +50,21 @@ def parse_port(args: bytes) -> tuple[bytes, int]:
 
 
 def parse_eprt(args: bytes) -> tuple[bytes, int]:
-    """``|1|a.b.c.d|port|`` of an EPRT command (RFC 2428): (address, port)."""
+    """``|1|a.b.c.d|port|`` or ``|2|IPv6 address|port|`` of an EPRT command (RFC
+    2428): (address, port); the address's length says its family."""
     args = args.strip()
     if len(args) < 7 or args[:1] != args[-1:]:
         raise FtpSyntaxError("bad EPRT delimiters")
     parts = args[1:-1].split(args[:1])
-    if len(parts) != 3 or parts[0] != b"1":
-        raise FtpSyntaxError("EPRT needs |1|IPv4 address|port|")
+    if len(parts) != 3 or parts[0] not in (b"1", b"2"):
+        raise FtpSyntaxError("EPRT needs |1|IPv4 address|port| or |2|IPv6 address|port|")
     try:
         addr = ip_bytes(parts[1].decode("ascii"))
         port = int(parts[2])
     except (ValueError, UnicodeDecodeError):
         raise FtpSyntaxError("bad EPRT address or port") from None
+    if len(addr) != (4 if parts[0] == b"1" else 16):
+        raise FtpSyntaxError("EPRT's address is not of the family it names")
     if not 0 < port < 65536:
         raise FtpSyntaxError("EPRT port out of range")
     return addr, port
@@ -123,19 +133,28 @@ class FtpHelper:
     def _line(self, engine, entry: Entry, direction: int, line: bytes,
               now: float) -> str | None:
         client, server = entry.orig[1], entry.orig[3]
+        ipv6 = len(client) == 16
         try:
             if direction == ORIGINAL:
                 verb = line[:5].upper()
                 if verb == b"PORT ":
+                    if ipv6:
+                        engine.count("ftp_ipv4_over_ipv6")
+                        return None
                     addr, port = parse_port(line[5:])
                 elif verb == b"EPRT ":
                     addr, port = parse_eprt(line[5:])
                 else:
                     return None
+                if len(addr) != len(client):
+                    return "ftp_family_mismatch"
                 if addr != client:
                     return "ftp_address_mismatch"
                 src, dst = server, client  # active mode: the server connects back
             elif line.startswith(b"227 "):
+                if ipv6:
+                    engine.count("ftp_ipv4_over_ipv6")
+                    return None
                 addr, port = parse_227(line)
                 if addr != server:
                     return "ftp_address_mismatch"

@@ -1,6 +1,8 @@
-"""Parse Ethernet/IPv4 frames into the fields the gateway engine needs.
+"""Parse Ethernet/IPv4 and Ethernet/IPv6 frames into the fields the gateway engine needs.
 
-Pure: bytes in, a ``Packet`` or a drop reason out. Never raises on input.
+Pure: bytes in, a ``Packet`` or a drop reason out. Never raises on input. A key's
+addresses are 4 bytes (IPv4) or 16 (IPv6), so one connection table holds both
+families and a key's family is the length of its addresses.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
-PROTO_ICMP, PROTO_TCP, PROTO_UDP = 1, 6, 17
+ETH_P_IPV6 = 0x86DD
+PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = 1, 6, 17, 58
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
@@ -18,22 +21,41 @@ ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 # ICMP errors, which quote the header of the packet they concern (RFC 792):
 # destination unreachable, source quench, redirect, time exceeded, parameter problem
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+# ICMPv6 errors (RFC 4443): destination unreachable, packet too big, time exceeded,
+# parameter problem; each quotes as much of the packet it concerns as fits
+ICMPV6_ERRORS = frozenset((1, 2, 3, 4))
+# ICMPv6 of the link itself, passed as ARP is: neighbour discovery (RFC 4861: router
+# and neighbour solicitation and advertisement, redirect) and multicast listener
+# discovery (RFC 2710, 3810); link-scoped, never tracked (as Linux's nf_conntrack_icmpv6)
+ICMPV6_ND = frozenset((133, 134, 135, 136, 137))
+ICMPV6_MLD = frozenset((130, 131, 132, 143))
+# per protocol: the echo request's and reply's types and the error types
+ECHO_REQUEST = {PROTO_ICMP: ICMP_ECHO_REQUEST, PROTO_ICMPV6: ICMPV6_ECHO_REQUEST}
+ECHO_REPLY = {PROTO_ICMP: ICMP_ECHO_REPLY, PROTO_ICMPV6: ICMPV6_ECHO_REPLY}
+ERRORS = {PROTO_ICMP: ICMP_ERRORS, PROTO_ICMPV6: ICMPV6_ERRORS}
+# IPv6 extension headers skipped to reach the upper layer, as Linux's ipv6_skip_exthdr:
+# hop-by-hop, routing, destination options (length in 8-byte units after the first 8),
+# authentication (4-byte units after the first 8); a fragment header is 8 bytes
+_EXT_HEADERS = frozenset((0, 43, 60))
+_AH, _FRAG6, _NO_NEXT = 51, 44, 59
 
 _ETH = struct.Struct("!6s6sH")
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBBH")
 _ICMP_ECHO = struct.Struct("!BBHH")
+_IP6 = struct.Struct("!IHBB16s16s")
 
 # A key names one direction of a connection: (proto, src, sport, dst, dport).
-# Addresses are 4-byte strings; for ICMP echo the identifier stands in a port
+# Addresses are 4-byte (IPv4) or 16-byte (IPv6) strings; for ICMP and ICMPv6 echo the identifier stands in a port
 # slot (sport for a request, dport for a reply) so both directions pair up.
 Key = tuple
 
 
 @dataclass(slots=True)
 class Packet:
-    """The header fields of one IPv4 packet, and where its payload starts."""
+    """The header fields of one IPv4 or IPv6 packet, and where its payload starts."""
 
     key: Key
     proto: int
@@ -53,22 +75,32 @@ class Packet:
 
 
 def ip_str(addr: bytes) -> str:
-    """Dotted quad of a 4-byte address."""
-    return "%d.%d.%d.%d" % tuple(addr)
+    """Text of an address: a dotted quad, or IPv6's compressed form (RFC 5952)."""
+    if len(addr) == 4:
+        return "%d.%d.%d.%d" % tuple(addr)
+    return ipaddress.IPv6Address(addr).compressed
 
 
 def ip_bytes(text: str) -> bytes:
-    """4-byte address of a dotted quad; raises ValueError on bad input."""
+    """4- or 16-byte address of an IPv4 or IPv6 address's text; ValueError on bad input."""
     try:
-        return ipaddress.IPv4Address(text).packed
+        return ipaddress.ip_address(text).packed
     except ValueError:
-        raise ValueError(f"not an IPv4 address: {text!r}") from None
+        raise ValueError(f"not an IPv4 or IPv6 address: {text!r}") from None
+
+
+def family(addr: bytes) -> int:
+    """4 or 6: the IP version of an address (or of a key, by its source address)."""
+    return 4 if len(addr) == 4 else 6
+
+
+PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmpv6"}
 
 
 def key_str(key: Key) -> str:
     """Human form of a key, as conntrack prints one direction."""
     proto, src, sport, dst, dport = key
-    name = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp"}.get(proto, str(proto))
+    name = PROTO_NAMES.get(proto, str(proto))
     return f"{name} src={ip_str(src)} dst={ip_str(dst)} sport={sport} dport={dport}"
 
 
@@ -104,10 +136,14 @@ def _fold(data: bytes) -> int:
 
 
 def checksums_ok(frame: bytes) -> bool:
-    """True if the IPv4 header and TCP/UDP/ICMP checksums of a parsed frame hold.
+    """True if the IPv4 header and TCP/UDP/ICMP checksums of a parsed frame hold
+    (IPv6: the TCP/UDP/ICMPv6 checksum over its pseudo-header; IPv6 has no header
+    checksum).
 
     As Linux conntrack (``nf_conntrack_checksum``) it keeps no state for a packet
     that fails; UDP's checksum 0 means none was sent."""
+    if frame[14] >> 4 == 6:
+        return _checksum6_ok(frame)
     ihl = (frame[14] & 0x0F) * 4
     total = int.from_bytes(frame[16:18], "big")
     if _fold(frame[14:14 + ihl]) != 0xFFFF:
@@ -122,13 +158,51 @@ def checksums_ok(frame: bytes) -> bool:
     return True
 
 
-def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int) -> Key:
-    """An ICMP packet's key: an echo's identifier in the port slot of its direction."""
-    if itype == ICMP_ECHO_REQUEST:
-        return (PROTO_ICMP, src, ident, dst, 0)
-    if itype == ICMP_ECHO_REPLY:
-        return (PROTO_ICMP, src, 0, dst, ident)
-    return (PROTO_ICMP, src, 0, dst, 0)
+def _checksum6_ok(frame: bytes) -> bool:
+    walked = _upper_layer6(frame, 14, 14 + 40 + int.from_bytes(frame[18:20], "big"))
+    if walked.__class__ is str:
+        return False
+    proto, l4, end = walked
+    data = frame[l4:end]
+    if proto in (PROTO_TCP, PROTO_ICMPV6) or (proto == PROTO_UDP and data[6:8] != b"\0\0"):
+        pseudo = frame[22:54] + len(data).to_bytes(4, "big") + bytes((0, 0, 0, proto))
+        return _fold(pseudo + data) == 0xFFFF
+    return True
+
+
+def _upper_layer6(frame: bytes, off: int, end: int) -> tuple[int, int, int] | str:
+    """Walk an IPv6 header at ``off`` and its extension headers: (upper-layer protocol,
+    its offset, the packet's end), or a drop reason ("fragment" for a fragment that is
+    not the whole datagram; RFC 6946's atomic fragment is parsed through)."""
+    proto, pos = frame[off + 6], off + 40
+    for _ in range(8):  # more extension headers than this is not traffic (RFC 8200 §4.1)
+        if proto in _EXT_HEADERS or proto == _AH:
+            if end - pos < 8:
+                return "truncated_ipv6_ext"
+            size = (frame[pos + 1] + 2) * 4 if proto == _AH else (frame[pos + 1] + 1) * 8
+            proto, pos = frame[pos], pos + size
+        elif proto == _FRAG6:
+            if end - pos < 8:
+                return "truncated_ipv6_ext"
+            if int.from_bytes(frame[pos + 2:pos + 4], "big") & 0xFFF9:  # offset or M
+                return "fragment"
+            proto, pos = frame[pos], pos + 8
+        else:
+            if pos > end:
+                return "truncated_ipv6_ext"
+            return proto, pos, end
+    return "ipv6_ext_chain"
+
+
+def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int,
+              proto: int = PROTO_ICMP) -> Key:
+    """An ICMP or ICMPv6 packet's key: an echo's identifier in the port slot of its
+    direction."""
+    if itype == ECHO_REQUEST[proto]:
+        return (proto, src, ident, dst, 0)
+    if itype == ECHO_REPLY[proto]:
+        return (proto, src, 0, dst, ident)
+    return (proto, src, 0, dst, 0)
 
 
 def parse_ipv4(frame: bytes) -> Packet | str:
@@ -172,20 +246,93 @@ def parse_ipv4(frame: bytes) -> Packet | str:
     return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
 
 
-def quoted_key(frame: bytes, off: int, end: int) -> Key | None:
-    """The key of the packet an ICMP error quotes (its IP header and at least 8 bytes
-    from ``off``), as ``parse_ipv4`` keys that packet; None when too short or not IPv4."""
+def parse_ipv6(frame: bytes) -> Packet | str:
+    """Parse an IPv6-in-Ethernet frame, through its extension headers; return a
+    Packet or a drop reason."""
+    n = len(frame)
+    if n < 54:
+        return "truncated_ipv6"
+    vtf, plen, _nxt, _hop, src, dst = _IP6.unpack_from(frame, 14)
+    if vtf >> 28 != 6:
+        return "bad_ip_version"
+    end = 54 + plen
+    if end > n:
+        return "truncated_ipv6"
+    if plen == 0 and _nxt == 0:
+        return "ipv6_jumbogram"  # RFC 2675: not on an Ethernet
+    walked = _upper_layer6(frame, 14, end)
+    if walked.__class__ is str:
+        return walked
+    proto, l4, end = walked
+    return _upper(frame, proto, src, dst, l4, end, n)
+
+
+def _upper(frame: bytes, proto: int, src: bytes, dst: bytes, l4: int, end: int,
+           n: int) -> Packet | str:
+    """The Packet of an IPv6 packet's upper layer at ``l4`` (IPv4's is parse_ipv4's own,
+    inlined: it is the hot path)."""
+    if proto == PROTO_TCP:
+        if end - l4 < 20:
+            return "truncated_tcp"
+        sport, dport, seq, ack, doff, flags, window = _TCP.unpack_from(frame, l4)
+        doff = (doff >> 4) * 4
+        if doff < 20 or l4 + doff > end:
+            return "bad_tcp_doff"
+        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+                      flags, seq, ack, l4 + doff, end, -1, n, window, l4)
+    if proto == PROTO_UDP:
+        if end - l4 < 8:
+            return "truncated_udp"
+        sport, dport = _PORTS.unpack_from(frame, l4)
+        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+                      0, 0, 0, l4 + 8, end, -1, n)
+    if proto == PROTO_ICMPV6:
+        if end - l4 < 8:
+            return "truncated_icmp"
+        itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
+        key = _icmp_key(src, dst, itype, ident, proto)
+        return Packet(key, proto, src, dst, key[2], key[4], 0, 0, 0, l4 + 8, end, itype, n)
+    return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
+
+
+def parse(frame: bytes) -> Packet | str | None:
+    """Parse an IPv4 or IPv6 frame; None for other EtherTypes."""
+    et = ethertype(frame)
+    if et == ETH_P_IP:
+        return parse_ipv4(frame)
+    if et == ETH_P_IPV6:
+        return parse_ipv6(frame)
+    return None
+
+
+def quoted_key(frame: bytes, off: int, end: int, version: int = 4) -> Key | None:
+    """The key of the packet an ICMP (``version`` 4) or ICMPv6 (6) error quotes (its IP
+    header and at least 8 bytes from ``off``), as ``parse_ipv4`` or ``parse_ipv6`` keys
+    that packet; None when too short or of another IP version."""
+    if version == 6:
+        if end - off < 48 or frame[off] >> 4 != 6:
+            return None
+        walked = _upper_layer6(frame, off, end)
+        if walked.__class__ is str or walked[2] - walked[1] < 8:
+            return None
+        proto, l4, _ = walked
+        return _quoted(frame, proto, frame[off + 8:off + 24], frame[off + 24:off + 40], l4,
+                       PROTO_ICMPV6)
     if end - off < 20 or frame[off] >> 4 != 4:
         return None
     ihl = (frame[off] & 0x0F) * 4
     if ihl < 20 or end - off < ihl + 8:
         return None
-    proto, src, dst = frame[off + 9], frame[off + 12:off + 16], frame[off + 16:off + 20]
-    l4 = off + ihl
+    return _quoted(frame, frame[off + 9], frame[off + 12:off + 16], frame[off + 16:off + 20],
+                   off + ihl, PROTO_ICMP)
+
+
+def _quoted(frame: bytes, proto: int, src: bytes, dst: bytes, l4: int, icmp: int) -> Key:
+    """A quoted packet's key from its upper layer's first 8 bytes at ``l4``."""
     if proto in (PROTO_TCP, PROTO_UDP):
         sport, dport = _PORTS.unpack_from(frame, l4)
         return (proto, src, sport, dst, dport)
-    if proto == PROTO_ICMP:
+    if proto == icmp:
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        return _icmp_key(src, dst, itype, ident)
+        return _icmp_key(src, dst, itype, ident, proto)
     return (proto, src, 0, dst, 0)

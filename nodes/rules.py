@@ -7,9 +7,15 @@ File format, one rule a line, ``#`` starts a comment::
     any              any              icmp   any         accept
     10.0.0.0/24      any              udp    1024-65535  drop
 
-``src`` and ``dst`` are an address, a CIDR prefix or ``any``; ``proto`` is
-``tcp``, ``udp``, ``icmp``, ``any`` or a protocol number; ``dport`` is a port,
-a range ``lo-hi`` or ``any`` (ignored for ICMP); ``action`` is ``accept`` or
+    fd00::/64        fd00::c8/125     tcp    21          accept  helper=ftp
+    any              any              icmpv6 any         accept
+
+``src`` and ``dst`` are an IPv4 or IPv6 address, a CIDR prefix or ``any``; a rule
+with an IPv4 address or prefix matches only IPv4 packets, one with IPv6 only IPv6,
+and ``any any`` both (as nftables' ``inet`` family; a rule cannot mix the two);
+``proto`` is ``tcp``, ``udp``, ``icmp``, ``icmpv6``, ``any`` or a protocol number;
+``dport`` is a port, a range ``lo-hi`` or ``any`` (ignored for ICMP and ICMPv6);
+``action`` is ``accept`` or
 ``drop``. ``helper=ftp`` attaches the FTP protocol-specific code to the
 connections the rule accepts. The first rule that matches decides; a packet
 that matches none is dropped (the implicit final deny).
@@ -18,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nodes.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, ip_bytes
+from nodes.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_bytes
 
-PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP}
+PROTOCOLS = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "icmpv6": PROTO_ICMPV6}
 ACTIONS = ("accept", "drop")
 HELPERS = ("ftp",)
 
@@ -44,10 +50,13 @@ class Rule:
     helper: str | None = None
     text: str = ""
     lineno: int = 0
+    family: int = 0  # 4 or 6: the family its addresses name; 0: any (both are "any")
 
-    def matches(self, proto: int, src: int, dst: int, dport: int) -> bool:
+    def matches(self, proto: int, src: int, dst: int, dport: int, family: int = 4) -> bool:
         """True when the packet's header fields fall within this rule."""
         if self.proto is not None and proto != self.proto:
+            return False
+        if self.family and family != self.family:
             return False
         if src & self.src_mask != self.src_net or dst & self.dst_mask != self.dst_net:
             return False
@@ -56,15 +65,18 @@ class Rule:
         return True
 
 
-def _net(text: str) -> tuple[int, int]:
+def _net(text: str) -> tuple[int, int, int]:
+    """(network, mask, family) of an address, a prefix or ``any`` (family 0)."""
     if text == "any":
-        return 0, 0
+        return 0, 0, 0
     addr, _, plen = text.partition("/")
-    bits = int(plen) if plen else 32
-    if not 0 <= bits <= 32:
-        raise ValueError(f"prefix length {bits} is not 0..32")
-    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    return int.from_bytes(ip_bytes(addr), "big") & mask, mask
+    packed = ip_bytes(addr)
+    width = len(packed) * 8
+    bits = int(plen) if plen else width
+    if not 0 <= bits <= width:
+        raise ValueError(f"prefix length {bits} is not 0..{width}")
+    mask = ((1 << width) - 1) ^ ((1 << (width - bits)) - 1)
+    return int.from_bytes(packed, "big") & mask, mask, 4 if width == 32 else 6
 
 
 def _ports(text: str) -> tuple[int, int]:
@@ -84,7 +96,7 @@ def _proto(text: str) -> int | None:
         return PROTOCOLS[text]
     if text.isdigit() and int(text) < 256:
         return int(text)
-    raise ValueError(f"unknown protocol {text!r} (use tcp, udp, icmp, any or a number)")
+    raise ValueError(f"unknown protocol {text!r} (use tcp, udp, icmp, icmpv6, any or a number)")
 
 
 def parse_rule(line: str, lineno: int = 0) -> Rule | None:
@@ -104,11 +116,18 @@ def parse_rule(line: str, lineno: int = 0) -> Rule | None:
         if name != "helper" or value not in HELPERS:
             raise ValueError(f"unknown option {opt!r} (the only option is helper=ftp)")
         helper = value
-    src_net, src_mask = _net(src)
-    dst_net, dst_mask = _net(dst)
+    src_net, src_mask, src_family = _net(src)
+    dst_net, dst_mask, dst_family = _net(dst)
+    if src_family and dst_family and src_family != dst_family:
+        raise ValueError(f"{src} and {dst} are of different families (write one rule each)")
+    proto_no = _proto(proto)
+    family = src_family or dst_family
+    if (proto_no, family) in ((PROTO_ICMP, 6), (PROTO_ICMPV6, 4)):
+        raise ValueError(f"{proto} does not go with IPv{family} addresses "
+                         f"(icmp is IPv4's, icmpv6 IPv6's)")
     lo, hi = _ports(dport)
-    return Rule(src_net, src_mask, dst_net, dst_mask, _proto(proto), lo, hi,
-                action, helper, text, lineno)
+    return Rule(src_net, src_mask, dst_net, dst_mask, proto_no, lo, hi,
+                action, helper, text, lineno, family)
 
 
 class RuleSet:
@@ -141,7 +160,8 @@ class RuleSet:
         """The first rule that matches, or None (the implicit final deny)."""
         s = int.from_bytes(src, "big")
         d = int.from_bytes(dst, "big")
+        family = 4 if len(src) == 4 else 6
         for rule in self.rules:
-            if rule.matches(proto, s, d, dport):
+            if rule.matches(proto, s, d, dport, family):
                 return rule
         return None

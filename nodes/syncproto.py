@@ -43,6 +43,9 @@ A record is ``type (1) | length (2) | value``; all integers are big-endian:
     6 BULK_REQUEST   (empty): send me what I must hold
     7 BULK_END   records 4: the bulk transfer that this ends carried so many
     8 BULK_START (empty): the answer to a BULK_REQUEST begins
+    9-12         ENTRY, ENTRY_DEL, EXPECT, EXPECT_DEL of IPv6 connections: the same
+                 fields with 16-byte addresses (a key, and a master key, is 37
+                 bytes; an expectation's any source is ::)
 
 Home-node forwarding (mode ``home``) uses three more message types, not
 sequenced (a lost query is a dropped packet, as a lost packet would be). A
@@ -50,7 +53,7 @@ HOME_QUERY is sent once, by IP multicast, to group 239.255.37.80 port 3780
 (receiver 0: every node); answers and forwarded packets are unicast:
 
     4 HOME_QUERY   query id 4, ingress 1 (0 outside, 1 inside), the packet (frame)
-    5 HOME_ANSWER  query id 4, home node id 2, connection key 13
+    5 HOME_ANSWER  query id 4, home node id 2, connection key 13 (IPv6: 37)
     6 FORWARD      ingress 1, the packet: process it as if it arrived on ingress
 
 Kernel nodes (nodes/kernel/) add two, between the steering controller (id 0)
@@ -75,7 +78,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 
-MAGIC, VERSION, PORT = 0x4657, 3, 3780
+MAGIC, VERSION, PORT = 0x4657, 4, 3780
 WIRE_HEADERS = 14 + 20 + 8  # Ethernet, IPv4 and UDP around each message on the cluster network
 GROUP = "239.255.37.80"  # the cluster's multicast group (administratively scoped, 239/8)
 MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
@@ -91,13 +94,24 @@ MAC_LEN = 16
 HEADER = struct.Struct("!HBBHHQQIIHH")
 HEADER_LEN = HEADER.size  # 36
 MAX_PAYLOAD = 1400  # keeps a message inside one Ethernet frame
-_KEY = struct.Struct("!B4sH4sH")  # a connection key: 13 bytes
 _REC = struct.Struct("!BH")
-_ENTRY = struct.Struct("!B4sH4sHBHIB")
-_ENTRY_DEL = struct.Struct("!B4sH4sHH")
-_EXPECT = struct.Struct("!B4s4sHHI")
-_EXPECT_DEL = struct.Struct("!B4s4sHH")
-ANY = b"\0\0\0\0"
+IPV6_RECORD = 8  # an IPv6 record's type on the wire: its IPv4 counterpart's plus this
+
+
+class _Layout:
+    """The structs of the records that carry addresses, for one address length."""
+
+    def __init__(self, n: int):
+        a = f"{n}s"
+        self.key = struct.Struct(f"!B{a}H{a}H")  # a connection key: 13 or 37 bytes
+        self.entry = struct.Struct(f"!B{a}H{a}HBHIB")
+        self.entry_del = struct.Struct(f"!B{a}H{a}HH")
+        self.expect = struct.Struct(f"!B{a}{a}HHI")
+        self.expect_del = struct.Struct(f"!B{a}{a}HH")
+        self.any = bytes(n)  # an expectation's "any source"
+
+
+_V4, _V6 = _Layout(4), _Layout(16)
 
 # Connection states on the wire, by index.
 STATES = ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
@@ -145,7 +159,7 @@ def encode(msg: Message, key: bytes) -> bytes:
     elif msg.type == HOME_QUERY:
         payload = struct.pack("!IB", msg.query, msg.ingress) + msg.frame
     elif msg.type == HOME_ANSWER:
-        payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)
+        payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)  # 13 or 37
     elif msg.type == FORWARD:
         payload = struct.pack("!B", msg.ingress) + msg.frame
     elif msg.type == COMMIT:
@@ -204,10 +218,10 @@ def decode(data: bytes, key: bytes) -> Message:
             if msg.ingress > 1:
                 raise ValueError("ingress must be 0 (outside) or 1 (inside)")
         elif mtype == HOME_ANSWER:
-            if len(payload) != 6 + 13:
+            if len(payload) not in (6 + _V4.key.size, 6 + _V6.key.size):
                 raise ValueError("HOME_ANSWER length")
             msg.query, msg.home = struct.unpack_from("!IH", payload)
-            msg.key = key_from(payload, 6)
+            msg.key = key_from(payload, 6, len(payload) == 6 + _V6.key.size)
         elif mtype == FORWARD:
             msg.ingress = payload[0]
             msg.frame = payload[1:]
@@ -224,23 +238,33 @@ def decode(data: bytes, key: bytes) -> Message:
 
 
 def key_bytes(key: tuple) -> bytes:
+    """A connection key's bytes (13 for IPv4, 37 for IPv6): on the wire, and what
+    connection-specific backups hash."""
     proto, src, sport, dst, dport = key
-    return _KEY.pack(proto, src, sport, dst, dport)
+    return (_V4 if len(src) == 4 else _V6).key.pack(proto, src, sport, dst, dport)
 
 
-def key_from(data: bytes, off: int = 0) -> tuple:
-    return _KEY.unpack_from(data, off)
+def key_from(data: bytes, off: int = 0, ipv6: bool = False) -> tuple:
+    return (_V6 if ipv6 else _V4).key.unpack_from(data, off)
 
 
 def encode_record(rtype: int, f: dict) -> bytes:
-    """One record's bytes; ``f`` holds the fields the module docstring lists."""
+    """One record's bytes; ``f`` holds the fields the module docstring lists (an IPv6
+    connection's or expectation's record goes as type + IPV6_RECORD)."""
+    if rtype in (R_ENTRY, R_ENTRY_DEL):
+        ipv6 = len(f["key"][1]) == 16
+    elif rtype in (R_EXPECT, R_EXPECT_DEL):
+        ipv6 = len(f["dst"]) == 16
+    else:
+        ipv6 = False
+    lay = _V6 if ipv6 else _V4
     if rtype == R_ENTRY:
         proto, src, sport, dst, dport = f["key"]
         window, scales = f.get("window"), f.get("scales")
         flags = (F_FTP if f.get("helper") == "ftp" else 0) | (F_RELATED if f.get("master") else 0) \
             | (F_WINDOW if window else 0) | (F_SCALES if scales and not window else 0)
-        value = _ENTRY.pack(proto, src, sport, dst, dport, _STATE_INDEX[f["state"]], f["owner"],
-                            min(int(f["timeout"] * 1000), 0xFFFFFFFF), flags)
+        value = lay.entry.pack(proto, src, sport, dst, dport, _STATE_INDEX[f["state"]],
+                               f["owner"], min(int(f["timeout"] * 1000), 0xFFFFFFFF), flags)
         if f.get("master"):
             value += key_bytes(f["master"])
         if window:
@@ -249,12 +273,13 @@ def encode_record(rtype: int, f: dict) -> bytes:
             value += _SCALES.pack(*scales)
     elif rtype == R_ENTRY_DEL:
         proto, src, sport, dst, dport = f["key"]
-        value = _ENTRY_DEL.pack(proto, src, sport, dst, dport, f["owner"])
+        value = lay.entry_del.pack(proto, src, sport, dst, dport, f["owner"])
     elif rtype == R_EXPECT:
-        value = _EXPECT.pack(f["proto"], f["src"] or ANY, f["dst"], f["dport"], f["owner"],
-                             min(int(f["timeout"] * 1000), 0xFFFFFFFF)) + key_bytes(f["master"])
+        value = lay.expect.pack(f["proto"], f["src"] or lay.any, f["dst"], f["dport"], f["owner"],
+                                min(int(f["timeout"] * 1000), 0xFFFFFFFF)) + key_bytes(f["master"])
     elif rtype == R_EXPECT_DEL:
-        value = _EXPECT_DEL.pack(f["proto"], f["src"] or ANY, f["dst"], f["dport"], f["owner"])
+        value = lay.expect_del.pack(f["proto"], f["src"] or lay.any, f["dst"], f["dport"],
+                                    f["owner"])
     elif rtype == R_COMMON:
         name, val = f["name"].encode(), f["value"]
         value = struct.pack("!HB", f["owner"], len(name)) + name + struct.pack("!H", len(val)) + val
@@ -264,11 +289,12 @@ def encode_record(rtype: int, f: dict) -> bytes:
         value = struct.pack("!I", f["records"])
     else:
         raise ValueError(f"unknown record type {rtype}")
-    return _REC.pack(rtype, len(value)) + value
+    return _REC.pack(rtype + IPV6_RECORD * ipv6, len(value)) + value
 
 
 def decode_records(payload: bytes) -> list:
-    """Every record of a DATA payload as (type, fields)."""
+    """Every record of a DATA payload as (type, fields); an IPv6 record as the type of
+    its IPv4 counterpart (its addresses are 16 bytes)."""
     out, off, end = [], 0, len(payload)
     while off < end:
         rtype, length = _REC.unpack_from(payload, off)
@@ -277,17 +303,22 @@ def decode_records(payload: bytes) -> list:
         if len(value) != length:
             raise ValueError("record runs past the payload")
         off += length
-        out.append((rtype, _decode_record(rtype, value)))
+        if R_ENTRY + IPV6_RECORD <= rtype <= R_EXPECT_DEL + IPV6_RECORD:
+            rtype -= IPV6_RECORD
+            out.append((rtype, _decode_record(rtype, value, _V6)))
+        else:
+            out.append((rtype, _decode_record(rtype, value, _V4)))
     return out
 
 
-def _decode_record(rtype: int, v: bytes) -> dict:
+def _decode_record(rtype: int, v: bytes, lay: _Layout) -> dict:
+    ipv6 = lay is _V6
     if rtype == R_ENTRY:
-        proto, src, sport, dst, dport, state, owner, timeout, flags = _ENTRY.unpack_from(v)
-        off = _ENTRY.size + (13 if flags & F_RELATED else 0)
+        proto, src, sport, dst, dport, state, owner, timeout, flags = lay.entry.unpack_from(v)
+        off = lay.entry.size + (lay.key.size if flags & F_RELATED else 0)
         f = {"key": (proto, src, sport, dst, dport), "state": STATES[state], "owner": owner,
              "timeout": timeout / 1000, "helper": "ftp" if flags & F_FTP else None,
-             "master": key_from(v, _ENTRY.size) if flags & F_RELATED else None}
+             "master": key_from(v, lay.entry.size, ipv6) if flags & F_RELATED else None}
         if flags & F_WINDOW:
             f["window"] = _WINDOW.unpack_from(v, off)
             off += _WINDOW.size
@@ -298,18 +329,19 @@ def _decode_record(rtype: int, v: bytes) -> dict:
             raise ValueError("ENTRY length")
         return f
     if rtype == R_ENTRY_DEL:
-        proto, src, sport, dst, dport, owner = _ENTRY_DEL.unpack(v)
+        proto, src, sport, dst, dport, owner = lay.entry_del.unpack(v)
         return {"key": (proto, src, sport, dst, dport), "owner": owner}
     if rtype == R_EXPECT:
-        proto, src, dst, dport, owner, timeout = _EXPECT.unpack_from(v)
-        if len(v) != _EXPECT.size + 13:
+        proto, src, dst, dport, owner, timeout = lay.expect.unpack_from(v)
+        if len(v) != lay.expect.size + lay.key.size:
             raise ValueError("EXPECT length")
-        return {"proto": proto, "src": None if src == ANY else src, "dst": dst, "dport": dport,
-                "owner": owner, "timeout": timeout / 1000, "master": key_from(v, _EXPECT.size)}
+        return {"proto": proto, "src": None if src == lay.any else src, "dst": dst,
+                "dport": dport, "owner": owner, "timeout": timeout / 1000,
+                "master": key_from(v, lay.expect.size, ipv6)}
     if rtype == R_EXPECT_DEL:
-        proto, src, dst, dport, owner = _EXPECT_DEL.unpack(v)
-        return {"proto": proto, "src": None if src == ANY else src, "dst": dst, "dport": dport,
-                "owner": owner}
+        proto, src, dst, dport, owner = lay.expect_del.unpack(v)
+        return {"proto": proto, "src": None if src == lay.any else src, "dst": dst,
+                "dport": dport, "owner": owner}
     if rtype == R_COMMON:
         owner, n = struct.unpack_from("!HB", v)
         name = v[3:3 + n].decode()

@@ -11,7 +11,7 @@ import sys
 
 from nodes.observe.client import ask, current_run, socket_path
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
+from nodes.packet import ECHO_REPLY, ECHO_REQUEST, PROTO_NAMES
 
 
 def _fields(key: str) -> dict:
@@ -21,9 +21,10 @@ def _fields(key: str) -> dict:
 
 def _direction(proto: str, key: str, packets: int, l3_bytes: int, reply: bool) -> str:
     f = _fields(key)
-    if proto == "icmp":  # type, code and id, as conntrack shows an echo
+    if proto in ("icmp", "icmpv6"):  # type, code and id, as conntrack shows an echo
         ident = f["sport"] if f["sport"] != "0" else f["dport"]
-        l4 = f"type={0 if reply else 8} code=0 id={ident}"
+        number = 1 if proto == "icmp" else 58
+        l4 = f"type={(ECHO_REPLY if reply else ECHO_REQUEST)[number]} code=0 id={ident}"
     else:
         l4 = f"sport={f['sport']} dport={f['dport']}"
     return f"src={f['src']} dst={f['dst']} {l4} packets={packets} bytes={l3_bytes}"
@@ -60,10 +61,11 @@ def format_expectation(x: dict) -> str:
     tuple, its mask, the master's tuple, class and helper), then ``owner=``."""
     proto = x["proto"]
     m = _fields(x["master"]) if x.get("master") else {}
-    src, mask = (x["src"], "255.255.255.255") if x["src"] not in (None, "any") else \
-        ("0.0.0.0", "0.0.0.0")
+    ipv6 = ":" in x["dst"]
+    full, none = ("ffff:" * 7 + "ffff", "::") if ipv6 else ("255.255.255.255", "0.0.0.0")
+    src, mask = (x["src"], full) if x["src"] not in (None, "any") else (none, none)
     return (f"{int(x['timeout'])} proto={proto} src={src} dst={x['dst']} sport=0 "
-            f"dport={x['dport']} mask-src={mask} mask-dst=255.255.255.255 sport=0 "
+            f"dport={x['dport']} mask-src={mask} mask-dst={full} sport=0 "
             f"dport=65535 master-src={m.get('src')} master-dst={m.get('dst')} "
             f"sport={m.get('sport')} dport={m.get('dport')} class=0 "
             + (f"helper={x['helper']} " if x.get("helper") else "") + f"owner={x['owner']}")

@@ -1,25 +1,41 @@
-"""Frames for unit tests, built with scapy (no root, no network)."""
+"""Frames for unit tests, built with scapy (no root, no network). An address with a
+colon makes an IPv6 frame, any other an IPv4 one."""
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.201"
+CLIENT6, SERVER6 = "fd00::1", "fd00::c9"
 MAC_C, MAC_S = "00:00:00:00:00:01", "00:00:00:00:01:01"
+# every frame names its MACs: without them scapy resolves the destination (for IPv6 by
+# sending neighbour solicitations and waiting seconds for an answer)
+ETHER = Ether(src=MAC_C, dst=MAC_S)
+
+
+def ip(src, dst, **fields):
+    """The IP layer of the family of ``src``."""
+    return IPv6(src=src, dst=dst, **fields) if ":" in src else IP(src=src, dst=dst, **fields)
 
 
 def tcp(src=CLIENT, dst=SERVER, sport=40000, dport=21, flags="S", seq=1000, ack=0,
-        payload=b"", window=8192, options=(), **ip) -> bytes:
+        payload=b"", window=8192, options=(), **fields) -> bytes:
     """``options`` as scapy spells them: [("WScale", 7), ("SAckOK", b""), ("SAck", (l, r))]."""
-    return bytes(Ether(src=MAC_C, dst=MAC_S) / IP(src=src, dst=dst, **ip)
+    return bytes(Ether(src=MAC_C, dst=MAC_S) / ip(src, dst, **fields)
                  / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=window,
                        options=list(options)) / payload)
 
 
 def udp(src=CLIENT, dst=SERVER, sport=5000, dport=53, payload=b"x") -> bytes:
-    return bytes(Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / payload)
+    return bytes(ETHER / ip(src, dst) / UDP(sport=sport, dport=dport) / payload)
 
 
 def icmp(src=CLIENT, dst=SERVER, type=8, id=7) -> bytes:
-    return bytes(Ether() / IP(src=src, dst=dst) / ICMP(type=type, id=id))
+    """An ICMP echo (or other type) of IPv4, or ICMPv6's echo request or reply (``type``
+    8 or 0 asks for 128 or 129 over IPv6)."""
+    if ":" in src:
+        layer = ICMPv6EchoRequest(id=id) if type in (8, 128) else ICMPv6EchoReply(id=id)
+        return bytes(ETHER / IPv6(src=src, dst=dst) / layer)
+    return bytes(ETHER / IP(src=src, dst=dst) / ICMP(type=type, id=id))
 
 
 def arp() -> bytes:

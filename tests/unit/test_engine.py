@@ -152,9 +152,12 @@ def test_icmp_errors_are_admitted_as_related_to_their_connection_and_only_then()
 
 def test_arp_passes_and_other_ethertypes_drop(fw):
     assert fw.process(arp(), OUTSIDE, 0) == ACCEPT
-    ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)
-    assert fw.process(ipv6, OUTSIDE, 0) == DROP
-    assert fw.drops["ethertype_ipv6"] == 1
+    vlan = bytes(12) + b"\x81\x00" + bytes(40)
+    assert fw.process(vlan, OUTSIDE, 0) == DROP
+    assert fw.drops["ethertype_vlan"] == 1
+    not_ipv6 = bytes(12) + b"\x86\xdd" + bytes(40)  # IPv6's EtherType, version 0
+    assert fw.process(not_ipv6, OUTSIDE, 0) == DROP
+    assert fw.drops["bad_ip_version"] == 1
 
 
 def test_drop_reasons_from_outside_frames_are_a_fixed_set(fw):

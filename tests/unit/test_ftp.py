@@ -27,7 +27,7 @@ def test_parse_passive_replies():
 @pytest.mark.parametrize("fn, arg", [
     (parse_port, b"10,0,0,1,4"), (parse_port, b"10,0,0,256,4,1"), (parse_port, b"a,b,c,d,e,f"),
     (parse_port, b"10,0,0,1,0,0"), (parse_port, b""),
-    (parse_eprt, b"|2|::1|5000|"), (parse_eprt, b"|1|10.0.0.1|0|"), (parse_eprt, b"|1|10.0.0|80|"),
+    (parse_eprt, b"|2|10.0.0.1|5000|"), (parse_eprt, b"|1|::1|5000|"), (parse_eprt, b"|1|10.0.0.1|0|"), (parse_eprt, b"|1|10.0.0|80|"),
     (parse_eprt, b"|1|10.0.0.1|99999|"), (parse_eprt, b"1|10.0.0.1|80"),
     (parse_227, b"227 Entering Passive Mode"), (parse_229, b"229 (|||0|)"), (parse_229, b"229 ok"),
 ])

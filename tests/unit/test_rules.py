@@ -43,7 +43,10 @@ def test_icmp_ignores_port():
     ("any any tcp 21 allow", "unknown action 'allow'"),
     ("any any tcp 70000 accept", "port range"),
     ("10.0.0.0/33 any tcp 21 accept", "prefix length"),
-    ("10.0.0 any tcp 21 accept", "not an IPv4 address"),
+    ("10.0.0 any tcp 21 accept", "not an IPv4 or IPv6 address"),
+        ("10.0.0.0/8 fd00::/64 tcp 21 accept", "different families"),
+        ("fd00::/64 any icmp any accept", "icmpv6 IPv6"),
+        ("fd00::/129 any tcp 21 accept", "0..128"),
     ("any any tcp accept", "needs 5 fields"),
     ("any any tcp 21 accept helper=http", "helper=ftp"),
 ])
