@@ -2,8 +2,8 @@
 conntrackd, beacons to the steering controller and commits on its request.
 
 In the node's network namespace (a Mininet host) it makes a bridge ``br0`` of the
-outside and inside interfaces, sends bridged IPv4 through netfilter
-(``bridge-nf-call-iptables``), sets TCP window tracking's switches as the
+outside and inside interfaces, sends bridged IPv4 and IPv6 through netfilter
+(``bridge-nf-call-iptables``, ``-ip6tables``), sets TCP window tracking's switches as the
 Python node's (``nf_conntrack_tcp_be_liberal`` and ``nf_conntrack_tcp_loose``,
 both off unless ``--tcp-liberal``, ``--tcp-loose``: a connection is opened by its
 SYN only, and an out-of-window segment is ``ct state invalid``), loads the ruleset made from the rule
@@ -86,7 +86,7 @@ def set_up(outside: str, inside: str, ruleset: str, liberal: bool = False,
     sh("ip", "link", "set", BRIDGE, "up")
     sh("modprobe", "-q", "br_netfilter", check=False)  # present here; elsewhere maybe a module
     for key, value in (("net.bridge.bridge-nf-call-iptables", "1"),
-                       ("net.bridge.bridge-nf-call-ip6tables", "0"),
+                       ("net.bridge.bridge-nf-call-ip6tables", "1"),  # IPv6 too
                        ("net.bridge.bridge-nf-call-arptables", "0"),
                        ("net.netfilter.nf_conntrack_tcp_loose", "01"[loose]),
                        ("net.netfilter.nf_conntrack_tcp_be_liberal", "01"[liberal]),

@@ -174,7 +174,7 @@ def config(mode: str, name: str, address: str, interface: str, lock: str, socket
 
 
 _FIELD = re.compile(r"(\w+(?:-\w+)?)=(\S+)")
-_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+_PROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
 _TUPLE = ("src", "dst", "sport", "dport", "type", "code", "id")
 
 
@@ -227,9 +227,10 @@ def parse_conntrack(listing: str, node: str | None = None) -> list[dict]:
 
 def _fields(proto: int, t: dict) -> dict:
     """One direction as nodes.packet.key_fields gives it (ICMP keyed as parse_ipv4)."""
-    if proto == 1:
+    if proto in (1, 58):
         ident, kind = int(t.get("id", 0)), t.get("type")
-        sport, dport = (ident, 0) if kind == "8" else (0, ident) if kind == "0" else (0, 0)
+        request, reply = ("8", "0") if proto == 1 else ("128", "129")
+        sport, dport = (ident, 0) if kind == request else (0, ident) if kind == reply else (0, 0)
     else:
         sport, dport = int(t.get("sport", 0)), int(t.get("dport", 0))
     return {"proto": proto, "src": t.get("src"), "sport": sport, "dst": t.get("dst"),

@@ -7,8 +7,9 @@ Python node does. Pure: bytes in, bytes or dicts out; the socket is the agent's.
 """
 from __future__ import annotations
 
-import ipaddress
 import struct
+
+from nodes.packet import key_fields, quoted_key
 
 GROUP = 1
 LOG_RATE = 1000  # logged drops a second at most (the Python node's drop-event rate)
@@ -82,17 +83,11 @@ def packets(data: bytes) -> list[tuple[str, bytes]]:
 
 
 def ip_tuple(packet: bytes) -> dict | None:
-    """The 5-tuple fields of an IPv4 packet's head, shaped as nodes.packet.key_fields
-    and keyed as nodes.packet.parse_ipv4 keys it (ICMP: an echo request's identifier
-    as the source port, an echo reply's as the destination port, others 0)."""
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    ihl, proto = (packet[0] & 0x0F) * 4, packet[9]
-    fields = {"proto": proto, "src": str(ipaddress.IPv4Address(packet[12:16])),
-              "dst": str(ipaddress.IPv4Address(packet[16:20])), "sport": 0, "dport": 0}
-    l4 = packet[ihl:]
-    if proto in (6, 17) and len(l4) >= 4:
-        fields["sport"], fields["dport"] = struct.unpack_from("!HH", l4)
-    elif proto == 1 and len(l4) >= 6 and l4[0] in (0, 8):
-        fields["sport" if l4[0] == 8 else "dport"] = struct.unpack_from("!H", l4, 4)[0]
-    return fields
+    """The 5-tuple fields of an IPv4 or IPv6 packet, shaped as nodes.packet.key_fields
+    and keyed as the Python node keys it (nodes/packet.py parses it: ICMP's and ICMPv6's
+    echo identifier in the port of its direction); None when it does not parse. NFLOG
+    copies only the packet's head, so it is read as an ICMP error's quote is: the IP
+    header and the first 8 bytes after it are enough."""
+    version = packet[0] >> 4 if packet else 0
+    key = quoted_key(packet, 0, len(packet), version) if version in (4, 6) else None
+    return key_fields(key) if key else None

@@ -42,7 +42,23 @@ def test_the_rule_file_becomes_the_same_decisions_in_nftables():
         assert lines[chain + 1] == (f"limit rate {nflog.LOG_RATE}/second burst {nflog.LOG_RATE} "
                                     f'packets log group {nflog.GROUP} prefix "{reason}"')
         assert lines[chain + 2] == f'counter name "drop_{reason}" drop'
-    assert "policy drop;" in text and "ether type { ip, arp } accept" in text
+    assert "policy drop;" in text and "ether type { ip, ip6, arp } accept" in text
+
+
+def test_ipv6_rules_become_ip6_matches_and_the_link_icmpv6_passes_before_invalid():
+    rules = RuleSet.from_text("fd00::/64 fd00::c8/125 tcp 21 accept helper=ftp\n"
+                              "any any icmpv6 any accept\n"
+                              "0.0.0.0/0 any udp 53 accept\n")
+    lines = [line.split("#")[0].strip() for line in nft.ruleset(rules).splitlines()]
+    assert ("ip6 saddr fd00::/64 ip6 daddr fd00::c8/125 meta l4proto tcp tcp dport 21 "
+            'ct helper set "ftp-standard" counter name "rule_1" accept') in lines
+    assert 'meta l4proto icmpv6 counter name "rule_2" accept' in lines
+    # a prefix of length 0 still names its family, as the Python rule does
+    assert 'meta nfproto ipv4 meta l4proto udp udp dport 53 counter name "rule_3" accept' in lines
+    link = lines.index("icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept")
+    assert lines.index("ct state established,related accept") < link < lines.index(
+        "ct state invalid goto drop_invalid")
+    assert 'ct helper ftp-standard { type "ftp" protocol tcp; l3proto inet; }' in lines
 
 
 def test_nft_counters_are_read_by_reason():
@@ -212,8 +228,11 @@ def test_nflog_messages_are_built_and_read():
     assert nflog.errors(error + msg) == [-1]
     assert nflog.ip_tuple(ip) == {"proto": 6, "src": "10.0.0.1", "dst": "10.0.0.201",
                                   "sport": 40001, "dport": 21}
-    echo = ip[:9] + bytes([1]) + ip[10:20] + bytes([8, 0, 0, 0, 0, 7])
-    assert nflog.ip_tuple(echo)["sport"] == 7 and nflog.ip_tuple(b"\x60" + bytes(39)) is None
+    from tests.unit.frames import icmp, udp
+    assert nflog.ip_tuple(icmp()[14:])["sport"] == 7 and nflog.ip_tuple(b"\x60" + bytes(39)) is None
+    assert nflog.ip_tuple(udp("fd00::1", "fd00::c9", 5000, 53)[14:]) == {
+        "proto": 17, "src": "fd00::1", "dst": "fd00::c9", "sport": 5000, "dport": 53}
+    assert nflog.ip_tuple(icmp("fd00::1", "fd00::c9", id=9)[14:])["sport"] == 9
 
 
 def test_conntrack_events_are_read_with_who_made_them():
@@ -262,5 +281,34 @@ def test_the_python_nodes_listing_parses_as_conntracks_does():
     assert "[ASSURED] mark=0 helper=ftp use=1 owner=fw1" in control
     (exp,) = dump["expectations"]
     (parsed,) = ctd.parse_expectations(format_expectation(exp), "fw1")
+    for field in ("proto", "dst", "dport", "master", "helper", "owner"):
+        assert parsed[field] == exp[field], field
+
+
+def test_an_ipv6_listing_parses_as_conntracks_does():
+    from nodes.engine import INSIDE, OUTSIDE, GatewayEngine
+    from nodes.observe.inspect import format_entry, format_expectation
+    from tests.unit.frames import CLIENT6, SERVER6, icmp, tcp
+    fw = GatewayEngine("fw1", RuleSet.from_text("fd00::/64 fd00::c9 tcp 21 accept helper=ftp\n"
+                                                "any any icmpv6 any accept\n"))
+    fw.process(tcp(CLIENT6, SERVER6, flags="S"), OUTSIDE, 0)
+    fw.process(tcp(SERVER6, CLIENT6, 21, 40000, "SA", 5000, 1001), INSIDE, 0)
+    fw.process(tcp(CLIENT6, SERVER6, flags="A", seq=1001, ack=5001), OUTSIDE, 0)
+    fw.process(tcp(SERVER6, CLIENT6, 21, 40000, "PA", 5001, 1001,
+                   b"229 Entering Extended Passive Mode (|||50001|)\r\n"), INSIDE, 0)
+    fw.process(icmp(CLIENT6, SERVER6), OUTSIDE, 0)
+    dump = fw.dump(1.0)
+    for entry in dump["entries"]:
+        (back,) = ctd.parse_conntrack(format_entry(entry), "fw1")
+        for field in ("proto", "state", "orig", "reply", "tuple", "packets", "l3_bytes", "owner"):
+            assert back[field] == entry[field], field
+    ping = format_entry(next(e for e in dump["entries"] if e["proto"] == 58))
+    assert ping.startswith("icmpv6   58 ") and "src=fd00::1 dst=fd00::c9 type=128 code=0 id=7 " \
+        "packets=1 bytes=48 [UNREPLIED] src=fd00::c9 dst=fd00::1 type=129 code=0 id=7" in ping
+    (exp,) = dump["expectations"]
+    line = format_expectation(exp)
+    full = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    assert f"src=fd00::1 dst=fd00::c9 sport=0 dport=50001 mask-src={full} mask-dst={full}" in line
+    (parsed,) = ctd.parse_expectations(line, "fw1")
     for field in ("proto", "dst", "dport", "master", "helper", "owner"):
         assert parsed[field] == exp[field], field
