@@ -1,6 +1,6 @@
 """The clustering mechanism as data: which flows spread connections over nodes.
 
-A symmetric hash of each IPv4 packet's addresses and ports picks one of
+A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 ``buckets`` buckets (Open vSwitch's ``multipath`` action with
 ``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket table maps each bucket to a live node. Both
 switches compute the same hash, so both directions of a connection cross the
@@ -16,7 +16,7 @@ from nodes.groups import adopter
 
 COOKIE = 0xF1C1  # marks every flow this policy installs
 TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
-ETH_TYPE_IP = 0x0800
+ETH_TYPE_IP, ETH_TYPE_IPV6 = 0x0800, 0x86DD
 BROADCAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # (value, mask) of group MACs
 
 
@@ -98,8 +98,10 @@ def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
     for port in sorted(sw.node_ports.values()):  # from a node: deliver to hosts
         flows.append(FlowSpec(TABLE_CLASSIFY, 200, {"in_port": port}, (), TABLE_DELIVER))
     for port in host_ports:
-        flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": ETH_TYPE_IP},
-                              (("multipath", len(bucket_table), "reg0", basis),), TABLE_BUCKETS))
+        for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):  # the hash reads either family's fields
+            flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": eth_type},
+                                  (("multipath", len(bucket_table), "reg0", basis),),
+                                  TABLE_BUCKETS))
         flows.append(FlowSpec(TABLE_CLASSIFY, 50, {"in_port": port},
                               (("output", sw.node_ports[designated]),), TABLE_DELIVER))
     for bucket, node in enumerate(bucket_table):

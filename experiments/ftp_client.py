@@ -60,7 +60,7 @@ class AnnouncingFTP(ftplib.FTP):
             time.sleep(self.pause)
 
     def makeport(self):
-        sock = socket.socket()
+        sock = socket.socket(self.af)  # the control connection's family
         if self.rcvbuf:  # set before the handshake: the window scale is chosen then
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.bind((self.sock.getsockname()[0], 0))

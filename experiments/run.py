@@ -174,7 +174,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                               progress=lambda n, total: progress(
                                   f"{point.name}: session {n}/{total}", force=False),
                               throttle=traffic["throttle"], size_dist=traffic["size_dist"],
-                              pause_before_data=traffic["pause_before_data"])
+                              pause_before_data=traffic["pause_before_data"],
+                              family=traffic["family"])
         finally:
             timeline.stop()
         cpu_after, t_end = fidelity.cpu_times(), time.time()

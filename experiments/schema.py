@@ -127,6 +127,18 @@ class Traffic(_Section):
                             "(0: as fast as it can)")
     pause_before_data: float = Field(0.0, ge=0, le=60, description="seconds between announcing "
                                      "the data connection and opening it")
+    family: Literal["ipv4", "ipv6", "dual"] = Field(
+        "ipv4", description="IP version of the sessions: dual runs EPRT and EPSV sessions "
+        "over IPv6, PORT and PASV over IPv4")
+
+    @model_validator(mode="after")
+    def _families(self):
+        ipv4_only = sorted(set(self.modes) & {"PORT", "PASV"})
+        if self.family == "ipv6" and ipv4_only:
+            raise ValueError(f"traffic.family = \"ipv6\" cannot run {', '.join(ipv4_only)} "
+                             "(they carry IPv4 addresses, RFC 2428): use EPRT and EPSV, "
+                             "or family = \"dual\"")
+        return self
 
 
 SECTIONS = {"topology": Topology, "cluster": Cluster, "traffic": Traffic}

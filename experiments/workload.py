@@ -14,32 +14,46 @@ import time
 
 from experiments.analysis.attribution import attribute, node_events, read_jsonl
 from experiments.files import file_sizes, make_files
-from topo.addresses import server_ip
+from topo.addresses import server_address
 from topo.procs import wait_until
 
 
+def session_family(family: str, mode: str) -> str:
+    """The IP version a session runs over: ``family``, but in "dual" EPRT and EPSV go
+    over IPv6 and PORT and PASV (IPv4's own, RFC 2428) over IPv4."""
+    if family == "dual":
+        return "ipv6" if mode in ("EPRT", "EPSV") else "ipv4"
+    return family
+
+
 def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
-                  files: dict[str, str], seed: int) -> dict[int, list[dict]]:
-    """Seeded plan: session i uses mode i mod len(modes), a random client, server, file."""
+                  files: dict[str, str], seed: int, family: str = "ipv4") -> dict[int, list[dict]]:
+    """Seeded plan: session i uses mode i mod len(modes), a random client, server, file,
+    over the IP version ``family`` gives it."""
     rnd = random.Random(seed)
     plan: dict[int, list[dict]] = {c: [] for c in range(1, clients + 1)}
     names = sorted(files)
     for sid in range(sessions):
         name = rnd.choice(names)
         client = rnd.randint(1, clients)
-        plan[client].append({"session": sid, "server": server_ip(rnd.randint(1, servers)),
-                             "file": name, "sha256": files[name],
-                             "mode": modes[sid % len(modes)]})
+        mode = modes[sid % len(modes)]
+        fam = session_family(family, mode)
+        plan[client].append({"session": sid,
+                             "server": server_address(rnd.randint(1, servers), fam),
+                             "file": name, "sha256": files[name], "mode": mode, "family": fam})
     return plan
 
 
-def start_ftp_servers(cluster, root: str) -> list:
-    """An FTP server on every inside host, serving ``root``; return once they all listen."""
+def start_ftp_servers(cluster, root: str, family: str = "ipv4") -> list:
+    """An FTP server on every inside host, serving ``root`` (one a family the sessions
+    use); return once they all listen."""
     servers = []
     for i in range(1, cluster.servers + 1):
-        servers.append(cluster.spawn(f"ftpd-srv{i}", [
-            sys.executable, "-m", "experiments.ftp_server", "--root", root,
-            "--address", server_ip(i)], host=cluster.net[f"srv{i}"]))
+        for fam in ("ipv4", "ipv6"):
+            if family in (fam, "dual"):
+                servers.append(cluster.spawn(f"ftpd{'6' * (fam == 'ipv6')}-srv{i}", [
+                    sys.executable, "-m", "experiments.ftp_server", "--root", root,
+                    "--address", server_address(i, fam)], host=cluster.net[f"srv{i}"]))
     for proc in servers:
         wait_until(lambda p=proc: "ready" in p.log_tail(20) or cluster._died(p), 15,
                    f"{proc.name} to listen")
@@ -69,13 +83,13 @@ def session_time(timeout: float, size: int, throttle: float = 0.0, pause: float 
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
             progress=None, throttle: float = 0.0, size_dist: str = "fixed",
-            pause_before_data: float = 0.0) -> list[dict]:
+            pause_before_data: float = 0.0, family: str = "ipv4") -> list[dict]:
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
     sums = make_files(root, files, file_size, seed, size_dist)
     largest = max(file_sizes(files, file_size, size_dist))
-    servers = start_ftp_servers(cluster, root)
-    plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed)
+    servers = start_ftp_servers(cluster, root, family)
+    plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed, family)
     out = os.path.join(out_dir, "sessions.raw.jsonl")
     clients = [start_ftp_client(cluster, f"ftp-c{c}", f"c{c}", items,
                                 os.path.join(out_dir, f"plan-c{c}.json"), out, concurrency,

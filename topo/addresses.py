@@ -1,7 +1,7 @@
 """Names and addresses of the cluster's hosts: pure, for the runner, workload and analysis.
 
-Clients are 10.0.0.1.., servers 10.0.0.201.. (one subnet: the nodes are
-transparent), sync addresses 10.0.1.1..; node i is on port i of every
+Clients are 10.0.0.1.. and fd00::1:1.., servers 10.0.0.201.. and fd00::2:1..
+(one subnet of each family: the nodes are transparent), sync addresses 10.0.1.1..; node i is on port i of every
 switch, hosts on ports 101...
 """
 from __future__ import annotations
@@ -17,6 +17,22 @@ def client_ip(i: int) -> str:
 
 def server_ip(i: int) -> str:
     return f"10.0.0.{200 + i}"
+
+
+PREFIX6 = 64  # the hosts' IPv6 subnet, fd00::/64
+
+
+def client_ip6(i: int) -> str:
+    return f"fd00::1:{i:x}"
+
+
+def server_ip6(i: int) -> str:
+    return f"fd00::2:{i:x}"
+
+
+def server_address(i: int, family: str = "ipv4") -> str:
+    """Server ``i``'s address of one family ("ipv4" or "ipv6")."""
+    return server_ip6(i) if family == "ipv6" else server_ip(i)
 
 
 def sync_ip(i: int) -> str:

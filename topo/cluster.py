@@ -33,12 +33,14 @@ from mininet.node import Host, OVSSwitch, Switch
 from mininet.topo import Topo
 
 try:
-    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, client_ip, client_mac, offload_args,
-                                server_ip, server_mac, sync_ip)
+    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, PREFIX6, client_ip, client_ip6,
+                                client_mac, offload_args, server_ip, server_ip6, server_mac,
+                                sync_ip)
 except ImportError:  # loaded by `mn --custom topo/cluster.py`, whose Python lacks the project
     sys.path.insert(0, os.getcwd())
-    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, client_ip, client_mac, offload_args,
-                                server_ip, server_mac, sync_ip)
+    from topo.addresses import (HOST_PORT_BASE, MAX_NODES, PREFIX6, client_ip, client_ip6,
+                                client_mac, offload_args, server_ip, server_ip6, server_mac,
+                                sync_ip)
 
 @functools.lru_cache(maxsize=1)
 def kernel_datapath() -> bool:
@@ -63,13 +65,21 @@ def offloads_off(node, intf: str) -> None:
 
 
 class CleanHost(Host):
-    """A host with offloads off and IPv6 off (no stray router solicitations)."""
+    """A host with offloads off and IPv6 off (no stray router solicitations), but for
+    an ``ip6`` address on its interface: then IPv6 is on there, with that static address
+    (no duplicate address detection, no router solicitations, no autoconfiguration)."""
 
-    def config(self, **params):
+    def config(self, ip6=None, **params):
         result = super().config(**params)
         self.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
         for intf in self.intfNames():
             offloads_off(self, intf)
+        if ip6:
+            intf = self.defaultIntf()
+            for key, value in (("accept_ra", 0), ("autoconf", 0), ("router_solicitations", 0),
+                               ("dad_transmits", 0), ("disable_ipv6", 0)):
+                self.cmd(f"sysctl -qw net.ipv6.conf.{intf}.{key}={value}")
+            self.cmd("ip -6 addr add", ip6, "dev", intf, "nodad")
         return result
 
 
@@ -152,10 +162,12 @@ class FirewallClusterTopo(Topo):
             self.addLink(fw, inside, port1=1, port2=i)
             self.addLink(fw, sync, port1=2, port2=i, params1={"ip": f"{sync_ip(i)}/24"})
         for i in range(1, clients + 1):
-            c = self.addHost(f"c{i}", cls=CleanHost, ip=f"{client_ip(i)}/24", mac=client_mac(i))
+            c = self.addHost(f"c{i}", cls=CleanHost, ip=f"{client_ip(i)}/24", mac=client_mac(i),
+                             ip6=f"{client_ip6(i)}/{PREFIX6}")
             self.addLink(c, outside, port2=HOST_PORT_BASE + i)
         for i in range(1, servers + 1):
-            s = self.addHost(f"srv{i}", cls=CleanHost, ip=f"{server_ip(i)}/24", mac=server_mac(i))
+            s = self.addHost(f"srv{i}", cls=CleanHost, ip=f"{server_ip(i)}/24", mac=server_mac(i),
+                             ip6=f"{server_ip6(i)}/{PREFIX6}")
             self.addLink(s, inside, port2=HOST_PORT_BASE + i)
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.mininet
 SIZE, RATE = 24 << 20, 6e6  # a 24 MiB download read at 6 MB/s: about 4 s
 
 
-def download(cluster, tmp_path, mode="PASV", attempts=1):
+def download(cluster, tmp_path, mode="PASV", attempts=1, server=None):
     """Start one throttled FTP download from c1; return (client proc, record file).
 
     Without sync a data connection works only when it lands on its control
@@ -25,12 +25,12 @@ def download(cluster, tmp_path, mode="PASV", attempts=1):
     """
     root = tmp_path / "ftp"
     sums = make_files(str(root), 1, SIZE, seed=11)
-    server = cluster.spawn("ftpd", [sys.executable, "-m", "experiments.ftp_server", "--root",
-                                    str(root), "--address", server_ip(1)],
-                           host=cluster.net["srv1"])
-    wait_until(lambda: "ready" in server.log_tail(), 10, "the FTP server")
+    address = server or server_ip(1)
+    ftpd = cluster.spawn("ftpd", [sys.executable, "-m", "experiments.ftp_server", "--root",
+                                  str(root), "--address", address], host=cluster.net["srv1"])
+    wait_until(lambda: "ready" in ftpd.log_tail(), 10, "the FTP server")
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps([{"session": 0, "server": server_ip(1), "file": "file0.bin",
+    plan.write_text(json.dumps([{"session": 0, "server": address, "file": "file0.bin",
                                  "sha256": sums["file0.bin"], "mode": mode}]))
     for attempt in range(attempts):
         out = tmp_path / f"sessions{attempt}.jsonl"

@@ -50,6 +50,8 @@ def test_repetitions_get_their_own_seeds(tmp_path):
     ("[cluster]\nsync = \"home\"\nlatency_via = \"pigeon\"", "latency_via"),
     ("[cluster]\nsync = \"ondemand\"\ncapture = [\"eth0\"]", "cluster.capture must list"),
     ("[cluster]\ncapture = [\"sync\"]", "capture \"sync\" needs a cluster network"),
+    ("[traffic]\nfamily = \"ipv6\"", "cannot run PASV, PORT (they carry IPv4 addresses"),
+    ("[traffic]\nfamily = \"ipv5\"", "traffic.family"),
     ("topology = 3", "[topology] must be a table"),
     ("this is not toml", "not valid TOML"),
 ])
@@ -152,3 +154,13 @@ def test_a_variants_timeline_adds_to_the_specs(tmp_path):
     a, b = specs.points(specs.load(str(path)))
     assert [e["fault"] for e in a.spec["timeline"]] == ["snapshot", "crash"]
     assert [e["fault"] for e in b.spec["timeline"]] == ["snapshot"]
+
+
+def test_a_dual_stack_plan_runs_the_extended_modes_over_ipv6(tmp_path):
+    from experiments.workload import plan_sessions
+    spec = specs.load(write(tmp_path, '[traffic]\nfamily = "ipv6"\nmodes = ["EPRT", "EPSV"]'))
+    assert spec["traffic"]["family"] == "ipv6"
+    plan = plan_sessions(8, 1, 2, ["PASV", "EPSV", "PORT", "EPRT"], {"f": "0"}, 1, "dual")
+    assert {(s["mode"], s["family"], ":" in s["server"]) for s in plan[1]} == {
+        ("PASV", "ipv4", False), ("PORT", "ipv4", False), ("EPSV", "ipv6", True),
+        ("EPRT", "ipv6", True)}
