@@ -248,16 +248,21 @@ def key_from(data: bytes, off: int = 0, ipv6: bool = False) -> tuple:
     return (_V6 if ipv6 else _V4).key.unpack_from(data, off)
 
 
+def wire_type(rtype: int, f: dict) -> int:
+    """A record's type on the wire: an IPv6 connection's or expectation's goes as
+    ``rtype + IPV6_RECORD``."""
+    if rtype in (R_ENTRY, R_ENTRY_DEL):
+        return rtype + IPV6_RECORD * (len(f["key"][1]) == 16)
+    if rtype in (R_EXPECT, R_EXPECT_DEL):
+        return rtype + IPV6_RECORD * (len(f["dst"]) == 16)
+    return rtype
+
+
 def encode_record(rtype: int, f: dict) -> bytes:
     """One record's bytes; ``f`` holds the fields the module docstring lists (an IPv6
     connection's or expectation's record goes as type + IPV6_RECORD)."""
-    if rtype in (R_ENTRY, R_ENTRY_DEL):
-        ipv6 = len(f["key"][1]) == 16
-    elif rtype in (R_EXPECT, R_EXPECT_DEL):
-        ipv6 = len(f["dst"]) == 16
-    else:
-        ipv6 = False
-    lay = _V6 if ipv6 else _V4
+    wire = wire_type(rtype, f)
+    lay = _V6 if wire != rtype else _V4
     if rtype == R_ENTRY:
         proto, src, sport, dst, dport = f["key"]
         window, scales = f.get("window"), f.get("scales")
@@ -289,7 +294,7 @@ def encode_record(rtype: int, f: dict) -> bytes:
         value = struct.pack("!I", f["records"])
     else:
         raise ValueError(f"unknown record type {rtype}")
-    return _REC.pack(rtype + IPV6_RECORD * ipv6, len(value)) + value
+    return _REC.pack(wire, len(value)) + value
 
 
 def decode_records(payload: bytes) -> list:

@@ -13,13 +13,17 @@ local PORT = 3780
 local HEADER_LEN, MAC_LEN = 36, 16
 
 local msg_types = { [1] = "DATA", [2] = "ACK", [3] = "HEARTBEAT",
-                    [4] = "HOME_QUERY", [5] = "HOME_ANSWER", [6] = "FORWARD" }
+                    [4] = "HOME_QUERY", [5] = "HOME_ANSWER", [6] = "FORWARD",
+                    [7] = "COMMIT", [8] = "COMMIT_DONE" }
+-- 9-12: the records of 1-4 for IPv6 connections (16-byte addresses)
 local rec_types = { [1] = "ENTRY", [2] = "ENTRY_DEL", [3] = "EXPECT", [4] = "EXPECT_DEL",
-                    [5] = "COMMON", [6] = "BULK_REQUEST", [7] = "BULK_END", [8] = "BULK_START" }
+                    [5] = "COMMON", [6] = "BULK_REQUEST", [7] = "BULK_END", [8] = "BULK_START",
+                    [9] = "ENTRY6", [10] = "ENTRY_DEL6", [11] = "EXPECT6", [12] = "EXPECT_DEL6" }
+local IPV6_RECORD = 8
 local states = { [0] = "SYN_SENT", [1] = "SYN_RECV", [2] = "ESTABLISHED", [3] = "FIN_WAIT",
                  [4] = "LAST_ACK", [5] = "TIME_WAIT", [6] = "CLOSE", [7] = "UNREPLIED",
                  [8] = "REPLIED" }
-local protos = { [1] = "ICMP", [6] = "TCP", [17] = "UDP" }
+local protos = { [1] = "ICMP", [6] = "TCP", [17] = "UDP", [58] = "ICMPv6" }
 local ingress_names = { [0] = "outside", [1] = "inside" }
 
 local p = Proto("fwsync", "Firewall cluster sync protocol")
@@ -48,6 +52,8 @@ local f = {
   src      = ProtoField.ipv4("fwsync.src", "Source"),
   sport    = ProtoField.uint16("fwsync.sport", "Source port"),
   dst      = ProtoField.ipv4("fwsync.dst", "Destination"),
+  src6     = ProtoField.ipv6("fwsync.src6", "Source (IPv6)"),
+  dst6     = ProtoField.ipv6("fwsync.dst6", "Destination (IPv6)"),
   dport    = ProtoField.uint16("fwsync.dport", "Destination port"),
   state    = ProtoField.uint8("fwsync.state", "State", base.DEC, states),
   owner    = ProtoField.uint16("fwsync.owner", "Owner node"),
@@ -79,18 +85,26 @@ for _, field in pairs(f) do table.insert(p.fields, field) end
 
 local eth = Dissector.get("eth_withoutfcs")
 
--- The five fields of a connection key (13 bytes): proto, src, sport, dst, dport.
-local function five(t, buf)
-  t:add(f.proto, buf(0, 1)); t:add(f.src, buf(1, 4)); t:add(f.sport, buf(5, 2))
-  t:add(f.dst, buf(7, 4)); t:add(f.dport, buf(11, 2))
+-- An address of ``a`` bytes (4: IPv4, 16: IPv6): its field and its text.
+local function addr(buf, a, v4, v6)
+  if a == 4 then return v4, tostring(buf:ipv4()) end
+  return v6, tostring(buf:ipv6())
+end
+
+-- The five fields of a connection key (13 bytes, 37 for IPv6): proto, src, sport, dst, dport.
+local function five(t, buf, a)
+  t:add(f.proto, buf(0, 1)); t:add((addr(buf(1, a), a, f.src, f.src6)), buf(1, a))
+  t:add(f.sport, buf(1 + a, 2))
+  t:add((addr(buf(3 + a, a), a, f.dst, f.dst6)), buf(3 + a, a)); t:add(f.dport, buf(3 + 2 * a, 2))
 end
 
 -- A connection key as a subtree of its own (a master connection, a home's connection).
-local function key(tree, buf, label)
-  local t = tree:add(label, buf(0, 13))
-  five(t, buf)
+local function key(tree, buf, label, a)
+  local t = tree:add(label, buf(0, 5 + 2 * a))
+  five(t, buf, a)
+  local _, s = addr(buf(1, a), a); local _, d = addr(buf(3 + a, a), a)
   t:append_text(string.format(" %s %s:%d -> %s:%d", protos[buf(0, 1):uint()] or buf(0, 1):uint(),
-    tostring(buf(1, 4):ipv4()), buf(5, 2):uint(), tostring(buf(7, 4):ipv4()), buf(11, 2):uint()))
+    s, buf(1 + a, 2):uint(), d, buf(3 + 2 * a, 2):uint()))
 end
 
 local function record(tree, buf)
@@ -100,13 +114,16 @@ local function record(tree, buf)
   t:add(f.rtype, buf(0, 1)); t:add(f.rlength, buf(1, 2))
   if len == 0 then return rtype, 3 end
   local v = buf(3, len)
-  if rtype == 1 then          -- ENTRY
-    five(t, v); t:add(f.state, v(13, 1))
-    t:add(f.owner, v(14, 2)); t:add(f.timeout, v(16, 4))
-    local ft = t:add(f.flags, v(20, 1)); ft:add(f.f_ftp, v(20, 1)); ft:add(f.f_rel, v(20, 1))
-    ft:add(f.f_win, v(20, 1)); ft:add(f.f_scales, v(20, 1))
-    local flags, off = v(20, 1):uint(), 21
-    if bit.band(flags, 0x02) ~= 0 then key(t, v(21, 13), f.master); off = 34 end
+  local a, kind = 4, rtype
+  if rtype > IPV6_RECORD and rtype <= IPV6_RECORD + 4 then a, kind = 16, rtype - IPV6_RECORD end
+  local k = 5 + 2 * a  -- a key's length
+  if kind == 1 then          -- ENTRY
+    five(t, v, a); t:add(f.state, v(k, 1))
+    t:add(f.owner, v(k + 1, 2)); t:add(f.timeout, v(k + 3, 4))
+    local ft = t:add(f.flags, v(k + 7, 1)); ft:add(f.f_ftp, v(k + 7, 1)); ft:add(f.f_rel, v(k + 7, 1))
+    ft:add(f.f_win, v(k + 7, 1)); ft:add(f.f_scales, v(k + 7, 1))
+    local flags, off = v(k + 7, 1):uint(), k + 8
+    if bit.band(flags, 0x02) ~= 0 then key(t, v(off, k), f.master, a); off = off + k end
     local dirs = { "original", "reply" }
     if bit.band(flags, 0x04) ~= 0 then    -- both directions' window state, 14 bytes each
       for i = 0, 1 do
@@ -121,12 +138,13 @@ local function record(tree, buf)
         w:add(f.td_scale, v(off + 2 * i, 1)); w:add(f.td_flags, v(off + 2 * i + 1, 1))
       end
     end
-  elseif rtype == 2 then      -- ENTRY_DEL
-    five(t, v); t:add(f.owner, v(13, 2))
-  elseif rtype == 3 or rtype == 4 then  -- EXPECT, EXPECT_DEL
-    t:add(f.proto, v(0, 1)); t:add(f.src, v(1, 4)); t:add(f.dst, v(5, 4))
-    t:add(f.dport, v(9, 2)); t:add(f.owner, v(11, 2))
-    if rtype == 3 then t:add(f.timeout, v(13, 4)); key(t, v(17, 13), f.master) end
+  elseif kind == 2 then      -- ENTRY_DEL
+    five(t, v, a); t:add(f.owner, v(k, 2))
+  elseif kind == 3 or kind == 4 then  -- EXPECT, EXPECT_DEL
+    t:add(f.proto, v(0, 1)); t:add((addr(v(1, a), a, f.src, f.src6)), v(1, a))
+    t:add((addr(v(1 + a, a), a, f.dst, f.dst6)), v(1 + a, a))
+    t:add(f.dport, v(1 + 2 * a, 2)); t:add(f.owner, v(3 + 2 * a, 2))
+    if kind == 3 then t:add(f.timeout, v(5 + 2 * a, 4)); key(t, v(9 + 2 * a, k), f.master, a) end
   elseif rtype == 5 then      -- COMMON
     local n = v(2, 1):uint()
     t:add(f.owner, v(0, 2)); t:add(f.name, v(3, n)); t:add(f.value, v(5 + n, v(3 + n, 2):uint()))
@@ -179,7 +197,8 @@ function p.dissector(buf, pinfo, tree)
     info = info .. string.format(" query=%d", pay(0, 4):uint())
     inner = pay(5)
   elseif mtype == 5 and pay then  -- HOME_ANSWER
-    t:add(f.query, pay(0, 4)); t:add(f.home, pay(4, 2)); key(t, pay(6, 13), f.conn)
+    local a = plen - 6 == 37 and 16 or 4  -- the key's family, by its length
+    t:add(f.query, pay(0, 4)); t:add(f.home, pay(4, 2)); key(t, pay(6, 5 + 2 * a), f.conn, a)
     info = info .. string.format(" query=%d home=%d", pay(0, 4):uint(), pay(4, 2):uint())
   elseif mtype == 6 and pay then  -- FORWARD
     t:add(f.ingress, pay(0, 1))

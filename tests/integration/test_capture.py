@@ -17,11 +17,12 @@ import sys
 import pytest
 
 from nodes import syncproto as sp
+from nodes.packet import ip_str
 
 pytestmark = pytest.mark.mininet
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DISSECTOR = os.path.join(ROOT, "nodes", "wireshark", "fwsync.lua")
-FIELDS = ["frame.number", "fwsync.type", "fwsync.sender", "fwsync.receiver", "fwsync.seq",
+FIELDS = ["frame.number", "fwsync.src6", "fwsync.type", "fwsync.sender", "fwsync.receiver", "fwsync.seq",
           "fwsync.ack", "fwsync.length", "fwsync.record.type", "fwsync.dport", "fwsync.owner",
           "fwsync.member", "fwsync.query", "fwsync.home", "fwsync.ingress",
           "fwsync.common.name", "fwsync.bulk.records", "fwsync.window.scale",
@@ -57,15 +58,29 @@ def tshark(pcap: str) -> dict[int, dict]:
     return frames
 
 
+def _sources6(rtype: int, f: dict) -> list[bytes]:
+    """The IPv6 source addresses an IPv6 record shows, in the dissector's order."""
+    if rtype in (sp.R_ENTRY, sp.R_ENTRY_DEL):
+        return [f["key"][1]] + ([f["master"][1]] if f.get("master") else [])
+    if rtype == sp.R_EXPECT:
+        return [f["src"] or bytes(16), f["master"][1]]
+    return [f["src"] or bytes(16)]  # EXPECT_DEL
+
+
 def python_view(msg: sp.Message, length: int) -> dict:
     """What the dissector must show for ``msg`` (payload ``length``), in its tree order."""
     view = {"fwsync.type": [msg.type], "fwsync.length": [length], "fwsync.sender": [msg.sender],
             "fwsync.receiver": [msg.receiver], "fwsync.seq": [msg.seq], "fwsync.ack": [msg.ack],
-            "fwsync.record.type": [t for t, _ in msg.records], "fwsync.dport": [],
+            "fwsync.record.type": [sp.wire_type(t, f) for t, f in msg.records],
+            "fwsync.dport": [],
             "fwsync.owner": [], "fwsync.member": list(msg.members), "fwsync.query": [],
             "fwsync.home": [], "fwsync.ingress": [], "fwsync.common.name": [],
-            "fwsync.bulk.records": [], "fwsync.window.scale": [], "fwsync.window.maxend": []}
+            "fwsync.bulk.records": [], "fwsync.window.scale": [], "fwsync.window.maxend": [],
+            "fwsync.src6": []}
     for rtype, f in msg.records:
+        src = f["key"][1] if "key" in f else f.get("src") or f.get("dst")
+        if src and len(src) == 16:  # the IPv6 addresses shown, sources only
+            view["fwsync.src6"] += [ip_str(x) for x in _sources6(rtype, f)]
         if rtype == sp.R_ENTRY:
             view["fwsync.dport"] += [f["key"][4]] + ([f["master"][4]] if f["master"] else [])
             if f.get("window"):  # both directions: end, maxend, maxwin, scale, flags
@@ -88,6 +103,8 @@ def python_view(msg: sp.Message, length: int) -> dict:
     if msg.type == sp.HOME_ANSWER:
         view["fwsync.home"].append(msg.home)
         view["fwsync.dport"].append(msg.key[4])
+        if len(msg.key[1]) == 16:
+            view["fwsync.src6"].append(ip_str(msg.key[1]))
     if msg.type in (sp.HOME_QUERY, sp.FORWARD):
         view["fwsync.ingress"].append(msg.ingress)
     return view
