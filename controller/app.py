@@ -40,10 +40,11 @@ from nodes.observe.metrics import controller_families, exposition
 from nodes.shell import config as cluster_config
 
 
-# Open Vswitch's symmetric_l3l4+udp (nx_hash_fields 3; Ryu 4.34 names only 0 and 1):
-# addresses, protocol and TCP, SCTP and UDP ports, the same in both directions.
-# symmetric_l4 left UDP ports out, so every UDP flow between two hosts met one node.
-HASH_FIELDS = 3
+# Open vSwitch's nx_hash_fields (Ryu 4.34 names only 0 and 1): symmetric_l3l4+udp,
+# addresses, protocol and TCP, SCTP and UDP ports, the same in both directions
+# (symmetric_l4 left UDP ports out, so every UDP flow between two hosts met one
+# node); symmetric_l3, the addresses only.
+HASH_FIELDS = {"symmetric_l3l4+udp": 3, "symmetric_l3": 6}
 
 
 def flow_mod(datapath, spec: FlowSpec):
@@ -55,8 +56,8 @@ def flow_mod(datapath, spec: FlowSpec):
             actions.append(parser.OFPActionOutput(action[1]))
         elif action[0] == "multipath":
             actions.append(parser.NXActionMultipath(
-                fields=HASH_FIELDS,
-                basis=action[3] if len(action) > 3 else 0,
+                fields=HASH_FIELDS[action[4]],
+                basis=action[3],
                 algorithm=nicira_ext.NX_MP_ALG_MODULO_N, max_link=action[1] - 1, arg=0,
                 ofs_nbits=nicira_ext.ofs_nbits(0, 15), dst=action[2]))
         else:

@@ -4,7 +4,12 @@ A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 ``buckets`` buckets (Open vSwitch's ``multipath`` action with
 ``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket table maps each bucket to a live node. Both
 switches compute the same hash, so both directions of a connection cross the
-same node. Non-IP frames (ARP) cross one designated node. Frames leaving a
+same node. ICMPv6, and IPv6 fragments after the first, are hashed by their
+addresses only (``symmetric_l3``): Open vSwitch gives a later IPv6 fragment
+protocol 44 (the fragment header), not its first fragment's, so under the
+first hash a datagram's fragments met different nodes and none could be
+reassembled. (A fragmented TCP or UDP datagram still splits, in either
+family: its first fragment has ports, the others do not.) Non-IP frames (ARP) cross one designated node. Frames leaving a
 node are delivered to hosts by destination MAC. Pure: no ryu import.
 """
 from __future__ import annotations
@@ -17,6 +22,8 @@ from nodes.groups import adopter
 COOKIE = 0xF1C1  # marks every flow this policy installs
 TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
 ETH_TYPE_IP, ETH_TYPE_IPV6 = 0x0800, 0x86DD
+PROTO_FRAGMENT6, PROTO_ICMPV6 = 44, 58  # later IPv6 fragments (as Open vSwitch sees them)
+L3L4, L3 = "symmetric_l3l4+udp", "symmetric_l3"  # multipath's hash fields
 BROADCAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # (value, mask) of group MACs
 
 
@@ -27,7 +34,7 @@ class FlowSpec:
     table: int
     priority: int
     match: dict
-    actions: tuple  # ("output", port) | ("multipath", buckets, "reg0")
+    actions: tuple  # ("output", port) | ("multipath", buckets, "reg0", basis, fields)
     goto: int | None = None
 
 
@@ -100,7 +107,12 @@ def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
     for port in host_ports:
         for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):  # the hash reads either family's fields
             flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": eth_type},
-                                  (("multipath", len(bucket_table), "reg0", basis),),
+                                  (("multipath", len(bucket_table), "reg0", basis, L3L4),),
+                                  TABLE_BUCKETS))
+        for proto in (PROTO_ICMPV6, PROTO_FRAGMENT6):  # a datagram's fragments, together
+            flows.append(FlowSpec(TABLE_CLASSIFY, 110, {"in_port": port, "eth_type": ETH_TYPE_IPV6,
+                                                        "ip_proto": proto},
+                                  (("multipath", len(bucket_table), "reg0", basis, L3),),
                                   TABLE_BUCKETS))
         flows.append(FlowSpec(TABLE_CLASSIFY, 50, {"in_port": port},
                               (("output", sw.node_ports[designated]),), TABLE_DELIVER))

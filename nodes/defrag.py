@@ -1,11 +1,14 @@
-"""IPv4 reassembly before the gateway engine judges a datagram (as Linux's nf_defrag).
+"""IPv4 and IPv6 reassembly before the gateway engine judges a datagram (as Linux's
+nf_defrag_ipv4 and nf_defrag_ipv6).
 
 Pure: frames and times in, decisions out. A fragment is queued by its datagram
-(source, destination, protocol, identification); when every byte from offset 0
-to the last fragment's end has arrived, the datagram is rebuilt (the first
-fragment's Ethernet and IP headers, flags and offset cleared, length and
-checksum set) for the engine to judge, and the original fragments are handed
-back to be forwarded as they came, as the bridge's netfilter does.
+(IPv4: source, destination, protocol, identification; IPv6: source, destination,
+identification, RFC 8200); when every byte from offset 0 to the last fragment's
+end has arrived, the datagram is rebuilt for the engine to judge (IPv4: the first
+fragment's Ethernet and IP headers, flags and offset cleared, length and checksum
+set; IPv6: the first fragment's headers without its fragment header, the payload
+length set), and the original fragments are handed back to be forwarded as they
+came, as the bridge's netfilter does.
 
 Bounds, after Linux's ``ipfrag_*`` settings: at most ``max_bytes`` of fragments
 queued (``ipfrag_high_thresh``, 4 MiB; the oldest datagrams are evicted first),
@@ -21,7 +24,7 @@ import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from nodes.packet import _IP, _fold
+from nodes.packet import _IP, _fold, fragment_header6
 
 MAX_BYTES = 4 << 20
 MAX_DATAGRAMS = 1024
@@ -57,23 +60,19 @@ class Reassembly:
                          "datagrams_evicted": 0}
 
     def add(self, frame: bytes, ingress: int, now: float) -> Done | str | None:
-        """Queue one fragment (an IPv4-in-Ethernet frame with MF or an offset): None
-        while its datagram is incomplete, Done once it is, or a drop reason (the
-        datagram's fragments queued so far are dropped with it)."""
+        """Queue one fragment (an IPv4-in-Ethernet frame with MF or an offset, or an
+        IPv6 one with a fragment header that is not atomic): None while its datagram
+        is incomplete, Done once it is, or a drop reason (the datagram's fragments
+        queued so far are dropped with it)."""
         self.expire(now)
-        if len(frame) < 34:
-            return "truncated_ip"
-        vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
-        ihl = (vihl & 0x0F) * 4
-        if vihl >> 4 != 4 or ihl < 20 or total < ihl or 14 + total > len(frame):
-            return "truncated_ip"
-        offset, more = (frag & 0x1FFF) * 8, bool(frag & 0x2000)
-        payload = frame[14 + ihl:14 + total]
+        fields = _fields6(frame) if len(frame) > 14 and frame[14] >> 4 == 6 else _fields4(frame)
+        if fields.__class__ is str:
+            return fields
+        key, offset, more, payload, limit = fields
         if more and (not payload or len(payload) % 8):
             return "frag_bad_length"  # every fragment but the last carries 8-byte units
-        if offset + len(payload) > 65535 - ihl:
-            return self._discard((src, dst, proto, ident), "frag_too_big")
-        key = (src, dst, proto, ident)
+        if offset + len(payload) > limit:
+            return self._discard(key, "frag_too_big")
         dgram = self.pending.get(key)
         if dgram is None:
             if len(self.pending) >= self.max_datagrams:
@@ -113,8 +112,14 @@ class Reassembly:
     def _rebuild(dgram: _Datagram) -> bytes:
         parts = sorted(dgram.parts, key=lambda p: p[0])
         first = parts[0][2]
-        ihl = (first[14] & 0x0F) * 4
         payload = b"".join(p[1] for p in parts)
+        if first[14] >> 4 == 6:  # the headers before the fragment header, which goes
+            names, at = fragment_header6(first)
+            header = bytearray(first[14:at])
+            header[names - 14] = first[at]  # its next header takes the fragment header's place
+            struct.pack_into("!H", header, 4, len(header) - 40 + len(payload))
+            return first[:14] + bytes(header) + payload
+        ihl = (first[14] & 0x0F) * 4
         header = bytearray(first[14:14 + ihl])
         struct.pack_into("!H", header, 2, ihl + len(payload))
         struct.pack_into("!H", header, 6, 0)  # no flags, offset 0
@@ -150,3 +155,29 @@ class Reassembly:
             self.bytes -= dgram.size
             self.lost["frag_timeout"] += len(dgram.parts)
             self.counters["datagrams_timed_out"] += 1
+
+
+def _fields4(frame: bytes) -> tuple | str:
+    """An IPv4 fragment's datagram key, offset, more-fragments flag, payload and the
+    largest offset + length its datagram may reach; or a drop reason."""
+    if len(frame) < 34:
+        return "truncated_ip"
+    vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(frame, 14)
+    ihl = (vihl & 0x0F) * 4
+    if vihl >> 4 != 4 or ihl < 20 or total < ihl or 14 + total > len(frame):
+        return "truncated_ip"
+    return ((src, dst, proto, ident), (frag & 0x1FFF) * 8, bool(frag & 0x2000),
+            frame[14 + ihl:14 + total], 65535 - ihl)
+
+
+def _fields6(frame: bytes) -> tuple | str:
+    """The same of an IPv6 fragment (its headers before the fragment header count
+    against the 65535 bytes of payload length)."""
+    found = fragment_header6(frame)
+    if found.__class__ is str:
+        return found
+    _, at = found
+    offset_flags = int.from_bytes(frame[at + 2:at + 4], "big")
+    end = 54 + int.from_bytes(frame[18:20], "big")
+    return ((frame[22:38], frame[38:54], frame[at + 4:at + 8]), offset_flags & 0xFFF8,
+            bool(offset_flags & 1), frame[at + 8:end], 65535 - (at + 8 - 54))

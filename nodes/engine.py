@@ -155,8 +155,6 @@ class GatewayEngine:
             return self._drop(_ETHERTYPE_DROPS.get(et, "ethertype_other"))
         if pkt.__class__ is str:
             if pkt == "fragment":
-                if et == ETH_P_IPV6:
-                    return self._drop("ipv6_fragment")  # not reassembled yet
                 return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
         key = pkt.key

@@ -170,28 +170,49 @@ def _checksum6_ok(frame: bytes) -> bool:
     return True
 
 
-def _upper_layer6(frame: bytes, off: int, end: int) -> tuple[int, int, int] | str:
+def _upper_layer6(frame: bytes, off: int, end: int,
+                  fragments: bool = False) -> tuple[int, int, int] | str:
     """Walk an IPv6 header at ``off`` and its extension headers: (upper-layer protocol,
     its offset, the packet's end), or a drop reason ("fragment" for a fragment that is
-    not the whole datagram; RFC 6946's atomic fragment is parsed through)."""
-    proto, pos = frame[off + 6], off + 40
+    not the whole datagram; RFC 6946's atomic fragment is parsed through). With
+    ``fragments``, a fragment header ends the walk: (44, the offset of the byte that
+    names it as the next header, the fragment header's offset)."""
+    proto, pos, names = frame[off + 6], off + 40, off + 6
     for _ in range(8):  # more extension headers than this is not traffic (RFC 8200 §4.1)
         if proto in _EXT_HEADERS or proto == _AH:
             if end - pos < 8:
                 return "truncated_ipv6_ext"
             size = (frame[pos + 1] + 2) * 4 if proto == _AH else (frame[pos + 1] + 1) * 8
-            proto, pos = frame[pos], pos + size
+            proto, pos, names = frame[pos], pos + size, pos
         elif proto == _FRAG6:
             if end - pos < 8:
                 return "truncated_ipv6_ext"
+            if fragments:
+                return _FRAG6, names, pos
             if int.from_bytes(frame[pos + 2:pos + 4], "big") & 0xFFF9:  # offset or M
                 return "fragment"
-            proto, pos = frame[pos], pos + 8
+            proto, pos, names = frame[pos], pos + 8, pos
         else:
             if pos > end:
                 return "truncated_ipv6_ext"
             return proto, pos, end
     return "ipv6_ext_chain"
+
+
+def fragment_header6(frame: bytes) -> tuple[int, int] | str:
+    """Of an IPv6-in-Ethernet fragment: (the offset of the byte naming the fragment
+    header as the next header, the fragment header's offset), or a drop reason."""
+    if len(frame) < 54 or frame[14] >> 4 != 6:
+        return "truncated_ipv6"
+    end = 54 + int.from_bytes(frame[18:20], "big")
+    if end > len(frame):
+        return "truncated_ipv6"
+    walked = _upper_layer6(frame, 14, end, fragments=True)
+    if walked.__class__ is str:
+        return walked
+    if walked[0] != _FRAG6:
+        return "not_a_fragment"
+    return walked[1], walked[2]
 
 
 def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int,

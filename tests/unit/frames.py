@@ -4,6 +4,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 
+from nodes.engine import OUTSIDE
+
 CLIENT, SERVER = "10.0.0.1", "10.0.0.201"
 CLIENT6, SERVER6 = "fd00::1", "fd00::c9"
 MAC_C, MAC_S = "00:00:00:00:00:01", "00:00:00:00:01:01"
@@ -40,3 +42,22 @@ def icmp(src=CLIENT, dst=SERVER, type=8, id=7) -> bytes:
 
 def arp() -> bytes:
     return bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT, pdst=SERVER))
+
+
+def fragment_soup(fw, rnd, rounds: int, cut, mark, dup: float = 0.0) -> int:
+    """Feed ``fw`` the fragments of ``rounds`` datagrams (``cut(rnd)`` gives one's
+    fragments), some left out, in random order, with colliding identifications
+    (``mark(frame, i)`` rewrites one's in place) and a share ``dup`` sent twice;
+    returns how many fragments were fed, all on the outside port."""
+    fed = 0
+    for i in range(rounds):
+        parts = cut(rnd)
+        for f in rnd.sample(parts, rnd.randrange(1, len(parts) + 1)):
+            f = bytearray(f)
+            mark(f, i)
+            fw.process(bytes(f), OUTSIDE, i * 0.5)
+            fed += 1
+            if dup and rnd.random() < dup:
+                fw.process(bytes(f), OUTSIDE, i * 0.5)
+                fed += 1
+    return fed

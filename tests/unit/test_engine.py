@@ -4,7 +4,7 @@ import pytest
 from nodes.conntrack import CLOSE, ESTABLISHED, LAST_ACK, SYN_RECV, SYN_SENT, TIME_WAIT, Timeouts
 from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
 from nodes.rules import RuleSet
-from tests.unit.frames import CLIENT, SERVER, arp, icmp, tcp, udp
+from tests.unit.frames import CLIENT, SERVER, arp, fragment_soup, icmp, tcp, udp
 
 RULES = RuleSet.from_text("""
 10.0.0.0/25 10.0.0.201 tcp 21 accept helper=ftp
@@ -246,18 +246,11 @@ def test_every_fragment_is_forwarded_dropped_or_waiting(fw):
     """No fragment goes uncounted: those dropped with their datagram (an overlap, an
     eviction, a timeout) are counted by reason, as a single packet's drop is."""
     import random
-    rnd = random.Random(3)
-    fed = 0
-    for i in range(120):
-        parts = fragments(big_ping(size=rnd.choice((1000, 3000, 6000))), rnd.choice((256, 512)))
-        for f in rnd.sample(parts, rnd.randrange(1, len(parts) + 1)):
-            f = bytearray(f)
-            f[14 + 4:14 + 6] = (i % 20).to_bytes(2, "big")  # datagrams collide, overlap
-            fw.process(bytes(f), OUTSIDE, i * 0.5)
-            if rnd.random() < 0.05:
-                fw.process(bytes(f), OUTSIDE, i * 0.5)  # a duplicate
-                fed += 1
-            fed += 1
+    fed = fragment_soup(
+        fw, random.Random(3), 120,
+        lambda rnd: fragments(big_ping(size=rnd.choice((1000, 3000, 6000))), rnd.choice((256, 512))),
+        lambda f, i: f.__setitem__(slice(14 + 4, 14 + 6), (i % 20).to_bytes(2, "big")),
+        dup=0.05)  # datagrams collide and overlap, some fragments come twice
     forwarded = len(fw.take_fragments())
     stats = fw.stats(60.0)
     assert forwarded + sum(fw.drops.values()) + stats["fragments_queued"] == fed

@@ -3,7 +3,8 @@ over IPv6 (RFC 2428), the sync records, and an IPv6 FTP session across a simulat
 cluster."""
 import pytest
 from scapy.layers.inet import TCP
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6MLReport, ICMPv6ND_NA, ICMPv6ND_NS,
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest,
+                                ICMPv6MLReport, ICMPv6ND_NA, ICMPv6ND_NS,
                                 ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt,
                                 IPv6ExtHdrFragment, IPv6ExtHdrHopByHop)
 from scapy.layers.l2 import Ether
@@ -14,7 +15,8 @@ from nodes.packet import (PROTO_ICMPV6, PROTO_TCP, checksums_ok, ip_bytes, ip_st
                           parse_ipv6)
 from nodes.rules import RuleSet
 from tests.unit.cluster_sim import Net
-from tests.unit.frames import CLIENT, CLIENT6, ETHER, SERVER, SERVER6, icmp, tcp, udp
+from tests.unit.frames import (CLIENT, CLIENT6, ETHER, SERVER, SERVER6, fragment_soup, icmp, tcp,
+                               udp)
 
 RULES = RuleSet.from_text(
     "10.0.0.0/25 10.0.0.192/26 tcp 21 accept helper=ftp\n"
@@ -107,10 +109,66 @@ def test_an_icmpv6_error_is_admitted_only_as_related_to_the_connection_it_quotes
     assert fw.drops == {"icmp_error_no_entry": 1, "icmp_error_misdirected": 1}
 
 
-def test_an_ipv6_fragment_is_dropped_by_its_own_reason(fw):
-    frag = bytes(ETHER / IPv6(src=CLIENT6, dst=SERVER6) / IPv6ExtHdrFragment(m=1, id=1)
-                 / udp(CLIENT6, SERVER6)[54:])
-    assert fw.process(frag, OUTSIDE, 0) == DROP and fw.drops["ipv6_fragment"] == 1
+def fragments6(frame: bytes, size: int) -> list[bytes]:
+    """An IPv6 packet cut into fragments of about ``size`` bytes (scapy's fragment6)."""
+    from scapy.layers.inet6 import fragment6
+    eth = Ether(frame)
+    packet = eth[IPv6]
+    packet = IPv6(bytes(packet.__class__(src=packet.src, dst=packet.dst) / IPv6ExtHdrFragment()
+                        / packet.payload))
+    return [bytes(Ether(src=eth.src, dst=eth.dst) / f) for f in fragment6(packet, size)]
+
+
+def big_ping6(src=CLIENT6, dst=SERVER6, echo=ICMPv6EchoRequest, size=3000):
+    return bytes(ETHER / IPv6(src=src, dst=dst) / echo(id=5, data=bytes(size)))
+
+
+def test_ipv6_fragments_are_judged_as_their_datagram_and_go_out_as_they_came(fw):
+    parts = fragments6(big_ping6(), 1280)
+    assert len(parts) == 3 and parse_ipv6(parts[0]) == "fragment"
+    assert [fw.process(f, OUTSIDE, 0) for f in parts] == [HOLD] * 3
+    assert fw.take_fragments() == [(f, OUTSIDE) for f in parts]
+    back = fragments6(big_ping6(SERVER6, CLIENT6, ICMPv6EchoReply), 1280)
+    assert [fw.process(f, INSIDE, 0.1) for f in reversed(back)] == [HOLD] * 3
+    assert sorted(f for f, _ in fw.take_fragments()) == sorted(back)
+    assert fw.defrag.counters["datagrams_reassembled"] == 2 and len(fw.table) == 1
+    denied = fragments6(big_ping6(SERVER6, "fd00::7"), 1280)  # no rule allows it
+    assert [fw.process(f, INSIDE, 0.2) for f in denied] == [HOLD, HOLD, DROP]
+    assert fw.take_fragments() == [] and fw.drops["policy"] == 3
+
+
+def test_ipv6_reassembly_refuses_overlaps_and_keeps_its_bounds():
+    from nodes.defrag import Reassembly
+    parts = fragments6(big_ping6(), 1280)
+    r = Reassembly(max_datagrams=4)
+    assert r.add(parts[0], OUTSIDE, 0) is None
+    moved = bytearray(parts[1])
+    at = 14 + 40
+    moved[at + 3] = (moved[at + 3] & 0x07) | 0x08  # its offset 8 bytes: into the first's bytes
+    moved[at + 2] = 0
+    assert r.add(bytes(moved), OUTSIDE, 0) == "frag_overlap" and not r.pending
+    for i in range(10):  # first fragments that never complete: at most 4 datagrams wait
+        frag = bytearray(parts[0])
+        frag[at + 4:at + 8] = i.to_bytes(4, "big")
+        r.add(bytes(frag), OUTSIDE, 0)
+    assert len(r.pending) == 4 and r.counters["datagrams_evicted"] == 6
+    r.expire(31.0)
+    assert not r.pending and r.counters["datagrams_timed_out"] == 4
+    whole = Reassembly()
+    done = [whole.add(f, OUTSIDE, 0) for f in parts][-1]
+    assert done.frame == big_ping6()  # the packet as it was before it was cut
+
+
+def test_every_ipv6_fragment_is_forwarded_dropped_or_waiting(fw):
+    import random
+    fed = fragment_soup(
+        fw, random.Random(4), 80,
+        lambda rnd: fragments6(big_ping6(size=rnd.choice((1500, 3000, 6000))), rnd.choice((600, 1280))),
+        lambda f, i: f.__setitem__(slice(54 + 4, 54 + 8), (i % 15).to_bytes(4, "big")))
+    forwarded = len(fw.take_fragments())
+    assert forwarded + sum(fw.drops.values()) + fw.stats(60.0)["fragments_queued"] == fed
+    fw.expire(1000.0)
+    assert forwarded + sum(fw.drops.values()) == fed
 
 
 class Session6:

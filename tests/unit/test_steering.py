@@ -44,8 +44,16 @@ def test_ip_from_hosts_is_hashed_and_nothing_goes_to_the_controller():
     flows = cluster_flows(spec())[1]
     hashed = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x0800]
     assert sorted(f.match["in_port"] for f in hashed) == [101, 102]
-    assert all(f.actions == (("multipath", 64, "reg0", 0),) and f.goto == TABLE_BUCKETS
-               for f in hashed)
+    assert all(f.actions == (("multipath", 64, "reg0", 0, "symmetric_l3l4+udp"),)
+               and f.goto == TABLE_BUCKETS for f in hashed)
+    # ICMPv6 and later IPv6 fragments (protocol 44 to Open vSwitch): by addresses only,
+    # above the IPv6 flow, so a datagram's fragments meet one node
+    v6 = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x86DD]
+    l3 = sorted((f.match["in_port"], f.match["ip_proto"]) for f in v6 if f.priority == 110)
+    assert l3 == [(101, 44), (101, 58), (102, 44), (102, 58)]
+    assert all(f.actions[0][4] == "symmetric_l3" for f in v6 if f.priority == 110)
+    assert all(f.priority == 100 and f.actions[0][4] == "symmetric_l3l4+udp"
+               for f in v6 if "ip_proto" not in f.match)
     assert all(a[0] in ("output", "multipath") for f in flows for a in f.actions)
     assert not any(a == ("output", 0xfffffffd) for f in flows for a in f.actions)  # CONTROLLER
 
@@ -98,7 +106,9 @@ def test_app_translates_every_flow_into_a_valid_flow_mod():
     multipath = [m for m in dp.sent if m.table_id == 0 and m.priority == 100]
     action = multipath[0].instructions[0].actions[0]
     assert (action.max_link, action.dst) == (63, "reg0")
-    assert action.fields == HASH_FIELDS == 3  # symmetric_l3l4+udp: UDP ports too
+    assert action.fields == HASH_FIELDS["symmetric_l3l4+udp"] == 3  # UDP ports too
+    by_addresses = [m for m in dp.sent if m.table_id == 0 and m.priority == 110]
+    assert {m.instructions[0].actions[0].fields for m in by_addresses} == {6}
 
 
 def test_backup_policy_moves_only_the_failed_nodes_buckets_to_its_backup():
