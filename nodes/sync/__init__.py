@@ -26,7 +26,7 @@ from nodes.failure import LEAVE, STALE, FailureDetector
 from nodes.samples import percentiles
 from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
     runtime_change
-from nodes.sync.channel import Channel
+from nodes.sync.channel import PACK_BUDGET, Channel
 from nodes.sync.hold import Hold
 from nodes.sync.membership import Membership
 from nodes.sync.replication import Replication, unprotected
@@ -80,6 +80,9 @@ class SyncEngine(Replication, Membership, Hold):
         self.adopted: dict[int, tuple[set, float]] = {}  # peer -> (keys adopted, when)
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
         self.next_heartbeat = now
+        self.last_tick = now  # this node's last tick, and its longest pause since it
+        self.paused = 0.0      # last judged its peers (see Membership._heartbeats)
+        self.deferred = False  # the last judgement was put off after a pause
         self.leaving = False
         # Set by the shell when messages wait unread (its read was cut short): peers'
         # heartbeats may be among them, so failure judgement waits a little longer.
@@ -136,8 +139,9 @@ class SyncEngine(Replication, Membership, Hold):
         self.flush(now)
 
     # -- sending -----------------------------------------------------------------
-    def flush(self, now: float) -> None:
-        """Pack every pending record into DATA messages, and send due acks."""
+    def flush(self, now: float, budget: int | None = PACK_BUDGET) -> None:
+        """Pack pending records into DATA messages (up to ``budget`` a peer, None: all),
+        and send due acks."""
         if self.windows:
             self._send_windows(now)
         for peer, ch in self.channels.items():
@@ -147,7 +151,7 @@ class SyncEngine(Replication, Membership, Hold):
             if not ch.peer_boot:
                 continue  # its incarnation is not confirmed yet: it would refuse them
             for seq, data, kinds in ch.pack(self.me, peer, self.boot, self.key, now,
-                                            self.config.rto):
+                                            self.config.rto, budget, self._record):
                 self._changed_at[peer, seq] = now
                 self.outbox.append((peer, data))
                 self.counters["messages_sent"] += 1

@@ -10,7 +10,10 @@ unpacks, the sync engine counts and sends.
 Bounds: at most ``MAX_UNACKED`` messages wait for their acknowledgement (more
 records wait unpacked, at most ``MAX_PENDING``; beyond that the oldest is
 dropped and counted); a message's timer doubles with each resend up to
-``BACKOFF`` times the rto; one tick resends at most ``RESEND_BUDGET`` messages.
+``BACKOFF`` times the rto; one tick resends at most ``RESEND_BUDGET`` messages;
+one pack takes at most ``PACK_BUDGET`` records (the rest next round), so that a
+failover's or a bulk answer's thousands of records do not keep a node from its
+heartbeats past ``dead_after``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ MAX_UNACKED = 1024  # messages sent and not yet acknowledged, per peer
 MAX_PENDING = 200_000  # records waiting to be packed, per peer
 BACKOFF = 8  # a message is resent after rto, 2 rto, 4 rto, then every 8 rto
 RESEND_BUDGET = 64  # messages resent to one peer in one tick at most
+LATER = None  # a pending record made from its object when packed (see pack)
+PACK_BUDGET = 1024  # records packed for one peer in one round at most (~10 ms)
 REPLAY_WINDOW = 1024  # freshness counters below the highest that may still come, once
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
@@ -80,13 +85,21 @@ class Channel:
         """The peer's incarnation to name in what is sent to it (0: not known yet)."""
         return self.peer_boot or self.hello_boot
 
-    def pack(self, me: int, peer: int, boot: int, key: bytes, now: float,
-             rto: float) -> list[tuple[int, bytes, list[int]]]:
-        """Every pending record in as few DATA messages as fit: (seq, bytes, record types)."""
+    def pack(self, me: int, peer: int, boot: int, key: bytes, now: float, rto: float,
+             budget: int | None = PACK_BUDGET,
+             resolve=None) -> list[tuple[int, bytes, list[int]]]:
+        """Pending records, up to ``budget`` (None: all), in as few DATA messages as
+        fit: (seq, bytes, record types). A pending ``(LATER, (kind, obj))`` is made a
+        record only now, by ``resolve(kind, obj, now)``: it carries the state as it is
+        when it leaves, and queueing thousands of them (a failover) costs little."""
         out: list[tuple[int, bytes, list[int]]] = []
         chunks, size, kinds = [], 0, []
         used = 0
         for rtype, fields in self.pending:
+            if budget is not None and used >= budget:
+                break
+            if rtype is LATER:
+                rtype, fields = resolve(*fields, now)
             rec = sp.encode_record(rtype, fields)
             if chunks and size + len(rec) > sp.MAX_PAYLOAD:
                 out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))

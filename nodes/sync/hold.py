@@ -15,6 +15,8 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 """
 from __future__ import annotations
 
+from nodes.sync.channel import LATER
+
 
 class Hold:
     """Sync requests from protocol code, and the tickets a held packet waits on."""
@@ -29,7 +31,7 @@ class Hold:
             kind = "expect" if hasattr(obj, "master") else "update"
             if not self._queued_for(obj):
                 self._queue(kind, obj, now)
-        self.flush(now)
+        self.flush(now, budget=None)  # the ticket below must name the message carrying it
         ticket = {}
         for obj in objs:
             for peer in self._destinations(obj):
@@ -41,8 +43,7 @@ class Hold:
     def _queued_for(self, obj: object) -> bool:
         """True if a record of ``obj`` waits in a channel (its trigger queued it)."""
         kind = "expect" if hasattr(obj, "master") else "update"
-        record = self._record(kind, obj, 0.0)
-        return any(r[0] == record[0] and _same(r[1], record[1])
+        return any(r[0] is LATER and r[1][1] is obj and r[1][0] == kind
                    for p in self._destinations(obj) for r in self.channels[p].pending)
 
     def done(self, ticket: dict, now: float) -> bool:
@@ -50,7 +51,3 @@ class Hold:
         return all(self.channels[p].acked >= seq or p not in self.alive
                    for p, seq in ticket.items())
 
-
-def _same(a: dict, b: dict) -> bool:
-    """The same object in two records (timeouts aside)."""
-    return all(a.get(k) == b.get(k) for k in ("key", "proto", "src", "dst", "dport"))

@@ -2,7 +2,11 @@
 
 - Heartbeats every ``heartbeat`` seconds to every peer (and the controller);
   the FailureDetector (nodes/failure.py) judges silence and goodbyes, with
-  the same rules as the controller.
+  the same rules as the controller. One rule is the nodes' own: a node that
+  was itself away for half of ``dead_after`` or more (a long call, a starved
+  CPU) puts off its next judgement once, until it has read what arrived
+  meanwhile (its reads are cut into slices; the controller reads everything
+  before it judges, and does no long work).
 - A failed or departed peer: its first live backup adopts its connections
   (``adopter``); with per-connection backups, the other nodes that hold
   copies of its connections send them to the adopter; every node sends its
@@ -41,6 +45,11 @@ class Membership:
 
     # -- heartbeats ------------------------------------------------------------
     def _heartbeats(self, now: float) -> None:
+        # This node's own pauses (a long call, a starved CPU): while it was away it heard
+        # nobody, so silence it measures right after may be its own (Cassandra's rule:
+        # do not mark peers down after a local pause).
+        self.paused = max(self.paused, now - self.last_tick)
+        self.last_tick = now
         if now < self.next_heartbeat:
             return
         self.next_heartbeat = now + self.config.heartbeat
@@ -54,12 +63,7 @@ class Membership:
             self.outbox.append((0, sp.encode(sp.Message(sp.HEARTBEAT, self.me, 0, self.boot, seq,
                                                         members=view, ready=self.ready),
                                              self.key)))
-        # Messages still waiting unread (the shell's read was cut short) may hold the
-        # heartbeats: judge on them first, up to one more dead_after.
-        grace = self.config.dead_after if self.unread else 0.0
-        for peer, quiet in self.detector.silent(sorted(self.alive - {self.me}), now):
-            if quiet > self.detector.limit(peer) + grace:
-                self.peer_failed(peer, now)
+        self._judge(now)
         if self.bulk_waiting and now >= self.bulk_deadline:
             self.counters["bulk_timeouts"] += 1
             self.bulk_waiting.clear()
@@ -70,13 +74,33 @@ class Membership:
                 "records": self.counters["bulk_records_received"],
                 "timed_out": bool(self.counters["bulk_timeouts"])}))
 
+    def _judge(self, now: float) -> None:
+        """Take peers silent beyond their limit for failed."""
+        # Messages still waiting unread (the shell's read was cut short) may hold the
+        # heartbeats: judge on them first, up to one more dead_after.
+        grace = self.config.dead_after if self.unread else 0.0
+        away, self.paused = self.paused, 0.0
+        silent = self.detector.silent(sorted(self.alive - {self.me}), now)
+        if silent and away > self.config.dead_after / 2 and not self.deferred:
+            # This node was away for half of dead_after or more: what peers sent
+            # meanwhile waits unread. Judge next round, after a read (once: a node
+            # always that slow still judges every other round).
+            self.deferred = True
+            self.counters["judgements_deferred"] += 1
+            return
+        self.deferred = False
+        for peer, quiet in silent:
+            if quiet > self.detector.limit(peer) + grace:
+                self.peer_failed(peer, now, silent=quiet, away=away)
+
     def _heard(self, peer: int, now: float) -> None:
         """Any authenticated message from ``peer``: it lives (and may be back)."""
         if peer not in self.alive and not self.leaving:
             self.peer_joined(peer, now)
 
     # -- a peer fails or leaves ------------------------------------------------
-    def peer_failed(self, peer: int, now: float, trigger: str = "node_failed") -> None:
+    def peer_failed(self, peer: int, now: float, trigger: str = "node_failed",
+                    silent: float | None = None, away: float | None = None) -> None:
         """Method 700 for a failed or departed peer: adopt, re-replicate, regroup."""
         if peer not in self.alive or peer == self.me:
             return
@@ -85,7 +109,10 @@ class Membership:
         self.suspected[peer] = self.channels[peer].peer_boot
         for callback in self.on_peer_down:
             callback(peer)
-        self.events.append((now, "peer_down", {"peer": self.names[peer], "why": trigger}))
+        fields = {"peer": self.names[peer], "why": trigger}
+        if silent is not None:  # how long it was quiet, and how long this node was away
+            fields.update(silent_ms=round(silent * 1000, 1), away_ms=round(away * 1000, 1))
+        self.events.append((now, "peer_down", fields))
         self.counters[f"peers_{'failed' if trigger == 'node_failed' else 'left'}"] += 1
         if trigger not in self.config.triggers or not self.ondemand_on:
             return

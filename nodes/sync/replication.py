@@ -24,6 +24,7 @@ from nodes import syncproto as sp
 from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
 from nodes.tcpwindow import BE_LIBERAL, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
+from nodes.sync.channel import LATER
 
 KEPT = WINDOW_SCALE | SACK_PERM | BE_LIBERAL  # a direction's flags that outlive its window
 CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
@@ -225,7 +226,8 @@ class Replication:
         return {"window": window[0].fields() + window[1].fields()}
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
-        record = self._record(kind, obj, now)
+        """A record of ``obj`` to ``peers`` (default: its destinations), made when packed."""
+        record = (LATER, (kind, obj))
         peers = self._destinations(obj) if peers is None else peers
         for peer in peers:
             self.channels[peer].pending.append(record)

@@ -25,6 +25,19 @@ def test_a_silent_peer_gets_at_most_max_unacked_messages_the_rest_waits():
     assert len(ch.pack(1, 2, 100, KEY, 0.0, 0.02)) == 100
 
 
+def test_one_pack_takes_at_most_the_budget_and_the_rest_waits():
+    """A failover queues thousands of records at once; packing them all in one round
+    kept a node from its heartbeats past dead_after (issue 14)."""
+    small = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v"})
+    ch = Channel()
+    ch.pending.extend([small] * 5000)
+    sent = ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    assert sum(len(kinds) for _, _, kinds in sent) == chmod.PACK_BUDGET
+    assert len(ch.pending) == 5000 - chmod.PACK_BUDGET
+    rest = ch.pack(1, 2, 100, KEY, 0.0, 0.02, budget=None)
+    assert sum(len(kinds) for _, _, kinds in rest) == 5000 - chmod.PACK_BUDGET and not ch.pending
+
+
 def test_resends_back_off_and_one_tick_resends_at_most_the_budget():
     ch = loaded(200)
     ch.pack(1, 2, 100, KEY, 0.0, 0.02)

@@ -679,13 +679,104 @@ def test_peers_are_not_judged_dead_while_messages_wait_unread():
     net.down.add(2)  # silent from here
     t = net.t
     s1.unread = True
-    s1.tick(t + 0.15)  # silent 150 ms, beyond dead_after (100 ms), but reads were cut
+    tick_through(s1, t, t + 0.15)  # silent 150 ms, beyond dead_after (100 ms), but reads were cut
     assert 2 in s1.alive
     s1.unread = False
-    s1.tick(t + 0.2)
+    tick_through(s1, t + 0.15, t + 0.2)
     assert 2 not in s1.alive
     net2 = Net(2)
     net2.down.add(2)
     net2.sync[1].unread = True
-    net2.sync[1].tick(net2.t + 0.25)  # never more than one extra dead_after
+    tick_through(net2.sync[1], net2.t, net2.t + 0.25)  # never more than one extra dead_after
     assert 2 not in net2.sync[1].alive
+
+
+def tick_through(sync, start, end, step=0.005):
+    """Tick as a node's loop does, every few ms (no pause of its own) from start to end."""
+    t = start
+    while t < end:
+        t = min(end, t + step)
+        sync.tick(t)
+
+
+def test_a_node_that_was_itself_away_reads_before_it_judges():
+    """A node paused (a long call, a starved CPU) for half of dead_after or more heard
+    nobody meanwhile: it puts its judgement off once, until it has read (issue 14: a
+    cluster of 16k entries a node took each other for dead in a cascade)."""
+    net = Net(2)
+    s1, s2 = net.sync[1], net.sync[2]
+    beat = s1.config.heartbeat
+    t = net.t + 0.3
+    s1.tick(t)  # fw1 was away 300 ms; fw2's heartbeats wait in its socket
+    assert 2 in s1.alive and s1.counters["judgements_deferred"] == 1
+    s2.tick(t)
+    for _, data in s2.outbox:  # fw1's next round reads them
+        s1.receive(data, t)
+    s2.outbox.clear()
+    s1.tick(t + beat)
+    assert 2 in s1.alive and not s1.counters["peers_failed"]
+    # Now fw2 is silent too: a paused node still finds it out, one round late.
+    s1.tick(t + 0.3)
+    assert 2 in s1.alive and s1.counters["judgements_deferred"] == 2
+    s1.tick(t + 0.3 + beat)
+    assert 2 not in s1.alive
+    (down,) = [f for _, kind, f in s1.events if kind == "peer_down"]
+    assert down["silent_ms"] > 300 and down["away_ms"] == round(beat * 1000, 1)
+
+
+def test_the_engines_make_no_reference_cycles():
+    """The node shell freezes what survives a young collection (nodes/shell/node.py,
+    freeze_survivors), which is safe only if the engines' garbage is freed by reference
+    counting alone: connections opened, reset, expired, backed up, adopted and handed
+    back, FTP expectations made and consumed."""
+    import gc
+    frames = [(tcp(sport=30000 + i, dport=21, flags="S"), tcp(sport=30000 + i, dport=21, flags="R"))
+              for i in range(120)]
+    ftp = [tcp(flags="S", seq=1000), tcp(SERVER, CLIENT, 21, 40000, "SA", 5000, 1001),
+           tcp(flags="A", seq=1001, ack=5001),
+           tcp(SERVER, CLIENT, 21, 40000, "PA", 5001, 1001,
+               b"227 Entering Passive Mode (10,0,0,201,195,80).\r\n"),
+           tcp(CLIENT, SERVER, 41000, 50000, "S")]
+    gc.collect()
+    gc.disable()
+    try:
+        net = Net(3, hold=True)
+        for i, (syn_frame, rst) in enumerate(frames):
+            fw = net.fw[1 + i % 3]
+            fw.process(syn_frame, OUTSIDE, net.t)
+            if i % 2:
+                fw.process(rst, OUTSIDE, net.t)
+        for frame, ingress in zip(ftp, (OUTSIDE, INSIDE, OUTSIDE, INSIDE)):
+            net.fw[1].process(frame, ingress, net.t)
+        net.run()
+        net.fw[1].release(net.t)
+        assert net.fw[3].process(ftp[4], OUTSIDE, net.t) == ACCEPT  # the expectation, used
+        net.down.add(3)
+        net.run(0.5, settle=False)  # fw3 is taken for dead: its connections adopted
+        net.down.discard(3)
+        net.run(1.0)  # and back: handed back, bulk transfer
+        assert net.sync[1].counters["entries_adopted"] or net.sync[2].counters["entries_adopted"]
+        for fw in net.fw.values():
+            fw.expire(net.t + 1000)
+        net.run(0.2)
+        del net, fw
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_a_held_packet_waits_for_its_own_record_behind_a_backlog():
+    """Packing is budgeted (a round packs PACK_BUDGET records a peer); the hold's ticket
+    must still name the message that carries the expectation, not an earlier one."""
+    from nodes.sync.channel import PACK_BUDGET
+    net = Net(3, hold=True)
+    ch = net.sync[1].channels[2]
+    backlog = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v"})
+    ch.pending.extend([backlog] * (3 * PACK_BUDGET))
+    assert ftp_until_pasv_reply(net.fw[1]) == HOLD
+    (held,) = net.fw[1].held.values()
+    assert not ch.pending  # flushed to the end: the expectation is in the last message
+    assert held.ticket[2] == max(ch.unacked)
+    net.run()
+    released = net.fw[1].release(net.t)
+    assert len(released) == 1 and net.fw[2].table.n_expectations == 1
