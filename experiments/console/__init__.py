@@ -168,7 +168,7 @@ def main_console(args) -> int:
                  node=getattr(args, "node", "python")) as cluster:
         root = os.path.join(cluster.run_dir, "ftp-root")
         files = write_files(root, FILES, seed=1)
-        start_ftp_servers(cluster, root)
+        start_ftp_servers(cluster, root, "dual")  # 'ftp c1 EPSV ipv6' too
         kind = " kernel" if getattr(args, "node", "python") == "kernel" else ""
         print(f"fwcluster: {args.nodes}{kind} firewall node(s) "
               f"fw1..fw{args.nodes}, sync {args.sync}, "

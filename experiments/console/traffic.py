@@ -8,7 +8,7 @@ from experiments.analysis.attribution import read_jsonl
 from experiments.console.errors import ConsoleError
 from experiments.ftp_client import MODES as FTP_MODES
 from experiments.workload import attributed, session_time, start_ftp_client
-from topo.addresses import server_ip
+from topo.addresses import server_address
 from topo.procs import wait_until
 
 FILES = {"small.bin": 64 * 1024, "big.bin": 8 * 1024 * 1024}  # what the FTP servers offer
@@ -18,12 +18,13 @@ class TrafficCommands:
     """A mixin of ClusterCLI (experiments/console/__init__.py)."""
 
     def do_ftp(self, line: str):
-        """ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [...] [&]: FTP downloads through the cluster.
+        """ftp CLIENT [MODE] [SERVER] [FILE] [ipv6] [count=N] [...] [&]: FTP downloads through the cluster.
 
         Opens N FTP sessions (default 1, at once) from CLIENT (c1, c2...) to SERVER
         (default srv1), each downloading FILE (small.bin, 64 KiB, or big.bin,
         8 MiB), announcing the data connection with MODE: PASV (default), EPSV,
-        PORT or EPRT. throttle= reads at most B bytes a second (a long download
+        PORT or EPRT. ipv6 runs them over IPv6 (to fd00::2:N; EPRT or EPSV only,
+        since PORT and PASV carry IPv4 addresses). throttle= reads at most B bytes a second (a long download
         to crash a node under); timeout= is how long the client waits (default 3 s);
         pause= waits S seconds between announcing the data connection and opening
         it (time to see the expectation in 'watch' or 'expectations').
@@ -46,18 +47,20 @@ class TrafficCommands:
         self.finish(self.batches[-1])
 
     def ftp_plan(self, line: str) -> tuple[str, list[dict], dict]:
-        usage = ("ftp CLIENT [MODE] [SERVER] [FILE] [count=N] [throttle=B/S] [timeout=S] "
-                 "[pause=S] [&]")
+        usage = ("ftp CLIENT [MODE] [SERVER] [FILE] [ipv6] [count=N] [throttle=B/S] "
+                 "[timeout=S] [pause=S] [&]")
         args = self.words(line, 1, usage)
         client = args[0]
         clients = [f"c{i}" for i in range(1, self.cluster.clients + 1)]
         if client not in clients:
             raise ConsoleError(f"no client {client!r}: the clients are {', '.join(clients)}")
-        mode, server, name = "PASV", 1, "small.bin"
+        mode, server, name, family = "PASV", 1, "small.bin", "ipv4"
         opts = {"count": 1, "throttle": 0.0, "timeout": 3.0, "pause": 0.0, "background": False}
         for arg in args[1:]:
             if arg == "&":
                 opts["background"] = True
+            elif arg in ("ipv4", "ipv6"):
+                family = arg
             elif arg.upper() in FTP_MODES:
                 mode = arg.upper()
             elif arg.startswith("srv"):
@@ -75,16 +78,19 @@ class TrafficCommands:
                     raise ConsoleError(f"ftp: {key}={value!r} is not a number") from None
             else:
                 raise ConsoleError(f"ftp: {arg!r} is not a mode ({', '.join(FTP_MODES)}), a "
-                                   f"server, a file ({', '.join(FILES)}) or count=/throttle=/"
-                                   f"timeout=/pause=; usage: {usage}")
+                                   f"server, a file ({', '.join(FILES)}), ipv6 or count=/"
+                                   f"throttle=/timeout=/pause=; usage: {usage}")
         if not 1 <= opts["count"] <= 50 or opts["timeout"] <= 0 or opts["throttle"] < 0 \
                 or not 0 <= opts["pause"] <= 60:
             raise ConsoleError("ftp: count must be 1..50, timeout > 0, throttle >= 0 and "
                                "pause 0..60")
+        if family == "ipv6" and mode in ("PORT", "PASV"):
+            raise ConsoleError(f"ftp: {mode} carries an IPv4 address (RFC 2428): over ipv6 "
+                               f"use EPRT or EPSV")
         plan = []
         for _ in range(opts["count"]):
             self.session_id += 1
-            plan.append({"session": self.session_id, "server": server_ip(server), "file": name,
+            plan.append({"session": self.session_id, "server": server_address(server, family), "file": name,
                          "sha256": self.files[name], "mode": mode})
         return client, plan, opts
 

@@ -66,6 +66,7 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         term.type("sync home", "*** mode home is chosen when the cluster starts")
         term.type("ftp c9 PORT", "*** no client 'c9'")
         term.type("ftp c1 FTPS", "*** ftp: 'FTPS' is not a mode")
+        term.type("ftp c1 PORT ipv6", "*** ftp: PORT carries an IPv4 address (RFC 2428)")
         term.type("resume fw1", "*** fw1 is not hung")
         term.type("restart fw1", "*** fw1 is running")
         term.type("frobnicate", "*** Unknown command: frobnicate")
@@ -76,6 +77,8 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         term.type("sync ondemand", "now mode ondemand")
         out = term.type("ftp c1 PORT count=2", "session(s):")
         assert any("2 session(s): 2 ok, 0 failed" in line for line in out), out
+        out = term.type("ftp c2 EPSV ipv6", "session(s):")  # the servers listen on IPv6 too
+        assert any("1 session(s): 1 ok, 0 failed" in line for line in out), out
         term.type("table fw1", "connections on fw1")
         term.type("expectations fw2", "expectations on fw2")
         term.type("counters fw3", "sync: mode ondemand")
