@@ -309,7 +309,8 @@ class Agent:
             if self.conf:
                 with open(self.conf, encoding="utf-8") as fh:
                     conf = fh.read()
-            return {"node": self.name, "kind": "kernel", "conntrackd": self.mode, "conf": conf}
+            return {"node": self.name, "kind": "kernel", "conntrackd": self.mode, "conf": conf,
+                    "firewall": self.firewall()}
         return {"error": f"{command.split()[0] if command else command!r}: not on a kernel "
                          "node (it answers ping, stats, dump, config)"}
 
@@ -331,9 +332,11 @@ class Agent:
                 sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", "01"[switches["tcp_liberal"]])
         except RuntimeError as err:
             return {"error": str(err)}
-        return {"ok": True, "sync": None, "firewall": {"tcp_liberal": self.liberal(),
-                                                        "tcp_loose": self.loose,
-                                                        "tcp_window_check": True}}
+        return {"ok": True, "sync": None, "firewall": self.firewall()}
+
+    def firewall(self) -> dict:
+        """The TCP switches in force, as a Python node's ``config`` names them."""
+        return {"tcp_liberal": self.liberal(), "tcp_loose": self.loose, "tcp_window_check": True}
 
     def liberal(self) -> bool:
         with open("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding="ascii") as fh:

@@ -108,3 +108,54 @@ def test_a_loose_node_picks_a_connection_up_mid_stream_without_sync(cluster_fact
     wait_until(lambda: cluster.ask(heir, "dump")["entries"][0]["packets"][1] > 10, 10,
                "the server's echoes through the heir")
     assert client.alive()
+
+
+SNIFF_INJECTED = """
+from scapy.all import TCP, sniff
+got = sniff(iface='srv1-eth0', filter='tcp', timeout=12, stop_filter=lambda p: TCP in p
+            and bytes(p[TCP].payload) == b'x' * 100,
+            started_callback=lambda: print('listening', flush=True))
+print('arrived' if got and bytes(got[-1][TCP].payload) == b'x' * 100 else 'not arrived',
+      flush=True)
+"""
+
+INJECT_AHEAD = """
+from scapy.all import Ether, IP, TCP, sendp, sniff
+flow = 'tcp and dst host {server} and not port 21'  # the data connection, as it leaves c1
+seen = sniff(iface='c1-eth0', filter=flow, count=1, timeout=10)[0]
+sendp(Ether(dst='{mac}') / IP(src=seen[IP].src, dst=seen[IP].dst)
+      / TCP(sport=seen[TCP].sport, dport=seen[TCP].dport, flags='PA',
+            seq=(seen[TCP].seq + (1 << 30)) % (1 << 32), ack=seen[TCP].ack) / (b'x' * 100),
+      iface='c1-eth0', verbose=False)
+print('sent', flush=True)
+"""
+
+
+@pytest.mark.parametrize("liberal", [False, True])
+def test_a_kernel_node_drops_a_segment_outside_the_window_unless_liberal(cluster_factory,
+                                                                          tmp_path, liberal):
+    """The same probe through a kernel node: conntrack takes the segment 1 GB ahead for
+    ct state invalid and the ruleset drops it; with nf_conntrack_tcp_be_liberal (the
+    node's tcp_liberal) it passes and reaches the server."""
+    cluster = cluster_factory(n=1, node="kernel", tcp_liberal=liberal)
+    assert cluster.ask("fw1", "config")["firewall"]["tcp_liberal"] is liberal
+    client, out = download(cluster, tmp_path)
+    before = drops(cluster, "invalid")
+    watch = cluster.spawn("sniff-srv1", [sys.executable, "-c", SNIFF_INJECTED],
+                          host=cluster.net["srv1"])
+    wait_until(lambda: "listening" in watch.log_tail(), 15, "the sniffer on srv1")
+    script = tmp_path / "inject.py"
+    script.write_text(INJECT_AHEAD.format(server=server_ip(1), mac=server_mac(1)))
+    said = cluster.net["c1"].cmd(f"{sys.executable} {script}")
+    assert "sent" in said, said
+    verdict = wait_until(lambda: next((w for w in ("not arrived", "arrived")
+                                       if w in watch.log_tail()), None), 20, "the sniffer's verdict")
+    if liberal:
+        assert verdict == "arrived" and drops(cluster, "invalid") == before
+    else:
+        assert verdict == "not arrived"
+        assert drops(cluster, "invalid") == before + 1
+    wait_until(lambda: not client.alive(), 60, "the download to end")
+    from experiments.analysis.attribution import read_jsonl
+    (record,) = read_jsonl(str(out))
+    assert record["outcome"] == "ok" and record["bytes"] == SIZE
