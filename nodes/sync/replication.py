@@ -228,6 +228,8 @@ class Replication:
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
         """A record of ``obj`` to ``peers`` (default: its destinations), made when packed."""
         record = (LATER, (kind, obj))
+        if kind == "update" and self.windows:
+            self.windows.pop(obj.orig, None)  # the record will carry the window, when packed
         peers = self._destinations(obj) if peers is None else peers
         for peer in peers:
             self.channels[peer].pending.append(record)
