@@ -195,6 +195,23 @@ def test_window_changes_coalesce_to_one_record_a_flush():
     assert [s.fields() for s in copy.window] == [s.fields() for s in conn.entry().window]
 
 
+def test_a_state_change_after_a_window_move_sends_one_record():
+    """The window moves, then the state changes before the flush (the FIN): the state's
+    record is made when packed and carries the window, so no second record goes."""
+    net = Net(2, window_sync="change")
+    conn = Conn(net.fw[1], client_opts=[], server_opts=[], win=2000)
+    net.run()
+    before = net.sync[1].counters["records_sent"]
+    assert conn.data()
+    entry = conn.entry()
+    assert entry.orig in net.sync[1].windows  # the segment moved the window
+    net.sync[1]._queue("update", entry, net.t)  # a state change's record, before the flush
+    net.run()
+    assert net.sync[1].counters["records_sent"] == before + 1
+    copy = next(iter(net.fw[2].table.entries()))
+    assert [s.fields() for s in copy.window] == [s.fields() for s in entry.window]
+
+
 def test_a_stale_window_stalls_the_connection_on_the_backup():
     """On demand, window_sync "schedule" sends the window only with a state change: the
     copy's is as of the handshake, 20 kB behind, and every segment fails bound I."""
