@@ -2,15 +2,17 @@
 
 A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 ``buckets`` buckets (Open vSwitch's ``multipath`` action with
-``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket table maps each bucket to a live node. Both
-switches compute the same hash, so both directions of a connection cross the
-same node. ICMPv6, and IPv6 fragments after the first, are hashed by their
-addresses only (``symmetric_l3``): Open vSwitch gives a later IPv6 fragment
-protocol 44 (the fragment header), not its first fragment's, so under the
-first hash a datagram's fragments met different nodes and none could be
-reassembled. (A fragmented TCP or UDP datagram still splits, in either
-family: its first fragment has ports, the others do not.) Non-IP frames (ARP) cross one designated node. Frames leaving a
-node are delivered to hosts by destination MAC. Pure: no ryu import.
+``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket
+table maps each bucket to a live node. Both switches compute the same hash, so
+both directions of a connection cross the same node. ICMPv6, and IPv6
+fragments after the first, are hashed by their addresses only
+(``symmetric_l3``): Open vSwitch gives a later IPv6 fragment protocol 44 (the
+fragment header), not its first fragment's, so under the first hash a
+datagram's fragments met different nodes and none could be reassembled. (A
+fragmented TCP or UDP datagram still splits, in either family: its first
+fragment has ports, the others do not.) Non-IP frames (ARP) cross one
+designated node. Frames leaving a node are delivered to hosts by destination
+MAC. Pure: no ryu import.
 """
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ class Reassembly:
         first = parts[0][2]
         payload = b"".join(p[1] for p in parts)
         if first[14] >> 4 == 6:  # the headers before the fragment header, which goes
-            names, at = fragment_header6(first)
+            names, at, _ = fragment_header6(first)
             header = bytearray(first[14:at])
             header[names - 14] = first[at]  # its next header takes the fragment header's place
             struct.pack_into("!H", header, 4, len(header) - 40 + len(payload))
@@ -176,8 +176,7 @@ def _fields6(frame: bytes) -> tuple | str:
     found = fragment_header6(frame)
     if found.__class__ is str:
         return found
-    _, at = found
+    _, at, end = found
     offset_flags = int.from_bytes(frame[at + 2:at + 4], "big")
-    end = 54 + int.from_bytes(frame[18:20], "big")
     return ((frame[22:38], frame[38:54], frame[at + 4:at + 8]), offset_flags & 0xFFF8,
             bool(offset_flags & 1), frame[at + 8:end], 65535 - (at + 8 - 54))

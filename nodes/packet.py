@@ -199,9 +199,10 @@ def _upper_layer6(frame: bytes, off: int, end: int,
     return "ipv6_ext_chain"
 
 
-def fragment_header6(frame: bytes) -> tuple[int, int] | str:
+def fragment_header6(frame: bytes) -> tuple[int, int, int] | str:
     """Of an IPv6-in-Ethernet fragment: (the offset of the byte naming the fragment
-    header as the next header, the fragment header's offset), or a drop reason."""
+    header as the next header, the fragment header's offset, the packet's end), or a
+    drop reason."""
     if len(frame) < 54 or frame[14] >> 4 != 6:
         return "truncated_ipv6"
     end = 54 + int.from_bytes(frame[18:20], "big")
@@ -212,7 +213,7 @@ def fragment_header6(frame: bytes) -> tuple[int, int] | str:
         return walked
     if walked[0] != _FRAG6:
         return "not_a_fragment"
-    return walked[1], walked[2]
+    return walked[1], walked[2], end
 
 
 def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int,

@@ -24,8 +24,9 @@ class TrafficCommands:
         (default srv1), each downloading FILE (small.bin, 64 KiB, or big.bin,
         8 MiB), announcing the data connection with MODE: PASV (default), EPSV,
         PORT or EPRT. ipv6 runs them over IPv6 (to fd00::2:N; EPRT or EPSV only,
-        since PORT and PASV carry IPv4 addresses). throttle= reads at most B bytes a second (a long download
-        to crash a node under); timeout= is how long the client waits (default 3 s);
+        since PORT and PASV carry IPv4 addresses). throttle= reads at most B bytes
+        a second (a long download to crash a node under); timeout= is how long the
+        client waits (default 3 s);
         pause= waits S seconds between announcing the data connection and opening
         it (time to see the expectation in 'watch' or 'expectations').
         Each session's line says how it ended and which nodes carried its control
@@ -90,8 +91,8 @@ class TrafficCommands:
         plan = []
         for _ in range(opts["count"]):
             self.session_id += 1
-            plan.append({"session": self.session_id, "server": server_address(server, family), "file": name,
-                         "sha256": self.files[name], "mode": mode})
+            plan.append({"session": self.session_id, "server": server_address(server, family),
+                         "file": name, "sha256": self.files[name], "mode": mode})
         return client, plan, opts
 
     def finish(self, batch: dict) -> None:

@@ -196,6 +196,7 @@ class Replication:
         return [p for p in sorted(self.alive) if p != self.me]
 
     def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
+        """The wire record of ``obj`` as it is at ``now`` (made when packed)."""
         if isinstance(obj, CommonState):
             return sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me), "name": obj.name,
                                  "value": obj.value}
@@ -203,7 +204,6 @@ class Replication:
             owner = self.ids.get(obj.owner, self.me)
             if kind == "destroy":
                 return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
-            self.windows.pop(obj.orig, None)  # this record carries the window as it is now
             return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
                                 "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
                                 "master": obj.related_to, **self._window_fields(obj)}

@@ -248,7 +248,8 @@ def test_every_fragment_is_forwarded_dropped_or_waiting(fw):
     import random
     fed = fragment_soup(
         fw, random.Random(3), 120,
-        lambda rnd: fragments(big_ping(size=rnd.choice((1000, 3000, 6000))), rnd.choice((256, 512))),
+        lambda rnd: fragments(big_ping(size=rnd.choice((1000, 3000, 6000))),
+                              rnd.choice((256, 512))),
         lambda f, i: f.__setitem__(slice(14 + 4, 14 + 6), (i % 20).to_bytes(2, "big")),
         dup=0.05)  # datagrams collide and overlap, some fragments come twice
     forwarded = len(fw.take_fragments())

@@ -163,7 +163,8 @@ def test_every_ipv6_fragment_is_forwarded_dropped_or_waiting(fw):
     import random
     fed = fragment_soup(
         fw, random.Random(4), 80,
-        lambda rnd: fragments6(big_ping6(size=rnd.choice((1500, 3000, 6000))), rnd.choice((600, 1280))),
+        lambda rnd: fragments6(big_ping6(size=rnd.choice((1500, 3000, 6000))),
+                               rnd.choice((600, 1280))),
         lambda f, i: f.__setitem__(slice(54 + 4, 54 + 8), (i % 15).to_bytes(4, "big")))
     forwarded = len(fw.take_fragments())
     assert forwarded + sum(fw.drops.values()) + fw.stats(60.0)["fragments_queued"] == fed
