@@ -132,7 +132,7 @@ print('sent', flush=True)
 
 
 # The liberal case (nf_conntrack_tcp_be_liberal: the segment passes and reaches srv1)
-# passed 3 of 6 runs on 2026-12-02: in the others srv1's sniffer never saw the segment,
+# passed 2 of 5 runs on 2026-12-02: in the others srv1's sniffer never saw the segment,
 # cause not found yet, so it is not in the suite.
 @pytest.mark.parametrize("liberal", [False])
 def test_a_kernel_node_drops_a_segment_outside_the_window_unless_liberal(cluster_factory,
