@@ -31,6 +31,7 @@ import sys
 import time
 from collections import Counter
 
+from experiments import fidelity
 from experiments.analysis.attribution import read_jsonl
 from experiments.files import make_files
 from experiments.workload import run_ftp, start_ftp_client, start_ftp_servers
@@ -423,20 +424,18 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class CpuIdle:
-    """The share of the machine's CPU time left idle between two readings of /proc/stat."""
+    """The shares of the machine's CPU time left idle and taken by the host (steal)
+    between two readings of /proc/stat."""
 
     def __init__(self):
-        self.start = self.read()
-
-    @staticmethod
-    def read() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; all but guest time
+        self.start = fidelity.cpu_times()
 
     def percent(self) -> float:
-        idle, total = self.read()
-        return 100.0 * (idle - self.start[0]) / max(1, total - self.start[1])
+        self.end = fidelity.cpu_times()
+        return 100.0 * (fidelity.idle_share(self.start, self.end) or 0.0)
+
+    def steal_percent(self) -> float:
+        return 100.0 * (fidelity.steal_share(self.start, self.end) or 0.0)
 
 
 def flood_cluster(starts: Starts, out_dir: str, name: str, n: int, cap: int, early_drop: bool):
@@ -463,6 +462,7 @@ def sustained_rate(starts: Starts, out_dir: str, seconds: float = 8.0) -> tuple[
             idle = CpuIdle()
             wait_until(lambda: not flood.alive(), seconds + 60, "the flood to end")
             trials.append({"rate": rate, "cpu_idle": round(idle.percent(), 1),
+                           "cpu_steal": round(idle.steal_percent(), 1),
                            "sent": int(flood.log_tail(1) or 0)})
         finally:
             cluster.stop()
@@ -490,7 +490,7 @@ def synflood(starts: Starts, out_dir: str, seconds: float, early_drop: bool,
         from nodes.observe.client import ask, socket_path
         dumped = len(ask(socket_path(cluster.run_id, "fw1"), "dump", timeout=60)["entries"])
         wait_until(lambda: not flood.alive(), seconds + 60, "the flood to end")
-        cpu_idle = idle.percent()
+        cpu_idle, cpu_steal = idle.percent(), idle.steal_percent()
         wait_until(lambda: not legit.alive(), seconds + tries * 3.5, "the legitimate connections")
         sent = int(flood.log_tail(1) or 0)
         admitted = int(legit.log_tail(1) or 0)
@@ -500,7 +500,7 @@ def synflood(starts: Starts, out_dir: str, seconds: float, early_drop: bool,
             proc.stop()
         return {"sent": sent, "seconds": seconds, "rate": rate, "admitted": admitted,
                 "tries": tries, "cpu_idle": round(cpu_idle, 1),
-                "peak_rss_mib": rss, "rss_before_mib": rss_before, "dumped": dumped,
+                "cpu_steal": round(cpu_steal, 1), "peak_rss_mib": rss, "rss_before_mib": rss_before, "dumped": dumped,
                 "entries": {n: s["entries"] for n, s in stats.items()},
                 "early_drops": {n: s["counters"].get("early_drops", 0) for n, s in stats.items()},
                 "table_full": {n: s["drops"].get("table_full", 0) for n, s in stats.items()},
@@ -610,6 +610,8 @@ def robustness(_seconds: float, out_dir: str) -> dict:
         "robust_synflood_early_drops": (sum(on.get("early_drops", {}).values()) or None, "entries"),
         "robust_synflood_dump_entries": (on.get("dumped"), "entries"),
         "robust_synflood_cpu_idle": (on.get("cpu_idle"), "% of the machine's CPU idle"),
+        "robust_synflood_cpu_steal": (on.get("cpu_steal"), "% of the machine's CPU taken by "
+                                      "the host (steal)"),
         "robust_big_dump_entries": (get("big_dump", "dumped"), "entries"),
         "robust_big_dump_seconds": (get("big_dump", "dump_s"), "s"),
         "robust_big_dump_false_failovers": (get("big_dump", "downs"), "node_down events"),

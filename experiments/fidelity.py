@@ -14,21 +14,31 @@ import re
 import subprocess
 
 MIN_IDLE = 0.10  # below 10% idle CPU the emulation may have fallen behind
+MAX_STEAL = 0.05  # above 5% of the CPU taken by the host (a virtual machine's steal time)
 _PORT = re.compile(r"port\s+(\S+): rx pkts=\d+, bytes=\d+, drop=(\d+).*?"
                    r"tx pkts=\d+, bytes=\d+, drop=(\d+)", re.S)
 
 
-def cpu_times() -> tuple[float, float]:
-    """(idle, total) jiffies of all CPUs since boot."""
-    with open("/proc/stat", encoding="ascii") as fh:
-        fields = [float(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return idle, sum(fields[:8])
+def cpu_times(path: str = "/proc/stat") -> tuple[float, float, float]:
+    """(idle, total, steal) jiffies of all CPUs since boot. Steal is the time a virtual
+    machine's CPUs were runnable but the host ran something else: on this machine a
+    SYN flood that left a third of the CPU idle in most runs left 5% in one, and the
+    nodes then missed their heartbeats (issue 14), so a run says how much was taken."""
+    with open(path, encoding="ascii") as fh:
+        fields = [float(x) for x in fh.readline().split()[1:]] + [0.0] * 8
+    idle = fields[3] + fields[4]  # idle + iowait
+    return idle, sum(fields[:8]), fields[7]
 
 
-def idle_share(start: tuple[float, float], end: tuple[float, float]) -> float | None:
+def idle_share(start: tuple, end: tuple) -> float | None:
     total = end[1] - start[1]
     return (end[0] - start[0]) / total if total > 0 else None
+
+
+def steal_share(start: tuple, end: tuple) -> float | None:
+    """The share of the CPU time between two readings that the host took."""
+    total = end[1] - start[1]
+    return (end[2] - start[2]) / total if total > 0 else None
 
 
 def port_drops(text: str) -> int:
@@ -67,11 +77,15 @@ def node_drops(stats: dict) -> int:
     return lost + stats.get("sync", {}).get("counters", {}).get("send_errors", 0)
 
 
-def judge(idle: float | None, switch: dict[str, int], nodes: dict[str, int]) -> list[str]:
+def judge(idle: float | None, switch: dict[str, int], nodes: dict[str, int],
+          steal: float | None = None) -> list[str]:
     """Why this point's numbers may be the emulator's, not the cluster's; [] when none."""
     flags = []
     if idle is not None and idle < MIN_IDLE:
         flags.append(f"CPU {idle:.0%} idle (< {MIN_IDLE:.0%}) while the traffic ran")
+    if steal is not None and steal > MAX_STEAL:
+        flags.append(f"the host took {steal:.0%} of the CPU (steal > {MAX_STEAL:.0%}) "
+                     "while the traffic ran")
     for sw, n in sorted(switch.items()):
         if n:
             flags.append(f"switch {sw} dropped {n} packets")

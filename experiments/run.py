@@ -204,9 +204,10 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
         for rec in sorted(records, key=lambda r: r["session"]):
             fh.write(json.dumps(rec) + "\n")
     idle = fidelity.idle_share(cpu_before, cpu_after)
+    steal = fidelity.steal_share(cpu_before, cpu_after)
     switch = {sw: drops_after[sw] - drops_before.get(sw, 0) for sw in drops_after}
     nodes = {n: fidelity.node_drops(st) for n, st in stats.items()}
-    flags = fidelity.judge(idle, switch, nodes)
+    flags = fidelity.judge(idle, switch, nodes, steal)
     ok = sum(r["outcome"] == "ok" for r in records)
     summary = {"point": point.name, "experiment": spec["name"], "variant": point.variant,
                "params": point.params, "repetition": point.repetition, "seed": point.seed,
@@ -214,7 +215,7 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                "sessions": len(records), "ok": ok,
                "faults_failed": timeline.errors,
                "faults_skipped": [e["fault"] for e in timeline.skipped],
-               "fidelity": {"idle_cpu": idle, "switch_drops": switch, "node_io_drops": nodes,
+               "fidelity": {"idle_cpu": idle, "steal_cpu": steal, "switch_drops": switch, "node_io_drops": nodes,
                             "emulator_bottleneck": bool(flags), "flags": flags}}
     with open(os.path.join(out, "point.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)

@@ -7,8 +7,22 @@ def test_idle_share_from_two_samples():
 
 
 def test_cpu_times_reads_this_machine():
-    idle, total = fidelity.cpu_times()
-    assert 0 < idle <= total
+    idle, total, steal = fidelity.cpu_times()
+    assert 0 < idle <= total and 0 <= steal <= total
+
+
+def test_steal_is_the_hosts_share_between_two_readings(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    start = fidelity.cpu_times(str(stat))
+    assert start == (810.0, 1000.0, 35.0)
+    stat.write_text("cpu  200 0 50 1300 10 0 5 135 0 0\n")  # 700 jiffies later, 100 stolen
+    end = fidelity.cpu_times(str(stat))
+    assert fidelity.steal_share(start, end) == 100 / 700
+    assert fidelity.idle_share(start, end) == 500 / 700
+    assert fidelity.judge(0.5, {}, {}, steal=0.14) == [
+        "the host took 14% of the CPU (steal > 5%) while the traffic ran"]
+    assert fidelity.judge(0.5, {}, {}, steal=0.01) == []
 
 
 def test_judge_flags_what_made_the_emulator_the_bottleneck():
