@@ -124,6 +124,7 @@ class Agent:
         self.external_cache = raw.get("external_cache", True)
         self.commit = raw.get("commit", "before_steer")  # at a rejoin too, unless "never"
         self.boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
+        self.rx_start = self.packets_in()  # the veths outlive a restart: count from here
         self.controller_seen: dict[int, int] = {}  # controller incarnation -> last counter
         self.conntrackd = None
         self.reported_exit = False
@@ -220,9 +221,33 @@ class Agent:
                     self.counters["heartbeats_sent"] += 1
                 except OSError:
                     pass
+                else:
+                    if self.counters["heartbeats_sent"] == 1:
+                        self.log_ready()
             else:
                 self.counters["heartbeats_withheld"] += 1
             time.sleep(cfg.settings.heartbeat)
+
+    def log_ready(self) -> None:
+        """The Python node's ``ready`` event (method 700): this node has its state (a
+        restart's resync committed) and the controller may steer to it from now."""
+        if self.events is not None:
+            self.events.write({
+                "t": time.time(), "node": self.name, "event": "ready",
+                "after_ms": round((time.monotonic() - self.started) * 1000, 3),
+                "records": self.counters.get("resync_entries", 0),
+                "timed_out": self.counters.get("resync_ms", 0) >= ctd.RESYNC_MAX * 1000})
+
+    def packets_in(self) -> dict[str, int]:
+        """Frames received on the outside and inside ports since the agent started."""
+        try:
+            with open("/proc/net/dev", encoding="ascii") as fh:
+                now = ctd.interface_packets(fh.read(), self.ports)
+        except OSError:
+            return {"outside": 0, "inside": 0}
+        start = getattr(self, "rx_start", None) or {n: 0 for n in self.ports}
+        return {side: now[port] - start[port]
+                for side, port in zip(("outside", "inside"), self.ports)}
 
     # -- commits ------------------------------------------------------------------
     def receive(self) -> None:
@@ -290,7 +315,7 @@ class Agent:
                                           if n.startswith("rule_")},
                      "counters": {**self.counters,
                                   **(self.events.counters if self.events else {})},
-                     "conntrackd": self.mode,
+                     "conntrackd": self.mode, "packets_in": self.packets_in(),
                      "uptime": round(time.monotonic() - self.started, 3)}
             # ready: the controller has been told it lives (the bridge takes ~0.6 s to
             # come up; a node crashed before its first heartbeat was never heard of)
@@ -301,6 +326,7 @@ class Agent:
                 parsed = ctd.parse_stats(self.ctl("-s"))
                 stats["sync"]["conntrackd"] = parsed
                 stats["sync"]["counters"] = ctd.sync_counters(parsed)
+                stats["sync"].update(self.ownership(parsed))
             return stats
         if command.startswith("set "):
             return self.set(command[4:])
@@ -313,6 +339,19 @@ class Agent:
                     "firewall": self.firewall()}
         return {"error": f"{command.split()[0] if command else command!r}: not on a kernel "
                          "node (it answers ping, stats, dump, config)"}
+
+    def ownership(self, parsed: dict) -> dict:
+        """The Python node's ownership figures, from conntrackd's caches: its own
+        connections are its internal cache, every other node is a backup (conntrackd
+        replicates to all). Whose a copy in the external cache is, conntrackd does not
+        say: only with one other node is ``backup_of`` exact, so only then is it given."""
+        others = [n for i, n in sorted(self.config.names.items()) if i != self.me]
+        out = {"entries_owned": ctd.internal_entries(parsed), "backup_nodes": others}
+        if len(others) == 1:  # the copies: the external cache, or without it the kernel's rest
+            copies = ctd.external_entries(parsed) if self.external_cache else \
+                max(0, self.kernel_entries() - out["entries_owned"])
+            out["backup_of"] = {others[0]: copies}
+        return out
 
     def set(self, args: str) -> dict:
         """``set tcp_liberal=on|off``: the sysctl, at once. Nothing else can change on a

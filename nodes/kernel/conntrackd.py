@@ -313,6 +313,24 @@ def resync_settled(counts: list[int], elapsed: float) -> bool:
     return elapsed >= RESYNC_MIN and len(tail) == RESYNC_STEADY and len(set(tail)) == 1
 
 
+def internal_entries(stats: dict) -> int:
+    """The internal cache's entry count (this node's own connections) in parsed
+    ``conntrackd -s`` output."""
+    return stats.get("cache internal", {}).get("current_active_connections", 0)
+
+
+def interface_packets(text: str, names: tuple[str, ...]) -> dict[str, int]:
+    """Frames received per interface in /proc/net/dev (the reader's namespace's),
+    for ``names``; 0 for one that is not there."""
+    rx = {}
+    for line in text.splitlines()[2:]:
+        name, _, fields = line.partition(":")
+        values = fields.split()
+        if len(values) >= 2:
+            rx[name.strip()] = int(values[1])
+    return {n: rx.get(n, 0) for n in names}
+
+
 def external_entries(stats: dict) -> int:
     """The external cache's entry count in parsed ``conntrackd -s`` output."""
     return stats.get("cache external", {}).get("current_active_connections", 0)

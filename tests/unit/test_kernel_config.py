@@ -174,6 +174,17 @@ def test_conntrackd_stats_are_read_by_section():
     assert ctd.sync_counters(stats) == {"messages_sent": 12, "bytes_sent": 904,
                                         "messages_received": 14, "bytes_received": 1088}
     assert stats["external inject"] == {"connections_created": 2, "failed": 1}
+    assert ctd.internal_entries(stats) == 4 and ctd.external_entries(stats) == 0
+
+
+def test_frames_received_per_port_are_read_from_proc_net_dev():
+    text = ("Inter-|   Receive                            |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+            "    lo:       0       0    0    0    0     0          0         0  0 0\n"
+            "fw1-eth0: 123456    789    0    0    0     0          0         0  9 9\n"
+            "fw1-eth1:1234567   4321    0    0    0     0          0         0  9 9\n")
+    assert ctd.interface_packets(text, ("fw1-eth0", "fw1-eth1", "fw1-eth9")) == {
+        "fw1-eth0": 789, "fw1-eth1": 4321, "fw1-eth9": 0}
 
 
 def test_a_commit_answer_counts_once_and_only_for_this_controller():
