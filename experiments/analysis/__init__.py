@@ -20,6 +20,7 @@ report.py              every analysis, the verdicts and REPORT.md
     fwcluster figures            # every campaign and run under results/
 """
 from experiments.analysis.delayed import delayed
+from experiments.analysis.home_vs_sync import home_vs_sync
 from experiments.analysis.points import load_points
 from experiments.analysis.rejoin import coverage
 from experiments.analysis.report import ANALYSES, report

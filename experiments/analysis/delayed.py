@@ -23,7 +23,7 @@ def unprotected_share(p: dict) -> float | None:
     return sum(s.get("unprotected_bytes", 0) for s in nodes) / carried if carried else None
 
 
-def delayed(points: list[dict], exp_dir: str) -> dict:
+def delayed(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
     groups = group(points, "cluster.delay")
     base = {p["repetition"]: p for p in points if not p["spec"]["cluster"].get("delay")}
     rows, curve = [], []
@@ -40,34 +40,36 @@ def delayed(points: list[dict], exp_dir: str) -> dict:
         rows.append([f"{delay:g}", len(pts), fmt(*kbps), fmt(*saved), fmt(*entries),
                      fmt(*never), fmt(*unprot)])
         curve.append((delay, saved, unprot, entries))
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
-        xs = [max(d, 1e-3) for d, *_ in curve]
-        for key, label, marker in ((1, "sync bytes saved", "o"), (3, "entry records saved", "s"),
-                                   (2, "traffic unprotected", "x")):
-            axes[0].errorbar(xs, [c[key][0] or 0 for c in curve],
-                             yerr=[half_or_zero(c[key][1]) for c in curve], marker=marker, capsize=3,
-                             label=label)
-        axes[0].set(xscale="log", xlabel="replication delay (s; 0 drawn at 1 ms)",
-                    ylabel="share (of delay 0 / of bytes)", ylim=(-0.05, 1.05),
-                    title="Savings and cost against the delay")
-        axes[0].legend(fontsize=7)
-        for d, saved, unprot, _ in curve:
-            if d and saved[0] is not None and unprot[0] is not None:
-                axes[1].errorbar(unprot[0] * 100, saved[0] * 100, xerr=half_or_zero(unprot[1]) * 100,
-                                 yerr=half_or_zero(saved[1]) * 100, marker="o", capsize=3, color="C0")
-                axes[1].annotate(f"{d:g} s", (unprot[0] * 100, saved[0] * 100), fontsize=7,
-                                 xytext=(4, -10), textcoords="offset points")
-        axes[1].scatter([u * 100 for _, u in FENG], [b * 100 for b, _ in FENG], marker="*",
-                        s=80, color="C3", label="Feng et al. 2008 (trace-driven)", zorder=3)
-        axes[1].plot([], [], marker="o", color="C0", label="measured (delays > 0)")
-        axes[1].set(xlabel="traffic unprotected (% of bytes)",
-                    ylabel="sync bandwidth saved (%)", ylim=(0, 100),
-                    title="Bandwidth saved against protection lost")
-        axes[1].legend(fontsize=7)
-        fig.suptitle("Experiment 7: delayed replication (mean, 95% CI over repetitions)",
-                     fontsize=9)
-        figures = save(fig, exp_dir, "e7_delayed")
+    figures: list[str] = []  # none when only the verdict is asked for (stability)
+    if draw:
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+            xs = [max(d, 1e-3) for d, *_ in curve]
+            for key, label, marker in ((1, "sync bytes saved", "o"), (3, "entry records saved", "s"),
+                                       (2, "traffic unprotected", "x")):
+                axes[0].errorbar(xs, [c[key][0] or 0 for c in curve],
+                                 yerr=[half_or_zero(c[key][1]) for c in curve], marker=marker, capsize=3,
+                                 label=label)
+            axes[0].set(xscale="log", xlabel="replication delay (s; 0 drawn at 1 ms)",
+                        ylabel="share (of delay 0 / of bytes)", ylim=(-0.05, 1.05),
+                        title="Savings and cost against the delay")
+            axes[0].legend(fontsize=7)
+            for d, saved, unprot, _ in curve:
+                if d and saved[0] is not None and unprot[0] is not None:
+                    axes[1].errorbar(unprot[0] * 100, saved[0] * 100, xerr=half_or_zero(unprot[1]) * 100,
+                                     yerr=half_or_zero(saved[1]) * 100, marker="o", capsize=3, color="C0")
+                    axes[1].annotate(f"{d:g} s", (unprot[0] * 100, saved[0] * 100), fontsize=7,
+                                     xytext=(4, -10), textcoords="offset points")
+            axes[1].scatter([u * 100 for _, u in FENG], [b * 100 for b, _ in FENG], marker="*",
+                            s=80, color="C3", label="Feng et al. 2008 (trace-driven)", zorder=3)
+            axes[1].plot([], [], marker="o", color="C0", label="measured (delays > 0)")
+            axes[1].set(xlabel="traffic unprotected (% of bytes)",
+                        ylabel="sync bandwidth saved (%)", ylim=(0, 100),
+                        title="Bandwidth saved against protection lost")
+            axes[1].legend(fontsize=7)
+            fig.suptitle("Experiment 7: delayed replication (mean, 95% CI over repetitions)",
+                         fontsize=9)
+            figures = save(fig, exp_dir, "e7_delayed")
     measured = [(d, s, u) for d, s, u, _ in curve if d and s[0] is not None and u[0] is not None]
     if not base or not measured:
         return {"figures": figures, "verdict": "not shown",

@@ -33,7 +33,7 @@ def affected_sessions(p: dict) -> list[dict]:
             and node in (r.get("control_node"), r.get("data_node"))]
 
 
-def failover(points: list[dict], exp_dir: str) -> dict:
+def failover(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
     groups = group(points)
     rows, survival, curves = [], {}, {}
     for (variant,), pts in sorted(groups.items()):
@@ -57,30 +57,32 @@ def failover(points: list[dict], exp_dir: str) -> dict:
         stall = statistics.median(stalls) if stalls else None
         rows.append([variant, len(pts), n_aff, fmt(*survival[variant]),
                      "n/a" if stall is None else f"{stall * 1000:.0f}"])
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        names = [v for v, in sorted(groups)]
-        for i, v in enumerate(names):
-            m, h = survival[v]
-            axes[0].barh(i, m or 0, xerr=half_or_zero(h), capsize=3, color=f"C{i}")
-            axes[0].text((m or 0) + 0.02, i, "n/a" if m is None else f"{m:.2f}",
-                         va="center", fontsize=7)
-        axes[0].set_yticks(range(len(names)), names)
-        axes[0].invert_yaxis()
-        axes[0].set(xlabel="share of the crashed node's sessions that survive", xlim=(0, 1.15),
-                    title="Survival of a node crash")
-        for i, v in enumerate(names):
-            xs = [x for x, _ in curves[v] if -1.5 <= x <= 4]
-            ys = [y for x, y in curves[v] if -1.5 <= x <= 4]
-            axes[1].plot(xs, ys, label=v, color=f"C{i}", lw=1)
-        axes[1].axvline(0, color="black", lw=0.8, ls=":")
-        axes[1].set(xlabel="time from the crash (s)", ylabel="goodput, all sessions (Mbit/s)",
-                    title="Goodput across the crash (mean of repetitions)")
-        axes[1].legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-        fig.suptitle("Experiment 3: fw1 crashes during long FTP downloads (_at_announce: "
-                     "between announcing the data connection and opening it; 95% CI)",
-                     fontsize=9)
-        figures = save(fig, exp_dir, "e3_failover")
+    names = [v for v, in sorted(groups)]
+    figures: list[str] = []  # none when only the verdict is asked for (stability)
+    if draw:
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+            for i, v in enumerate(names):
+                m, h = survival[v]
+                axes[0].barh(i, m or 0, xerr=half_or_zero(h), capsize=3, color=f"C{i}")
+                axes[0].text((m or 0) + 0.02, i, "n/a" if m is None else f"{m:.2f}",
+                             va="center", fontsize=7)
+            axes[0].set_yticks(range(len(names)), names)
+            axes[0].invert_yaxis()
+            axes[0].set(xlabel="share of the crashed node's sessions that survive", xlim=(0, 1.15),
+                        title="Survival of a node crash")
+            for i, v in enumerate(names):
+                xs = [x for x, _ in curves[v] if -1.5 <= x <= 4]
+                ys = [y for x, y in curves[v] if -1.5 <= x <= 4]
+                axes[1].plot(xs, ys, label=v, color=f"C{i}", lw=1)
+            axes[1].axvline(0, color="black", lw=0.8, ls=":")
+            axes[1].set(xlabel="time from the crash (s)", ylabel="goodput, all sessions (Mbit/s)",
+                        title="Goodput across the crash (mean of repetitions)")
+            axes[1].legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+            fig.suptitle("Experiment 3: fw1 crashes during long FTP downloads (_at_announce: "
+                         "between announcing the data connection and opening it; 95% CI)",
+                         fontsize=9)
+            figures = save(fig, exp_dir, "e3_failover")
     synced = [v for v in names if v.split("_at_")[0] in ("ondemand", "combined", "spread")]
     lost = [v for v in names if v.split("_at_")[0] in ("none", "home")]
     verdict, why = "not shown", "needs a synchronized and an unsynchronized variant"

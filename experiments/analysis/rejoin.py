@@ -39,7 +39,7 @@ def coverage(snapshot: dict) -> tuple[float | None, list[str]]:
     return (copied / owned if owned else None), bare
 
 
-def rejoin(points: list[dict], exp_dir: str) -> dict:
+def rejoin(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
     groups = group(points)
     rows, timings, curves = [], {}, {}
     worst, unbacked, went = {}, {}, defaultdict(list)
@@ -78,30 +78,32 @@ def rejoin(points: list[dict], exp_dir: str) -> dict:
         curves[variant] = sorted((t, statistics.fmean(v)) for t, v in curve.items())
         rows.append([variant, len(pts), *(fmt(*x) for x in timings[variant]), fmt(*mean_ci(ok)),
                      f"{worst[variant]:.3f}", unbacked[variant]])
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
-        names = [v for v, in sorted(groups)]
-        labels = ("has its state (ready)", "steered to again", "carries packets")
-        for j, label in enumerate(labels):
-            xs = [i + (j - 1) * 0.27 for i in range(len(names))]
-            axes[0].bar(xs, [timings[v][j][0] or 0 for v in names], width=0.27,
-                        yerr=[half_or_zero(timings[v][j][1]) for v in names], capsize=3, label=label)
-        axes[0].set_xticks(range(len(names)), [f"{v}, then restart" for v in names])
-        axes[0].set(ylabel="time after the restart (ms)", title="Back in service")
-        axes[0].legend(fontsize=7)
-        for i, v in enumerate(names):
-            axes[1].plot([t for t, _ in curves[v]], [c for _, c in curves[v]], marker=".",
-                         color=f"C{i}", label=v)
-            if went[v]:
-                axes[1].axvline(statistics.fmean(went[v]), color=f"C{i}", lw=0.8, ls="--")
-        axes[1].axvline(0, color="black", lw=0.8, ls=":")
-        axes[1].set(xlabel="time from the restart (s; dashed: fw2 went)", ylim=(-0.05, 1.05),
-                    ylabel="connections with a copy on a live backup",
-                    title="Backup coverage (every 0.1 s, mean of repetitions)")
-        axes[1].legend(fontsize=7)
-        fig.suptitle("Experiment 5: fw2 goes away and restarts under load "
-                     "(mean, 95% CI over repetitions)", fontsize=9)
-        figures = save(fig, exp_dir, "e5_rejoin")
+    names = [v for v, in sorted(groups)]
+    figures: list[str] = []  # none when only the verdict is asked for (stability)
+    if draw:
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+            labels = ("has its state (ready)", "steered to again", "carries packets")
+            for j, label in enumerate(labels):
+                xs = [i + (j - 1) * 0.27 for i in range(len(names))]
+                axes[0].bar(xs, [timings[v][j][0] or 0 for v in names], width=0.27,
+                            yerr=[half_or_zero(timings[v][j][1]) for v in names], capsize=3, label=label)
+            axes[0].set_xticks(range(len(names)), [f"{v}, then restart" for v in names])
+            axes[0].set(ylabel="time after the restart (ms)", title="Back in service")
+            axes[0].legend(fontsize=7)
+            for i, v in enumerate(names):
+                axes[1].plot([t for t, _ in curves[v]], [c for _, c in curves[v]], marker=".",
+                             color=f"C{i}", label=v)
+                if went[v]:
+                    axes[1].axvline(statistics.fmean(went[v]), color=f"C{i}", lw=0.8, ls="--")
+            axes[1].axvline(0, color="black", lw=0.8, ls=":")
+            axes[1].set(xlabel="time from the restart (s; dashed: fw2 went)", ylim=(-0.05, 1.05),
+                        ylabel="connections with a copy on a live backup",
+                        title="Backup coverage (every 0.1 s, mean of repetitions)")
+            axes[1].legend(fontsize=7)
+            fig.suptitle("Experiment 5: fw2 goes away and restarts under load "
+                         "(mean, 95% CI over repetitions)", fontsize=9)
+            figures = save(fig, exp_dir, "e5_rejoin")
     measured = [v for v in names if timings[v][0][0] is not None]
     verdict, why = "not shown", "no restarted node reported ready"
     if measured:

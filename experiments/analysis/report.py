@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import statistics
 
@@ -14,7 +15,7 @@ from experiments.analysis.rejoin import rejoin
 from experiments.analysis.scaling import scaling
 from experiments.analysis.window import window
 from experiments.analysis.points import group, load_points, read_json
-from experiments.analysis.stats import MIN_REPETITIONS
+from experiments.analysis import stability as stab
 
 # A spec's ``analysis`` names one of these (experiments/specs/reproduce/*.toml).
 ANALYSES = {"periodic_window": periodic_window, "hold": hold, "failover": failover,
@@ -34,11 +35,22 @@ def fidelity_summary(points: list[dict]) -> str:
     return text
 
 
+def judge_stability(analysis, points: list[dict], exp_dir: str, verdict: str) -> dict:
+    """The verdict's stability over bootstrap resamples of its repetitions and, when
+    it is unstable, how many repetitions would settle it."""
+    value = stab.stability(analysis, points, exp_dir, verdict)
+    unstable = value is not None and value < stab.STABLE
+    needed = stab.repetitions_needed(analysis, points, exp_dir) if unstable else None
+    return {"stability": value, "unstable": unstable,
+            "repetitions_needed": needed and needed[0], "settles_at": needed and needed[1],
+            "repetitions": len(stab.repetitions(points))}
+
+
 def report(folder: str) -> tuple[str, list[str]]:
     """Analyse every experiment of a campaign folder; write REPORT.md; return it and figures."""
     manifests = [read_json(p) for p in sorted(glob.glob(os.path.join(folder, "manifests", "*.json")))]
     sections, figures = [], []
-    summary = []
+    summary, verdicts = [], {}
     for exp_dir in sorted(d for d in glob.glob(os.path.join(folder, "*")) if os.path.isdir(d)
                           and os.path.exists(os.path.join(d, "spec.resolved.json"))):
         spec = read_json(os.path.join(exp_dir, "spec.resolved.json"))
@@ -50,9 +62,19 @@ def report(folder: str) -> tuple[str, list[str]]:
             continue
         result = analysis(points, exp_dir)
         figures += result["figures"]
-        fewest = min(len(g) for g in group(points, *{k for p in points for k in p["params"]}).values())
-        if fewest < MIN_REPETITIONS:
-            result["verdict"] += f" (indicative only: {fewest} repetition(s), {MIN_REPETITIONS} needed)"
+        judged = judge_stability(analysis, points, exp_dir, result["verdict"])
+        verdict = result["verdict"]
+        if judged["stability"] is None:
+            verdict += (f" (indicative only: {judged['repetitions']} repetition(s), "
+                        f"{stab.MIN_REPETITIONS} needed to resample)")
+        elif judged["unstable"]:
+            verdict += " (unstable)"
+        settled = stab.describe(judged["stability"],
+                                judged["repetitions_needed"] and
+                                (judged["repetitions_needed"], judged["settles_at"]),
+                                judged["repetitions"], judged["unstable"])
+        verdicts[name] = {"claim": " ".join(spec.get("claim", "").split()),
+                          "verdict": result["verdict"], "why": result["why"], **judged}
         header, rows = result["table"]
         table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -60,18 +82,22 @@ def report(folder: str) -> tuple[str, list[str]]:
         reps = spec.get("repetitions")
         sections.append("\n".join([
             f"## {name}", "", f"**Claim.** {' '.join(spec.get('claim', '').split())}", "",
-            f"**Verdict: {result['verdict']}.** {result['why']}.", "",
+            f"**Verdict: {verdict}.** {settled}. {result['why']}.", "",
             *table, "", f"![{name}]({png})", "",
             f"{len(points)} points, {reps} seeded repetition(s) per configuration "
             f"(seeds {spec['seed']}000 + repetition). Emulation fidelity: "
             f"{fidelity_summary(points)}.", ""]))
-        summary.append(f"| {name} | **{result['verdict']}** | {result['why']} |")
+        summary.append(f"| {name} | **{verdict}** ({settled}) | {result['why']} |")
     m = manifests[-1] if manifests else {}
     head = [
         "# Reproduction report", "",
         "Written by `fwcluster figures` from the raw data in this folder alone. "
         "Numbers are means with the half-width of their 95% confidence interval "
-        "(Student's t) over the seeded repetitions.", "",
+        "(Student's t) over the seeded repetitions. Beside each verdict, its stability: "
+        f"the share of {stab.RESAMPLES} bootstrap resamples of the repetitions (seeded) "
+        f"that give the same verdict; under {stab.STABLE} the verdict is *unstable*, with "
+        "the repetitions that would settle it were the spread the one observed. "
+        "REPORT.json holds the same, for scripts.", "",
         f"- commit {m.get('commit', '?')}{' (uncommitted changes)' if m.get('dirty') else ''}; "
         f"quick form: {m.get('quick')}; shards: "
         f"{', '.join(x.get('shard', '?') + ' on ' + str(x.get('host')) for x in manifests)}",
@@ -82,4 +108,7 @@ def report(folder: str) -> tuple[str, list[str]]:
     text = "\n".join(head + sections)
     with open(os.path.join(folder, "REPORT.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
+    with open(os.path.join(folder, "REPORT.json"), "w", encoding="utf-8") as fh:
+        json.dump({"resamples": stab.RESAMPLES, "stable": stab.STABLE,
+                   "experiments": verdicts}, fh, indent=2)
     return os.path.join(folder, "REPORT.md"), figures

@@ -1,11 +1,12 @@
-"""Statistics of the reproduction suite: means with Student-t confidence intervals."""
+"""Statistics of the reproduction suite: means with Student-t confidence intervals,
+medians (and other statistics of pooled sessions) with bootstrap intervals."""
 from __future__ import annotations
 
 import math
+import random
 import statistics
 
 
-MIN_REPETITIONS = 5  # a verdict needs at least this many seeded repetitions per configuration
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
@@ -40,3 +41,34 @@ def fmt(mean, half, digits: int = 3, unit: str = "") -> str:
 
 def half_or_zero(half):
     return half if half is not None else 0.0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def bootstrap_difference(a: list[list[float]], b: list[list[float]], statistic=median,
+                         resamples: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float, float] | None:
+    """``statistic`` of the pooled values of ``a`` minus that of ``b``, with a
+    percentile bootstrap interval: repetitions (``a[i]`` and ``b[i]`` are the same
+    seeded repetition's values in two configurations) are drawn with replacement,
+    together, then each drawn repetition's values within it. (estimate, low, high),
+    or None when either side has no values."""
+    pairs = [(x, y) for x, y in zip(a, b) if x and y]
+    if not pairs:
+        return None
+    estimate = statistic([v for x, _ in pairs for v in x]) - statistic([v for _, y in pairs for v in y])
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(resamples):
+        xs, ys = [], []
+        for _ in pairs:
+            x, y = pairs[rng.randrange(len(pairs))]
+            xs += rng.choices(x, k=len(x))
+            ys += rng.choices(y, k=len(y))
+        diffs.append(statistic(xs) - statistic(ys))
+    diffs.sort()
+    tail = (1 - level) / 2
+    return (estimate, diffs[int(tail * (resamples - 1))],
+            diffs[int(round((1 - tail) * (resamples - 1)))])

@@ -41,7 +41,7 @@ def out_of_window(p: dict) -> int:
                if isinstance(s, dict))
 
 
-def window(points: list[dict], exp_dir: str) -> dict:
+def window(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
     groups = group(points)
     rows, survival, rate = [], {}, {}
     for (variant,), pts in sorted(groups.items()):
@@ -60,25 +60,27 @@ def window(points: list[dict], exp_dir: str) -> dict:
                      sum(map(out_of_window, pts)), fmt(*rate[variant]),
                      round(statistics.mean(map(window_records, pts)))])
     names = [v for v, in sorted(groups)]
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, values, label in ((axes[0], survival, "share of the crashed node's sessions "
-                                   "that survive"),
-                                  (axes[1], rate, f"sync sent by {CRASHED} before the crash "
-                                   "(kB/s)")):
-            for i, v in enumerate(names):
-                m, h = values[v]
-                ax.barh(i, m or 0, xerr=half_or_zero(h), capsize=3, color=f"C{i}")
-                ax.text((m or 0), i, " n/a" if m is None else f" {m:.2f}", va="center",
-                        fontsize=7)
-            ax.set_yticks(range(len(names)), names)
-            ax.invert_yaxis()
-            ax.set(xlabel=label)
-        axes[0].set(xlim=(0, 1.2), title="Survival of a node crash")
-        axes[1].set(title="What replicating the window costs")
-        fig.suptitle("Experiment 10: fw1 crashes during long FTP downloads; TCP windows "
-                     "tracked strictly (schedule_liberal: liberal); 95% CI", fontsize=9)
-        figures = save(fig, exp_dir, "e10_window_failover")
+    figures: list[str] = []  # none when only the verdict is asked for (stability)
+    if draw:
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+            for ax, values, label in ((axes[0], survival, "share of the crashed node's sessions "
+                                       "that survive"),
+                                      (axes[1], rate, f"sync sent by {CRASHED} before the crash "
+                                       "(kB/s)")):
+                for i, v in enumerate(names):
+                    m, h = values[v]
+                    ax.barh(i, m or 0, xerr=half_or_zero(h), capsize=3, color=f"C{i}")
+                    ax.text((m or 0), i, " n/a" if m is None else f" {m:.2f}", va="center",
+                            fontsize=7)
+                ax.set_yticks(range(len(names)), names)
+                ax.invert_yaxis()
+                ax.set(xlabel=label)
+            axes[0].set(xlim=(0, 1.2), title="Survival of a node crash")
+            axes[1].set(title="What replicating the window costs")
+            fig.suptitle("Experiment 10: fw1 crashes during long FTP downloads; TCP windows "
+                         "tracked strictly (schedule_liberal: liberal); 95% CI", fontsize=9)
+            figures = save(fig, exp_dir, "e10_window_failover")
     verdict, why = "not shown", "needs the variants " + ", ".join(CARRIES_ON + (STALE,))
     needed = CARRIES_ON + (STALE,)
     if all(v in survival and survival[v][0] is not None for v in needed) \

@@ -83,7 +83,8 @@ def test_report_from_raw_data_alone_judges_the_claim(tmp_path):
 def test_no_lost_race_without_the_hold_is_not_shown_and_few_reps_only_indicative(tmp_path):
     path, _ = analysis.report(_campaign(tmp_path, 2, nohold_fails=0))
     text = open(path).read()
-    assert "**not shown (indicative only: 2 repetition(s), 5 needed)**" in text
+    assert ("**Verdict: not shown (indicative only: 2 repetition(s), 3 needed to resample).** "
+            "stability: not computed") in text
     assert "nothing to prevent" in text
 
 
@@ -120,3 +121,41 @@ def test_delayed_replication_savings_are_paired_by_repetition(tmp_path):
     assert rows[1][:2] == ["0.1", 2] and rows[1][3] == "0.5 ± 0"  # 1 - 500/1000 in both
     assert rows[1][4] == "0.8 ± 0" and rows[1][6] == "0.03 ± 0"
     assert result["verdict"] == "holds"  # half saved for 3% unprotected
+
+
+def test_home_is_judged_against_every_sync_variant_kernel_nodes_too(tmp_path):
+    def point(variant, rep, survive, setup, kind, sent):
+        records = [{"session": i, "outcome": "ok" if survive else "fail", "bytes": 1000,
+                    "data_setup": setup, "t_first_byte": 1.0, "t_end": 3.0,
+                    "control_node": "fw1", "data_node": "fw1"} for i in range(2)]
+        sync = ({"counters": {"bytes_sent": sent, "messages_sent": 1}} if kind == "kernel" else
+                {"counters": {"data_bytes_sent": sent, "messages_sent": 1}})
+        stats = {"fw1": {"kind": kind, "sync": sync}}
+        if variant == "home":
+            stats["fw1"]["home"] = {"counters": {"cluster_bytes_sent": 1500,
+                                                 "cluster_messages_sent": 10}}
+        return {"variant": variant, "params": {}, "repetition": rep, "records": records,
+                "spec": {"cluster": {"latency_ms": 0.0}}, "stats": stats,
+                "events": [{"event": "fault_crash", "t": 2.0, "node": "fw1"}]}
+    points = [point("home", r, False, 0.012, "python", 0) for r in range(3)]
+    points += [point("kernel_sync", r, True, 0.010, "kernel", 40) for r in range(3)]
+    result = analysis.home_vs_sync(points, str(tmp_path / "e6k_home_vs_sync_kernel"))
+    assert result["verdict"] == "holds", result["why"]
+    assert "vs kernel_sync" in result["why"]
+    assert os.path.basename(result["figures"][0]).startswith("e6k_home_vs_sync_kernel")
+    # a kernel cluster that lost its flows too: the claim fails on it, and says where
+    points[3:] = [point("kernel_sync", r, False, 0.010, "kernel", 40) for r in range(3)]
+    result = analysis.home_vs_sync(points, str(tmp_path / "e6k_home_vs_sync_kernel"))
+    assert result["verdict"] == "does not hold" and "survival (kernel_sync)" in result["why"]
+
+
+def test_a_median_difference_gets_a_bootstrap_interval_over_repetitions_and_sessions():
+    from experiments.analysis.stats import bootstrap_difference
+    slow = [[20.0, 21.0, 22.0, 19.0], [20.5, 21.5, 19.5, 22.5], [21.0, 20.0, 22.0, 19.0]]
+    fast = [[10.0, 11.0, 12.0, 9.0], [10.5, 11.5, 9.5, 12.5], [11.0, 10.0, 12.0, 9.0]]
+    est, low, high = bootstrap_difference(slow, fast, seed=1)
+    assert est == pytest.approx(10.0, abs=0.6) and 8 < low <= est <= high < 12
+    est, low, high = bootstrap_difference(fast, fast, seed=1)
+    assert est == 0 and low < 0 < high
+    assert bootstrap_difference(slow, fast, seed=1) == bootstrap_difference(slow, fast, seed=1)
+    assert bootstrap_difference([[]], [[1.0]]) is None
