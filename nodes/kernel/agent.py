@@ -124,7 +124,7 @@ class Agent:
         self.external_cache = raw.get("external_cache", True)
         self.commit = raw.get("commit", "before_steer")  # at a rejoin too, unless "never"
         self.boot = int.from_bytes(os.urandom(8), "big") >> 1 or 1
-        self.rx_start = self.packets_in()  # the veths outlive a restart: count from here
+        self.rx_start = self.port_packets()  # the veths outlive a restart: count from here
         self.controller_seen: dict[int, int] = {}  # controller incarnation -> last counter
         self.conntrackd = None
         self.reported_exit = False
@@ -238,15 +238,18 @@ class Agent:
                 "records": self.counters.get("resync_entries", 0),
                 "timed_out": self.counters.get("resync_ms", 0) >= ctd.RESYNC_MAX * 1000})
 
-    def packets_in(self) -> dict[str, int]:
-        """Frames received on the outside and inside ports since the agent started."""
+    def port_packets(self) -> dict[str, int]:
+        """Frames received so far on the outside and inside ports, by port name."""
         try:
             with open("/proc/net/dev", encoding="ascii") as fh:
-                now = ctd.interface_packets(fh.read(), self.ports)
+                return ctd.interface_packets(fh.read(), self.ports)
         except OSError:
-            return {"outside": 0, "inside": 0}
-        start = getattr(self, "rx_start", None) or {n: 0 for n in self.ports}
-        return {side: now[port] - start[port]
+            return {port: 0 for port in self.ports}
+
+    def packets_in(self) -> dict[str, int]:
+        """Frames received on the outside and inside ports since the agent started."""
+        now = self.port_packets()
+        return {side: now[port] - self.rx_start[port]
                 for side, port in zip(("outside", "inside"), self.ports)}
 
     # -- commits ------------------------------------------------------------------

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
+import traceback
 
 SLICE = 256  # entries a dump writes at a time
 IDLE = 2.0  # seconds a connection may stay silent or unread before it is closed
@@ -42,7 +44,7 @@ class ControlServer:
         self.sock.listen(16)
         self.sock.setblocking(False)
         self.conns: dict[int, _Conn] = {}
-        self.counters = {"control_timeouts": 0, "control_errors": 0}
+        self.counters = {"control_timeouts": 0, "control_errors": 0, "control_faults": 0}
 
     def readers(self) -> list:
         return [self.sock] + [c.sock for c in self.conns.values() if c.parts is None and not c.out]
@@ -82,8 +84,20 @@ class ControlServer:
             if command == "dump":
                 c.parts = iter(self.dump_parts())
             else:
-                c.out = json.dumps(self.answer(command)).encode()
+                c.out = json.dumps(self.safe_answer(command)).encode()
                 c.parts = iter(())
+
+    def safe_answer(self, command: str) -> dict:
+        """The answer, or, should answering fail, an error for the client and the
+        traceback in the node's log: a fault in introspection must not end a node
+        that carries traffic."""
+        try:
+            return self.answer(command)
+        except Exception as err:  # noqa: BLE001 - any fault of the answer, reported
+            self.counters["control_faults"] += 1
+            traceback.print_exc(file=sys.stderr)
+            return {"error": f"{command.split()[0] if command else command!r} failed in the "
+                             f"node: {type(err).__name__}: {err} (see the node's log)"}
 
     def writable(self, sock, now: float) -> None:
         c = self.conns.get(sock.fileno())
@@ -115,6 +129,10 @@ class ControlServer:
                 c.out = next(c.parts).encode()
             except StopIteration:
                 return self._close(c)
+            except Exception:  # noqa: BLE001 - a fault in a listing ends it, not the node
+                self.counters["control_faults"] += 1
+                traceback.print_exc(file=sys.stderr)
+                return self._close(c, error=True)
             if time.monotonic() >= until:
                 return
 

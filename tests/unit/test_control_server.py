@@ -76,3 +76,27 @@ def test_a_big_dump_comes_in_slices_with_the_loop_running_between(tmp_path):
     assert dump["entries"] == fw.dump(0.0)["entries"]  # the same as the whole answer
     assert loops >= 30  # the loop had control back at least once a slice
     server.close()
+
+
+def test_a_fault_in_an_answer_is_the_clients_error_not_the_nodes_end(tmp_path, capsys):
+    # a kernel node's stats raised KeyError on its first call and the node ended with it
+    def answer(cmd):
+        if cmd == "stats":
+            raise KeyError("fw1-eth0")
+        return {"answer": cmd}
+
+    def broken_dump():
+        yield json.dumps({"node": "fw1"}) + "\n"
+        raise RuntimeError("conntrack -L failed")
+
+    path = str(tmp_path / "fw1.sock")
+    server = ControlServer(path, answer, broken_dump)
+    got, _ = read_all(client(path, "stats"), server)
+    assert "KeyError" in json.loads(got)["error"]
+    got, _ = read_all(client(path, "dump"), server)
+    assert got == b'{"node": "fw1"}\n'  # cut short where it failed
+    got, _ = read_all(client(path, "ping"), server)  # and the server goes on
+    assert json.loads(got) == {"answer": "ping"}
+    assert server.counters["control_faults"] == 2
+    assert "conntrack -L failed" in capsys.readouterr().err
+    server.close()
