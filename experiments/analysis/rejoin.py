@@ -1,6 +1,7 @@
 """Experiment 5: a node leaving or crashing and joining again under load (method 700)."""
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 from collections import defaultdict
@@ -17,6 +18,13 @@ DETECTION_GRACE = 0.3  # s after a membership change before a node must be backe
 # answers, or a moment before, can be on its way to the backup. Only connections older
 # than nodes.sync.SETTLED (50 ms) are counted, and coverage must stay above this.
 MIN_COVERAGE = 0.9
+
+
+@functools.lru_cache(maxsize=1024)
+def events_of(path: str, kind: str) -> tuple[dict, ...]:
+    """The events of one kind in a JSON-lines log, read once (the stability bootstrap
+    decides the verdict again a thousand times on the same points)."""
+    return tuple(e for e in read_jsonl(path) if e["event"] == kind)
 
 
 def coverage(snapshot: dict) -> tuple[float | None, list[str]]:
@@ -53,11 +61,11 @@ def rejoin(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             if back is None:
                 continue
             t0, node = back
-            ev = [e for e in read_jsonl(os.path.join(p["dir"], f"{node}.events.jsonl"))
-                  if e["event"] == "ready" and e["t"] > t0]
+            ev = [e for e in events_of(os.path.join(p["dir"], f"{node}.events.jsonl"), "ready")
+                  if e["t"] > t0]
             ready.append((ev[0]["t"] - t0) * 1000 if ev else None)
-            up = [e for e in read_jsonl(os.path.join(p["dir"], "controller.events.jsonl"))
-                  if e["event"] == "node_up" and e.get("node") == node and e["t"] > t0]
+            up = [e for e in events_of(os.path.join(p["dir"], "controller.events.jsonl"), "node_up")
+                  if e.get("node") == node and e["t"] > t0]
             steered.append((up[0]["t"] - t0) * 1000 if up else None)
             first = [s["t"] for s in p["snapshots"] if s["t"] > t0 and (s["nodes"].get(node) or {})
                      and sum(s["nodes"][node].get("packets_in", {}).values()) > 0]

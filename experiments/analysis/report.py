@@ -65,8 +65,7 @@ def report(folder: str) -> tuple[str, list[str]]:
         judged = judge_stability(analysis, points, exp_dir, result["verdict"])
         verdict = result["verdict"]
         if judged["stability"] is None:
-            verdict += (f" (indicative only: {judged['repetitions']} repetition(s), "
-                        f"{stab.MIN_REPETITIONS} needed to resample)")
+            verdict += " (indicative only)"
         elif judged["unstable"]:
             verdict += " (unstable)"
         settled = stab.describe(judged["stability"],
