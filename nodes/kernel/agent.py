@@ -43,6 +43,7 @@ import threading
 import time
 
 from nodes import syncproto as sp
+from nodes.sync import SETTLED
 from nodes.kernel import conntrackd as ctd
 from nodes.kernel import nft
 from nodes.kernel.watch import KernelEvents, stop_child
@@ -350,6 +351,9 @@ class Agent:
         say: only with one other node is ``backup_of`` exact, so only then is it given."""
         others = [n for i, n in sorted(self.config.names.items()) if i != self.me]
         out = {"entries_owned": ctd.internal_entries(parsed), "backup_nodes": others}
+        if self.events is not None:  # as a Python node's: leave out the last SETTLED s
+            young = self.events.admitted_since(time.monotonic() - SETTLED)
+            out["entries_owned_settled"] = max(0, out["entries_owned"] - young)
         if len(others) == 1:  # the copies: the external cache, or without it the kernel's rest
             copies = ctd.external_entries(parsed) if self.external_cache else \
                 max(0, self.kernel_entries() - out["entries_owned"])

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 
 from nodes.kernel import conntrackd as ctd
 from nodes.kernel import nflog
@@ -44,6 +45,7 @@ class KernelEvents:
         self.lock = threading.Lock()
         self.window, self.in_window = 0, 0
         self.counters = {"events_written": 0, "events_lost": 0, "nflog_errors": 0}
+        self.recent: deque = deque(maxlen=1 << 16)  # arrival times of admitted connections
         self.running = True
         self.conntrack = None
         self.nl = None
@@ -84,8 +86,17 @@ class KernelEvents:
         for line in self.conntrack.stdout:
             parsed = ctd.parse_event(line, self.node)
             if parsed and parsed[1] == "NEW" and not parsed[3]:
+                self.recent.append(time.monotonic())  # even when the log is over its rate
                 self.write({"t": parsed[0], "node": self.node, "event": "new",
                             "entry": parsed[2]})
+
+    def admitted_since(self, since: float) -> int:
+        """Connections this node's kernel admitted after monotonic time ``since``
+        (those of the last moments: their copies may still be on their way)."""
+        recent = self.recent
+        while recent and recent[0] <= since:
+            recent.popleft()
+        return len(recent)
 
     def dropped(self) -> None:
         while self.running:
