@@ -430,12 +430,11 @@ class CpuIdle:
     def __init__(self):
         self.start = fidelity.cpu_times()
 
-    def percent(self) -> float:
-        self.end = fidelity.cpu_times()
-        return 100.0 * (fidelity.idle_share(self.start, self.end) or 0.0)
-
-    def steal_percent(self) -> float:
-        return 100.0 * (fidelity.steal_share(self.start, self.end) or 0.0)
+    def percents(self) -> tuple[float, float]:
+        """(idle %, steal %) since the start."""
+        end = fidelity.cpu_times()
+        return (100.0 * (fidelity.idle_share(self.start, end) or 0.0),
+                100.0 * (fidelity.steal_share(self.start, end) or 0.0))
 
 
 def flood_cluster(starts: Starts, out_dir: str, name: str, n: int, cap: int, early_drop: bool):
@@ -461,8 +460,9 @@ def sustained_rate(starts: Starts, out_dir: str, seconds: float = 8.0) -> tuple[
             time.sleep(seconds / 3)  # the tables fill; then the steady state is measured
             idle = CpuIdle()
             wait_until(lambda: not flood.alive(), seconds + 60, "the flood to end")
-            trials.append({"rate": rate, "cpu_idle": round(idle.percent(), 1),
-                           "cpu_steal": round(idle.steal_percent(), 1),
+            cpu_idle, cpu_steal = idle.percents()
+            trials.append({"rate": rate, "cpu_idle": round(cpu_idle, 1),
+                           "cpu_steal": round(cpu_steal, 1),
                            "sent": int(flood.log_tail(1) or 0)})
         finally:
             cluster.stop()
@@ -490,7 +490,7 @@ def synflood(starts: Starts, out_dir: str, seconds: float, early_drop: bool,
         from nodes.observe.client import ask, socket_path
         dumped = len(ask(socket_path(cluster.run_id, "fw1"), "dump", timeout=60)["entries"])
         wait_until(lambda: not flood.alive(), seconds + 60, "the flood to end")
-        cpu_idle, cpu_steal = idle.percent(), idle.steal_percent()
+        cpu_idle, cpu_steal = idle.percents()
         wait_until(lambda: not legit.alive(), seconds + tries * 3.5, "the legitimate connections")
         sent = int(flood.log_tail(1) or 0)
         admitted = int(legit.log_tail(1) or 0)
@@ -500,7 +500,8 @@ def synflood(starts: Starts, out_dir: str, seconds: float, early_drop: bool,
             proc.stop()
         return {"sent": sent, "seconds": seconds, "rate": rate, "admitted": admitted,
                 "tries": tries, "cpu_idle": round(cpu_idle, 1),
-                "cpu_steal": round(cpu_steal, 1), "peak_rss_mib": rss, "rss_before_mib": rss_before, "dumped": dumped,
+                "cpu_steal": round(cpu_steal, 1), "peak_rss_mib": rss,
+                "rss_before_mib": rss_before, "dumped": dumped,
                 "entries": {n: s["entries"] for n, s in stats.items()},
                 "early_drops": {n: s["counters"].get("early_drops", 0) for n, s in stats.items()},
                 "table_full": {n: s["drops"].get("table_full", 0) for n, s in stats.items()},

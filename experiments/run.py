@@ -215,7 +215,8 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                "sessions": len(records), "ok": ok,
                "faults_failed": timeline.errors,
                "faults_skipped": [e["fault"] for e in timeline.skipped],
-               "fidelity": {"idle_cpu": idle, "steal_cpu": steal, "switch_drops": switch, "node_io_drops": nodes,
+               "fidelity": {"idle_cpu": idle, "steal_cpu": steal, "switch_drops": switch,
+                            "node_io_drops": nodes,
                             "emulator_bottleneck": bool(flags), "flags": flags}}
     with open(os.path.join(out, "point.json"), "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)

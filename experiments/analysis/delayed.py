@@ -45,10 +45,12 @@ def delayed(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
         with plt.rc_context(STYLE):
             fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
             xs = [max(d, 1e-3) for d, *_ in curve]
-            for key, label, marker in ((1, "sync bytes saved", "o"), (3, "entry records saved", "s"),
+            for key, label, marker in ((1, "sync bytes saved", "o"),
+                                       (3, "entry records saved", "s"),
                                        (2, "traffic unprotected", "x")):
                 axes[0].errorbar(xs, [c[key][0] or 0 for c in curve],
-                                 yerr=[half_or_zero(c[key][1]) for c in curve], marker=marker, capsize=3,
+                                 yerr=[half_or_zero(c[key][1]) for c in curve], marker=marker,
+                                 capsize=3,
                                  label=label)
             axes[0].set(xscale="log", xlabel="replication delay (s; 0 drawn at 1 ms)",
                         ylabel="share (of delay 0 / of bytes)", ylim=(-0.05, 1.05),
@@ -56,8 +58,10 @@ def delayed(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[0].legend(fontsize=7)
             for d, saved, unprot, _ in curve:
                 if d and saved[0] is not None and unprot[0] is not None:
-                    axes[1].errorbar(unprot[0] * 100, saved[0] * 100, xerr=half_or_zero(unprot[1]) * 100,
-                                     yerr=half_or_zero(saved[1]) * 100, marker="o", capsize=3, color="C0")
+                    axes[1].errorbar(unprot[0] * 100, saved[0] * 100,
+                                     xerr=half_or_zero(unprot[1]) * 100,
+                                     yerr=half_or_zero(saved[1]) * 100, marker="o", capsize=3,
+                                     color="C0")
                     axes[1].annotate(f"{d:g} s", (unprot[0] * 100, saved[0] * 100), fontsize=7,
                                      xytext=(4, -10), textcoords="offset points")
             axes[1].scatter([u * 100 for _, u in FENG], [b * 100 for b, _ in FENG], marker="*",
@@ -69,7 +73,7 @@ def delayed(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[1].legend(fontsize=7)
             fig.suptitle("Experiment 7: delayed replication (mean, 95% CI over repetitions)",
                          fontsize=9)
-            figures = save(fig, exp_dir, "e7_delayed")
+            figures = save(fig, exp_dir)
     measured = [(d, s, u) for d, s, u, _ in curve if d and s[0] is not None and u[0] is not None]
     if not base or not measured:
         return {"figures": figures, "verdict": "not shown",

@@ -82,7 +82,7 @@ def failover(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             fig.suptitle("Experiment 3: fw1 crashes during long FTP downloads (_at_announce: "
                          "between announcing the data connection and opening it; 95% CI)",
                          fontsize=9)
-            figures = save(fig, exp_dir, "e3_failover")
+            figures = save(fig, exp_dir)
     synced = [v for v in names if v.split("_at_")[0] in ("ondemand", "combined", "spread")]
     lost = [v for v in names if v.split("_at_")[0] in ("none", "home")]
     verdict, why = "not shown", "needs a synchronized and an unsynchronized variant"

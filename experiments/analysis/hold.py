@@ -41,7 +41,7 @@ def hold(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[1].legend(fontsize=7)
             fig.suptitle("Experiment 2: holding the packet (mean, 95% CI over repetitions)",
                          fontsize=9)
-            figures = save(fig, exp_dir, "e2_hold")
+            figures = save(fig, exp_dir)
     pairs = [(v, "no" + v) for v, in groups if v.startswith("hold") and ("no" + v,) in groups]
     verdict, why = "not shown", "needs variants with and without the hold"
     if pairs:

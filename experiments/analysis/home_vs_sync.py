@@ -1,12 +1,11 @@
 """Experiment 6: forwarding to the home node (the second seed) against on-demand sync."""
 from __future__ import annotations
 
-import os
-
 from experiments.analysis.delayed import sync_bytes
 from experiments.analysis.failover import affected_sessions
 from experiments.analysis.points import group, sync_counter
-from experiments.analysis.stats import bootstrap_difference, fmt, half_or_zero, mean_ci
+from experiments.analysis.stats import (bootstrap_difference, compare_intervals, fmt,
+                                        half_or_zero, mean_ci)
 from experiments.analysis.style import STYLE, plt, save
 from nodes import syncproto as sp
 from nodes.samples import percentiles
@@ -26,18 +25,6 @@ def cluster_bytes(p: dict) -> float:
 
 
 INNER, INNER_STABILITY = 2000, 200  # bootstrap resamples of the latency difference
-
-
-def compare(high: tuple, low: tuple) -> str:
-    """Whether ``high``'s 95% interval (mean, half) lies above ``low``'s: "holds",
-    below it: "does not hold", or they overlap: "not shown"."""
-    (m1, h1), (m2, h2) = high, low
-    h1, h2 = half_or_zero(h1), half_or_zero(h2)
-    if m1 - h1 > m2 + h2:
-        return "holds"
-    if m1 + h1 < m2 - h2:
-        return "does not hold"
-    return "not shown"
 
 
 def colour(variant: str) -> str:
@@ -93,11 +80,10 @@ def home_vs_sync(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[2].set_xticks(range(len(keys)), ticks)
             axes[2].set(ylabel="share surviving", ylim=(0, 1.05),
                         title="Sessions on the crashed node")
-            name = os.path.basename(os.path.normpath(exp_dir))
             between = ", ".join(f"{x:g}" for x in sorted({lat for _, lat in res}))
             fig.suptitle(f"Experiment 6: home-node forwarding against state sync, {between} ms "
                          "between nodes (mean, 95% CI over repetitions)", fontsize=9)
-            figures = save(fig, exp_dir, name if name.startswith("e6") else "e6_home_vs_sync")
+            figures = save(fig, exp_dir)
     # every synchronizing variant ("sync", and "kernel_sync" on kernel nodes) against home
     pairs = sorted((v, lat) for v, lat in res if v.endswith("sync") and ("home", lat) in res)
     verdict, why = "not shown", "needs home and a sync variant at the same latency"
@@ -110,7 +96,7 @@ def home_vs_sync(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
                     and h_["survival"][0] is not None):
                 continue
             # cluster traffic: home's interval above sync's (means, Student's t)
-            traffic = compare(h_["per_byte"], s_["per_byte"])
+            traffic = compare_intervals(h_["per_byte"], s_["per_byte"])
             if traffic != "holds":
                 (failed if traffic == "does not hold" else unshown).add("cluster traffic" + tag)
             # latency: home's median set-up minus sync's, a bootstrap interval over the

@@ -38,7 +38,8 @@ def periodic_window(points: list[dict], exp_dir: str, draw: bool = True) -> dict
                     ax.errorbar(xs, [pt[key][0] * scale for pt in pts],
                                 yerr=[half_or_zero(pt[key][1]) * scale for pt in pts], marker="o",
                                 capsize=3, label=f"periodic, {variant}")
-                axes[0].errorbar(xs, [pt[4][0] for pt in pts], yerr=[half_or_zero(pt[4][1]) for pt in pts],
+                axes[0].errorbar(xs, [pt[4][0] for pt in pts],
+                                 yerr=[half_or_zero(pt[4][1]) for pt in pts],
                                  marker="x", ls=":", capsize=3,
                                  label=f"periodic, {variant}: session failed")
             axes[0].set(xscale="log", xlabel="sync interval (s)", ylim=(-0.05, 1.05),
@@ -50,7 +51,7 @@ def periodic_window(points: list[dict], exp_dir: str, draw: bool = True) -> dict
                 ax.legend(fontsize=7)
             fig.suptitle("Experiment 1: the periodic window (mean, 95% CI over repetitions)",
                          fontsize=9)
-            figures = save(fig, exp_dir, "e1_periodic_window")
+            figures = save(fig, exp_dir)
     by = {(v, i): g for (v, i), g in groups.items()}
     verdict, why = "not shown", "the on-demand and periodic variants are not all present"
     periodic = sorted({i for (v, i) in by if v in ("full", "differential") and i is not None})

@@ -95,7 +95,8 @@ def rejoin(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             for j, label in enumerate(labels):
                 xs = [i + (j - 1) * 0.27 for i in range(len(names))]
                 axes[0].bar(xs, [timings[v][j][0] or 0 for v in names], width=0.27,
-                            yerr=[half_or_zero(timings[v][j][1]) for v in names], capsize=3, label=label)
+                            yerr=[half_or_zero(timings[v][j][1]) for v in names], capsize=3,
+                            label=label)
             axes[0].set_xticks(range(len(names)), [f"{v}, then restart" for v in names])
             axes[0].set(ylabel="time after the restart (ms)", title="Back in service")
             axes[0].legend(fontsize=7)
@@ -111,7 +112,7 @@ def rejoin(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[1].legend(fontsize=7)
             fig.suptitle("Experiment 5: fw2 goes away and restarts under load "
                          "(mean, 95% CI over repetitions)", fontsize=9)
-            figures = save(fig, exp_dir, "e5_rejoin")
+            figures = save(fig, exp_dir)
     measured = [v for v in names if timings[v][0][0] is not None]
     verdict, why = "not shown", "no restarted node reported ready"
     if measured:

@@ -45,11 +45,13 @@ def scaling(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
             for i, (variant, pts) in enumerate(sorted(series.items())):
                 xs = [n for n, *_ in pts]
-                axes[0].errorbar(xs, [s[0] for _, s, _, _ in pts], yerr=[half_or_zero(s[1]) for _, s, _, _ in pts],
+                axes[0].errorbar(xs, [s[0] for _, s, _, _ in pts],
+                                 yerr=[half_or_zero(s[1]) for _, s, _, _ in pts],
                                  marker="o", capsize=3, color=f"C{i}", label=f"{variant}: measured")
                 axes[0].plot(xs, [pr for *_, pr in pts], ls="--", color=f"C{i}",
                              label=f"{variant}: (1+k)/N" if variant != "full" else "full: 1")
-                axes[1].errorbar(xs, [b[0] for _, _, b, _ in pts], yerr=[half_or_zero(b[1]) for _, _, b, _ in pts],
+                axes[1].errorbar(xs, [b[0] for _, _, b, _ in pts],
+                                 yerr=[half_or_zero(b[1]) for _, _, b, _ in pts],
                                  marker="o", capsize=3, color=f"C{i}", label=variant)
             axes[0].set(xlabel="cluster size N", ylabel="entries per node / connections",
                         ylim=(0, 1.1), title="Memory: share of the table each node holds")
@@ -59,7 +61,7 @@ def scaling(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
                 ax.legend(fontsize=7)
             fig.suptitle("Experiment 4: memory and sync traffic against cluster size "
                          "(mean, 95% CI)", fontsize=9)
-            figures = save(fig, exp_dir, "e4_scaling")
+            figures = save(fig, exp_dir)
     measured = [r for r in rows if r[3] != "n/a"]
     if not measured:
         verdict, why = "not shown", "no snapshot was taken while sessions were open"

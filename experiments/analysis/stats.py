@@ -43,11 +43,19 @@ def half_or_zero(half):
     return half if half is not None else 0.0
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def compare_intervals(high: tuple, low: tuple) -> str:
+    """Whether ``high``'s 95% interval (mean, half) lies above ``low``'s: "holds",
+    below it: "does not hold", or they overlap: "not shown"."""
+    (m1, h1), (m2, h2) = high, low
+    h1, h2 = half_or_zero(h1), half_or_zero(h2)
+    if m1 - h1 > m2 + h2:
+        return "holds"
+    if m1 + h1 < m2 - h2:
+        return "does not hold"
+    return "not shown"
 
 
-def bootstrap_difference(a: list[list[float]], b: list[list[float]], statistic=median,
+def bootstrap_difference(a: list[list[float]], b: list[list[float]], statistic=statistics.median,
                          resamples: int = 2000, seed: int = 0,
                          level: float = 0.95) -> tuple[float, float, float] | None:
     """``statistic`` of the pooled values of ``a`` minus that of ``b``, with a
@@ -58,7 +66,8 @@ def bootstrap_difference(a: list[list[float]], b: list[list[float]], statistic=m
     pairs = [(x, y) for x, y in zip(a, b) if x and y]
     if not pairs:
         return None
-    estimate = statistic([v for x, _ in pairs for v in x]) - statistic([v for _, y in pairs for v in y])
+    estimate = (statistic([v for x, _ in pairs for v in x])
+                - statistic([v for _, y in pairs for v in y]))
     rng = random.Random(seed)
     diffs = []
     for _ in range(resamples):

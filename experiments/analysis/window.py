@@ -80,7 +80,7 @@ def window(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
             axes[1].set(title="What replicating the window costs")
             fig.suptitle("Experiment 10: fw1 crashes during long FTP downloads; TCP windows "
                          "tracked strictly (schedule_liberal: liberal); 95% CI", fontsize=9)
-            figures = save(fig, exp_dir, "e10_window_failover")
+            figures = save(fig, exp_dir)
     verdict, why = "not shown", "needs the variants " + ", ".join(CARRIES_ON + (STALE,))
     needed = CARRIES_ON + (STALE,)
     if all(v in survival and survival[v][0] is not None for v in needed) \

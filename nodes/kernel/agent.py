@@ -43,7 +43,6 @@ import threading
 import time
 
 from nodes import syncproto as sp
-from nodes.sync import SETTLED
 from nodes.kernel import conntrackd as ctd
 from nodes.kernel import nft
 from nodes.kernel.watch import KernelEvents, stop_child
@@ -53,6 +52,7 @@ from nodes.settings import SettingsError, firewall_change
 from nodes.shell import config as cluster_config
 from nodes.shell.control_server import ControlServer
 from nodes.shell.ports import link_up
+from nodes.sync import SETTLED
 
 BRIDGE = "br0"
 CONTROL_BUDGET = 0.002
