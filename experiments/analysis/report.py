@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 
+from experiments.analysis.combined_interval import combined_interval
 from experiments.analysis.delayed import delayed
 from experiments.analysis.failover import failover
 from experiments.analysis.hold import hold
@@ -20,7 +21,7 @@ from experiments.analysis import stability as stab
 # A spec's ``analysis`` names one of these (experiments/specs/reproduce/*.toml).
 ANALYSES = {"periodic_window": periodic_window, "hold": hold, "failover": failover,
             "scaling": scaling, "rejoin": rejoin, "home_vs_sync": home_vs_sync,
-            "delayed": delayed, "window": window}
+            "delayed": delayed, "window": window, "combined_interval": combined_interval}
 
 
 def fidelity_summary(points: list[dict]) -> str:

@@ -16,6 +16,7 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes.sync.channel import LATER
+from nodes.sync.replication import _identity
 
 
 class Hold:
@@ -31,6 +32,7 @@ class Hold:
             kind = "expect" if hasattr(obj, "master") else "update"
             if not self._queued_for(obj):
                 self._queue(kind, obj, now)
+            self.dirty.pop(_identity(obj), None)  # synchronized now, not again next round
         self.flush(now, budget=None)  # the ticket below must name the message carrying it
         ticket = {}
         for obj in objs:

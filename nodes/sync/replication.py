@@ -63,6 +63,8 @@ class Replication:
             self._queue(kind, obj, now)
             self.counters[f"trigger_{trigger}"] += 1
             if self.active == "combined":
+                # synchronized now: the next round carries only what no trigger sent
+                self.dirty.pop(_identity(obj), None)
                 self.next_periodic = now + self.config.interval
 
     # -- TCP windows (nodes/tcpwindow.py) ------------------------------------------
@@ -96,6 +98,7 @@ class Replication:
         """Send what changed (differential) or everything this node owns (full)."""
         self.next_periodic = now + self.config.interval
         self.counters["periodic_syncs"] += 1
+        queued = self.counters["records_queued"]
         me = self.name
         if self.config.periodic == "full":
             for entry in self.table.entries():
@@ -112,6 +115,7 @@ class Replication:
             for kind, obj in self.dirty.values():
                 self._queue(kind, obj, now)
         self.dirty.clear()
+        self.counters["records_queued_periodic"] += self.counters["records_queued"] - queued
 
     def _auto(self, now: float) -> None:
         """Mode auto: switch by projected sync bandwidth and by table size (method 500)."""
@@ -231,6 +235,7 @@ class Replication:
         if kind == "update" and self.windows:
             self.windows.pop(obj.orig, None)  # the record will carry the window, when packed
         peers = self._destinations(obj) if peers is None else peers
+        self.counters["records_queued"] += len(peers)
         for peer in peers:
             self.channels[peer].pending.append(record)
         if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:

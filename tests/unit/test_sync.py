@@ -123,6 +123,33 @@ def test_combined_mode_resets_the_periodic_timer():
     assert net.sync[1].counters.get("periodic_syncs", 0) == 0
 
 
+def test_a_combined_round_sends_only_what_no_trigger_sent():
+    """Method 500: what an on-demand sync carried is synchronized; the next periodic round
+    carries only the changes whose trigger is off (here state_modified)."""
+    net = Net(2, mode="combined", interval=0.5,
+              triggers=("new_connection", "node_failed", "node_offline", "state_requested",
+                        "multi_node_session"))
+    fw = net.fw[1]
+    syn(fw, t=net.t)  # new_connection: on demand
+    net.run(0.1)
+    assert net.sync[1].counters["sent_entry"] == 1
+    fw.process(tcp(SERVER, CLIENT, 80, 40000, "SA", 5000, 1001), INSIDE, net.t)
+    net.run(0.6)  # the SYN/ACK's change (state_modified) waited for the round
+    counters = net.sync[1].counters
+    assert counters["periodic_syncs"] >= 1 and counters["sent_entry"] == 2
+    assert counters["records_queued_periodic"] == 1 and counters["records_queued"] == 2
+    assert next(iter(net.fw[2].table.entries())).state == "SYN_RECV"
+
+
+def test_a_combined_round_after_on_demand_syncs_sends_nothing_again():
+    net = Net(2, mode="combined", interval=0.5)
+    syn(net.fw[1], t=net.t)
+    net.run(2.0)
+    counters = net.sync[1].counters
+    assert counters["periodic_syncs"] >= 2
+    assert counters["sent_entry"] == 1 and counters.get("records_queued_periodic", 0) == 0
+
+
 def test_full_periodic_sends_everything_each_interval():
     net = Net(2, mode="periodic", periodic="full", interval=0.5)
     syn(net.fw[1])
