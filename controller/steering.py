@@ -4,14 +4,15 @@ A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 ``buckets`` buckets (Open vSwitch's ``multipath`` action with
 ``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket
 table maps each bucket to a live node. Both switches compute the same hash, so
-both directions of a connection cross the same node. ICMPv6, and IPv6
-fragments after the first, are hashed by their addresses only
-(``symmetric_l3``): Open vSwitch gives a later IPv6 fragment protocol 44 (the
-fragment header), not its first fragment's, so under the first hash a
-datagram's fragments met different nodes and none could be reassembled. (A
-fragmented TCP or UDP datagram still splits, in either family: its first
-fragment has ports, the others do not.) Non-IP frames (ARP) cross one
-designated node. Frames leaving a node are delivered to hosts by destination
+both directions of a connection cross the same node. Fragments, first and
+later, of either family, and ICMPv6 are hashed by their addresses only
+(``symmetric_l3``): a later fragment has no ports (and Open vSwitch gives a
+later IPv6 one protocol 44, the fragment header), so under the first hash a
+fragmented UDP datagram's first fragment and the rest met different nodes and
+none could reassemble it. The price: a flow's fragmented datagrams may cross
+another node than its whole ones, which sync covers as it covers a related
+connection; steering "addresses" (``by_addresses``) hashes every packet by its
+addresses, as Linux's xt_cluster match does, and no flow splits. Non-IP frames (ARP) cross one designated node. Frames leaving a node are delivered to hosts by destination
 MAC. Pure: no ryu import.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from nodes.groups import adopter
 COOKIE = 0xF1C1  # marks every flow this policy installs
 TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
 ETH_TYPE_IP, ETH_TYPE_IPV6 = 0x0800, 0x86DD
-PROTO_FRAGMENT6, PROTO_ICMPV6 = 44, 58  # later IPv6 fragments (as Open vSwitch sees them)
+PROTO_ICMPV6 = 58
+FRAGMENT = (1, 1)  # (value, mask) of Open vSwitch's ip_frag (nw_frag) for any fragment
 L3L4, L3 = "symmetric_l3l4+udp", "symmetric_l3"  # multipath's hash fields
 BROADCAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # (value, mask) of group MACs
 
@@ -58,10 +60,11 @@ class ClusterSpec:
     switches: dict = field(default_factory=dict)  # dpid -> SwitchSpec
     buckets: int = 64
     asymmetric: bool = False  # the inside switch hashes differently: directions split
+    by_addresses: bool = False  # every packet hashed by its addresses only (xt_cluster's way)
 
     def to_json(self) -> str:
         return json.dumps({"nodes": self.nodes, "buckets": self.buckets,
-                           "asymmetric": self.asymmetric,
+                           "asymmetric": self.asymmetric, "by_addresses": self.by_addresses,
                            "switches": {str(d): vars(s) for d, s in self.switches.items()}},
                           indent=2)
 
@@ -72,7 +75,7 @@ class ClusterSpec:
                                        {m: int(p) for m, p in s["host_ports"].items()})
                     for d, s in raw["switches"].items()}
         spec = cls(list(raw["nodes"]), switches, int(raw.get("buckets", 64)),
-                   bool(raw.get("asymmetric", False)))
+                   bool(raw.get("asymmetric", False)), bool(raw.get("by_addresses", False)))
         spec.validate()
         return spec
 
@@ -96,11 +99,14 @@ def assign_buckets(live: list, buckets: int) -> list:
 
 
 def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
-                 basis: int = 0) -> list[FlowSpec]:
+                 basis: int = 0, fields: str = L3L4) -> list[FlowSpec]:
     """Every flow of one switch, given the bucket table and the non-IP node.
 
     Both switches hash with ``basis`` 0, so both directions of a connection
     meet the same node; another basis on one switch splits them (asymmetric).
+    ``fields`` L3 hashes every packet by its addresses only, so a flow's
+    fragmented datagrams meet its whole ones (and all flows between two hosts
+    one node).
     """
     flows = []
     host_ports = sorted(set(sw.host_ports.values()))
@@ -109,11 +115,15 @@ def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
     for port in host_ports:
         for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):  # the hash reads either family's fields
             flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": eth_type},
-                                  (("multipath", len(bucket_table), "reg0", basis, L3L4),),
+                                  (("multipath", len(bucket_table), "reg0", basis, fields),),
                                   TABLE_BUCKETS))
-        for proto in (PROTO_ICMPV6, PROTO_FRAGMENT6):  # a datagram's fragments, together
-            flows.append(FlowSpec(TABLE_CLASSIFY, 110, {"in_port": port, "eth_type": ETH_TYPE_IPV6,
-                                                        "ip_proto": proto},
+        # by addresses only: any fragment, first or later (Open vSwitch's nw_frag), so
+        # that a datagram's fragments meet one node; and ICMPv6 (its errors and neighbour
+        # discovery carry no ports)
+        for match in ({"eth_type": ETH_TYPE_IP, "ip_frag": FRAGMENT},
+                      {"eth_type": ETH_TYPE_IPV6, "ip_frag": FRAGMENT},
+                      {"eth_type": ETH_TYPE_IPV6, "ip_proto": PROTO_ICMPV6}):
+            flows.append(FlowSpec(TABLE_CLASSIFY, 110, {"in_port": port, **match},
                                   (("multipath", len(bucket_table), "reg0", basis, L3),),
                                   TABLE_BUCKETS))
         flows.append(FlowSpec(TABLE_CLASSIFY, 50, {"in_port": port},
@@ -192,17 +202,20 @@ class Steering:
 
     def flows(self) -> dict[int, list[FlowSpec]]:
         """Every flow of every switch for the current table."""
-        return {dpid: switch_flows(sw, self.table, self.designated, self._basis(sw))
+        return {dpid: switch_flows(sw, self.table, self.designated, self._basis(sw), self._fields())
                 for dpid, sw in self.spec.switches.items()}
 
     def _basis(self, sw: SwitchSpec) -> int:
         return 1 if self.spec.asymmetric and sw.role == "inside" else 0
 
+    def _fields(self) -> str:
+        return L3 if self.spec.by_addresses else L3L4
+
     def changed_flows(self, buckets: list[int]) -> dict[int, list[FlowSpec]]:
         """The flows to rewrite after ``buckets`` moved (and the designated node)."""
         out = {}
         for dpid, sw in self.spec.switches.items():
-            flows = [f for f in switch_flows(sw, self.table, self.designated, self._basis(sw))
+            flows = [f for f in switch_flows(sw, self.table, self.designated, self._basis(sw), self._fields())
                      if (f.table == TABLE_BUCKETS and f.match["reg0"] in buckets)
                      or (f.table == TABLE_CLASSIFY and f.priority == 50)]
             out[dpid] = flows

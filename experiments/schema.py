@@ -46,8 +46,10 @@ class Cluster(SyncSettings):
     failover: Literal["none", "backup", "spread"] = Field(
         "none", description="the controller moves a failed node's buckets to its backup, or "
         "spreads them")
-    steering: Literal["symmetric", "asymmetric"] = Field(
-        "symmetric", description="asymmetric: the two directions of a flow cross different nodes")
+    steering: Literal["symmetric", "addresses", "asymmetric"] = Field(
+        "symmetric", description="symmetric: by addresses and ports; addresses: by addresses "
+        "only (a flow's fragments and whole datagrams together); asymmetric: the two "
+        "directions of a flow cross different nodes")
     latency_ms: float = Field(0.0, ge=0, le=10000, description="one-way delay between nodes")
     latency_via: Literal["auto", "netem", "node"] = Field(
         "auto", description="netem where the kernel has it (auto), or the nodes' delay line")

@@ -100,6 +100,7 @@ def netem_available() -> bool:
 LATENCY_VIA = ("auto", "netem", "node")
 NODE_KINDS = ("python", "kernel")
 COMMIT_ORDERS = ("before_steer", "after_steer", "never")
+STEERING = ("symmetric", "addresses", "asymmetric")  # how the switches hash (controller/steering.py)
 
 
 def listening_controller(remote_controller):
@@ -123,7 +124,7 @@ def free_port() -> int:
 
 
 def steering_spec(n: int, clients: int, servers: int, buckets: int = 64,
-                  asymmetric: bool = False) -> ClusterSpec:
+                  asymmetric: bool = False, by_addresses: bool = False) -> ClusterSpec:
     """What the controller must know about the topology FirewallClusterTopo builds."""
     nodes = [f"fw{i}" for i in range(1, n + 1)]
     ports = {node: i for i, node in enumerate(nodes, 1)}
@@ -131,7 +132,7 @@ def steering_spec(n: int, clients: int, servers: int, buckets: int = 64,
     inside = {server_mac(i): HOST_PORT_BASE + i for i in range(1, servers + 1)}
     return ClusterSpec(nodes, {1: SwitchSpec("s1", "outside", ports, outside),
                                2: SwitchSpec("s2", "inside", dict(ports), inside)}, buckets,
-                       asymmetric)
+                       asymmetric, by_addresses)
 
 
 class Cluster:
@@ -186,9 +187,10 @@ class Cluster:
         elif conntrackd is not None:
             raise SetupError("conntrackd is a setting of kernel nodes: set node \"kernel\"")
         self.failover = failover  # "backup" or "spread": the controller follows membership
-        if steering not in ("symmetric", "asymmetric"):
-            raise SetupError(f"steering {steering!r} unknown (use symmetric or asymmetric)")
+        if steering not in STEERING:
+            raise SetupError(f"steering {steering!r} unknown (use {', '.join(STEERING)})")
         self.asymmetric = steering == "asymmetric"
+        self.by_addresses = steering == "addresses"
         # One-way delay between nodes on the cluster network (geographically
         # separated nodes): netem on each node's sync link where the kernel has
         # it, else the node's own delay line (nodes/delayline.py).
@@ -239,7 +241,8 @@ class Cluster:
         spec_path = os.path.join(self.run_dir, "steering.json")
         with open(spec_path, "w", encoding="utf-8") as fh:
             fh.write(steering_spec(self.n, self.clients, self.servers,
-                                   asymmetric=self.asymmetric).to_json())
+                                   asymmetric=self.asymmetric,
+                                   by_addresses=self.by_addresses).to_json())
         self.sync_config = self.write_sync_config()
         self.controller_port = free_port()
         ctl = self.start_controller()

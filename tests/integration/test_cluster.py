@@ -123,3 +123,63 @@ def test_udp_flows_between_two_hosts_spread_over_the_nodes(cluster_factory):
         return nodes if len(nodes) == 20 else None
     nodes = wait_until(carried, 5, "the nodes to log the 20 UDP flows")
     assert len(set(nodes.values())) == 3, nodes  # 20 flows, 64 buckets: all three carry some
+
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('{server}', 5002))
+print('ready', flush=True)
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(bytes(int(data[:8])), peer)  # an answer of the size the question asks
+"""
+
+UDP_ASK = """
+import socket
+answered = []
+for port in range(42000, 42012):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('', port))
+    s.settimeout(1.0)
+    s.sendto(b'%08d' % {answer} + bytes({question} - 8), ('{server}', 5002))
+    try:
+        answered.append(int(len(s.recv(65535)) == {answer}))
+    except socket.timeout:
+        answered.append(0)
+    s.close()
+print('answered', answered, flush=True)
+"""
+
+
+@pytest.mark.parametrize("steering,question,answer,all_answered", [
+    ("symmetric", 3000, 3000, True),  # fragments both ways
+    ("symmetric", 100, 3000, False),  # a whole question, a fragmented answer (DNS's shape)
+    ("addresses", 100, 3000, True),  # every packet hashed by its addresses
+])
+def test_fragmented_udp_datagrams_cross_a_cluster_of_three(cluster_factory, tmp_path, steering,
+                                                           question, answer, all_answered):
+    """Twelve UDP flows (source ports) through three nodes without sync, each one
+    question and its answer. A datagram's fragments are hashed by their addresses
+    (a later fragment has no ports), so they meet one node and are reassembled there.
+    A whole datagram is hashed with its ports: a flow whose question is whole and
+    whose answer is fragmented has the answer on another node than its entry for
+    about two flows in three, and the answer is dropped there, unless the switches
+    hash every packet by its addresses (steering "addresses", as xt_cluster does)."""
+    cluster = cluster_factory(n=3, steering=steering)
+    server = tmp_path / "answer.py"
+    server.write_text(UDP_ECHO.format(server=server_ip(1)))
+    echo = cluster.spawn("udp-answer", ["python3", str(server)], host=cluster.net["srv1"])
+    wait_until(lambda: "ready" in echo.log_tail(), 10, "the UDP server")
+    client = tmp_path / "ask.py"
+    client.write_text(UDP_ASK.format(server=server_ip(1), question=question, answer=answer))
+    said = cluster.net["c1"].cmd("python3", str(client))
+    answered = [int(n) for n in said.split("answered [")[1].split("]")[0].split(",")]
+    stats = [cluster.ask(n, "stats") for n in cluster.node_names()]
+    assert not [r for s in stats for r in s["drops"] if r.startswith("frag")]
+    # each answer that came went as three fragments, reassembled to be judged
+    assert sum(s["counters"].get("fragments_forwarded", 0) for s in stats) >= 3 * sum(answered)
+    if all_answered:
+        assert answered == [1] * 12, said
+    else:
+        assert 0 < sum(answered) < 12, said  # the flows hashed off their addresses' node

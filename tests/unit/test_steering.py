@@ -42,18 +42,23 @@ def test_both_switches_map_each_bucket_to_the_same_node():
 
 def test_ip_from_hosts_is_hashed_and_nothing_goes_to_the_controller():
     flows = cluster_flows(spec())[1]
-    hashed = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x0800]
+    hashed = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x0800
+              and "ip_frag" not in f.match]
     assert sorted(f.match["in_port"] for f in hashed) == [101, 102]
     assert all(f.actions == (("multipath", 64, "reg0", 0, "symmetric_l3l4+udp"),)
                and f.goto == TABLE_BUCKETS for f in hashed)
-    # ICMPv6 and later IPv6 fragments (protocol 44 to Open vSwitch): by addresses only,
-    # above the IPv6 flow, so a datagram's fragments meet one node
+    # fragments (first or later, either family) and ICMPv6: by addresses only, above the
+    # flow that hashes ports too, so a datagram's fragments meet one node (a later
+    # fragment has no ports; Open vSwitch gives a later IPv6 one protocol 44)
+    l3 = [f for f in flows if f.table == TABLE_CLASSIFY and f.priority == 110]
+    assert sorted((f.match["in_port"], f.match["eth_type"], f.match.get("ip_frag", ()),
+                   f.match.get("ip_proto", 0)) for f in l3) == [
+        (port, eth, frag, proto) for port in (101, 102)
+        for eth, frag, proto in ((0x0800, (1, 1), 0), (0x86DD, (), 58), (0x86DD, (1, 1), 0))]
+    assert all(f.actions[0][4] == "symmetric_l3" for f in l3)
     v6 = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x86DD]
-    l3 = sorted((f.match["in_port"], f.match["ip_proto"]) for f in v6 if f.priority == 110)
-    assert l3 == [(101, 44), (101, 58), (102, 44), (102, 58)]
-    assert all(f.actions[0][4] == "symmetric_l3" for f in v6 if f.priority == 110)
     assert all(f.priority == 100 and f.actions[0][4] == "symmetric_l3l4+udp"
-               for f in v6 if "ip_proto" not in f.match)
+               for f in v6 if "ip_proto" not in f.match and "ip_frag" not in f.match)
     assert all(a[0] in ("output", "multipath") for f in flows for a in f.actions)
     assert not any(a == ("output", 0xfffffffd) for f in flows for a in f.actions)  # CONTROLLER
 
@@ -188,3 +193,15 @@ def test_the_controller_check_connects_instead_of_reading_the_greeting_as_text()
         fake = object.__new__(cls)  # no shell: isListening must not need one
         assert cls.isListening(fake, "127.0.0.1", port) is True
     assert cls.isListening(fake, "127.0.0.1", port) is False
+
+
+def test_steering_by_addresses_hashes_every_ip_packet_by_its_addresses_only():
+    """Linux's xt_cluster way: a flow's fragmented and whole datagrams meet one node."""
+    s = spec()
+    s.by_addresses = True
+    flows = Steering(s).flows()[1]
+    hashed = [f for f in flows if f.table == TABLE_CLASSIFY and f.actions
+              and f.actions[0][0] == "multipath"]
+    assert len(hashed) == 10 and {f.actions[0][4] for f in hashed} == {"symmetric_l3"}
+    assert ClusterSpec.from_json(s.to_json()).by_addresses
+    assert not ClusterSpec.from_json(spec().to_json()).by_addresses
