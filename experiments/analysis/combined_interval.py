@@ -119,6 +119,9 @@ def _judge(by: dict, series: dict) -> tuple[str, str]:
                                        for i in sorted(periodic))
            + ". Periodic share of records, combined: "
            + ", ".join(f"every {i:g} s {fmt(*combined[i]['share'])}" for i in intervals))
+    for interval, cis in series.get("combined_all", []):
+        why += (f". With every trigger on (combined_all, every {interval:g} s): harm "
+                f"{fmt(*cis['harm'])}, periodic share {fmt(*cis['share'])}")
     return verdict, why
 
 
