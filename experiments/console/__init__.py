@@ -5,7 +5,7 @@
 
 Besides Mininet's own commands (``c1 ping srv1``, ``nodes``, ``net``, ``sh``,
 ``py``...) it has commands to look inside the firewall nodes (status, table,
-expectations, counters, watch), to break them (crash, hang, resume, leave,
+expectations, counters, watch, where), to break them (crash, hang, resume, leave,
 restart), to change how they synchronize (sync) and to make traffic (ftp,
 downloads, tcp). ``help COMMAND`` explains each one. A wrong node name, mode
 or setting gets a one-line error; the cluster keeps running. The CLI is a
@@ -28,9 +28,9 @@ from experiments.console.inspecting import InspectCommands
 from experiments.console.traffic import FILES, TrafficCommands
 from experiments.files import write_files
 from experiments.workload import start_ftp_servers
-CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "check", "crash",
-                    "hang", "resume", "leave", "restart", "sync", "common", "ftp", "downloads",
-                    "tcp", "metrics")
+CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "where", "check",
+                    "crash", "hang", "resume", "leave", "restart", "sync", "common", "ftp",
+                    "downloads", "tcp", "metrics")
 
 
 class ClusterCLI(InspectCommands, FaultCommands, TrafficCommands, CLI):

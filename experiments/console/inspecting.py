@@ -1,14 +1,62 @@
 """Commands that look inside the nodes and set how they synchronize.
 
-status, table, expectations, counters, watch, sync, common, metrics.
+status, table, expectations, counters, watch, where, sync, common, metrics.
 """
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 
 from experiments.console.errors import ConsoleError
 from nodes.observe.inspect import changes, format_stats, listing
+from topo.addresses import (HOST_PORT_BASE, client_ip, client_ip6, server_ip, server_ip6)
+
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def placement(dumps: dict[str, dict], addresses: set[str]) -> list[dict]:
+    """Each connection to or from ``addresses`` in the nodes' dumps (node -> dump):
+    its tuple, state and owner as the owner has them, and the nodes holding copies."""
+    found: dict[str, dict] = {}
+    for node, dump in sorted(dumps.items()):
+        for e in dump["entries"]:
+            t = e["tuple"]
+            if t["src"] not in addresses and t["dst"] not in addresses:
+                continue
+            c = found.setdefault(e["orig"], {"tuple": t, "owner": e["owner"],
+                                             "state": e.get("state"), "copies": []})
+            if node == e["owner"]:
+                c["state"] = e.get("state")
+            else:
+                c["copies"].append(node)
+    return sorted(found.values(), key=lambda c: (c["tuple"]["src"], c["tuple"]["sport"],
+                                                 c["tuple"]["dst"], c["tuple"]["dport"]))
+
+
+def where_line(c: dict, steered: str | None) -> str:
+    """One connection of ``placement``, and the node the switches send it to."""
+    t = c["tuple"]
+    proto = PROTO_NAMES.get(t["proto"], str(t["proto"]))
+    line = (f"{proto:<6} {t['src']}:{t['sport']} -> {t['dst']}:{t['dport']}  "
+            f"{c['state'] or '-':<12} owner {c['owner']:<4} copies "
+            f"{', '.join(c['copies']) or '-':<10} switches send it to {steered or '?'}")
+    if steered and steered != c["owner"]:
+        line += ("  (a copy there)" if steered in c["copies"] else "  (no state there)")
+    return line
+
+
+def trace_match(t: dict) -> str:
+    """The ofproto/trace flow of a connection's original direction."""
+    v6 = ":" in t["src"]
+    proto = PROTO_NAMES.get(t["proto"], "ip")
+    fields = [proto + ("6" if v6 and proto in ("tcp", "udp") else ""),
+              f"{'ipv6_src' if v6 else 'nw_src'}={t['src']}",
+              f"{'ipv6_dst' if v6 else 'nw_dst'}={t['dst']}"]
+    if proto in ("tcp", "udp"):
+        fields += [f"tp_src={t['sport']}", f"tp_dst={t['dport']}"]
+    return ",".join(fields)
 
 
 class InspectCommands:
@@ -58,6 +106,52 @@ class InspectCommands:
         name = self.words(line, 1, f"{command} NODE")[0]
         lines, count = listing(self.ask(name, "dump"), what)
         print("\n".join(lines + [count]))
+
+    def do_where(self, line: str):
+        """where HOST|ADDRESS: which node owns each connection of a host, its copies, and
+        where the switches send it.
+
+        Lists every connection to or from the host (c1, srv2) or address that a
+        running node holds: its state, its owner (the node that carries it), the
+        nodes that hold a copy (its backup nodes), and the node the switches send
+        its packets to now (Open vSwitch's own trace of the steering flows). After
+        a failover the switches send a dead node's connections to its backup,
+        which owns them once it has adopted them."""
+        what = self.words(line, 1, "where HOST|ADDRESS")[0]
+        addresses = self.host_addresses(what)
+        dumps = {n: self.cluster.ask(n, "dump") for n in self.cluster.node_names()
+                 if self.state(n) == "running"}
+        conns = placement(dumps, addresses)
+        for c in conns:
+            print(where_line(c, self.steered_node(c["tuple"])))
+        print(f"{len(conns)} connection(s) of {what} on {', '.join(sorted(dumps)) or 'no node'}")
+
+    def host_addresses(self, what: str) -> set[str]:
+        """The addresses of host ``what``, or ``what`` itself if it is an address."""
+        hosts = {f"c{i}": (client_ip(i), client_ip6(i)) for i in range(1, self.cluster.clients + 1)}
+        hosts.update({f"srv{i}": (server_ip(i), server_ip6(i))
+                      for i in range(1, self.cluster.servers + 1)})
+        if what in hosts:
+            return set(hosts[what])
+        if any(what in pair for pair in hosts.values()):
+            return {what}
+        raise ConsoleError(f"where: {what!r} is no host or host address of the cluster "
+                           f"(the hosts are {', '.join(hosts)})")
+
+    def steered_node(self, t: dict) -> str | None:
+        """The node the switches send ``t``'s original direction to (ofproto/trace)."""
+        ports = {a: ("s1", HOST_PORT_BASE + i) for i in range(1, self.cluster.clients + 1)
+                 for a in (client_ip(i), client_ip6(i))}
+        ports.update({a: ("s2", HOST_PORT_BASE + i) for i in range(1, self.cluster.servers + 1)
+                      for a in (server_ip(i), server_ip6(i))})
+        if t["src"] not in ports:
+            return None
+        switch, port = ports[t["src"]]
+        out = subprocess.run(["ovs-appctl", "ofproto/trace", switch,
+                              f"in_port={port},{trace_match(t)}"],
+                             capture_output=True, text=True, timeout=10).stdout
+        outputs = re.findall(r"output:(\d+)", out)
+        return f"fw{outputs[-1]}" if outputs and int(outputs[-1]) < HOST_PORT_BASE else None
 
     def do_counters(self, line: str):
         """counters NODE: packets, drops by reason, held packets, sync counters (conntrackd -s)."""
