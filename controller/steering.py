@@ -6,13 +6,13 @@ A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 table maps each bucket to a live node. Both switches compute the same hash, so
 both directions of a connection cross the same node. Fragments, first and
 later, of either family, and ICMPv6 are hashed by their addresses only
-(``symmetric_l3``): a later fragment has no ports (and Open vSwitch gives a
-later IPv6 one protocol 44, the fragment header), so under the first hash a
-fragmented UDP datagram's first fragment and the rest met different nodes and
-none could reassemble it. The price: a flow's fragmented datagrams may cross
-another node than its whole ones, which sync covers as it covers a related
-connection; steering "addresses" (``by_addresses``) hashes every packet by its
-addresses, as Linux's xt_cluster match does, and no flow splits. Non-IP frames (ARP) cross one designated node. Frames leaving a node are delivered to hosts by destination
+(``symmetric_l3``), so a datagram's fragments meet one node and can be
+reassembled there (Open vSwitch gives a later IPv6 fragment protocol 44, and
+under the port hash a large ping6 had its fragments on two nodes). The price:
+a flow's fragmented datagrams may cross another node than its whole ones;
+steering "addresses" (``by_addresses``) hashes every packet by its addresses,
+as Linux's xt_cluster match does, and no flow splits. Non-IP frames (ARP)
+cross one designated node. Frames leaving a node are delivered to hosts by destination
 MAC. Pure: no ryu import.
 """
 from __future__ import annotations
@@ -202,20 +202,20 @@ class Steering:
 
     def flows(self) -> dict[int, list[FlowSpec]]:
         """Every flow of every switch for the current table."""
-        return {dpid: switch_flows(sw, self.table, self.designated, self._basis(sw), self._fields())
-                for dpid, sw in self.spec.switches.items()}
+        return {dpid: self._switch_flows(sw) for dpid, sw in self.spec.switches.items()}
 
-    def _basis(self, sw: SwitchSpec) -> int:
-        return 1 if self.spec.asymmetric and sw.role == "inside" else 0
-
-    def _fields(self) -> str:
-        return L3 if self.spec.by_addresses else L3L4
+    def _switch_flows(self, sw: SwitchSpec) -> list[FlowSpec]:
+        """``switch_flows`` of ``sw`` as this spec hashes: the inside switch on another
+        basis when asymmetric, every packet by its addresses when by_addresses."""
+        basis = 1 if self.spec.asymmetric and sw.role == "inside" else 0
+        return switch_flows(sw, self.table, self.designated, basis,
+                            L3 if self.spec.by_addresses else L3L4)
 
     def changed_flows(self, buckets: list[int]) -> dict[int, list[FlowSpec]]:
         """The flows to rewrite after ``buckets`` moved (and the designated node)."""
         out = {}
         for dpid, sw in self.spec.switches.items():
-            flows = [f for f in switch_flows(sw, self.table, self.designated, self._basis(sw), self._fields())
+            flows = [f for f in self._switch_flows(sw)
                      if (f.table == TABLE_BUCKETS and f.match["reg0"] in buckets)
                      or (f.table == TABLE_CLASSIFY and f.priority == 50)]
             out[dpid] = flows
