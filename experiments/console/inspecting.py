@@ -11,9 +11,19 @@ import time
 
 from experiments.console.errors import ConsoleError
 from nodes.observe.inspect import changes, format_stats, listing
-from topo.addresses import (HOST_PORT_BASE, client_ip, client_ip6, server_ip, server_ip6)
+from nodes.packet import PROTO_NAMES
+from topo.addresses import HOST_PORT_BASE, client_ip, client_ip6, server_ip, server_ip6
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+def host_ports(clients: int, servers: int) -> dict[str, tuple[str, str, int]]:
+    """Each host address: (host, switch, port) of the host that has it."""
+    out = {}
+    for kind, switch, count, ips in (("c", "s1", clients, (client_ip, client_ip6)),
+                                     ("srv", "s2", servers, (server_ip, server_ip6))):
+        for i in range(1, count + 1):
+            for ip in ips:
+                out[ip(i)] = (f"{kind}{i}", switch, HOST_PORT_BASE + i)
+    return out
 
 
 def placement(dumps: dict[str, dict], addresses: set[str]) -> list[dict]:
@@ -128,25 +138,22 @@ class InspectCommands:
 
     def host_addresses(self, what: str) -> set[str]:
         """The addresses of host ``what``, or ``what`` itself if it is an address."""
-        hosts = {f"c{i}": (client_ip(i), client_ip6(i)) for i in range(1, self.cluster.clients + 1)}
-        hosts.update({f"srv{i}": (server_ip(i), server_ip6(i))
-                      for i in range(1, self.cluster.servers + 1)})
+        hosts = host_ports(self.cluster.clients, self.cluster.servers)
         if what in hosts:
-            return set(hosts[what])
-        if any(what in pair for pair in hosts.values()):
             return {what}
+        mine = {a for a, (host, _, _) in hosts.items() if host == what}
+        if mine:
+            return mine
+        names = sorted({host for host, _, _ in hosts.values()})
         raise ConsoleError(f"where: {what!r} is no host or host address of the cluster "
-                           f"(the hosts are {', '.join(hosts)})")
+                           f"(the hosts are {', '.join(names)})")
 
     def steered_node(self, t: dict) -> str | None:
         """The node the switches send ``t``'s original direction to (ofproto/trace)."""
-        ports = {a: ("s1", HOST_PORT_BASE + i) for i in range(1, self.cluster.clients + 1)
-                 for a in (client_ip(i), client_ip6(i))}
-        ports.update({a: ("s2", HOST_PORT_BASE + i) for i in range(1, self.cluster.servers + 1)
-                      for a in (server_ip(i), server_ip6(i))})
-        if t["src"] not in ports:
+        at = host_ports(self.cluster.clients, self.cluster.servers).get(t["src"])
+        if at is None:
             return None
-        switch, port = ports[t["src"]]
+        _, switch, port = at
         out = subprocess.run(["ovs-appctl", "ofproto/trace", switch,
                               f"in_port={port},{trace_match(t)}"],
                              capture_output=True, text=True, timeout=10).stdout

@@ -31,3 +31,10 @@ def test_the_trace_names_each_familys_fields():
                         "dport": 6}).startswith("udp6,ipv6_src=fd00::1:1,ipv6_dst=fd00::2:1")
     assert trace_match({"proto": 1, "src": "10.0.0.1", "dst": "10.0.0.201", "sport": 0,
                         "dport": 0}) == "icmp,nw_src=10.0.0.1,nw_dst=10.0.0.201"
+
+
+def test_every_host_address_names_its_host_switch_and_port():
+    from experiments.console.inspecting import host_ports
+    ports = host_ports(2, 1)
+    assert ports["10.0.0.2"] == ("c2", "s1", 102) and ports["fd00::1:2"] == ("c2", "s1", 102)
+    assert ports["10.0.0.201"] == ("srv1", "s2", 101) and len(ports) == 6
