@@ -6,7 +6,7 @@ from collections import defaultdict
 from experiments.analysis.delayed import sync_bytes
 from experiments.analysis.failover import affected_sessions
 from experiments.analysis.points import duration, group, refused_share, sync_counter
-from experiments.analysis.stats import fmt, half_or_zero, mean_ci
+from experiments.analysis.stats import compare_intervals, fmt, half_or_zero, mean_ci
 from experiments.analysis.style import STYLE, plt, save
 
 # How much worse than on-demand a share may be and still count as on-demand's reliability:
@@ -51,10 +51,9 @@ def combined_interval(points: list[dict], exp_dir: str, draw: bool = True) -> di
         interval = interval if interval is not None else pts[0]["spec"]["cluster"].get("interval")
         sync = pts[0]["spec"]["cluster"]["sync"]
         cis = {"refused": mean_ci([refused_share(p) for p in pts]),
-               "lost": mean_ci([lost_share(p) for p in pts if lost_share(p) is not None]),
+               "lost": mean_ci([x for p in pts if (x := lost_share(p)) is not None]),
                "harm": mean_ci([harm(p) for p in pts]),
-               "share": mean_ci([periodic_share(p) for p in pts
-                                 if periodic_share(p) is not None]),
+               "share": mean_ci([x for p in pts if (x := periodic_share(p)) is not None]),
                "kbps": mean_ci([sync_bytes(p) / duration(p) / 1e3 for p in pts])}
         by[(variant, interval if sync != "ondemand" else None)] = cis
         rows.append([variant if sync == "ondemand" else f"{variant}, every {interval:g} s",
@@ -92,15 +91,9 @@ def _judge(by: dict, series: dict) -> tuple[str, str]:
         "does not hold": "holds", "holds": "does not hold"}.get(alone, "not shown")
     # 3. the periodic rounds' share of records falls as the interval grows
     short, long_ = combined[intervals[0]]["share"], combined[intervals[-1]]["share"]
-    if short[0] is None or long_[0] is None:
-        falls = "not shown"
-    elif long_[0] + half_or_zero(long_[1]) < short[0] - half_or_zero(short[1]):
-        falls = "holds"
-    elif long_[0] - half_or_zero(long_[1]) >= short[0] + half_or_zero(short[1]):
-        falls = "does not hold"
-    else:
-        falls = "not shown"
-    parts["combined's periodic share falls with the interval"] = falls
+    parts["combined's periodic share falls with the interval"] = (
+        "not shown" if short[0] is None or long_[0] is None
+        else compare_intervals(short, long_))
     decided = list(parts.values())
     if all(v == "holds" for v in decided):
         verdict = "holds"
