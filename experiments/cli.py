@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve Prometheus metrics: nodes on this port, controller on +1")
     p_cli.add_argument("--script", help="run the CLI commands in this file, then stop")
     p_cli.add_argument("--run-dir", help="folder for logs and captures (default results/cli-TIME)")
-    sub.add_parser("clean", help="remove what a crashed run left (Mininet's mn -c)")
+    sub.add_parser("clean", help="remove what a crashed run left, and Mininet's mn -c: "
+                   "every Mininet network on the machine")
     args = parser.parse_args(argv)
 
     from experiments import spec as specs
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             return main_console(args)
         elif args.command == "clean":
             from topo.net import clean_leftovers
-            clean_leftovers()
+            clean_leftovers(full=True)
             print("cleaned")
     except specs.SpecError as err:
         print(f"fwcluster: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,19 +69,78 @@ def ensure_ovs() -> None:
 _stopped_cleanly = False
 
 
-def clean_leftovers() -> None:
+# What a cluster makes, by name: host shells (Mininet's "mininet:NAME"), the links of
+# its hosts and switches in the root namespace, and its switches (OVS s1 and s2, the
+# kernel bridge s3). The names are fixed: one cluster runs on a machine at a time.
+OUR_HOST = r"(?:c|srv|fw)\d+|s[123]"
+OUR_SHELL = re.compile(rf"\bmininet:(?:{OUR_HOST})$")
+OUR_LINK = re.compile(rf"^(?:{OUR_HOST})-eth\d+$")
+
+
+def clean_leftovers(full: bool = False) -> None:
     """Remove what a crashed run left: the processes any run of the project recorded
     (its pid files under RUN_ROOT; a killed runner never stopped them, and a leftover
-    controller keeps the heartbeat port), then Mininet's own 'mn -c'."""
-    from mininet.clean import cleanup
-    from mininet.log import setLogLevel
+    controller keeps the heartbeat port), then this project's host shells, links and
+    switches, by name, and nothing else: other Mininet networks, other Open vSwitch
+    bridges and other files in /tmp stay. ``full`` runs Mininet's own 'mn -c' too
+    ('make clean'), which stops every Mininet network and deletes /tmp/*.log."""
     if os.path.isdir(RUN_ROOT):
         for run in os.listdir(RUN_ROOT):
             kill_pidfiles(os.path.join(RUN_ROOT, run, "pids"))
-    setLogLevel("error")
-    cleanup()
-    # the sync network is a kernel bridge, which 'mn -c' leaves (it removes OVS's)
+    if full:
+        from mininet.clean import cleanup
+        from mininet.log import setLogLevel
+        setLogLevel("error")
+        cleanup()
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if OUR_SHELL.search(args.strip()):
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+    for bridge in ("s1", "s2"):
+        subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", bridge],
+                       capture_output=True)
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+        if OUR_LINK.match(name):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    # the sync network is a kernel bridge
     subprocess.run(["ip", "link", "del", "s3", "type", "bridge"], capture_output=True)
+
+
+def stop_host_processes(hosts) -> list[str]:
+    """End every process still running in one of ``hosts``' network namespaces (a
+    user's 'srv1 vsftpd &', or one a node left), each by its id, other than the
+    host's own shell; return "host: command (pid)" of each."""
+    spaces = {}
+    ours = os.readlink("/proc/self/ns/net")  # a host outside a namespace shares ours: skip it
+    for host in hosts:
+        try:
+            space = os.readlink(f"/proc/{host.pid}/ns/net")
+        except (OSError, AttributeError, TypeError):
+            continue
+        if space != ours:
+            spaces[space] = host
+    shells = {getattr(h, "pid", None) for h in hosts}
+    stopped = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in shells or int(entry) == os.getpid():
+            continue
+        try:
+            host = spaces.get(os.readlink(f"/proc/{entry}/ns/net"))
+            if host is None:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            os.kill(int(entry), 9)
+            stopped.append(f"{host.name}: {cmd[:60] or '?'} ({entry})")
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return stopped
 
 
 @functools.cache
@@ -429,6 +489,11 @@ class Cluster:
             capture.merge(self)
         if self.net is not None:
             try:
+                others = stop_host_processes(self.net.hosts)
+                if others:
+                    self.log("host_processes_stopped", processes=others)
+                    print("stopped what still ran in the cluster's hosts: " + "; ".join(others),
+                          flush=True)
                 self.net.stop()
                 for controller in self.net.controllers:  # net.stop() leaves their shells
                     controller.terminate()

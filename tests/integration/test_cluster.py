@@ -183,3 +183,44 @@ def test_fragmented_udp_datagrams_cross_a_cluster_of_three(cluster_factory, tmp_
         assert answered == [1] * 12, said
     else:
         assert 0 < sum(answered) < 12, said  # the flows hashed off their addresses' node
+
+
+def test_a_start_leaves_what_is_not_the_projects_and_a_stop_ends_what_users_started(
+        tmp_path):
+    """Mininet's 'mn -c' at every start deleted every Open vSwitch bridge and /tmp/*.log
+    on the machine. The project now cleans only what it makes, by name; and at stop it
+    ends what still runs in its hosts' network namespaces (a user's 'srv1 sleep &')."""
+    from topo import net as topo_net
+    log = f"/tmp/fwc-test-foreign-{os.getpid()}.log"
+    with open(log, "w") as fh:
+        fh.write("not ours\n")
+    subprocess.run(["ovs-vsctl", "--may-exist", "add-br", "notours0"], check=True)
+    try:
+        topo_net._stopped_cleanly = False  # as after a crashed run: the start cleans up
+        run_id = f"fwc-test-clean-{os.getpid()}"
+        cluster = topo_net.Cluster(str(tmp_path / "run"), "experiments/rules/ftp.rules", n=1,
+                                   run_id=run_id)
+        with cluster:
+            cluster.net["srv1"].cmd("sleep 600 &")
+            sleeper = cluster.net["srv1"].cmd("echo $!").strip()
+            assert os.path.exists(f"/proc/{sleeper}")
+        assert not os.path.exists(f"/proc/{sleeper}") or \
+            open(f"/proc/{sleeper}/stat").read().split()[2] == "Z"
+        stopped = [e for e in node_events_of(cluster) if e["event"] == "host_processes_stopped"]
+        assert stopped and any("srv1: sleep 600" in p for p in stopped[0]["processes"]), stopped
+        assert os.path.exists(log)
+        bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True,
+                                 text=True).stdout.split()
+        assert "notours0" in bridges
+        assert leftovers(run_id) == []
+    finally:
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", "notours0"])
+        os.unlink(log)
+
+
+def node_events_of(cluster):
+    """The runner's event log of a cluster (events.jsonl in its run folder)."""
+    import json
+    path = os.path.join(cluster.run_dir, "events.jsonl")
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
