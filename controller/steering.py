@@ -5,7 +5,7 @@ A symmetric hash of each IPv4 or IPv6 packet's addresses and ports picks one of
 ``symmetric_l3l4+udp``: addresses, protocol, TCP and UDP ports), and a bucket
 table maps each bucket to a live node. Both switches compute the same hash, so
 both directions of a connection cross the same node. Fragments, first and
-later, of either family, and ICMPv6 are hashed by their addresses only
+later (IPv4; IPv6 ones after the first), and ICMPv6 are hashed by their addresses only
 (``symmetric_l3``), so a datagram's fragments meet one node and can be
 reassembled there (Open vSwitch gives a later IPv6 fragment protocol 44, and
 under the port hash a large ping6 had its fragments on two nodes). The price:
@@ -25,7 +25,7 @@ from nodes.groups import adopter
 COOKIE = 0xF1C1  # marks every flow this policy installs
 TABLE_CLASSIFY, TABLE_BUCKETS, TABLE_DELIVER = 0, 1, 2
 ETH_TYPE_IP, ETH_TYPE_IPV6 = 0x0800, 0x86DD
-PROTO_ICMPV6 = 58
+PROTO_FRAGMENT6, PROTO_ICMPV6 = 44, 58  # later IPv6 fragments (as Open vSwitch sees them)
 FRAGMENT = (1, 1)  # (value, mask) of Open vSwitch's ip_frag (nw_frag) for any fragment
 L3L4, L3 = "symmetric_l3l4+udp", "symmetric_l3"  # multipath's hash fields
 BROADCAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # (value, mask) of group MACs
@@ -117,11 +117,12 @@ def switch_flows(sw: SwitchSpec, bucket_table: list, designated: str,
             flows.append(FlowSpec(TABLE_CLASSIFY, 100, {"in_port": port, "eth_type": eth_type},
                                   (("multipath", len(bucket_table), "reg0", basis, fields),),
                                   TABLE_BUCKETS))
-        # by addresses only: any fragment, first or later (Open vSwitch's nw_frag), so
-        # that a datagram's fragments meet one node; and ICMPv6 (its errors and neighbour
-        # discovery carry no ports)
+        # by addresses only, so that a datagram's fragments meet one node: any IPv4
+        # fragment (Open vSwitch's nw_frag) and a later IPv6 one (protocol 44 to Open
+        # vSwitch; matching IPv6 by nw_frag lost every ping -6 -s 3000 here); and ICMPv6
+        # (its errors and neighbour discovery carry no ports)
         for match in ({"eth_type": ETH_TYPE_IP, "ip_frag": FRAGMENT},
-                      {"eth_type": ETH_TYPE_IPV6, "ip_frag": FRAGMENT},
+                      {"eth_type": ETH_TYPE_IPV6, "ip_proto": PROTO_FRAGMENT6},
                       {"eth_type": ETH_TYPE_IPV6, "ip_proto": PROTO_ICMPV6}):
             flows.append(FlowSpec(TABLE_CLASSIFY, 110, {"in_port": port, **match},
                                   (("multipath", len(bucket_table), "reg0", basis, L3),),

@@ -47,14 +47,14 @@ def test_ip_from_hosts_is_hashed_and_nothing_goes_to_the_controller():
     assert sorted(f.match["in_port"] for f in hashed) == [101, 102]
     assert all(f.actions == (("multipath", 64, "reg0", 0, "symmetric_l3l4+udp"),)
                and f.goto == TABLE_BUCKETS for f in hashed)
-    # fragments (first or later, either family) and ICMPv6: by addresses only, above the
-    # flow that hashes ports too, so a datagram's fragments meet one node (a later
-    # fragment has no ports; Open vSwitch gives a later IPv6 one protocol 44)
+    # IPv4 fragments (first or later), later IPv6 fragments (protocol 44 to Open vSwitch)
+    # and ICMPv6: by addresses only, above the flow that hashes ports too, so a
+    # datagram's fragments meet one node
     l3 = [f for f in flows if f.table == TABLE_CLASSIFY and f.priority == 110]
     assert sorted((f.match["in_port"], f.match["eth_type"], f.match.get("ip_frag", ()),
                    f.match.get("ip_proto", 0)) for f in l3) == [
         (port, eth, frag, proto) for port in (101, 102)
-        for eth, frag, proto in ((0x0800, (1, 1), 0), (0x86DD, (), 58), (0x86DD, (1, 1), 0))]
+        for eth, frag, proto in ((0x0800, (1, 1), 0), (0x86DD, (), 44), (0x86DD, (), 58))]
     assert all(f.actions[0][4] == "symmetric_l3" for f in l3)
     v6 = [f for f in flows if f.table == TABLE_CLASSIFY and f.match.get("eth_type") == 0x86DD]
     assert all(f.priority == 100 and f.actions[0][4] == "symmetric_l3l4+udp"
