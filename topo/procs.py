@@ -61,20 +61,52 @@ class Proc:
 
     def stop(self, grace: float = 3.0) -> int | None:
         """Terminate, wait up to ``grace`` seconds, then kill; return the exit code."""
+        self.terminate()
+        return self.reap(time.monotonic() + grace, grace)
+
+    def terminate(self) -> None:
         if self.alive():
             try:
                 self.popen.terminate()
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(grace)
             except ProcessLookupError:
                 pass
+
+    def reap(self, deadline: float, grace: float = 3.0) -> int | None:
+        """Wait for the exit until ``deadline`` (monotonic), then kill; return the code."""
+        try:
+            self.popen.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+            self.popen.wait(grace)
         self.log.close()
         return self.popen.returncode
 
     def __repr__(self) -> str:
         return f"<Proc {self.name} pid={self.pid} {'alive' if self.alive() else 'exited'}>"
+
+
+def stop_all(procs: list[Proc], grace: float = 3.0) -> dict[str, int | None | Exception]:
+    """Stop ``procs`` together: terminate each, then reap each against one deadline,
+    so that n processes take the slowest one's exit time, not the sum. Return each
+    one's exit code, or the error that kept it from stopping."""
+    results: dict[str, int | None | Exception] = {}
+    for proc in procs:
+        try:
+            proc.terminate()
+        except Exception as err:  # keep going: every other one must stop too
+            results[proc.name] = err
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        if proc.name in results:
+            continue
+        try:
+            results[proc.name] = proc.reap(deadline, grace)
+        except Exception as err:
+            results[proc.name] = err
+    return results
 
 
 def kill_pidfiles(pidfile_dir: str) -> int:
