@@ -12,7 +12,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+
+
+def end_like_ctrl_c() -> None:
+    """SIGTERM and SIGHUP (a batch scheduler's time limit, a closed terminal) end the
+    command as Ctrl-C does: through the cluster's cleanup, which a second one of them
+    does not cut. Unhandled, they ended Python at once and left the point's
+    controller, nodes and switches running."""
+    def stop(signum, _frame):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"fwcluster: {signal.Signals(signum).name}: stopping, taking the cluster down",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from experiments import spec as specs
     try:
+        if args.command in ("run", "reproduce"):
+            end_like_ctrl_c()
         if args.command == "run":
             spec = specs.load(args.spec)
             pts = specs.points(spec)

@@ -54,3 +54,33 @@ def test_quick_reproduction_of_experiments_2_and_3_writes_raw_data_figures_and_r
     assert again.returncode == 0, again.stderr
     assert (campaign / "e2_hold" / "figures" / "e2_hold.png").exists()
     assert (campaign / "REPORT.md").exists()
+
+
+def test_a_reproduction_stopped_by_sigterm_takes_its_cluster_down(tmp_path):
+    """A batch scheduler ends a job at its time limit with SIGTERM: the point's
+    cluster must go with it (it was left running: controller, nodes, bridges), and
+    the interrupted point must not count as done."""
+    import signal
+    import time
+    results = tmp_path / "results"
+    log = open(tmp_path / "out.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "reproduce", "--quick",
+                             "--only", "e3", "--results", str(results)],
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "running 12 FTP sessions" not in (tmp_path / "out.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "out.log").read_text()[-2000:]
+            time.sleep(0.1)
+        assert [x for x in leftovers("") if x.startswith("bridge")]  # a cluster is up
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + signal.SIGTERM, (tmp_path / "out.log").read_text()[-2000:]
+    assert [x for x in leftovers("") if not x.startswith("folder")] == []
+    points = list((results / "reproduce-quick" / "e3_failover" / "points").iterdir())
+    assert points and not any((p / "point.json").exists() for p in points)
