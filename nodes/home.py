@@ -26,6 +26,15 @@ from nodes.packet import key_str
 MAX_QUEUED = 64  # packets of one unknown flow waiting for the answer
 
 
+# every counter, so that a listing shows a 0 rather than leaving the line out (a
+# lab's "counters fw1" lost queries_sent when fw1 had sent none)
+COUNTERS = ("answers_received", "answers_sent", "cluster_bytes_sent", "cluster_messages_sent",
+            "dropped_no_home", "dropped_no_peer", "dropped_query_rate", "dropped_queue_full",
+            "forward_entries_expired", "forward_entries_home_failed", "forward_table_hits",
+            "forwarded_bytes", "forwarded_packets", "late_answers", "queries_received",
+            "queries_sent", "queries_unanswered")
+
+
 @dataclass
 class _Pending:
     query: int
@@ -57,7 +66,7 @@ class HomeForwarder:
         self.queries: dict[int, tuple] = {}  # query id -> canonical key
         self.next_query = 1
         self.outbox: list[tuple[int, bytes]] = []
-        self.counters: Counter = Counter()
+        self.counters: Counter = Counter(dict.fromkeys(COUNTERS, 0))  # zeros shown too
         self.discovery: deque = deque(maxlen=100_000)  # seconds from query to answer
         self.events: list[tuple[float, str, dict]] = []  # (now, kind, fields), drained by the shell
 

@@ -144,3 +144,11 @@ def test_a_flood_of_unknown_packets_makes_no_storm_of_queries():
     assert h.counters["queries_sent"] == h.max_queries == 1000
     assert h.counters["dropped_query_rate"] == 2000
     assert net.fw[1].counters["home_asked_policy"] == 3000  # every one counted
+
+
+def test_a_node_that_asked_nothing_lists_its_counters_at_zero():
+    """`counters fw1` in lab D must show queries_sent 0, not leave the line out."""
+    from nodes.home import COUNTERS
+    fresh = Home(3).home[1]
+    assert {name: fresh.counters[name] for name in COUNTERS} == dict.fromkeys(COUNTERS, 0)
+    assert set(COUNTERS) <= set(fresh.counters)
