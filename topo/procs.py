@@ -119,14 +119,20 @@ def kill_pidfiles(pidfile_dir: str) -> int:
             with open(os.path.join(pidfile_dir, name)) as fh:
                 pid = int(fh.read().strip())
             if _ours(pid):  # a pid of a run long gone may belong to another process now
-                os.kill(pid, signal.SIGKILL)
+                # a group leader (a kernel node's agent, the controller) goes with its
+                # group: the agent's conntrackd and conntrack -E too
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
                 killed += 1
         except (OSError, ValueError):
             pass
     return killed
 
 
-OURS = ("nodes.shell.node", "controller.manager", "experiments.", "tcpdump", "iperf3")
+OURS = ("nodes.shell.node", "nodes.kernel.agent", "controller.manager", "experiments.", "tcpdump",
+        "iperf3")
 
 
 def _ours(pid: int) -> bool:

@@ -65,3 +65,36 @@ def test_stop_all_of_processes_already_gone(tmp_path):
     proc = started(tmp_path, "quick", "pass")
     proc.popen.wait(10)
     assert stop_all([proc]) == {"quick": 0}
+
+
+def test_a_crashed_runs_kernel_agent_goes_with_its_conntrackd(tmp_path):
+    """kill_pidfiles left a kernel node's agent (not in the list of the project's
+    programs) and the conntrackd it started (not in any pid file) running."""
+    import os
+    import subprocess
+    from topo.procs import kill_pidfiles
+    child = tmp_path / "child.pid"
+    agent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; "
+         "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+         "open(sys.argv[1], 'w').write(str(c.pid)); time.sleep(60)",
+         str(child), "-m", "nodes.kernel.agent"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not child.exists() or not child.read_text():
+            assert time.monotonic() < deadline, "the agent did not start its child"
+            time.sleep(0.01)
+        helper = int(child.read_text())
+        (tmp_path / "pids").mkdir()
+        (tmp_path / "pids" / "fw1.pid").write_text(f"{agent.pid}\n")
+        assert kill_pidfiles(str(tmp_path / "pids")) == 1
+        assert agent.wait(10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{helper}") and \
+                not open(f"/proc/{helper}/stat").read().split(") ")[1].startswith("Z"):
+            assert time.monotonic() < deadline, "the agent's child outlived it"
+            time.sleep(0.01)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
