@@ -291,16 +291,20 @@ class Node:
         if self.engine.fragments_out:  # a datagram reassembled and accepted: its fragments
             for frame, _ in self.engine.take_fragments():
                 sent += send(frame)
-        tx.flush()
-        self.sent[1 - ingress] += sent
         if self.sync is not None:
+            # Write-ahead: the records of what this batch changed (a new connection, a
+            # moved TCP window) are handed to the kernel before the batch's frames are.
+            # A node killed in between has then sent nothing that its backup does not
+            # hear of; the other way round, a host could acknowledge data the backup
+            # never heard of, and the backup would refuse that acknowledgement as acking
+            # data not seen (bound III): the connection stalled after the takeover.
             self.sync.flush(now)
             self.send_sync()
+        self.sent[1 - ingress] += sent - tx.flush()
 
     def send(self, egress: int, frame: bytes) -> None:
-        if self.ports[egress].send(frame):
-            self.sent[egress] += 1
-        self.ports[egress].flush()
+        port = self.ports[egress]
+        self.sent[egress] += port.send(frame) - port.flush()
 
     def collect_events(self) -> None:
         """Move the engines' events to the event log (written a slice at a time)."""

@@ -43,7 +43,11 @@ def _bind(sock: socket.socket, ifname: str) -> None:
 
 
 class SocketPort:
-    """A non-blocking packet socket on one interface; one system call a frame."""
+    """A non-blocking packet socket on one interface; one system call a frame.
+
+    Both kinds of port queue what ``send`` is given and hand it to the kernel at
+    ``flush``: the node lets a batch's frames out only after the sync records of the
+    state they changed (nodes/shell/node.py, ``pump``)."""
 
     kind = "socket"
 
@@ -58,6 +62,7 @@ class SocketPort:
         self.rx_errors = 0
         self._rx_dropped = 0
         self.rx_truncated = 0
+        self.queued: list[bytes] = []
 
     def rx_dropped(self) -> int:
         """Frames the kernel dropped before this socket read them (its receive queue was
@@ -86,15 +91,23 @@ class SocketPort:
         return out
 
     def send(self, frame: bytes) -> bool:
-        try:
-            self.sock.send(frame)
-            return True
-        except OSError:  # ENOBUFS when the queue drops, ENETDOWN when the link is down
-            self.tx_errors += 1
-            return False
+        """Queue a frame for the next ``flush``."""
+        self.queued.append(frame)
+        return True
 
-    def flush(self) -> None:
-        return None
+    def flush(self) -> int:
+        """Send the queued frames; the number that the kernel refused."""
+        if not self.queued:
+            return 0
+        frames, self.queued = self.queued, []
+        send, failed = self.sock.send, 0
+        for frame in frames:
+            try:
+                send(frame)
+            except OSError:  # ENOBUFS when the queue drops, ENETDOWN when the link is down
+                failed += 1
+        self.tx_errors += failed
+        return failed
 
     def describe(self) -> dict:
         return {"kind": self.kind, "tx_errors": self.tx_errors}
@@ -148,15 +161,17 @@ class RingPort(SocketPort):
         self.tx_pending += 1
         return True
 
-    def flush(self) -> None:
-        """Ask the kernel to send every queued frame (one system call)."""
+    def flush(self) -> int:
+        """Ask the kernel to send every queued frame (one system call); 0: the ring does
+        not say which of them the kernel refused."""
         if not self.tx_pending:
-            return
+            return 0
         self.tx_pending = 0
         try:
             self.sock.send(b"")
-        except OSError:  # as in SocketPort.send: counted, never fatal
+        except OSError:  # as in SocketPort.flush: counted, never fatal
             self.tx_errors += 1
+        return 0
 
     def describe(self) -> dict:
         """Ring position and a histogram of TX frame status words."""

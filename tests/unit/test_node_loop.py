@@ -1,0 +1,83 @@
+"""The node's packet loop (nodes/shell/node.py) with its ports and sync socket replaced
+by recorders: what it hands to the kernel, and in which order. No root, no network."""
+from nodes.conntrack import ORIGINAL
+from nodes.engine import INSIDE, OUTSIDE
+from nodes.shell.node import Node
+from tests.unit.cluster_sim import Net
+from tests.unit.frames import CLIENT, SERVER, tcp
+
+WSCALE = [("WScale", 7), ("SAckOK", b"")]
+
+
+class Port:
+    """A data port: frames to read, and what was flushed to the kernel, in ``log``."""
+
+    def __init__(self, log, name):
+        self.log, self.name, self.frames, self.queued = log, name, [], []
+
+    def recv_batch(self, limit):
+        out, self.frames = self.frames[:limit], self.frames[limit:]
+        return out
+
+    def send(self, frame):
+        self.queued.append(frame)
+        return True
+
+    def flush(self):
+        self.log.extend(("frame", self.name, f) for f in self.queued)
+        self.queued = []
+        return 0
+
+
+class SyncSocket:
+    def __init__(self, log):
+        self.log = log
+
+    def sendto(self, data, address):
+        self.log.append(("sync", address, data))
+
+
+def node_of(net, i, log):
+    """Node ``i`` of a simulated cluster as a packet loop, without its sockets."""
+    node = Node.__new__(Node)
+    node.engine, node.sync = net.fw[i], net.sync[i]
+    node.ports = [Port(log, "outside"), Port(log, "inside")]
+    node.sent, node.home, node.delay_line = [0, 0], None, None
+    node.sync_sock = SyncSocket(log)
+    node.peers = {p: f"10.1.0.{p}" for p in net.sync}
+    return node
+
+
+def test_a_batch_leaves_after_the_records_of_what_it_changed():
+    """Write-ahead: a node killed between the two must not have sent a segment whose
+    window its backup never heard of (the client's acknowledgement of it would fail
+    bound III at the backup, and the download stalled after the takeover). Before the
+    fix the frames went first."""
+    net = Net(n=2, mode="ondemand", window_sync="change")
+    fw1, log = net.fw[1], []
+    node = node_of(net, 1, log)
+    t = net.t
+    # the handshake, straight through the engine, and its records settled
+    fw1.process(tcp(dport=80, flags="S", seq=1000, options=WSCALE), OUTSIDE, t)
+    fw1.process(tcp(src=SERVER, dst=CLIENT, sport=80, dport=40000, flags="SA", seq=5000,
+                    ack=1001, window=65535, options=WSCALE), INSIDE, t)
+    fw1.process(tcp(dport=80, flags="A", seq=1001, ack=5001, window=512), OUTSIDE, t)
+    net.run(0.01)
+    # a batch of the server's data, read by the node's loop
+    segments = [tcp(src=SERVER, dst=CLIENT, sport=80, dport=40000, flags="A",
+                    seq=5001 + k * 1000, ack=1001, window=512, payload=b"d" * 1000)
+                for k in range(8)]
+    node.ports[INSIDE].frames = list(segments)
+    node.pump(INSIDE)
+    kinds = [what for what, *_ in log]
+    assert kinds.count("frame") == 8 and "sync" in kinds, kinds
+    first_frame = kinds.index("frame")
+    assert "frame" not in kinds[:kinds.index("sync")], kinds
+    # what the backup got before the first frame left already covers the whole batch
+    for what, _, data in log[:first_frame]:
+        net.sync[2].receive(data, t)
+    (copy,) = net.fw[2].table.entries()
+    assert copy.window is not None
+    server_direction = copy.window[1 - ORIGINAL]
+    assert server_direction.end == 5001 + 8 * 1000
+    assert node.sent[OUTSIDE] == 8
