@@ -114,10 +114,15 @@ def dataplane(seconds: float, out_dir: str) -> dict:
             fh.write(RULES)
         node = {variant: through_node(rules, out_dir, seconds, variant)
                 for variant in ("ring", "socket", "kernelnode")}
+        # TCP window tracking's cost: the same node with the check off, in the same run
+        unchecked, _ = through_node(rules, out_dir, seconds, "nowindow", udp=False)
     finally:
         teardown()
     figures["dataplane_tcp_kernel"] = (kernel_tcp / 1e9, "Gbit/s")
     figures["dataplane_udp64_kernel"] = (kernel_udp["pps"] / 1e3, "kpps")
+    figures["dataplane_tcp_node_nowindow"] = (unchecked / 1e9, "Gbit/s")
+    figures["dataplane_tcp_window_cost"] = (100 * (1 - node["ring"][0] / unchecked),
+                                            "% less TCP with window tracking")
     for variant, (tcp, udp) in node.items():
         tag = {"ring": "node", "socket": "node_socket", "kernelnode": "kernelnode"}[variant]
         figures[f"dataplane_tcp_{tag}"] = (tcp / 1e9, "Gbit/s")
@@ -129,21 +134,27 @@ def dataplane(seconds: float, out_dir: str) -> dict:
     return figures
 
 
-def through_node(rules: str, out_dir: str, seconds: float, variant: str) -> tuple:
-    """TCP bit rate and UDP result through one node process on its own core; variant
-    "kernelnode": through a kernel node (nodes/kernel/agent.py: br0, nftables from the
-    same rules, conntrack), the kernel's work on whichever core it lands."""
+VARIANT_ARGS = {"socket": ["--no-ring"], "nowindow": ["--no-tcp-window-check"]}
+
+
+def through_node(rules: str, out_dir: str, seconds: float, variant: str,
+                 udp: bool = True) -> tuple:
+    """TCP bit rate and UDP result (None without ``udp``) through one node process on
+    its own core. Variants: "ring" (the default node), "socket" (no TX ring),
+    "nowindow" (no TCP window tracking), "kernelnode": through a kernel node
+    (nodes/kernel/agent.py: br0, nftables from the same rules, conntrack), the
+    kernel's work on whichever core it lands."""
     sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")
     module = "nodes.kernel.agent" if variant == "kernelnode" else "nodes.shell.node"
     cmd = ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", NODE_CPU, sys.executable, "-m",
            module, "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
-           "--rules", rules, "--control", sock] + (["--no-ring"] if variant == "socket" else [])
+           "--rules", rules, "--control", sock] + VARIANT_ARGS.get(variant, [])
     node = Proc(f"fw-bench-{variant}", cmd, os.path.join(out_dir, f"fw-bench-{variant}.log"))
     try:
         wait_until(lambda: os.path.exists(sock) or not node.alive(), 10, "the node")
         if not node.alive():
             raise RuntimeError(f"the node exited: {node.log_tail()}")
-        return iperf(False, seconds)["bps"], iperf(True, seconds)
+        return iperf(False, seconds)["bps"], iperf(True, seconds) if udp else None
     finally:
         node.stop()
 
