@@ -34,8 +34,8 @@ bench: setup
 	@echo "make bench: data-plane throughput through one node against kernel forwarding"
 	@$(PY) -m experiments.bench $(BENCH)
 
-# The reproduction suite (experiments/specs/reproduce/): every experiment, five
-# seeded repetitions, figures and results/reproduce/REPORT.md. SHARD=i/n runs
+# The reproduction suite (experiments/specs/reproduce/): every experiment, three
+# seeded repetitions (e1k five), figures and results/reproduce/REPORT.md. SHARD=i/n runs
 # one machine's share; resumes where it stopped.
 SHARD ?= 1/1
 reproduce: setup

@@ -153,9 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.plan, encoding="utf-8") as fh:
         plan = json.load(fh)
     lock = threading.Lock()
+    start = time.monotonic()
+    plan.sort(key=lambda item: item.get("at", 0.0))  # a ramp's sessions in their order
     with open(args.out, "a", encoding="utf-8") as out, \
             ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         def run(item):
+            wait = start + item.get("at", 0.0) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # its start time on the ramp (late if every worker was busy)
             rec = session(item["session"], item["server"], item["file"], item["sha256"],
                           item["mode"], args.timeout, args.throttle, args.pause_before_data)
             with lock:

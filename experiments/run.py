@@ -160,6 +160,7 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                  latency_via=cl["latency_via"], capture=cl["capture"],
                  checksum=cl["checksum"], tcp_liberal=cl["tcp_liberal"],
                  tcp_loose=cl["tcp_loose"], tcp_window_check=cl["tcp_window_check"],
+                 time_wait_timeout=cl["tcp_timeout_time_wait"],
                  **kernel_options(cl)) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         switches = ["s1", "s2", "s3"]
@@ -175,7 +176,7 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                                   f"{point.name}: session {n}/{total}", force=False),
                               throttle=traffic["throttle"], size_dist=traffic["size_dist"],
                               pause_before_data=traffic["pause_before_data"],
-                              family=traffic["family"])
+                              family=traffic["family"], ramp=traffic["ramp"])
         finally:
             timeline.stop()
         cpu_after, t_end = fidelity.cpu_times(), time.time()

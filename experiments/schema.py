@@ -64,6 +64,10 @@ class Cluster(SyncSettings):
     tcp_window_check: bool = Field(True, description="track TCP windows (false: not at "
                                    "all, as OpenWrt's nf_conntrack_tcp_no_window_check = 1; "
                                    "python nodes only)")
+    tcp_timeout_time_wait: float = Field(120.0, gt=0, le=3600, description="seconds a "
+                                         "closed TCP connection's entry stays (TIME_WAIT), "
+                                         "as nf_conntrack_tcp_timeout_time_wait; python "
+                                         "nodes only")
     capture: list[str] = Field(default_factory=list, description='"sync" and/or host '
                                'interfaces such as "c1-eth0" (pcap files per point)')
     node: Literal["python", "kernel"] = Field(
@@ -103,6 +107,9 @@ class Cluster(SyncSettings):
             raise ValueError("latency_ms needs a cluster network: set cluster.sync (or failover)")
         if self.node == "kernel":
             check_window_check(self.tcp_window_check)  # a SettingsError is a ValueError
+            if self.tcp_timeout_time_wait != 120.0:
+                raise ValueError("cluster.tcp_timeout_time_wait is for python nodes: kernel "
+                                 "nodes keep the kernel's (remove it, or node = \"python\")")
         if "sync" in self.capture and not network:
             raise ValueError('capture "sync" needs a cluster network: set cluster.sync '
                              '(or failover)')
@@ -132,6 +139,24 @@ class Traffic(_Section):
     family: Literal["ipv4", "ipv6", "dual"] = Field(
         "ipv4", description="IP version of the sessions: dual runs EPRT and EPSV sessions "
         "over IPv6, PORT and PASV over IPv4")
+    ramp: list[list[float]] = Field(
+        default_factory=list, description="[seconds, relative rate] points: the sessions "
+        "start over the ramp's duration at a rate that follows them (piecewise linear), "
+        "not as fast as concurrency allows; [] (the default): no ramp")
+
+    @field_validator("ramp")
+    @classmethod
+    def _ramp(cls, value):
+        if not value:
+            return value
+        times = [p[0] if len(p) == 2 else None for p in value]
+        if (len(value) < 2 or None in times or times[0] != 0
+                or any(b <= a for a, b in zip(times, times[1:]))
+                or any(p[1] < 0 for p in value) or not any(p[1] > 0 for p in value)):
+            raise ValueError("traffic.ramp must be [seconds, rate] pairs, at least two, the "
+                             "first at 0 s, times rising, rates >= 0 and not all 0: e.g. "
+                             "[[0, 1], [5, 10], [10, 1]]")
+        return value
 
     @model_validator(mode="after")
     def _families(self):

@@ -7,6 +7,7 @@ here waits for those logs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -26,21 +27,49 @@ def session_family(family: str, mode: str) -> str:
     return family
 
 
+def ramp_starts(sessions: int, ramp: list[list[float]]) -> list[float]:
+    """When each of ``sessions`` sessions starts (seconds from the start) so that the
+    rate follows ``ramp``, [seconds, relative rate] points joined by straight lines:
+    session i starts where the rate's integral reaches (i + 0.5) / sessions of its whole."""
+    pieces = []  # (t0, t1, r0, r1, area before t0)
+    area = 0.0
+    for (t0, r0), (t1, r1) in zip(ramp, ramp[1:]):
+        pieces.append((t0, t1, r0, r1, area))
+        area += (t1 - t0) * (r0 + r1) / 2
+    starts = []
+    for i in range(sessions):
+        target = (i + 0.5) / sessions * area
+        t0, t1, r0, r1, before = next(p for p in pieces
+                                      if p[4] + (p[1] - p[0]) * (p[2] + p[3]) / 2 >= target)
+        need, slope = target - before, (r1 - r0) / (t1 - t0)
+        if abs(slope) < 1e-12:
+            dt = need / r0
+        else:  # r0 dt + slope dt^2 / 2 = need
+            dt = (-r0 + math.sqrt(max(0.0, r0 * r0 + 2 * slope * need))) / slope
+        starts.append(round(t0 + min(max(dt, 0.0), t1 - t0), 6))
+    return starts
+
+
 def plan_sessions(sessions: int, clients: int, servers: int, modes: list[str],
-                  files: dict[str, str], seed: int, family: str = "ipv4") -> dict[int, list[dict]]:
+                  files: dict[str, str], seed: int, family: str = "ipv4",
+                  ramp: list[list[float]] | None = None) -> dict[int, list[dict]]:
     """Seeded plan: session i uses mode i mod len(modes), a random client, server, file,
-    over the IP version ``family`` gives it."""
+    over the IP version ``family`` gives it; with a ``ramp``, each session also has the
+    time it starts at (``at``, seconds after its client starts)."""
     rnd = random.Random(seed)
     plan: dict[int, list[dict]] = {c: [] for c in range(1, clients + 1)}
     names = sorted(files)
+    starts = ramp_starts(sessions, ramp) if ramp else None
     for sid in range(sessions):
         name = rnd.choice(names)
         client = rnd.randint(1, clients)
         mode = modes[sid % len(modes)]
         fam = session_family(family, mode)
-        plan[client].append({"session": sid,
-                             "server": server_address(rnd.randint(1, servers), fam),
-                             "file": name, "sha256": files[name], "mode": mode, "family": fam})
+        item = {"session": sid, "server": server_address(rnd.randint(1, servers), fam),
+                "file": name, "sha256": files[name], "mode": mode, "family": fam}
+        if starts:
+            item["at"] = starts[sid]
+        plan[client].append(item)
     return plan
 
 
@@ -83,13 +112,15 @@ def session_time(timeout: float, size: int, throttle: float = 0.0, pause: float 
 def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: int,
             files: int, concurrency: int, timeout: float, seed: int,
             progress=None, throttle: float = 0.0, size_dist: str = "fixed",
-            pause_before_data: float = 0.0, family: str = "ipv4") -> list[dict]:
+            pause_before_data: float = 0.0, family: str = "ipv4",
+            ramp: list[list[float]] | None = None) -> list[dict]:
     """Start FTP servers and clients in ``cluster``; return the session records."""
     root = os.path.join(out_dir, "ftp-root")
     sums = make_files(root, files, file_size, seed, size_dist)
     largest = max(file_sizes(files, file_size, size_dist))
     servers = start_ftp_servers(cluster, root, family)
-    plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed, family)
+    plan = plan_sessions(sessions, cluster.clients, cluster.servers, modes, sums, seed, family,
+                         ramp)
     out = os.path.join(out_dir, "sessions.raw.jsonl")
     clients = [start_ftp_client(cluster, f"ftp-c{c}", f"c{c}", items,
                                 os.path.join(out_dir, f"plan-c{c}.json"), out, concurrency,
@@ -98,8 +129,8 @@ def run_ftp(cluster, out_dir: str, sessions: int, modes: list[str], file_size: i
     cluster.log("ftp_clients_start", sessions=sessions)
     # Each session ends by itself within a few timeouts; allow for the slowest client.
     per_client = max(len(items) for items in plan.values())
-    deadline = time.monotonic() + 30 + per_client * session_time(timeout, largest, throttle,
-                                                                  pause_before_data)
+    deadline = time.monotonic() + 30 + (ramp[-1][0] if ramp else 0) + per_client * \
+        session_time(timeout, largest, throttle, pause_before_data)
     while any(p.alive() for p in clients):
         if progress:
             progress(_count_lines(out), sessions)

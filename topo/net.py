@@ -208,7 +208,7 @@ class Cluster:
                  node: str = "python", commit: str = "before_steer",
                  conntrackd: str | None = None, external_cache: bool = True,
                  tcp_liberal: bool = False, tcp_loose: bool = False,
-                 tcp_window_check: bool = True):
+                 tcp_window_check: bool = True, time_wait_timeout: float = 120.0):
         if node not in NODE_KINDS:
             raise SetupError(f"node {node!r}: use one of {', '.join(NODE_KINDS)}")
         if commit not in COMMIT_ORDERS:
@@ -225,6 +225,7 @@ class Cluster:
         self.run_id = run_id or f"fwc-{os.getpid()}-{int(time.time())}"
         self.log = log or EventLog(os.path.join(self.run_dir, "events.jsonl"))
         self.established_timeout = established_timeout
+        self.time_wait_timeout = time_wait_timeout  # Python nodes' TIME_WAIT timeout
         self.checksum = checksum  # False: the nodes trust checksums (--no-checksum)
         # the firewall's TCP switches (nf_conntrack_tcp_be_liberal, _loose), kept as they
         # are set at run time so that a restarted node starts with them
@@ -465,7 +466,8 @@ class Cluster:
             cmd += ["--resync"] if restart else []
         else:
             cmd = [sys.executable, "-m", "nodes.shell.node", *ports,
-                   "--established-timeout", str(self.established_timeout)]
+                   "--established-timeout", str(self.established_timeout),
+                   "--time-wait-timeout", str(self.time_wait_timeout)]
             cmd += ([] if self.checksum else ["--no-checksum"]) + self.node_args
         if self.sync_config:
             cmd += ["--sync-config", self.sync_config]

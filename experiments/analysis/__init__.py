@@ -13,12 +13,14 @@ stats.py               means and Student-t intervals
 points.py              reading a campaign's raw data
 attribution.py         which node carried each session (from node events)
 style.py               the look of every figure
-periodic_window.py ..  one module per experiment (e1 .. e8, e10 window.py)
+periodic_window.py ..  one module per experiment (e1 .. e8, e9 auto_switching.py,
+                       e10 window.py)
 report.py              every analysis, the verdicts and REPORT.md
 =====================  ==================================================
 
     fwcluster figures            # every campaign and run under results/
 """
+from experiments.analysis.auto_switching import auto_switching
 from experiments.analysis.combined_interval import combined_interval
 from experiments.analysis.delayed import delayed
 from experiments.analysis.home_vs_sync import home_vs_sync
@@ -28,5 +30,5 @@ from experiments.analysis.report import ANALYSES, report
 from experiments.analysis.scaling import predicted_share
 from experiments.analysis.stats import mean_ci, t975
 
-__all__ = ["ANALYSES", "combined_interval", "coverage", "delayed", "load_points", "mean_ci", "predicted_share",
+__all__ = ["ANALYSES", "auto_switching", "combined_interval", "coverage", "delayed", "load_points", "mean_ci", "predicted_share",
            "report", "t975"]

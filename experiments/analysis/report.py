@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 
+from experiments.analysis.auto_switching import auto_switching
 from experiments.analysis.combined_interval import combined_interval
 from experiments.analysis.delayed import delayed
 from experiments.analysis.failover import failover
@@ -21,7 +22,8 @@ from experiments.analysis import stability as stab
 # A spec's ``analysis`` names one of these (experiments/specs/reproduce/*.toml).
 ANALYSES = {"periodic_window": periodic_window, "hold": hold, "failover": failover,
             "scaling": scaling, "rejoin": rejoin, "home_vs_sync": home_vs_sync,
-            "delayed": delayed, "window": window, "combined_interval": combined_interval}
+            "delayed": delayed, "window": window, "combined_interval": combined_interval,
+            "auto_switching": auto_switching}
 
 
 def fidelity_summary(points: list[dict]) -> str:

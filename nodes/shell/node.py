@@ -350,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", help="control socket path (default from --run-id)")
     parser.add_argument("--events", help="append events as JSON lines to this file")
     parser.add_argument("--established-timeout", type=float, default=Timeouts.established)
+    parser.add_argument("--time-wait-timeout", type=float, default=Timeouts.time_wait,
+                        help="seconds a closed TCP connection's entry stays in TIME_WAIT "
+                        "(nf_conntrack_tcp_timeout_time_wait)")
     parser.add_argument("--sync-config", help="JSON file: members, key file and sync settings")
     parser.add_argument("--max-entries", type=int, default=1_000_000,
                         help="the connection table's cap (copies count against it)")
@@ -376,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuleError as err:
         print(f"fw-node: {err}", file=sys.stderr)
         return 2
-    engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout),
+    engine = GatewayEngine(args.name, rules, Timeouts(established=args.established_timeout,
+                                                    time_wait=args.time_wait_timeout),
                            checksum=not args.no_checksum, max_entries=args.max_entries,
                            early_drop=not args.no_early_drop, tcp_liberal=args.tcp_liberal,
                            tcp_loose=args.tcp_loose,

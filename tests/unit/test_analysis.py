@@ -207,3 +207,58 @@ def test_experiment_8_judges_combined_against_on_demand_and_periodic(tmp_path):
                                         draw=False)
     assert result["verdict"] == "holds (in part)", result["why"]
     assert "every interval: not shown" in result["why"]
+
+
+def _e9_point(tmp_path, variant, rep, switches, held, kb, refused):
+    """One synthetic point of experiment 9: 20 sessions over 10 s, 3 nodes; ``switches``
+    as (t, node, what, value); ``held`` entries a node holds per connection at the peak."""
+    folder = tmp_path / f"{variant}-r{rep}"
+    folder.mkdir()
+    for node in ("fw1", "fw2", "fw3"):
+        with open(folder / f"{node}.events.jsonl", "w") as fh:
+            for t, who, what, value in switches:
+                if who == node:
+                    fh.write(json.dumps({"t": 100 + t, "node": node, "event": "sync_switch",
+                                         what: value}) + "\n")
+    records = [{"session": i, "outcome": "ok", "t_start": 100 + i * 0.5,
+                "data_refusals": int(i < refused * 20)} for i in range(20)]
+    snapshots = [{"t": 100 + t, "nodes": {n: {"entries": round(owned * 3 * held),
+                                              "sync": {"entries_owned": owned}}
+                                          for n in ("fw1", "fw2", "fw3")}}
+                 for t, owned in ((1, 2), (3, 10), (5, 20), (7, 10))]
+    counters = {"data_bytes_sent": kb * 1000, "ack_bytes_sent": 0}
+    return {"variant": variant, "repetition": rep, "dir": str(folder), "records": records,
+            "t_traffic_start": 100.0, "t_traffic_end": 110.0, "snapshots": snapshots,
+            "events": [{"event": "ftp_clients_start", "t": 100.0}],
+            "stats": {n: {"sync": {"counters": counters if n == "fw1" else {}}}
+                      for n in ("fw1", "fw2", "fw3")},
+            "spec": {"traffic": {"sessions": 20}}, "params": {}}
+
+
+UP_AND_BACK = [(t, n, what, value) for n in ("fw1", "fw2", "fw3") for t, what, value in (
+    (2, "active", "periodic"), (2.5, "replication", "backup"), (7, "replication", "full"),
+    (7.5, "active", "ondemand"))]
+
+
+def test_experiment_9_judges_the_switches_and_what_auto_saves(tmp_path):
+    def points(base, auto_switches, auto_kb=(200, 210, 190)):
+        base.mkdir()
+        return ([_e9_point(base, "auto", r, auto_switches, 0.7, auto_kb[r], 0.5)
+                 for r in range(3)]
+                + [_e9_point(base, "ondemand", r, [], 1.0, 700 + r, 0) for r in range(3)])
+    result = analysis.auto_switching(points(tmp_path / "one", UP_AND_BACK), str(tmp_path / "e9"))
+    assert result["verdict"] == "holds", result["why"]
+    assert result["figures"]
+    assert "back to on demand 2 ± 0" in result["why"]  # offered sessions/s in the second before
+    # a node that never switches back (the load never fell to half the budget, or stuck):
+    # does not hold, and says which part
+    stuck = [s for s in UP_AND_BACK if not (s[1] == "fw2" and s[3] == "ondemand")]
+    result = analysis.auto_switching(points(tmp_path / "two", stuck), str(tmp_path / "e9"),
+                                     draw=False)
+    assert result["verdict"] == "does not hold"
+    assert "once each: does not hold" in result["why"]
+    # auto sending as much as on demand: the intervals overlap, that part is not shown
+    result = analysis.auto_switching(points(tmp_path / "three", UP_AND_BACK, (700, 702, 701)),
+                                     str(tmp_path / "e9"), draw=False)
+    assert result["verdict"] == "holds (in part)"
+    assert "fewer sync bytes than on demand: not shown" in result["why"]

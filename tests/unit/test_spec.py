@@ -164,3 +164,20 @@ def test_a_dual_stack_plan_runs_the_extended_modes_over_ipv6(tmp_path):
     assert {(s["mode"], s["family"], ":" in s["server"]) for s in plan[1]} == {
         ("PASV", "ipv4", False), ("PORT", "ipv4", False), ("EPSV", "ipv6", True),
         ("EPRT", "ipv6", True)}
+
+
+def test_a_ramp_spreads_the_sessions_by_its_rate_and_a_bad_one_is_refused():
+    from experiments.workload import plan_sessions, ramp_starts
+    starts = ramp_starts(200, [[0, 1], [3, 12], [6, 1], [9, 1]])
+    assert starts == sorted(starts) and 0 < starts[0] and starts[-1] < 9
+    per_second = [sum(1 for s in starts if k <= s < k + 1) for k in range(9)]
+    assert max(per_second) in per_second[2:4]  # the peak at 3 s
+    assert per_second[7] < per_second[3] / 5  # the low tail
+    assert ramp_starts(4, [[0, 1], [2, 1]]) == [0.25, 0.75, 1.25, 1.75]  # a flat ramp: even
+    plan = plan_sessions(10, 2, 1, ["PASV"], {"f": "0" * 64}, seed=1, ramp=[[0, 1], [1, 1]])
+    assert sorted(i["at"] for items in plan.values() for i in items) == \
+        pytest.approx([0.05 + 0.1 * i for i in range(10)])
+    from experiments.schema import Traffic
+    for bad in ([[0, 1]], [[1, 1], [2, 1]], [[0, 1], [0, 2]], [[0, -1], [1, 1]], [[0, 0], [1, 0]]):
+        with pytest.raises(ValueError, match="traffic.ramp must be"):
+            Traffic(ramp=bad)

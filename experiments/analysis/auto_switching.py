@@ -1,0 +1,186 @@
+"""Experiment 9: mode auto switches by bandwidth and by memory, and back (method 500)."""
+from __future__ import annotations
+
+from experiments.analysis.attribution import node_events
+from experiments.analysis.delayed import sync_bytes
+from experiments.analysis.points import failed_share, refused_share
+from experiments.analysis.stats import compare_intervals, fmt, half_or_zero, mean_ci
+from experiments.analysis.style import STYLE, plt, save
+
+# What a node of mode auto does over the ramp, in order: the two budgets, each crossed
+# up and then down (the hysteresis: back only below half the budget)
+EXPECTED = (("active", "periodic"), ("active", "ondemand"),
+            ("replication", "backup"), ("replication", "full"))
+PEAK = 0.5  # snapshots where the cluster holds at least this share of its most connections
+
+
+def traffic_start(p: dict) -> float:
+    return next((e["t"] for e in p["events"] if e.get("event") == "ftp_clients_start"),
+                p["t_traffic_start"])
+
+
+def switches(p: dict) -> list[dict]:
+    """The point's sync_switch events, times from the traffic's start (read once a point)."""
+    if "_switches" not in p:
+        t0 = traffic_start(p)
+        p["_switches"] = [{"t": e["t"] - t0, "node": e["node"],
+                           "what": "active" if "active" in e else "replication",
+                           "value": e.get("active", e.get("replication"))}
+                          for e in node_events(p["dir"]) if e.get("event") == "sync_switch"]
+        p["_switches"].sort(key=lambda s: s["t"])
+    return p["_switches"]
+
+
+def switched_as_expected(p: dict) -> bool:
+    """Every node switched to periodic and back, and to backup replication and back,
+    each once and in that order (no flapping)."""
+    nodes = [n for n, s in p["stats"].items() if isinstance(s, dict) and "sync" in s]
+    for node in nodes:
+        mine = [(s["what"], s["value"]) for s in switches(p) if s["node"] == node]
+        for what in ("active", "replication"):
+            if [x for x in mine if x[0] == what] != [x for x in EXPECTED if x[0] == what]:
+                return False
+    return bool(nodes)
+
+
+def offered(p: dict, t: float, window: float = 1.0) -> float:
+    """Sessions a second that started in the ``window`` seconds before ``t``."""
+    t0 = traffic_start(p)
+    return sum(1 for r in p["records"] if t - window <= r["t_start"] - t0 < t) / window
+
+
+def held_share(p: dict) -> float | None:
+    """Entries a node holds per connection of the cluster, around the peak of the load:
+    1 with full replication, (1 + k) / n with k backups (a node's own and its copies)."""
+    points = []
+    for snap in p["snapshots"]:
+        nodes = [v for v in snap["nodes"].values() if v]
+        total = sum(v.get("sync", {}).get("entries_owned", 0) for v in nodes)
+        if nodes and total:
+            points.append((total, sum(v["entries"] for v in nodes) / len(nodes) / total))
+    if not points:
+        return None
+    most = max(total for total, _ in points)
+    shares = [share for total, share in points if total >= PEAK * most]
+    return sum(shares) / len(shares)
+
+
+def auto_switching(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
+    by = {}
+    for p in points:
+        by.setdefault(p["variant"], []).append(p)
+    auto, od = by.get("auto", []), by.get("ondemand", [])
+    cis, rows = {}, []
+    for label, pts in (("auto", auto), ("ondemand", od)):
+        ups = [offered(p, s["t"]) for p in pts for s in switches(p)
+               if (s["what"], s["value"]) == ("active", "periodic")]
+        downs = [offered(p, s["t"]) for p in pts for s in switches(p)
+                 if (s["what"], s["value"]) == ("active", "ondemand")]
+        cis[label] = {"kb": mean_ci([sync_bytes(p) / 1e3 for p in pts]),
+                      "held": mean_ci([held_share(p) for p in pts]),
+                      "refused": mean_ci([refused_share(p) for p in pts]),
+                      "failed": mean_ci([failed_share(p) for p in pts]),
+                      "expected": mean_ci([float(switched_as_expected(p)) for p in pts]),
+                      "up": mean_ci(ups), "down": mean_ci(downs)}
+        c = cis[label]
+        rows.append([label, len(pts), fmt(*c["expected"]), fmt(*c["up"]), fmt(*c["down"]),
+                     fmt(*c["kb"]), fmt(*c["held"]), fmt(*c["refused"]), fmt(*c["failed"])])
+    figures: list[str] = []
+    if draw and auto:
+        figures = _draw(auto, od, cis, exp_dir)
+    verdict, why = _judge(auto, od, cis)
+    return {"figures": figures, "verdict": verdict, "why": why,
+            "table": (["variant", "points", "points whose every node switched up and back once",
+                       "offered sessions/s at the switch to periodic",
+                       "... at the switch back to on demand", "sync kB (data and acks)",
+                       "entries a node holds per connection (around the peak)",
+                       "data connections refused (share of sessions)", "sessions failed"],
+                      rows)}
+
+
+def _judge(auto: list, od: list, cis: dict) -> tuple[str, str]:
+    if not auto or not od:
+        return "not shown", "the auto and on-demand variants are not both present"
+    a, o = cis["auto"], cis["ondemand"]
+    parts = {}
+    share = a["expected"][0]
+    parts["every node switches to periodic and back, and to backups and back, once each"] = (
+        "holds" if share == 1 else "does not hold" if share == 0 else "not shown")
+    parts["auto sends fewer sync bytes than on demand"] = compare_intervals(o["kb"], a["kb"])
+    parts["a node of auto holds fewer entries per connection at the peak"] = (
+        "not shown" if a["held"][0] is None or o["held"][0] is None
+        else compare_intervals(o["held"], a["held"]))
+    decided = list(parts.values())
+    if all(v == "holds" for v in decided):
+        verdict = "holds"
+    elif "does not hold" in decided:
+        verdict = "does not hold"
+    else:
+        verdict = "holds (in part)" if "holds" in decided else "not shown"
+    why = ("decision rule: the switches hold when every node of every auto point switched "
+           "to periodic and back and to backup replication and back, once each (none: does "
+           "not hold); bytes and entries per connection hold when the 95% intervals of "
+           "on-demand and auto (over repetitions) do not overlap, on-demand's above. "
+           + "; ".join(f"{k}: {v}" for k, v in parts.items())
+           + f". Sync kB: auto {fmt(*a['kb'])}, on demand {fmt(*o['kb'])}; entries a node "
+           f"holds per connection: auto {fmt(*a['held'])}, on demand {fmt(*o['held'])}. "
+           f"Hysteresis: offered load at the switch to periodic {fmt(*a['up'])} sessions/s, "
+           f"back to on demand {fmt(*a['down'])}. The cost: data connections refused auto "
+           f"{fmt(*a['refused'])}, on demand {fmt(*o['refused'])} (share of sessions); "
+           f"sessions failed auto {fmt(*a['failed'])}, on demand {fmt(*o['failed'])}")
+    return verdict, why
+
+
+def _series(p: dict, step: float = 0.5) -> tuple[list, list]:
+    t0 = traffic_start(p)
+    end = max((r["t_start"] - t0 for r in p["records"]), default=0.0) + step
+    ts = [i * step for i in range(1, int(end / step) + 2)]
+    return ts, [offered(p, t, step) for t in ts]
+
+
+def _draw(auto: list, od: list, cis: dict, exp_dir: str) -> list[str]:
+    first = min(auto, key=lambda p: p["repetition"])
+    base = next((p for p in od if p["repetition"] == first["repetition"]), None)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+        ts, rate = _series(first)
+        axes[0].plot(ts, rate, color="0.4", label="sessions started")
+        marks = {("active", "periodic"): ("C3", "to periodic"),
+                 ("active", "ondemand"): ("C2", "back to on demand"),
+                 ("replication", "backup"): ("C1", "to backups"),
+                 ("replication", "full"): ("C0", "back to full")}
+        seen = set()
+        for s in switches(first):
+            color, label = marks[(s["what"], s["value"])]
+            axes[0].axvline(s["t"], color=color, lw=1, ls="--",
+                            label=None if label in seen else label)
+            seen.add(label)
+        axes[0].set(xlabel="time since the traffic started (s)", ylabel="sessions/s",
+                    title=f"Load ramp and switches (repetition {first['repetition']})")
+        for p, label in ((first, "auto"), (base, "ondemand")):
+            if p is None:
+                continue
+            t0 = traffic_start(p)
+            xs = [s["t"] - t0 for s in p["snapshots"]]
+            ys = [sum(v["entries"] for v in s["nodes"].values() if v) / max(1, sum(
+                1 for v in s["nodes"].values() if v)) for s in p["snapshots"]]
+            axes[1].plot(xs, ys, marker=".", label=label)
+        axes[1].set(xlabel="time since the traffic started (s)", ylabel="entries",
+                    title="Entries a node holds (mean of the nodes)")
+        labels = ["sync kB", "entries per\nconnection", "refused"]
+        for i, (variant, color) in enumerate((("auto", "C0"), ("ondemand", "C2"))):
+            c = cis[variant]
+            kb_scale = max(1e-9, cis["ondemand"]["kb"][0] or 1)
+            values = [(c["kb"][0] or 0) / kb_scale, c["held"][0] or 0, c["refused"][0] or 0]
+            errors = [half_or_zero(c["kb"][1]) / kb_scale, half_or_zero(c["held"][1]),
+                      half_or_zero(c["refused"][1])]
+            axes[2].bar([x + 0.38 * i for x in range(3)], values, 0.38, yerr=errors,
+                        capsize=3, color=color, label=variant)
+        axes[2].set_xticks([x + 0.19 for x in range(3)], labels)
+        axes[2].set(ylabel="share (sync kB: of on demand's)",
+                    title="What auto saves and costs")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.suptitle("Experiment 9: mode auto over a load ramp (mean, 95% CI over "
+                     "repetitions)", fontsize=9)
+        return save(fig, exp_dir)
