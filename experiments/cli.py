@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                             "as pcap in the run folder")
     p_cli.add_argument("--metrics-port", type=int, default=None,
                        help="serve Prometheus metrics: nodes on this port, controller on +1")
+    p_cli.add_argument("--no-ftp-server", action="store_true",
+                       help="start no FTP server on the server hosts: port 21 is free for "
+                            "your own ('ftpd start' starts the testbed's later)")
     p_cli.add_argument("--script", help="run the CLI commands in this file, then stop")
     p_cli.add_argument("--run-dir", help="folder for logs and captures (default results/cli-TIME)")
     sub.add_parser("clean", help="remove what a crashed run left, and Mininet's mn -c: "

@@ -30,7 +30,7 @@ from experiments.files import write_files
 from experiments.workload import start_ftp_servers
 CLUSTER_COMMANDS = ("status", "table", "expectations", "counters", "watch", "where", "check",
                     "crash", "hang", "resume", "leave", "restart", "sync", "common", "ftp",
-                    "downloads", "tcp", "metrics")
+                    "downloads", "tcp", "ftpd", "metrics")
 
 
 class ClusterCLI(InspectCommands, FaultCommands, TrafficCommands, CLI):
@@ -38,9 +38,12 @@ class ClusterCLI(InspectCommands, FaultCommands, TrafficCommands, CLI):
 
     prompt = "fwcluster> "
 
-    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin):
+    def __init__(self, cluster, files: dict[str, str], stdin=sys.stdin,
+                 ftp_root: str | None = None, ftp_servers: list | None = None):
         self.cluster = cluster
         self.files = files  # name -> SHA-256 of what the FTP servers offer
+        self.ftp_root = ftp_root  # what they serve
+        self.ftp_servers = list(ftp_servers or [])  # the running ones (ftpd stop / start)
         self.batches: list[dict] = []  # FTP sessions started with '&'
         self.session_id = 0
         self.work = os.path.join(cluster.run_dir, "cli")
@@ -168,13 +171,18 @@ def main_console(args) -> int:
                  node=getattr(args, "node", "python")) as cluster:
         root = os.path.join(cluster.run_dir, "ftp-root")
         files = write_files(root, FILES, seed=1)
-        start_ftp_servers(cluster, root, "dual")  # 'ftp c1 EPSV ipv6' too
+        servers = [] if getattr(args, "no_ftp_server", False) else \
+            start_ftp_servers(cluster, root, "dual")  # 'ftp c1 EPSV ipv6' too
         kind = " kernel" if getattr(args, "node", "python") == "kernel" else ""
         print(f"fwcluster: {args.nodes}{kind} firewall node(s) "
               f"fw1..fw{args.nodes}, sync {args.sync}, "
               f"failover {args.failover}; clients c1..c{args.clients} outside, servers "
               f"srv1..srv{args.servers} inside")
         print(f"fwcluster: logs, events and captures in {cluster.run_dir}")
+        print(f"fwcluster: FTP servers on port 21 of srv1..srv{args.servers} ('ftpd stop' "
+              "frees the port for your own)" if servers else
+              "fwcluster: no FTP server runs (--no-ftp-server): port 21 is yours; "
+              "'ftpd start' starts the testbed's")
         if cluster.metrics_url:
             print(f"fwcluster: Prometheus metrics at {cluster.metrics_url}")
         print("Type 'help' for the commands, 'status' to begin; 'exit' stops the cluster.",
@@ -183,9 +191,9 @@ def main_console(args) -> int:
         try:
             if args.script:
                 with open(args.script, encoding="utf-8") as script:
-                    ClusterCLI(cluster, files, stdin=script)
+                    ClusterCLI(cluster, files, stdin=script, ftp_root=root, ftp_servers=servers)
             else:
-                ClusterCLI(cluster, files)
+                ClusterCLI(cluster, files, ftp_root=root, ftp_servers=servers)
         finally:
             # The CLI may also end by a closed terminal (EOF, or a write that fails) with
             # the hang-up signal still on its way: it must not cut the cleanup short.

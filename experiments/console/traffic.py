@@ -7,7 +7,7 @@ import time
 from experiments.analysis.attribution import read_jsonl
 from experiments.console.errors import ConsoleError
 from experiments.ftp_client import MODES as FTP_MODES
-from experiments.workload import attributed, session_time, start_ftp_client
+from experiments.workload import attributed, session_time, start_ftp_client, start_ftp_servers
 from topo.addresses import server_address
 from topo.procs import wait_until
 
@@ -46,6 +46,34 @@ class TrafficCommands:
                   f"(batch {batch}): 'downloads' shows how they end")
             return
         self.finish(self.batches[-1])
+
+    def do_ftpd(self, line: str):
+        """ftpd [stop|start]: the testbed's FTP servers on port 21 of every server host.
+
+        'ftpd' says whether they run; 'ftpd stop' stops them, so that a server of your
+        own can listen on port 21 (srv1 vsftpd &, srv1 python3 -m pyftpdlib -p 21 &);
+        'ftpd start' starts them again (the ftp command downloads from them).
+        'fwcluster cli --no-ftp-server' starts the cluster without them."""
+        args = line.split()
+        running = [p for p in self.ftp_servers if p.alive()]
+        if args == ["stop"]:
+            for proc in running:
+                proc.stop()
+            self.ftp_servers = []
+            print(f"stopped {len(running)} FTP server(s): port 21 of the server hosts is free"
+                  if running else "no FTP server of the testbed was running")
+        elif args == ["start"]:
+            if running:
+                raise ConsoleError(f"{len(running)} FTP server(s) run already: 'ftpd stop' first")
+            self.ftp_servers = start_ftp_servers(self.cluster, self.ftp_root, "dual")
+            print(f"started {len(self.ftp_servers)} FTP server(s) (IPv4 and IPv6) on port 21 "
+                  "of the server hosts")
+        elif not args:
+            print(f"{len(running)} FTP server(s) of the testbed run on port 21: "
+                  + ", ".join(p.name for p in running) if running else
+                  "no FTP server of the testbed runs: 'ftpd start' starts them")
+        else:
+            raise ConsoleError("usage: ftpd [stop|start]")
 
     def ftp_plan(self, line: str) -> tuple[str, list[dict], dict]:
         usage = ("ftp CLIENT [MODE] [SERVER] [FILE] [ipv6] [count=N] [throttle=B/S] "

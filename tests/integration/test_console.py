@@ -80,6 +80,22 @@ def test_make_cli_accepts_the_cluster_commands_and_survives_bad_input(tmp_path):
         out = term.type("ftp c2 EPSV ipv6", "session(s):")  # the servers listen on IPv6 too
         assert any("1 session(s): 1 ok, 0 failed" in line for line in out), out
         term.type("table fw1", "connections on fw1")
+        # where: each of c1's connections (the two PORT sessions' control and data
+        # connections), its owner, its copy on the owner's backup, where the switches send it
+        out = term.type("where c1", "connection(s) of c1 on fw1, fw2, fw3")
+        placed = [l for l in out if "owner fw" in l and "switches send it to fw" in l]
+        assert len(placed) >= 4, out
+        assert not any("(no state there)" in l for l in placed), out
+        term.type("where c7", "*** where: 'c7' is no host or host address of the cluster")
+        # ftpd: the testbed's FTP servers give port 21 up for a server of one's own
+        term.type("ftpd", "4 FTP server(s) of the testbed run on port 21")
+        term.type("ftpd stop", "stopped 4 FTP server(s)")
+        # (with SO_REUSEADDR, as servers bind: the sessions' TIME_WAIT sockets hold port 21)
+        term.type("srv1 python3 -c \"import socket; s = socket.socket(); s.setsockopt("
+                  "socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', 21)); s.listen(); "
+                  "print('port', 21, 'bound')\"", "port 21 bound")
+        term.type("ftpd start", "started 4 FTP server(s)")
+        term.type("ftpd start", "*** 4 FTP server(s) run already")
         term.type("expectations fw2", "expectations on fw2")
         term.type("counters fw3", "sync: mode ondemand")
         term.type("common fw1 vpn=k3y", "goes to every node")
