@@ -1,62 +1,75 @@
-"""Counters in the Prometheus text exposition format (version 0.0.4). Pure.
+"""Counters in the Prometheus text exposition format, written by ``prometheus_client``.
 
-The convention of Faucet and most SDN tooling: one ``# HELP`` and ``# TYPE``
-line per metric family, then ``name{label="value"} number`` samples;
-counters end in ``_total``. ``node_families`` turns the nodes' ``stats``
-answers into families; ``controller_families`` the steering controller's
-state. ``exposition`` writes families as text.
+``node_families`` turns the nodes' ``stats`` answers into metric families;
+``controller_families`` the steering controller's state; ``exposition`` has
+``prometheus_client`` write them (a collector asked at scrape time, the way
+its custom collectors work), so that the types, escaping and ``_total``
+suffixes are the client library's, and a scrape parses with Prometheus's own
+parser. Counters are counters, what can go down is a gauge, and the lag
+percentiles are gauges labelled ``percentile`` (``quantile`` belongs to
+summaries). Every label value comes from a fixed set (node names, ports,
+the engines' own counter and drop-reason names), never from a packet. Pure.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+KINDS = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 @dataclass
 class Family:
-    """One metric: name, kind (counter or gauge), help, and (labels, value) samples."""
+    """One metric: name, kind (counter or gauge), help, and (labels, value) samples;
+    every sample of a family has the same label names."""
 
     name: str
     kind: str
     help: str
     samples: list = field(default_factory=list)
 
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not counter or gauge")
+        if self.kind == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: a counter's name ends in _total")
+
     def add(self, value: float, **labels: str) -> "Family":
+        if self.samples and sorted(labels) != sorted(self.samples[0][0]):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} differ from "
+                             f"{sorted(self.samples[0][0])}")
         self.samples.append((labels, value))
         return self
 
+    def metric(self):
+        """The prometheus_client family of these samples."""
+        names = sorted(self.samples[0][0]) if self.samples else []
+        name = self.name[:-len("_total")] if self.kind == "counter" else self.name
+        fam = KINDS[self.kind](name, self.help.replace("\n", " "), labels=names)
+        for labels, value in self.samples:
+            fam.add_metric([str(labels[n]) for n in names], float(value))
+        return fam
 
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
+class _Scrape:
+    """A collector of one scrape's families (prometheus_client asks ``collect``)."""
 
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(int(value))
+    def __init__(self, families: list[Family]):
+        self.families = families
+
+    def collect(self):
+        return [f.metric() for f in self.families if f.samples]
 
 
 def exposition(families: list[Family]) -> str:
     """The text a Prometheus server scrapes; families without samples are left out."""
-    lines = []
-    for fam in families:
-        if not fam.samples:
-            continue
-        lines.append(f"# HELP {fam.name} {fam.help.replace(chr(10), ' ')}")
-        lines.append(f"# TYPE {fam.name} {fam.kind}")
-        for labels, value in fam.samples:
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-            lines.append(f"{fam.name}{{{text}}} {_number(value)}" if text
-                         else f"{fam.name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(families))
+    return generate_latest(registry).decode()
 
 
 def node_families(stats: dict[str, dict | None]) -> list[Family]:
@@ -78,7 +91,10 @@ def node_families(stats: dict[str, dict | None]) -> list[Family]:
         ("fwcluster_sync_alive_peers", "gauge", "Members this node hears (itself included)"),
         ("fwcluster_sync_unacked", "gauge", "Sync messages not yet acknowledged, by peer"),
         ("fwcluster_sync_lag_milliseconds", "gauge",
-         "Replication lag, state change to acknowledgement, by quantile"),
+         "Replication lag, state change to acknowledgement: percentile 50 and 99 of the "
+         "node's recent samples"),
+        ("fwcluster_sync_bulk_last_milliseconds", "gauge",
+         "The last bulk transfer this node received when it joined, start to end"),
         ("fwcluster_sync_total", "counter", "Sync protocol counters (messages, bytes, records)"),
         ("fwcluster_sync_rejected_total", "counter", "Sync messages rejected, by reason"),
         ("fwcluster_home_forward_table", "gauge", "Entries in the forward table (mode home)"),
@@ -109,9 +125,11 @@ def node_families(stats: dict[str, dict | None]) -> list[Family]:
             f["fwcluster_sync_alive_peers"].add(len(sync["alive"]), node=node)
             for peer, value in sorted(sync["unacked"].items()):
                 f["fwcluster_sync_unacked"].add(value, node=node, peer=peer)
-            for q, key in (("0.5", "lag_ms_p50"), ("0.99", "lag_ms_p99")):
+            for q, key in (("50", "lag_ms_p50"), ("99", "lag_ms_p99")):
                 if sync.get(key) is not None:
-                    f["fwcluster_sync_lag_milliseconds"].add(sync[key], node=node, quantile=q)
+                    f["fwcluster_sync_lag_milliseconds"].add(sync[key], node=node, percentile=q)
+            if sync.get("bulk_ms_last") is not None:
+                f["fwcluster_sync_bulk_last_milliseconds"].add(sync["bulk_ms_last"], node=node)
             for name, value in sorted(sync["counters"].items()):
                 f["fwcluster_sync_total"].add(value, node=node, counter=name)
             for reason, value in sorted(sync["rejected"].items()):

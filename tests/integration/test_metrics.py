@@ -4,6 +4,7 @@ import threading
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from experiments.workload import run_ftp
 from nodes.observe.metrics import CONTENT_TYPE
@@ -15,15 +16,16 @@ pytestmark = pytest.mark.mininet
 
 
 def scrape(url: str) -> dict[str, float]:
-    """One scrape: sample (name and labels) -> value; checks the content type."""
+    """One scrape, as Prometheus's parser reads it: sample (name and labels) -> value;
+    checks the content type."""
     with urllib.request.urlopen(url, timeout=5) as answer:
         assert answer.headers["Content-Type"] == CONTENT_TYPE
         text = answer.read().decode()
     samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
+    for fam in text_string_to_metric_families(text):  # Prometheus's own parser
+        for s in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return samples
 
 

@@ -1,11 +1,11 @@
 """The pure parts of the tools around the cluster: run-time settings, watch, metrics."""
-import re
 
 import pytest
 
 from nodes.engine import ACCEPT, INSIDE, OUTSIDE
 from nodes.observe.inspect import changes
 from nodes.observe.metrics import Family, controller_families, exposition, node_families
+from prometheus_client.parser import text_string_to_metric_families
 from nodes.settings import SyncSettings, runtime_change
 from tests.unit.frames import tcp
 from tests.unit.cluster_sim import Net
@@ -64,19 +64,29 @@ def test_changes_show_a_session_arriving_on_the_backup_node():
 
 
 # -- Prometheus text format ------------------------------------------------------
-def test_exposition_follows_the_text_format():
+def parsed(text: str) -> dict:
+    """A scrape as Prometheus's own parser reads it: (sample name, labels) -> (the
+    family's type, value); the parser raises on anything the format does not allow."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out[sample.name, tuple(sorted(sample.labels.items()))] = (fam.type, sample.value)
+    return out
+
+
+def test_exposition_parses_with_prometheus_parser():
     fams = [Family("x_total", "counter", "Things\ncounted").add(3, node="fw1", why='a"b\\c'),
             Family("empty", "gauge", "never sampled"),
-            Family("y", "gauge", "a level").add(0.25).add(True, node="fw2")]
+            Family("y", "gauge", "a level").add(0.25, node="fw1").add(True, node="fw2")]
     text = exposition(fams)
-    assert text.splitlines() == [
-        "# HELP x_total Things counted", "# TYPE x_total counter",
-        'x_total{node="fw1",why="a\\"b\\\\c"} 3',
-        "# HELP y a level", "# TYPE y gauge", "y 0.25", 'y{node="fw2"} 1']
-    assert text.endswith("\n")
-
-
-SAMPLE = re.compile(r'^[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? -?[0-9.e+]+$')
+    assert "# HELP x_total Things counted" in text and "# TYPE x_total counter" in text
+    assert parsed(text) == {
+        ("x_total", (("node", "fw1"), ("why", 'a"b\\c'))): ("counter", 3.0),
+        ("y", (("node", "fw1"),)): ("gauge", 0.25), ("y", (("node", "fw2"),)): ("gauge", 1.0)}
+    with pytest.raises(ValueError, match="labels"):  # one family, one set of label names
+        Family("z", "gauge", "mixed").add(1, node="fw1").add(2)
+    with pytest.raises(ValueError, match="ends in _total"):
+        Family("z", "counter", "a counter without its suffix")
 
 
 def test_node_families_turn_node_stats_into_metrics():
@@ -86,33 +96,38 @@ def test_node_families_turn_node_stats_into_metrics():
     net.run()
     stats = {f"fw{i}": {**net.fw[i].stats(net.t), "sync": net.sync[i].stats(net.t)}
              for i in (1, 2)}
+    stats["fw1"]["sync"]["bulk_ms_last"] = 12.5  # as after a join
     stats["fw3"] = None  # did not answer
     text = exposition(node_families(stats))
-    lines = [l for l in text.splitlines() if not l.startswith("#")]
-    assert all(SAMPLE.match(l) for l in lines), [l for l in lines if not SAMPLE.match(l)]
-    assert 'fwcluster_node_up{node="fw3"} 0' in lines
-    assert 'fwcluster_connections{node="fw1",role="own"} 1' in lines
+    got = parsed(text)
+    assert got["fwcluster_node_up", (("node", "fw3"),)] == ("gauge", 0.0)
+    assert got["fwcluster_connections", (("node", "fw1"), ("role", "own"))] == ("gauge", 1.0)
     backup = f"fw{net.sync[1].stats(net.t)['backups'][0]}"
     if backup == "fw2":
-        assert 'fwcluster_connections{node="fw2",role="copy"} 1' in lines
-    assert 'fwcluster_drops_total{node="fw1",reason="policy"} 1' in lines
-    assert 'fwcluster_sync_mode{mode="ondemand",node="fw1"} 1' in lines
-    assert any(l.startswith('fwcluster_sync_total{counter="messages_sent",node="fw1"}')
-               for l in lines)
-    for name in {l.split("{")[0] for l in lines}:  # every family has HELP and TYPE
-        assert f"# TYPE {name} " in text and f"# HELP {name} " in text
+        assert got["fwcluster_connections", (("node", "fw2"), ("role", "copy"))][1] == 1
+    assert got["fwcluster_drops_total", (("node", "fw1"), ("reason", "policy"))] == \
+        ("counter", 1.0)
+    assert got["fwcluster_sync_mode", (("mode", "ondemand"), ("node", "fw1"))] == ("gauge", 1.0)
+    assert got["fwcluster_sync_total", (("counter", "messages_sent"), ("node", "fw1"))][0] == \
+        "counter"
+    # a float that can go down is a gauge; percentiles are not a summary's quantiles
+    assert got["fwcluster_sync_bulk_last_milliseconds", (("node", "fw1"),)] == ("gauge", 12.5)
+    assert all(dict(labels).keys().isdisjoint({"quantile"}) for _, labels in got)
+    lag = [k for k in got if k[0] == "fwcluster_sync_lag_milliseconds"]
+    assert lag and all(dict(labels)["percentile"] in ("50", "99") for _, labels in lag)
 
 
 def test_controller_families_count_buckets_and_membership():
-    text = exposition(controller_families(["fw1", "fw2"], ["fw1"], ["fw1"] * 4, 2,
-                                          {"node_down": 1, "buckets_moved": 2}, {"fw1": 7}))
-    for line in ('fwcluster_controller_node_live{node="fw1"} 1',
-                 'fwcluster_controller_node_live{node="fw2"} 0',
-                 'fwcluster_controller_buckets{node="fw1"} 4',
-                 'fwcluster_controller_heartbeats_total{node="fw2"} 0',
-                 'fwcluster_controller_total{counter="node_down"} 1',
-                 "fwcluster_controller_switches 2"):
-        assert line in text.splitlines()
+    got = parsed(exposition(controller_families(["fw1", "fw2"], ["fw1"], ["fw1"] * 4, 2,
+                                                {"node_down": 1, "buckets_moved": 2},
+                                                {"fw1": 7})))
+    for key, value in ((("fwcluster_controller_node_live", (("node", "fw1"),)), 1),
+                       (("fwcluster_controller_node_live", (("node", "fw2"),)), 0),
+                       (("fwcluster_controller_buckets", (("node", "fw1"),)), 4),
+                       (("fwcluster_controller_heartbeats_total", (("node", "fw2"),)), 0),
+                       (("fwcluster_controller_total", (("counter", "node_down"),)), 1),
+                       (("fwcluster_controller_switches", ()), 2)):
+        assert got[key][1] == value, key
 
 
 def test_bench_names_pick_benchmarks():
