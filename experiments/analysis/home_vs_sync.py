@@ -24,7 +24,10 @@ def cluster_bytes(p: dict) -> float:
             + sp.WIRE_HEADERS * messages)
 
 
-INNER, INNER_STABILITY = 2000, 200  # bootstrap resamples of the latency difference
+# bootstrap resamples of the latency difference: the verdict itself, and each of the
+# stability's resamples (thousands of them: a coarser interval each, so that the report
+# stays within a minute or two; experiments/analysis/stability.py)
+INNER, INNER_STABILITY = 2000, 100
 
 
 def colour(variant: str) -> str:

@@ -22,7 +22,8 @@ from typing import Callable
 RESAMPLES = 1000  # bootstrap resamples per verdict
 STABLE = 0.9  # a verdict the resamples give less often than this is unstable
 MIN_REPETITIONS = 3  # fewer repetitions than this say too little to resample
-SEARCH_RESAMPLES = 200  # per candidate size when looking for the repetitions needed
+SEARCH_RESAMPLES = 100  # per candidate size when looking for the repetitions needed (an
+# estimate of "about N": 100 resamples judge a 90% share to a few percent)
 MAX_REPETITIONS = 40  # beyond this the search says "more than"
 
 Analysis = Callable[..., dict]
