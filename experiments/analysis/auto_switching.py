@@ -25,7 +25,8 @@ def switches(p: dict) -> list[dict]:
         t0 = traffic_start(p)
         p["_switches"] = [{"t": e["t"] - t0, "node": e["node"],
                            "what": "active" if "active" in e else "replication",
-                           "value": e.get("active", e.get("replication"))}
+                           "value": e.get("active", e.get("replication")),
+                           "why": e.get("rate", e.get("entries"))}
                           for e in node_events(p["dir"]) if e.get("event") == "sync_switch"]
         p["_switches"].sort(key=lambda s: s["t"])
     return p["_switches"]
@@ -65,6 +66,57 @@ def held_share(p: dict) -> float | None:
     return sum(shares) / len(shares)
 
 
+def crossed(p: dict, value, budget: float, window: float = 1.0) -> float | None:
+    """When (seconds from the traffic's start) a node of the point first went past
+    ``budget`` in its snapshots: ``value(stats)`` a level (entries), or with a
+    ``window`` the rate of a counter over the last ``window`` seconds."""
+    t0, series = traffic_start(p), {}
+    for snap in p["snapshots"]:
+        for node, stats in snap["nodes"].items():
+            if stats:
+                series.setdefault(node, []).append((snap["t"] - t0, value(stats)))
+    first = None
+    for samples in series.values():
+        for i, (t, v) in enumerate(samples):
+            if window:
+                back = [(t1, v1) for t1, v1 in samples[:i] if t1 <= t - window]
+                if not back:
+                    continue
+                t1, v1 = back[-1]
+                level = (v - v1) / (t - t1)
+            else:
+                level = v
+            if level > budget:
+                first = t if first is None else min(first, t)
+                break
+    return first
+
+
+def switch_lags(auto: list, od: list) -> dict:
+    """How the switches followed the load, per repetition. ``bandwidth``: seconds from
+    the moment the on-demand twin (the same seeded load) first sent more DATA bytes a
+    second, over 1 s, than the bandwidth budget to auto's first switch to periodic
+    (auto's own projection is not observable from outside). ``entries``: a node's
+    table size when it switched to backups, over the entry budget (a node that has
+    switched drops its copies at once, so its snapshots cannot date the crossing)."""
+    twins = {p["repetition"]: p for p in od}
+    out = {"bandwidth": [], "entries": []}
+    for p in auto:
+        cl = p["spec"].get("cluster", {})
+        twin, budget = twins.get(p["repetition"]), cl.get("budget_bandwidth")
+        at = crossed(twin, lambda s: s.get("sync", {}).get("counters", {}).get(
+            "data_bytes_sent", 0), budget, 1.0) if twin is not None and budget else None
+        switched = next((s["t"] for s in switches(p) if (s["what"], s["value"]) ==
+                         ("active", "periodic")), None)
+        if at is not None and switched is not None:
+            out["bandwidth"].append(switched - at)
+        if cl.get("budget_entries"):
+            out["entries"] += [s["why"] / cl["budget_entries"] for s in switches(p)
+                               if (s["what"], s["value"]) == ("replication", "backup")
+                               and s["why"] is not None]
+    return out
+
+
 def auto_switching(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
     by = {}
     for p in points:
@@ -85,6 +137,10 @@ def auto_switching(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
         c = cis[label]
         rows.append([label, len(pts), fmt(*c["expected"]), fmt(*c["up"]), fmt(*c["down"]),
                      fmt(*c["kb"]), fmt(*c["held"]), fmt(*c["refused"]), fmt(*c["failed"])])
+    lags = switch_lags(auto, od)
+    cis["lag"] = {part: mean_ci(values) for part, values in lags.items()}
+    rows[0] += [fmt(*cis["lag"]["bandwidth"]), fmt(*cis["lag"]["entries"])]
+    rows[1] += ["-", "-"]
     figures: list[str] = []
     if draw and auto:
         figures = _draw(auto, od, cis, exp_dir)
@@ -94,11 +150,16 @@ def auto_switching(points: list[dict], exp_dir: str, draw: bool = True) -> dict:
                        "offered sessions/s at the switch to periodic",
                        "... at the switch back to on demand", "sync kB (data and acks)",
                        "entries a node holds per connection (around the peak)",
-                       "data connections refused (share of sessions)", "sessions failed"],
+                       "data connections refused (share of sessions)", "sessions failed",
+                       "s from the on-demand twin passing the bandwidth budget to the first "
+                       "switch to periodic", "a node's entries at its switch to backups, over "
+                       "the entry budget"],
                       rows)}
 
 
 def _judge(auto: list, od: list, cis: dict) -> tuple[str, str]:
+    """The switches, the bytes and the entries decide; the lags, the hysteresis and the
+    cost are reported."""
     if not auto or not od:
         return "not shown", "the auto and on-demand variants are not both present"
     a, o = cis["auto"], cis["ondemand"]
@@ -125,7 +186,11 @@ def _judge(auto: list, od: list, cis: dict) -> tuple[str, str]:
            + f". Sync kB: auto {fmt(*a['kb'])}, on demand {fmt(*o['kb'])}; entries a node "
            f"holds per connection: auto {fmt(*a['held'])}, on demand {fmt(*o['held'])}. "
            f"Hysteresis: offered load at the switch to periodic {fmt(*a['up'])} sessions/s, "
-           f"back to on demand {fmt(*a['down'])}. The cost: data connections refused auto "
+           f"back to on demand {fmt(*a['down'])}; the first switch came "
+           f"{fmt(*cis['lag']['bandwidth'])} s after the on-demand twin's DATA bytes a second "
+           f"passed the bandwidth budget (a node judges its rate over 1 s); a node switched "
+           f"to backups holding {fmt(*cis['lag']['entries'])} times the entry budget. The "
+           f"cost: data connections refused auto "
            f"{fmt(*a['refused'])}, on demand {fmt(*o['refused'])} (share of sessions); "
            f"sessions failed auto {fmt(*a['failed'])}, on demand {fmt(*o['failed'])}")
     return verdict, why

@@ -262,3 +262,24 @@ def test_experiment_9_judges_the_switches_and_what_auto_saves(tmp_path):
                                      str(tmp_path / "e9"), draw=False)
     assert result["verdict"] == "holds (in part)"
     assert "fewer sync bytes than on demand: not shown" in result["why"]
+
+
+def test_experiment_9_dates_the_switch_against_the_on_demand_twin_passing_the_budget():
+    from experiments.analysis.auto_switching import crossed, switch_lags
+    # the twin's DATA bytes grow as 1000 t^2: over the last second, 1000 (2t - 1) bytes/s,
+    # past 4000 once t > 2.5, at the snapshot of 2.75 s
+    twin = {"repetition": 0, "events": [{"event": "ftp_clients_start", "t": 50.0}],
+            "t_traffic_start": 50.0,
+            "snapshots": [{"t": 50 + k / 4, "nodes": {"fw1": {"sync": {"counters": {
+                "data_bytes_sent": 1000 * (k / 4) ** 2}}, "entries": k}}}
+                          for k in range(21)]}
+    assert crossed(twin, lambda s: s["sync"]["counters"]["data_bytes_sent"], 4000, 1.0) == 2.75
+    assert crossed(twin, lambda s: s["entries"], 10, 0.0) == 2.75  # a level: 11 entries
+    auto = {"repetition": 0, "spec": {"cluster": {"budget_bandwidth": 4000,
+                                                  "budget_entries": 60}},
+            "_switches": [{"t": 3.5, "node": "fw1", "what": "active", "value": "periodic",
+                           "why": 4500},
+                          {"t": 4.0, "node": "fw1", "what": "replication", "value": "backup",
+                           "why": 66}]}
+    lags = switch_lags([auto], [twin])
+    assert lags["bandwidth"] == [0.75] and lags["entries"] == [1.1]
