@@ -4,7 +4,7 @@ from __future__ import annotations
 from experiments.analysis.attribution import node_events
 from experiments.analysis.delayed import sync_bytes
 from experiments.analysis.points import failed_share, refused_share
-from experiments.analysis.stats import compare_intervals, fmt, half_or_zero, mean_ci
+from experiments.analysis.stats import combine, compare_intervals, fmt, half_or_zero, mean_ci
 from experiments.analysis.style import STYLE, plt, save
 
 # What a node of mode auto does over the ramp, in order: the two budgets, each crossed
@@ -171,13 +171,7 @@ def _judge(auto: list, od: list, cis: dict) -> tuple[str, str]:
     parts["a node of auto holds fewer entries per connection at the peak"] = (
         "not shown" if a["held"][0] is None or o["held"][0] is None
         else compare_intervals(o["held"], a["held"]))
-    decided = list(parts.values())
-    if all(v == "holds" for v in decided):
-        verdict = "holds"
-    elif "does not hold" in decided:
-        verdict = "does not hold"
-    else:
-        verdict = "holds (in part)" if "holds" in decided else "not shown"
+    verdict = combine(parts.values())
     why = ("decision rule: the switches hold when every node of every auto point switched "
            "to periodic and back and to backup replication and back, once each (none: does "
            "not hold); bytes and entries per connection hold when the 95% intervals of "

@@ -6,7 +6,7 @@ from collections import defaultdict
 from experiments.analysis.delayed import sync_bytes
 from experiments.analysis.failover import affected_sessions
 from experiments.analysis.points import duration, group, refused_share, sync_counter
-from experiments.analysis.stats import compare_intervals, fmt, half_or_zero, mean_ci
+from experiments.analysis.stats import combine, compare_intervals, fmt, half_or_zero, mean_ci
 from experiments.analysis.style import STYLE, plt, save
 
 # How much worse than on-demand a share may be and still count as on-demand's reliability:
@@ -94,13 +94,7 @@ def _judge(by: dict, series: dict) -> tuple[str, str]:
     parts["combined's periodic share falls with the interval"] = (
         "not shown" if short[0] is None or long_[0] is None
         else compare_intervals(short, long_))
-    decided = list(parts.values())
-    if all(v == "holds" for v in decided):
-        verdict = "holds"
-    elif "does not hold" in decided:
-        verdict = "does not hold"
-    else:
-        verdict = "holds (in part)" if "holds" in decided else "not shown"
+    verdict = combine(parts.values())
     why = ("decision rule: a variant keeps on-demand's reliability when the 95% interval of "
            "its harm (the larger of its refused and lost shares, per repetition) lies below "
            f"on-demand's upper bound + {TOLERANCE:g}; the share falls when the intervals at "

@@ -55,6 +55,17 @@ def compare_intervals(high: tuple, low: tuple) -> str:
     return "not shown"
 
 
+def combine(parts) -> str:
+    """A claim's verdict from its parts' verdicts: "holds" when all hold, "does not
+    hold" when any does not, else "holds (in part)" or "not shown"."""
+    decided = list(parts)
+    if all(v == "holds" for v in decided):
+        return "holds"
+    if "does not hold" in decided:
+        return "does not hold"
+    return "holds (in part)" if "holds" in decided else "not shown"
+
+
 def bootstrap_difference(a: list[list[float]], b: list[list[float]], statistic=statistics.median,
                          resamples: int = 2000, seed: int = 0,
                          level: float = 0.95) -> tuple[float, float, float] | None:
