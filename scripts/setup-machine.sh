@@ -7,6 +7,8 @@ VENV=${VENV:-.venv}
 APT_PACKAGES="mininet openvswitch-switch python3-openvswitch ethtool iproute2 iputils-ping
   iperf3 nftables python3-venv python3-pip procps psmisc tmux tcpdump tshark
   conntrack conntrackd"
+# and the Debian packages that requirements.lock takes Python packages from
+APT_PACKAGES="$APT_PACKAGES $(sed -n 's/.*# apt: \([a-z0-9.+-]*\).*/\1/p' requirements.lock)"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: Mininet and Open vSwitch need root: run as root (or with sudo)" >&2
@@ -40,11 +42,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-  echo "setup: installing pinned Python packages (ryu 4.34 and its Python 3.11 pins) into $VENV"
+if [ ! -f "$stamp" ] || [ requirements.lock -nt "$stamp" ] || [ build.lock -nt "$stamp" ] \
+    || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing the locked Python packages (requirements.lock, every file's hash checked) into $VENV"
   pip() { "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
-  pip "setuptools<58" wheel
-  pip --no-build-isolation -r requirements.txt
+  # Ryu 4.34 builds only without build isolation, with the setuptools of build.lock
+  pip --require-hashes -r build.lock
+  pip --require-hashes --no-build-isolation -r requirements.lock
   pip --no-build-isolation --no-deps -e .
   touch "$stamp"
 fi
