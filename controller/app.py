@@ -217,11 +217,12 @@ class ClusterSteering(app_manager.RyuApp):
                     break
                 self.act(judge.arrived(data, now, list(self.steering.live)))
             self.act(judge.judge(time.monotonic(), list(self.steering.live)))
+            self.counters["judgements_deferred"] = judge.judgements_deferred
 
     def act(self, actions: list[tuple]) -> None:
         for kind, node, fields in actions:
             if kind == UP:
-                self.node_up(node, fields["boot"])
+                self.node_up(node, fields["boot"], fields.get("kept_state", False))
             else:
                 self.node_down(node, **fields)
 
@@ -267,10 +268,10 @@ class ClusterSteering(app_manager.RyuApp):
         self.counters["commit_timeouts"] += sum(1 for v in done.values() if v is None)
         return done
 
-    def node_up(self, node: str, boot: int) -> None:
-        back = self.steering.node_up(node)
+    def node_up(self, node: str, boot: int, kept_state: bool = False) -> None:
+        back = self.steering.node_up(node, kept_state)
         self.counters["node_up"] += 1
         self.counters["buckets_moved"] += len(back)
-        self.log_event("node_up", node=node, boot=boot, buckets_returned=len(back),
-                       live=self.steering.live)
+        self.log_event("node_up", node=node, boot=boot, kept_state=kept_state,
+                       buckets_returned=len(back), live=self.steering.live)
         self.push(back)

@@ -25,6 +25,9 @@ class ClusterMembership:
         self.detector = FailureDetector(names, settings.dead_after, settings.startup_grace, now)
         self.heartbeats: Counter = Counter()  # by node name
         self.rejected: Counter = Counter()  # by reason
+        self.judgements_deferred = 0
+        self.last_judged = now
+        self.boot_at_down: dict[str, int | None] = {}  # node -> its incarnation when judged down
 
     def arrived(self, data: bytes, now: float, live: list[str]) -> list[tuple]:
         """One datagram from the sync network; what it changes about ``live`` nodes."""
@@ -42,14 +45,31 @@ class ClusterMembership:
             self.rejected["stale"] += 1  # a replay, or an incarnation that is over
             return []
         if verdict == LEAVE:
-            return [(DOWN, node, {"why": "left"})] if node in live else []
+            if node not in live:
+                return []
+            self.boot_at_down[node] = msg.boot
+            return [(DOWN, node, {"why": "left"})]
         self.heartbeats[node] += 1
         if node not in live and msg.ready:
-            return [(UP, node, {"boot": msg.boot})]
+            # the same incarnation as when it was judged down: only taken for dead, it
+            # kept its state, and what it had adopted too
+            kept = self.boot_at_down.pop(node, None) == msg.boot
+            return [(UP, node, {"boot": msg.boot, "kept_state": kept})]
         return []
 
     def judge(self, now: float, live: list[str]) -> list[tuple]:
-        """The live nodes silent beyond their limit, as node_down actions."""
+        """The live nodes silent beyond their limit, as node_down actions; none this round
+        when the controller itself was away since its last judgement for half of
+        dead_after or more (the rule of the nodes: FailureDetector.judge), since the
+        heartbeats sent meanwhile may not have been read yet."""
         ids = {n: i for i, n in self.names.items()}
-        return [(DOWN, self.names[m], {"why": "silent", "silent_ms": round(quiet * 1000, 1)})
-                for m, quiet in self.detector.silent([ids[n] for n in live], now)]
+        away, self.last_judged = now - self.last_judged, now
+        failed = self.detector.judge([ids[n] for n in live], now, away)
+        if failed is None:
+            self.judgements_deferred += 1
+            return []
+        out = []
+        for m, quiet in failed:
+            self.boot_at_down[self.names[m]] = self.detector.boots.get(m)
+            out.append((DOWN, self.names[m], {"why": "silent", "silent_ms": round(quiet * 1000, 1)}))
+        return out

@@ -159,6 +159,7 @@ class Steering:
         self.home = assign_buckets(spec.nodes, spec.buckets)
         self.table = list(self.home)
         self.live = list(spec.nodes)
+        self.moved: dict[str, dict[int, str]] = {}  # node -> {bucket: where it went} at its down
 
     def _id(self, node: str) -> int:
         return self.spec.nodes.index(node) + 1
@@ -177,14 +178,24 @@ class Steering:
         moved = [b for b, n in enumerate(self.table) if n == node]
         for i, b in enumerate(moved):
             self.table[b] = targets[i % len(targets)]
+        self.moved[node] = {b: self.table[b] for b in moved}
         return moved
 
-    def node_up(self, node: str) -> list[int]:
-        """Give a returning (ready) node its own buckets back; return them."""
+    def node_up(self, node: str, kept_state: bool = False) -> list[int]:
+        """Give a returning (ready) node its own buckets back; return the buckets moved.
+
+        ``kept_state``: it is the incarnation that was judged down (only taken for dead:
+        a false alarm, or a pause); it still carries every connection it carried, those
+        it had adopted from a failed node too, so it gets back every bucket its down
+        moved away that has not moved since. A restarted node gets its own buckets only:
+        what it had adopted is its heir's now."""
         if node in self.live or node not in self.spec.nodes:
             return []
         self.live = [n for n in self.spec.nodes if n in self.live or n == node]
-        back = [b for b, h in enumerate(self.home) if h == node and self.table[b] != node]
+        moved = self.moved.pop(node, {})
+        back = [b for b in range(len(self.table)) if self.table[b] != node and (
+            self.home[b] == node or kept_state and moved.get(b) == self.table[b]
+            and self.home[b] not in self.live)]
         for b in back:
             self.table[b] = node
         return back

@@ -33,6 +33,7 @@ class FailureDetector:
         self.boots: dict = {}  # member -> its current incarnation
         self.counters: dict = {}  # member -> the last freshness counter heard from it
         self.past: dict = {}  # member -> its earlier incarnations (a list, oldest first)
+        self.deferred = False  # the last judgement was put off after the judge's own pause
 
     def heard(self, member, boot: int, counter: int, view, now: float) -> str:
         """One heartbeat from ``member``: its incarnation, its freshness counter and its
@@ -73,6 +74,21 @@ class FailureDetector:
             if quiet > self.limit(member):
                 out.append((member, quiet))
         return out
+
+    def judge(self, members, now: float, away: float,
+              grace: float = 0.0) -> list[tuple[object, float]] | None:
+        """(member, seconds silent) for each of ``members`` to be taken for failed: silent
+        beyond its limit plus ``grace``. None when the judgement is put off: the judge
+        itself was away (a long call, a starved CPU) for half of dead_after or more, so
+        what members sent meanwhile may not have been read yet (Cassandra's rule: mark
+        no member down right after a local pause). Put off once: a judge always that
+        slow still judges every other round."""
+        silent = self.silent(members, now)
+        if silent and away > self.dead_after / 2 and not self.deferred:
+            self.deferred = True
+            return None
+        self.deferred = False
+        return [(m, q) for m, q in silent if q > self.limit(m) + grace]
 
     def forget(self, member, now: float) -> None:
         """Start ``member``'s clock again (it left; its next heartbeat is a return)."""

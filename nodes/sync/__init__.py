@@ -82,7 +82,6 @@ class SyncEngine(Replication, Membership, Hold):
         self.next_heartbeat = now
         self.last_tick = now  # this node's last tick, and its longest pause since it
         self.paused = 0.0      # last judged its peers (see Membership._heartbeats)
-        self.deferred = False  # the last judgement was put off after a pause
         self.leaving = False
         # Set by the shell when messages wait unread (its read was cut short): peers'
         # heartbeats may be among them, so failure judgement waits a little longer.

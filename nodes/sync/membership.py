@@ -80,18 +80,12 @@ class Membership:
         # heartbeats: judge on them first, up to one more dead_after.
         grace = self.config.dead_after if self.unread else 0.0
         away, self.paused = self.paused, 0.0
-        silent = self.detector.silent(sorted(self.alive - {self.me}), now)
-        if silent and away > self.config.dead_after / 2 and not self.deferred:
-            # This node was away for half of dead_after or more: what peers sent
-            # meanwhile waits unread. Judge next round, after a read (once: a node
-            # always that slow still judges every other round).
-            self.deferred = True
+        failed = self.detector.judge(sorted(self.alive - {self.me}), now, away, grace)
+        if failed is None:  # away too long to judge now (nodes.failure.FailureDetector.judge)
             self.counters["judgements_deferred"] += 1
             return
-        self.deferred = False
-        for peer, quiet in silent:
-            if quiet > self.detector.limit(peer) + grace:
-                self.peer_failed(peer, now, silent=quiet, away=away)
+        for peer, quiet in failed:
+            self.peer_failed(peer, now, silent=quiet, away=away)
 
     def _heard(self, peer: int, now: float) -> None:
         """Any authenticated message from ``peer``: it lives (and may be back)."""

@@ -142,6 +142,43 @@ def test_a_returning_node_gets_exactly_its_own_buckets_back():
     assert st.node_up("fw2") == [] and st.node_down("fw9") == []
 
 
+def test_a_node_only_taken_for_dead_gets_back_what_it_had_adopted_too():
+    """A crash of fw1 under load (make bench failover, 10 ms heartbeats): fw2 adopted
+    fw1's connections, then the controller took fw2 for dead too (its own pause) and
+    gave fw3 every bucket of both; fw2 was back at once with the same incarnation but
+    got only its own buckets, so fw1's went on to fw3, which did not hold those
+    connections: a probe's packets were dropped for 1.8 s, until fw3 falsely judged
+    fw2 too (or, before, for 10 s: "the crash never failed over")."""
+    st = Steering(spec(3))
+    of_fw1 = st.node_down("fw1")
+    assert {st.table[b] for b in of_fw1} == {"fw2"}
+    st.node_down("fw2")
+    assert set(st.table) == {"fw3"}
+    back = st.node_up("fw2", kept_state=True)
+    assert {st.table[b] for b in of_fw1} == {"fw2"}  # what fw2 carries goes back to it
+    assert sorted(back) == sorted(of_fw1 + [b for b, n in enumerate(st.home) if n == "fw2"])
+    # fw1 returns: its own buckets, from fw2
+    assert sorted(st.node_up("fw1")) == sorted(of_fw1) and st.table == st.home
+
+
+def test_a_restarted_node_does_not_get_back_what_it_had_adopted():
+    st = Steering(spec(3))
+    of_fw1 = st.node_down("fw1")
+    st.node_down("fw2")
+    back = st.node_up("fw2", kept_state=False)  # a new incarnation: its state is gone
+    assert back == [b for b, n in enumerate(st.home) if n == "fw2"]
+    assert {st.table[b] for b in of_fw1} == {"fw3"}
+
+
+def test_a_bucket_moved_again_since_stays_where_it_is():
+    st = Steering(spec(3))
+    of_fw1 = st.node_down("fw1")
+    st.node_down("fw2")
+    st.node_up("fw1")  # fw1 back first: its buckets are its own again
+    st.node_up("fw2", kept_state=True)
+    assert all(st.table[b] == "fw1" for b in of_fw1) and st.table == st.home
+
+
 def test_the_last_node_keeps_its_buckets():
     st = Steering(spec(2))
     st.node_down("fw1")
