@@ -12,7 +12,7 @@ setup:
 	@bash scripts/setup-machine.sh
 
 demo: setup
-	@echo "make demo: FTP sessions through 1 and 3 firewall nodes without sync; raw data and figures go to results/"
+	@echo "make demo: FTP through 3 firewall nodes without sync, with on-demand sync, and with a crash; raw data, figures and SUMMARY.md go to results/"
 	@$(VENV)/bin/fwcluster run $(SPEC)
 
 # The interactive cluster for labs (docs/labs/): NODES, SYNC, and any other

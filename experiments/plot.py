@@ -10,6 +10,7 @@ experiments/analysis/style.py.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections import defaultdict
@@ -93,6 +94,12 @@ def success_vs_prediction(rows: list[dict], run_dir: str) -> list[str]:
 
 def plot_run(run_dir: str) -> list[str]:
     """Every figure of one run, from its raw data."""
+    spec = os.path.join(run_dir, "spec.resolved.json")
+    if os.path.exists(spec):
+        with open(spec, encoding="utf-8") as fh:
+            if json.load(fh).get("analysis") == "story":  # the demo's: summary.png, SUMMARY.md
+                from experiments.analysis.story import story
+                return story(run_dir)  # from the points' raw data
     rows = read_sessions(run_dir)
     if not rows:
         raise ValueError(f"{run_dir}/sessions.csv holds no sessions")

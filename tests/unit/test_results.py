@@ -96,3 +96,48 @@ def test_make_files_writes_the_sizes_and_sums(tmp_path):
     for (name, digest), size in zip(sorted(sums.items()), file_sizes(5, 300, "mice_elephants")):
         data = (tmp_path / name).read_bytes()
         assert len(data) == size and hashlib.sha256(data).hexdigest() == digest
+
+
+def _point(run, name, variant, sync, sessions, node_events, events=()):
+    import json
+    d = run / "points" / name
+    d.mkdir(parents=True)
+    (d / "point.json").write_text(json.dumps({"name": name, "variant": variant, "params": {}}))
+    (d / "spec.resolved.json").write_text(json.dumps({
+        "topology": {"nodes": 3}, "cluster": {"sync": sync},
+        "traffic": {"sessions": len(sessions)}}))
+    for fname, rows in (("sessions.jsonl", sessions), ("fw.events.jsonl", node_events),
+                        ("events.jsonl", events)):
+        (d / fname).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_the_demo_story_is_told_from_raw_data(tmp_path):
+    """SUMMARY.md and summary.png of a demo run: counts by outcome per run, and the
+    sessions the crash hit that finished through the backup."""
+    refused = [session(0, 40000, ["10.0.0.201", 50000], True),
+               session(1, 40002, ["10.0.0.201", 50001], False)]
+    _point(tmp_path, "1_no_sync-r0", "1_no_sync", "none", refused,
+           [new(100.1, "fw1", "10.0.0.1", 40000, "10.0.0.201", 21),
+            new(100.2, "fw1", "10.0.0.1", 40001, "10.0.0.201", 50000),
+            new(100.1, "fw2", "10.0.0.1", 40002, "10.0.0.201", 21),
+            drop(100.2, "fw3", "10.0.0.1", 40003, "10.0.0.201", 50001)])
+    hit = dict(session(0, 40000, ["10.0.0.201", 50000], True), t_first_byte=100.3,
+               max_gap=0.25, bins={"1004": 100000, "1006": 100000})
+    _point(tmp_path, "3_crash-r0", "3_crash", "ondemand", [hit],
+           [new(100.1, "fw1", "10.0.0.1", 40000, "10.0.0.201", 21),
+            new(100.2, "fw1", "10.0.0.1", 40001, "10.0.0.201", 50000)],
+           [{"t": 100.5, "event": "fault_crash", "node": "fw1"}])
+    paths = plot_run_story(tmp_path)
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["SUMMARY.md", "summary.pdf",
+                                                          "summary.png"]
+    text = (tmp_path / "SUMMARY.md").read_text()
+    assert "1 of 2 (50%) FTP sessions succeeded; in 1 of 2 (50%) the data connection" in text
+    assert "1 sessions had a connection on it" in text and "1 of 1 finished" in text
+    assert "250 ms" in text
+
+
+def plot_run_story(run):
+    import json
+    (run / "spec.resolved.json").write_text(json.dumps({"analysis": "story"}))
+    write_csv([], str(run / "sessions.csv"))
+    return plot_run(str(run))

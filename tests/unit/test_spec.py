@@ -10,12 +10,14 @@ def write(tmp_path, text):
     return str(path)
 
 
-def test_demo_spec_is_valid_and_sweeps_cluster_size():
+def test_demo_spec_tells_the_story_in_three_runs():
     s = specs.load("experiments/specs/demo.toml")
     pts = specs.points(s)
-    assert [p.params["topology.nodes"] for p in pts] == [1, 3]
-    assert specs.resolve(s, pts[1])["topology"]["nodes"] == 3
-    assert s["topology"]["nodes"] == [1, 3]  # resolving does not change the spec
+    runs = [specs.resolve(s, p) for p in pts]
+    assert [r["cluster"]["sync"] for r in runs] == ["none", "ondemand", "ondemand"]
+    assert [r["timeline"] for r in runs[:2]] == [[], []]
+    assert [e["fault"] for e in runs[2]["timeline"]] == ["crash"]
+    assert runs[2]["cluster"]["failover"] == "backup" and s["analysis"] == "story"
 
 
 def test_repetitions_get_their_own_seeds(tmp_path):
@@ -64,7 +66,7 @@ def test_bad_specs_fail_in_one_line(tmp_path, text, words):
 def test_dry_run_needs_no_root(capsys):
     from experiments.cli import main
     assert main(["run", "experiments/specs/demo.toml", "--dry-run"]) == 0
-    assert "2 point(s)" in capsys.readouterr().out
+    assert "3 point(s)" in capsys.readouterr().out
     assert main(["run", "nope.toml", "--dry-run"]) == 2
 
 
