@@ -132,41 +132,47 @@ def check(seen: list, direction: int, pkt, frame: bytes, state: str, liberal: bo
 
     Most segments are an established connection's, with ACK and neither SYN nor
     RST, both directions seen and inside every bound: they are checked and the
-    window updated here, with ``before`` written out (this runs for every TCP
-    segment); any other goes through ``in_window``, Linux's whole procedure."""
+    window updated here, with ``before`` written out and 2**32 - 1 and 2**31 - 1
+    as literals (this runs for every TCP segment); any other goes through
+    ``in_window``, Linux's whole procedure."""
     flags = pkt.flags
     sender, receiver = seen[direction], seen[direction ^ 1]
     s_maxwin, r_maxwin = sender.maxwin, receiver.maxwin
     seq, ack, off = pkt.seq, pkt.ack, pkt.payload_off
-    end = (seq + pkt.payload_end - off + (flags & 0x01) + (flags & _SYN and 1)) & _M
-    sack, opts = ack, pkt.l4 + 20
+    opts = pkt.l4 + 20
+    sack = ack
     if off > opts and receiver.flags & SACK_PERM and not (
             off - opts == 12 and frame[opts + 2] == 8):  # NOP NOP TIMESTAMP: no room for SACK
         sack = highest_sack(frame, opts, off, ack)
     if flags & 0x16 != _ACK or not s_maxwin or not r_maxwin:  # SYN, RST or no ACK: 0x16
+        end = (seq + pkt.payload_end - off + (flags & 0x01) + (flags & _SYN and 1)) & _M
         return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack,
                          state in _OPENING, options(frame, opts, off) if flags & _SYN else None,
                          liberal)
+    end = (seq + pkt.payload_end - off + (flags & 0x01)) & 0xFFFFFFFF
     s_end, r_end = sender.end, receiver.end
-    if ((seq - sender.maxend - 1) & _M <= _H            # I: seq > maxend
-            or (sack - r_end - 1) & _M <= _H            # III: sack > receiver's end
-            or (s_end - r_maxwin - 1 - end) & _M <= _H  # II: too old
+    if ((seq - sender.maxend - 1) & 0xFFFFFFFF <= 0x7FFFFFFF             # I: seq > maxend
+            or (sack - r_end - 1) & 0xFFFFFFFF <= 0x7FFFFFFF             # III: sack > r.end
+            or (s_end - r_maxwin - 1 - end) & 0xFFFFFFFF <= 0x7FFFFFFF   # II: too old
             or (r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST)
-                - 1 - sack) & _M <= _H):                # IV: ack too old
+                - 1 - sack) & 0xFFFFFFFF <= 0x7FFFFFFF):                 # IV: ack too old
         return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack,
                          state in _OPENING, None, liberal)
-    win = (pkt.window << sender.scale) & _M
-    swin = win + ((sack - ack) & _M) if sack != ack else win
-    if s_maxwin < swin:
-        sender.maxwin = swin
-    if (s_end - end) & _M > _H:
+    win = pkt.window << sender.scale  # < 2**30: 16 bits, a scale of 14 at most
+    if sack != ack:
+        swin = win + ((sack - ack) & 0xFFFFFFFF)
+        if s_maxwin < swin:
+            sender.maxwin = swin
+    elif s_maxwin < win:
+        sender.maxwin = win
+    if (s_end - end) & 0xFFFFFFFF > 0x7FFFFFFF:
         sender.end = end
     s_maxend = sender.maxend
-    if (s_maxend - end) & _M > _H:
-        receiver.maxwin = r_maxwin + ((end - s_maxend) & _M)
-    right = (sack + win) & _M
-    if (right - receiver.maxend) & _M <= _H:  # not before(right, maxend)
-        receiver.maxend = (right + (win == 0)) & _M
+    if (s_maxend - end) & 0xFFFFFFFF > 0x7FFFFFFF:
+        receiver.maxwin = r_maxwin + ((end - s_maxend) & 0xFFFFFFFF)
+    right = (sack + win) & 0xFFFFFFFF
+    if (right - receiver.maxend) & 0xFFFFFFFF <= 0x7FFFFFFF:  # not before(right, maxend)
+        receiver.maxend = right + 1 & 0xFFFFFFFF if win == 0 else right
     return ACCEPT
 
 
