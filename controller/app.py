@@ -1,6 +1,7 @@
 """The Ryu app: a thin shim that installs what controller.steering returns.
 
-Started by ryu-manager (see controller/manager.py). Environment:
+Runs on Ryu or os-ken (controller/compat.py), started by controller/manager.py.
+Environment:
 
 - FWCLUSTER_STEERING: the cluster spec (switches, ports, nodes) as JSON;
 - FWCLUSTER_SYNC (optional): the cluster's sync config (names, key file,
@@ -25,12 +26,8 @@ import socket
 import time
 from collections import Counter
 
-import controller.compat  # noqa: F401  (before ryu)
-from ryu.base import app_manager
-from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from ryu.lib import hub
-from ryu.ofproto import nicira_ext, ofproto_v1_3
+from controller.compat import (CONFIG_DISPATCHER, MAIN_DISPATCHER, App, hub, nicira_ext,
+                               ofp_event, ofproto_v1_3, set_ev_cls)
 
 from controller.commit import TIMEOUT, Commits, check_order
 from controller.membership import UP, ClusterMembership
@@ -70,7 +67,7 @@ def flow_mod(datapath, spec: FlowSpec):
                              instructions=inst)
 
 
-class ClusterSteering(app_manager.RyuApp):
+class ClusterSteering(App):
     """Installs the steering flows and keeps them following membership."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]

@@ -70,8 +70,11 @@ def manifest(spec: dict) -> dict:
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "datapath": datapath(), "openvswitch": first_line(["ovs-vsctl", "--version"]),
         "mininet": mininet_version,
-        "packages": {p: version(p) for p in ("ryu", "eventlet", "pyftpdlib", "scapy",
-                                             "matplotlib", "fwcluster")},
+        "packages": {p: version(p) for p in ("ryu", "os-ken", "eventlet", "pyftpdlib",
+                                             "scapy", "matplotlib", "fwcluster")},
+        # what controller/compat.py imports: Ryu first, where it is installed
+        "controller_framework": "ryu" if version("ryu") else "os-ken" if version("os-ken")
+        else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a fresh Debian 12 machine (root) needs for the testbed.
+# Everything a fresh Debian 12 or 13 machine (root) needs for the testbed.
 # Idempotent: each step checks first and says in one line what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,25 +7,40 @@ VENV=${VENV:-.venv}
 APT_PACKAGES="mininet openvswitch-switch python3-openvswitch ethtool iproute2 iputils-ping
   iperf3 nftables python3-venv python3-pip procps psmisc tmux tcpdump tshark
   conntrack conntrackd"
-# and the Debian packages that requirements.lock takes Python packages from
-APT_PACKAGES="$APT_PACKAGES $(sed -n 's/.*# apt: \([a-z0-9.+-]*\).*/\1/p' requirements.lock)"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: Mininet and Open vSwitch need root: run as root (or with sudo)" >&2
   exit 1
 fi
 
-missing=""
-for p in $APT_PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  echo "setup: installing Debian packages:$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # shellcheck disable=SC2086
-  apt-get install -y -qq $missing >/dev/null
+apt_install() {  # the packages named that are not installed yet
+  local missing="" p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $missing >/dev/null
+  fi
+}
+# shellcheck disable=SC2086
+apt_install $APT_PACKAGES
+
+# The lock files of this system's Python (scripts/lock.py writes them): Debian 12's
+# 3.11 (Ryu) has the plain names, a newer one (os-ken instead of Ryu) its own.
+PYVER=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$PYVER" = 3.11 ]; then BUILD_LOCK=build.lock; LOCK=requirements.lock
+else BUILD_LOCK=build-py$PYVER.lock; LOCK=requirements-py$PYVER.lock; fi
+if [ ! -f "$LOCK" ]; then
+  echo "setup: no lock file for Python $PYVER ($LOCK): run /usr/bin/python3 scripts/lock.py on this system" >&2
+  exit 1
 fi
+# and the Debian packages that the lock takes Python packages from
+# shellcheck disable=SC2046
+apt_install $(sed -n 's/.*# apt: \([a-z0-9.+-]*\).*/\1/p' "$LOCK")
 
 # SETUP_NO_START=1: install only (a container image build cannot start daemons;
 # the first make target run in the privileged container starts Open vSwitch).
@@ -42,13 +57,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ requirements.lock -nt "$stamp" ] || [ build.lock -nt "$stamp" ] \
+if [ ! -f "$stamp" ] || [ "$LOCK" -nt "$stamp" ] || [ "$BUILD_LOCK" -nt "$stamp" ] \
     || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the locked Python packages (requirements.lock, every file's hash checked) into $VENV"
+  echo "setup: installing the locked Python packages ($LOCK, every file's hash checked) into $VENV"
   pip() { "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
   # Ryu 4.34 builds only without build isolation, with the setuptools of build.lock
-  pip --require-hashes -r build.lock
-  pip --require-hashes --no-build-isolation -r requirements.lock
-  pip --no-build-isolation --no-deps -e .
-  touch "$stamp"
+  pip --require-hashes -r "$BUILD_LOCK"
+  pip --require-hashes --no-build-isolation -r "$LOCK"
+  # SETUP_NO_PROJECT=1: the locked packages only (an image's layer that needs no source)
+  if [ "${SETUP_NO_PROJECT:-0}" != 1 ]; then
+    pip --no-build-isolation --no-deps -e .
+    touch "$stamp"
+  fi
 fi

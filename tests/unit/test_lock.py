@@ -30,6 +30,8 @@ def test_every_dependency_is_locked_at_a_version_it_allows():
     lock = locked("requirements.lock")
     for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
         req = Requirement(spec)
+        if req.marker and not req.marker.evaluate():
+            continue  # for another Python (os-ken instead of Ryu): locked there
         name = canonicalize_name(req.name)
         assert name in lock, f"{req.name} is not in requirements.lock: run scripts/lock.py"
         assert req.specifier.contains(lock[name][0]), \
