@@ -27,7 +27,7 @@ WORKDIR /testbed
 # everything: Debian packages and the locked Python packages in .venv
 # (Open vSwitch starts at run time).
 COPY scripts/setup-machine.sh scripts/
-COPY pyproject.toml requirements.lock build.lock ./
+COPY pyproject.toml *.lock ./
 RUN env ${PIP_CERT:+PIP_CERT="$PIP_CERT"} SETUP_NO_START=1 SETUP_NO_PROJECT=1 \
     bash scripts/setup-machine.sh \
     && rm -rf /var/lib/apt/lists/* /root/.cache

@@ -3,6 +3,8 @@ import os
 import re
 import tomllib
 
+import pytest
+
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -24,27 +26,41 @@ def locked(name: str) -> dict:
     return out
 
 
-def test_every_dependency_is_locked_at_a_version_it_allows():
+def lock_files() -> dict:
+    """Python version -> its (build lock, lock) file names: Debian 12's 3.11 has the
+    plain names, another Python its own (scripts/lock.py)."""
+    out = {"3.11": ("build.lock", "requirements.lock")}
+    for name in os.listdir(HERE):
+        m = re.fullmatch(r"requirements-py(3\.\d+)\.lock", name)
+        if m:
+            out[m.group(1)] = (f"build-py{m.group(1)}.lock", name)
+    return out
+
+
+@pytest.mark.parametrize("python", sorted(lock_files()))
+def test_every_dependency_is_locked_at_a_version_it_allows(python):
     with open(os.path.join(HERE, "pyproject.toml"), "rb") as fh:
         project = tomllib.load(fh)["project"]
-    lock = locked("requirements.lock")
+    name_of_lock = lock_files()[python][1]
+    lock = locked(name_of_lock)
     for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
         req = Requirement(spec)
-        if req.marker and not req.marker.evaluate():
+        if req.marker and not req.marker.evaluate({"python_version": python}):
             continue  # for another Python (os-ken instead of Ryu): locked there
         name = canonicalize_name(req.name)
-        assert name in lock, f"{req.name} is not in requirements.lock: run scripts/lock.py"
+        assert name in lock, f"{req.name} is not in {name_of_lock}: run scripts/lock.py"
         assert req.specifier.contains(lock[name][0]), \
-            f"requirements.lock has {req.name} {lock[name][0]}, pyproject.toml asks {spec}"
+            f"{name_of_lock} has {req.name} {lock[name][0]}, pyproject.toml asks {spec}"
 
 
 def test_every_locked_package_has_a_hash_or_comes_from_debian():
-    for name in ("requirements.lock", "build.lock"):
+    for name in (n for pair in lock_files().values() for n in pair):
         for pkg, (version, hashes, apt) in locked(name).items():
             assert bool(hashes) != bool(apt), f"{name}: {pkg} {version} needs a hash or an apt package"
 
 
-def test_the_build_tools_are_locked_apart():
-    build, runtime = locked("build.lock"), locked("requirements.lock")
+@pytest.mark.parametrize("python", sorted(lock_files()))
+def test_the_build_tools_are_locked_apart(python):
+    build, runtime = (locked(n) for n in lock_files()[python])
     assert {"setuptools", "wheel"} <= set(build)
     assert not set(build) & set(runtime)
