@@ -18,8 +18,8 @@ ARG BASE=debian:12
 FROM ${BASE}
 
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-# a CA bundle for pip during the build only (scripts/build-image.sh mounts the host's)
-ARG PIP_CERT=""
+# CAs trusted during the build only (scripts/build-image.sh mounts the host's)
+ARG CA_BUNDLE=""
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make git ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /testbed
@@ -28,10 +28,10 @@ WORKDIR /testbed
 # (Open vSwitch starts at run time).
 COPY scripts/setup-machine.sh scripts/
 COPY pyproject.toml *.lock ./
-RUN env ${PIP_CERT:+PIP_CERT="$PIP_CERT"} SETUP_NO_START=1 SETUP_NO_PROJECT=1 \
+RUN SETUP_CA_BUNDLE="$CA_BUNDLE" SETUP_NO_START=1 SETUP_NO_PROJECT=1 \
     bash scripts/setup-machine.sh \
     && rm -rf /var/lib/apt/lists/* /root/.cache
 COPY . .
-RUN env ${PIP_CERT:+PIP_CERT="$PIP_CERT"} SETUP_NO_START=1 bash scripts/setup-machine.sh \
+RUN SETUP_CA_BUNDLE="$CA_BUNDLE" SETUP_NO_START=1 bash scripts/setup-machine.sh \
     && rm -rf /root/.cache
 CMD ["make", "demo"]

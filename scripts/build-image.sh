@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the testbed's container image with podman (no daemon), from a Debian
 # base that debootstrap makes from Debian's archive: no image registry needed.
-#   scripts/build-image.sh            -> localhost/fwcluster (Debian 12 base)
+#   scripts/build-image.sh                                   -> localhost/fwcluster (Debian 12)
+#   SUITE=trixie IMAGE=localhost/fwcluster:trixie scripts/build-image.sh   (Debian 13)
 # SUITE (bookworm), MIRROR (Debian's archive), IMAGE (localhost/fwcluster).
 # Then, as root:
 #   podman $PODMAN_OPTS run --rm --privileged --network host $RUN_OPTS localhost/fwcluster make test
@@ -33,12 +34,12 @@ if ! podman image exists "$BASE"; then
   debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >/dev/null
   tar -C "$root" -c . | podman import - "$BASE" >/dev/null
 fi
-# pip in the build trusts what this host trusts (CA_BUNDLE; a host behind a TLS
-# proxy has its CA there, the fresh Debian base does not)
+# the build's downloads trust what this host trusts (CA_BUNDLE; a host behind a
+# TLS proxy has its CA there, the fresh Debian base does not); not kept in the image
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 CA_OPTS=""
 if [ -f "$CA_BUNDLE" ]; then
-  CA_OPTS="--volume $CA_BUNDLE:/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt"
+  CA_OPTS="--volume $CA_BUNDLE:/run/host-ca.crt:ro --build-arg CA_BUNDLE=/run/host-ca.crt"
 fi
 echo "build-image: building $IMAGE on $BASE"
 # shellcheck disable=SC2086

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PACKAGES="mininet openvswitch-switch python3-openvswitch ethtool iproute2 iputils-ping
   iperf3 nftables python3-venv python3-pip procps psmisc tmux tcpdump tshark
-  conntrack conntrackd"
+  conntrack conntrackd ca-certificates"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: Mininet and Open vSwitch need root: run as root (or with sudo)" >&2
@@ -28,6 +28,14 @@ apt_install() {  # the packages named that are not installed yet
 }
 # shellcheck disable=SC2086
 apt_install $APT_PACKAGES
+
+# SETUP_CA_BUNDLE=FILE: trust FILE's CAs for this set-up's downloads only (an image
+# built on a host behind a TLS proxy: scripts/build-image.sh passes the host's)
+if [ -n "${SETUP_CA_BUNDLE:-}" ]; then
+  extra_ca=/usr/local/share/ca-certificates/fwcluster-setup.crt
+  cp "$SETUP_CA_BUNDLE" "$extra_ca" && update-ca-certificates >/dev/null 2>&1
+  trap 'rm -f "$extra_ca"; update-ca-certificates --fresh >/dev/null 2>&1' EXIT
+fi
 
 # The lock files of this system's Python (scripts/lock.py writes them): Debian 12's
 # 3.11 (Ryu) has the plain names, a newer one (os-ken instead of Ryu) its own.
