@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                             "your own ('ftpd start' starts the testbed's later)")
     p_cli.add_argument("--script", help="run the CLI commands in this file, then stop")
     p_cli.add_argument("--run-dir", help="folder for logs and captures (default results/cli-TIME)")
+    p_dec = sub.add_parser("decode", help="a capture through tshark with the sync protocol's "
+                           "dissector (as root too: Wireshark 4.4 runs no Lua as root)")
+    p_dec.add_argument("pcap")
+    p_dec.add_argument("tshark_args", nargs=argparse.REMAINDER,
+                       help="tshark's own options, e.g. -Y fwsync -V")
     sub.add_parser("clean", help="remove what a crashed run left, and Mininet's mn -c: "
                    "every Mininet network on the machine")
     args = parser.parse_args(argv)
@@ -134,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             args.capture = [c for c in args.capture.split(",") if c]
             from experiments.console import main_console
             return main_console(args)
+        elif args.command == "decode":
+            from topo.capture import decode
+            print(decode(args.pcap, *args.tshark_args), end="")
         elif args.command == "clean":
             from topo.net import clean_leftovers
             clean_leftovers(full=True)

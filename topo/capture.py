@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 
 from topo.errors import SetupError
 from topo.procs import wait_until
@@ -60,3 +61,44 @@ def merge(cluster) -> None:
     if done.returncode == 0:
         for part in parts:
             os.unlink(part)
+
+
+DISSECTOR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "nodes", "wireshark", "fwsync.lua")
+NOBODY = 65534
+
+
+def decode(pcap: str, *args: str) -> str:
+    """What tshark prints for ``pcap`` (tshark's own options in ``args``) with the sync
+    protocol's dissector loaded.
+
+    Wireshark 4.4 (Debian 13) runs no Lua script as root; 4.0 (Debian 12) did.
+    As root, tshark therefore runs as nobody, reading the capture on its standard
+    input and the dissector from a copy it may read, in a home of its own."""
+    if shutil.which("tshark") is None:
+        raise SetupError("tshark not found: run 'make setup' to install it")
+    with open(pcap, "rb") as capture:
+        if os.geteuid() != 0:
+            return _tshark(["tshark", "-X", f"lua_script:{DISSECTOR}", "-r", "-", *args],
+                           capture, None)
+        home = tempfile.mkdtemp(prefix="fwcluster-tshark-")
+        try:
+            os.chmod(home, 0o755)
+            lua = os.path.join(home, "fwsync.lua")
+            shutil.copyfile(DISSECTOR, lua)
+            os.chmod(lua, 0o644)
+            os.chown(home, NOBODY, NOBODY)
+            return _tshark(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                            "--clear-groups", "tshark", "-X", f"lua_script:{lua}", "-r", "-",
+                            *args], capture,
+                           {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home})
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _tshark(cmd: list[str], capture, env: dict | None) -> str:
+    done = subprocess.run(cmd, stdin=capture, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if "dangerous" not in line]
+        raise RuntimeError(f"tshark failed: {lines[-1] if lines else done.returncode}")
+    return done.stdout

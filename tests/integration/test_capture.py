@@ -18,10 +18,10 @@ import pytest
 
 from nodes import syncproto as sp
 from nodes.packet import ip_str
+from topo.capture import decode
 
 pytestmark = pytest.mark.mininet
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DISSECTOR = os.path.join(ROOT, "nodes", "wireshark", "fwsync.lua")
 FIELDS = ["frame.number", "fwsync.src6", "fwsync.type", "fwsync.sender", "fwsync.receiver", "fwsync.seq",
           "fwsync.ack", "fwsync.length", "fwsync.record.type", "fwsync.dport", "fwsync.owner",
           "fwsync.member", "fwsync.query", "fwsync.home", "fwsync.ingress",
@@ -45,10 +45,9 @@ def tshark(pcap: str) -> dict[int, dict]:
     """frame number -> the dissector's fields (lists where a field repeats); ICMP errors
     quoting a sync datagram (a node not yet listening) are left out, as scapy leaves them."""
     assert shutil.which("tshark"), "tshark is not installed: 'make setup' installs it"
-    out = subprocess.run(["tshark", "-X", f"lua_script:{DISSECTOR}", "-r", pcap, "-Y", "fwsync and not icmp",
-                          "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
-                          "-E", "aggregator=,", *[a for f in FIELDS for a in ("-e", f)]],
-                         capture_output=True, text=True, check=True).stdout
+    out = decode(pcap, "-Y", "fwsync and not icmp", "-T", "fields", "-E", "separator=/t",
+                 "-E", "occurrence=a", "-E", "aggregator=,",
+                 *[a for f in FIELDS for a in ("-e", f)])
     frames = {}
     for line in out.splitlines():
         values = dict(zip(FIELDS, line.split("\t")))
@@ -172,10 +171,8 @@ def test_dissector_decodes_home_node_forwarding(tmp_path):
     seen = check_capture(run)
     assert {sp.HOME_QUERY, sp.HOME_ANSWER, sp.FORWARD, sp.HEARTBEAT} <= seen
     # The packet a FORWARD carries is decoded too: an IPv4 packet between client and server.
-    out = subprocess.run(["tshark", "-X", f"lua_script:{DISSECTOR}", "-r",
-                          os.path.join(run, "pcap", "sync.pcap"), "-Y", "fwsync.type == 6",
-                          "-T", "fields", "-e", "ip.dst"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = decode(os.path.join(run, "pcap", "sync.pcap"), "-Y", "fwsync.type == 6",
+                 "-T", "fields", "-e", "ip.dst").split()
     assert out
     for line in out:  # the sync message's own destination, then the carried packet's
         outer, inner = line.split(",")
