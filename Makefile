@@ -1,4 +1,4 @@
-# The front door. On a fresh Debian 12 machine, as root:
+# The front door. On a fresh Debian 12 or 13 machine, as root:
 #   make demo    the default experiment, ending in figures under results/
 #   make test    unit tests (no root) and Mininet integration tests
 VENV ?= .venv
