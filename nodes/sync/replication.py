@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from nodes import syncproto as sp
 from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
-from nodes.tcpwindow import BE_LIBERAL, SACK_PERM, WINDOW_SCALE, Seen
+from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
 from nodes.sync.channel import LATER
 
@@ -320,15 +320,18 @@ def _apply_window(entry: Entry, f: dict) -> None:
     """A copy takes the window its record carries: all of it; only the scales (the
     copy learns the rest from the segments it sees, as Linux does for an entry that
     conntrackd committed); or nothing (the copy is not window-checked)."""
+    # A scale above RFC 7323's 14 is taken as 14, as Linux takes a SYN's (the window
+    # check's fast path relies on it: a scaled window stays below 2**30).
     if f.get("window"):
         w = f["window"]
-        entry.window = [Seen(*w[:5]), Seen(*w[5:])]
+        entry.window = [Seen(*w[:3], min(w[3], MAX_WSCALE), w[4]),
+                        Seen(*w[5:8], min(w[8], MAX_WSCALE), w[9])]
     elif f.get("scales"):
         if entry.window is None:
             entry.window = [Seen(), Seen()]
         for seen, scale, flags in zip(entry.window, f["scales"][0::2], f["scales"][1::2]):
             if seen.maxwin == 0:  # not learnt here yet
-                seen.scale, seen.flags = scale, flags
+                seen.scale, seen.flags = min(scale, MAX_WSCALE), flags
 
 
 TOMBSTONES = 4096  # deletions of expectations not (yet) held, remembered

@@ -319,3 +319,17 @@ def test_a_spec_refuses_what_kernel_nodes_cannot_do_in_one_line():
     with pytest.raises(SettingsError, match="Linux has no switch") as err:
         parse(Cluster, {"node": "kernel", "tcp_window_check": False}, "cluster.")
     assert "\n" not in str(err.value)
+
+
+def test_a_replicated_scale_above_14_is_taken_as_14():
+    """RFC 7323's largest scale is 14 and Linux takes a larger one as 14; a record from a
+    peer is clamped too, so a scaled window stays a 32-bit number on the fast path."""
+    from nodes.conntrack import Entry
+    from nodes.sync.replication import _apply_window
+    entry = Entry.__new__(Entry)
+    entry.window = None
+    _apply_window(entry, {"window": (1, 2, 3, 255, 1, 4, 5, 6, 15, 1)})
+    assert [s.scale for s in entry.window] == [14, 14]
+    entry.window = None
+    _apply_window(entry, {"scales": (200, 1, 3, 1)})
+    assert [s.scale for s in entry.window] == [14, 3]
