@@ -120,7 +120,7 @@ def dataplane(seconds: float, out_dir: str) -> dict:
         teardown()
     figures["dataplane_tcp_kernel"] = (kernel_tcp / 1e9, "Gbit/s")
     figures["dataplane_udp64_kernel"] = (kernel_udp["pps"] / 1e3, "kpps")
-    for variant, (tcp, udp) in node.items():
+    for variant, (tcp, udp, _) in node.items():
         tag = {"ring": "node", "socket": "node_socket", "kernelnode": "kernelnode"}[variant]
         figures[f"dataplane_tcp_{tag}"] = (tcp / 1e9, "Gbit/s")
         figures[f"dataplane_tcp_{tag}_ratio"] = (100 * tcp / kernel_tcp, "% of kernel")
@@ -150,7 +150,7 @@ def window_cost(rules: str, out_dir: str, seconds: float, pairs: int = WINDOW_PA
         order = ("ring", "nowindow") if i % 2 == 0 else ("nowindow", "ring")
         rate, per_frame = {}, {}
         for v in order:
-            rate[v], _, used = through_node(rules, out_dir, seconds, v, udp=False, cpu=True)
+            rate[v], _, used = through_node(rules, out_dir, seconds, v, udp=False)
             per_frame[v] = used[0] / used[1] * 1e6
             cpp[v].append(per_frame[v])
         checked.append(rate["ring"])
@@ -188,10 +188,10 @@ VARIANT_ARGS = {"socket": ["--no-ring"], "nowindow": ["--no-tcp-window-check"]}
 
 
 def through_node(rules: str, out_dir: str, seconds: float, variant: str,
-                 udp: bool = True, cpu: bool = False) -> tuple:
-    """TCP bit rate and UDP result (None without ``udp``) through one node process on
-    its own core; with ``cpu``, also (CPU seconds of the node process, frames its ports
-    received) over the TCP run. Variants: "ring" (the default node), "socket" (no TX ring),
+                 udp: bool = True) -> tuple:
+    """TCP bit rate, UDP result (None without ``udp``) and (CPU seconds of the node
+    process, frames its ports received) over the TCP run, through one node process on
+    its own core. Variants: "ring" (the default node), "socket" (no TX ring),
     "nowindow" (no TCP window tracking), "kernelnode": through a kernel node
     (nodes/kernel/agent.py: br0, nftables from the same rules, conntrack), the
     kernel's work on whichever core it lands."""
@@ -205,12 +205,10 @@ def through_node(rules: str, out_dir: str, seconds: float, variant: str,
         wait_until(lambda: os.path.exists(sock) or not node.alive(), 10, "the node")
         if not node.alive():
             raise RuntimeError(f"the node exited: {node.log_tail()}")
-        before = (cpu_seconds(node.pid), frames_received()) if cpu else None
+        cpu, frames = cpu_seconds(node.pid), frames_received()
         tcp = iperf(False, seconds)["bps"]
-        used = (cpu_seconds(node.pid) - before[0], frames_received() - before[1]) \
-            if cpu else None
-        result = (tcp, iperf(True, seconds) if udp else None)
-        return result + (used,) if cpu else result
+        used = (cpu_seconds(node.pid) - cpu, frames_received() - frames)
+        return tcp, iperf(True, seconds) if udp else None, used
     finally:
         node.stop()
 

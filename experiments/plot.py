@@ -37,9 +37,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def category(rec: dict) -> str:
+    """ok, other_node (the data connection went to another node than the control
+    connection and failed there) or failed, of a sessions.csv row or a raw record."""
     if rec["outcome"] == "ok":
         return "ok"
-    if rec["same_node"] == "False":
+    if rec.get("same_node") in (False, "False"):
         return "other_node"
     return "failed"
 

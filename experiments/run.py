@@ -72,9 +72,10 @@ def manifest(spec: dict) -> dict:
         "mininet": mininet_version,
         "packages": {p: version(p) for p in ("ryu", "os-ken", "eventlet", "pyftpdlib",
                                              "scapy", "matplotlib", "fwcluster")},
-        # what controller/compat.py imports: Ryu first, where it is installed
-        "controller_framework": "ryu" if version("ryu") else "os-ken" if version("os-ken")
-        else None,
+        # what controller/compat.py imports: the one FWCLUSTER_FRAMEWORK asks for, else
+        # Ryu where it is installed
+        "controller_framework": os.environ.get("FWCLUSTER_FRAMEWORK", "").replace("_", "-")
+        or ("ryu" if version("ryu") else "os-ken" if version("os-ken") else None),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

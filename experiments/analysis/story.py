@@ -12,24 +12,18 @@ import os
 from experiments.analysis.failover import affected_sessions, first_fault, goodput
 from experiments.analysis.points import load_points
 from experiments.analysis.style import STYLE, plt, save
+from experiments.plot import COLORS, category
 
-COLORS = {"ok": "#4c9a2a", "refused": "#d1495b", "failed": "#8d8d8d"}
 SYNC_WORDS = {"ondemand": "on demand", "periodic": "periodically",
               "combined": "on demand and periodically"}
-LABELS = {"ok": "succeeded", "refused": "data connection refused on another node",
+LABELS = {"ok": "succeeded", "other_node": "data connection refused on another node",
           "failed": "failed otherwise"}
-
-
-def outcome(r: dict) -> str:
-    if r["outcome"] == "ok":
-        return "ok"
-    return "refused" if r.get("same_node") is False else "failed"
 
 
 def summarize(p: dict) -> dict:
     """Counts of one point's sessions by outcome (sessions never recorded: failed)."""
     planned = p["spec"].get("traffic", {}).get("sessions") or len(p["records"])
-    counts = {k: sum(outcome(r) == k for r in p["records"]) for k in COLORS}
+    counts = {k: sum(category(r) == k for r in p["records"]) for k in COLORS}
     counts["failed"] += max(0, planned - len(p["records"]))
     out = {"variant": p["variant"], "nodes": p["spec"]["topology"]["nodes"],
            "sessions": planned, "sync": p["spec"]["cluster"]["sync"], **counts}
@@ -105,7 +99,7 @@ def text(parts: list[dict]) -> str:
         if s["sync"] == "none":
             lines.append(
                 f"{s['nodes']} nodes that share no state. {_share(s['ok'], n)} FTP sessions "
-                f"succeeded; in {_share(s['refused'], n)} the data connection went to another "
+                f"succeeded; in {_share(s['other_node'], n)} the data connection went to another "
                 "node than its control connection, which had never seen the PORT or PASV "
                 f"that announced it, and refused it. The seed predicts that about "
                 f"1 in {s['nodes']} succeeds (the data connection lands on the control "
@@ -115,7 +109,7 @@ def text(parts: list[dict]) -> str:
                 f"{s['nodes']} nodes that synchronize {SYNC_WORDS.get(s['sync'], s['sync'])}: a node that sees a data "
                 "connection announced sends that state to the other nodes and holds the "
                 f"announcing packet until they have it. {_share(s['ok'], n)} sessions "
-                f"succeeded; {s['refused']} had its data connection refused, "
+                f"succeeded; {s['other_node']} had its data connection refused, "
                 f"{s['failed']} failed otherwise.")
         if "crash" in s:
             c = s["crash"]
