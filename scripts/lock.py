@@ -9,8 +9,8 @@ environment made as scripts/setup-machine.sh makes ``.venv`` (Debian's Python
 3.11, seeing Debian's site-packages), and writes:
 
 - ``build.lock``: setuptools and wheel, which build Ryu 4.34 (only with
-  ``--no-build-isolation``, and only with a setuptools older than 65) and this
-  project;
+  ``--no-build-isolation``, and only with an old setuptools: 64.0.3 did, 69.5.1
+  and later failed) and this project;
 - ``requirements.lock``: every other package, ``name==version`` with the sha256
   of the file pip chose. A dependency that Debian's packages already provide
   (``ovs`` from python3-openvswitch, matching the switch daemon; ``six``) is
@@ -36,8 +36,8 @@ import tomllib
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = "/usr/bin/python3"  # the interpreter .venv is made from (it sees Mininet's package)
-# Ryu's setup.py fails with setuptools >= 65; setuptools < 66 fails on Python 3.12 and
-# later, where os-ken takes Ryu's place
+# Ryu's setup.py builds with setuptools 64.0.3 and fails with 69.5.1 and later; on
+# Python 3.12 and later, where os-ken takes Ryu's place, a current setuptools
 BUILD = {(3, 11): ["setuptools==64.0.3", "wheel==0.45.1"]}
 BUILD_NEWER = ["setuptools==80.9.0", "wheel==0.45.1"]
 
