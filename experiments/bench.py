@@ -8,7 +8,8 @@ named: make bench BENCH=robustness).
 
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
-in-the-wire forwarding), then through one firewall node process, in the same
+in-the-wire forwarding), then through one firewall node process (its TX
+ring, plain sockets, its kernel fast path) and a kernel node, in the same
 run on the same veths; the ratios are node / kernel.
 
     python -m experiments.bench [NAME_PREFIX ...] [--seconds S]
@@ -114,14 +115,15 @@ def dataplane(seconds: float, out_dir: str) -> dict:
         with open(rules, "w") as fh:
             fh.write(RULES)
         node = {variant: through_node(rules, out_dir, seconds, variant)
-                for variant in ("ring", "socket", "kernelnode")}
+                for variant in ("ring", "socket", "fastpath", "kernelnode")}
         figures.update(window_cost(rules, out_dir, seconds))
     finally:
         teardown()
     figures["dataplane_tcp_kernel"] = (kernel_tcp / 1e9, "Gbit/s")
     figures["dataplane_udp64_kernel"] = (kernel_udp["pps"] / 1e3, "kpps")
     for variant, (tcp, udp, _) in node.items():
-        tag = {"ring": "node", "socket": "node_socket", "kernelnode": "kernelnode"}[variant]
+        tag = {"ring": "node", "socket": "node_socket", "fastpath": "fastpath",
+               "kernelnode": "kernelnode"}[variant]
         figures[f"dataplane_tcp_{tag}"] = (tcp / 1e9, "Gbit/s")
         figures[f"dataplane_tcp_{tag}_ratio"] = (100 * tcp / kernel_tcp, "% of kernel")
         figures[f"dataplane_udp64_{tag}"] = (udp["pps"] / 1e3, "kpps")
@@ -184,7 +186,8 @@ def frames_received() -> int:
                for intf in ("fwa", "fwb"))
 
 
-VARIANT_ARGS = {"socket": ["--no-ring"], "nowindow": ["--no-tcp-window-check"]}
+VARIANT_ARGS = {"socket": ["--no-ring"], "nowindow": ["--no-tcp-window-check"],
+                "fastpath": ["--fastpath", "on"]}
 
 
 def through_node(rules: str, out_dir: str, seconds: float, variant: str,
@@ -192,7 +195,8 @@ def through_node(rules: str, out_dir: str, seconds: float, variant: str,
     """TCP bit rate, UDP result (None without ``udp``) and (CPU seconds of the node
     process, frames its ports received) over the TCP run, through one node process on
     its own core. Variants: "ring" (the default node), "socket" (no TX ring),
-    "nowindow" (no TCP window tracking), "kernelnode": through a kernel node
+    "nowindow" (no TCP window tracking), "fastpath" (the node's kernel forwards the
+    established connections: nodes/fastpath.py), "kernelnode": through a kernel node
     (nodes/kernel/agent.py: br0, nftables from the same rules, conntrack), the
     kernel's work on whichever core it lands."""
     sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")

@@ -165,6 +165,7 @@ def run_point(spec: dict, point: specs.Point, out: str, progress: Progress) -> l
                  checksum=cl["checksum"], tcp_liberal=cl["tcp_liberal"],
                  tcp_loose=cl["tcp_loose"], tcp_window_check=cl["tcp_window_check"],
                  time_wait_timeout=cl["tcp_timeout_time_wait"],
+                 fastpath={True: "on", "off": "off"}.get(cl["fastpath"]),
                  **kernel_options(cl)) as cluster:
         progress(f"{point.name}: cluster up, running {traffic['sessions']} FTP sessions")
         switches = ["s1", "s2", "s3"]

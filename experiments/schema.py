@@ -64,6 +64,10 @@ class Cluster(SyncSettings):
     tcp_window_check: bool = Field(True, description="track TCP windows (false: not at "
                                    "all, as OpenWrt's nf_conntrack_tcp_no_window_check = 1; "
                                    "python nodes only)")
+    fastpath: bool | Literal["off"] = Field(
+        False, description="true: the nodes' kernels forward established connections "
+        "(nodes/fastpath.py); \"off\": ready but off until 'set fastpath=on'; false: none. "
+        "Python nodes only")
     tcp_timeout_time_wait: float = Field(120.0, gt=0, le=3600, description="seconds a "
                                          "closed TCP connection's entry stays (TIME_WAIT), "
                                          "as nf_conntrack_tcp_timeout_time_wait; python "
@@ -107,6 +111,9 @@ class Cluster(SyncSettings):
             raise ValueError("latency_ms needs a cluster network: set cluster.sync (or failover)")
         if self.node == "kernel":
             check_window_check(self.tcp_window_check)  # a SettingsError is a ValueError
+            if self.fastpath is not False:
+                raise ValueError("cluster.fastpath is for python nodes: kernel nodes forward "
+                                 "in the kernel already (remove it, or node = \"python\")")
             if self.tcp_timeout_time_wait != 120.0:
                 raise ValueError("cluster.tcp_timeout_time_wait is for python nodes: kernel "
                                  "nodes keep the kernel's (remove it, or node = \"python\")")

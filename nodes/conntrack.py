@@ -77,6 +77,7 @@ class Entry:
     replicated_at_bytes: int = -1  # bytes carried when a replica first left (-1: none yet)
     changed: float = 0.0  # when its state last changed (what a backup must have seen)
     window: list | None = None  # TCP: both directions' nodes.tcpwindow.Seen (None: untracked)
+    fast: int = 0  # on the kernel's fast path: 0 no, 1 waiting for replication, 2 yes
 
     @property
     def reply(self) -> Key:

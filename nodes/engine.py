@@ -17,6 +17,7 @@ from nodes.conntrack import (CLOSE, ESTABLISHED, ORIGINAL, REPLIED, REPLY, SYN_S
                              TIME_WAIT, UNREPLIED, CommonState, ConnectionTable, Entry,
                              Expectation, Timeouts, tcp_next)
 from nodes.defrag import Reassembly
+from nodes.fastpath import FastPath
 from nodes.ftp import FtpHelper
 from nodes.packet import (ECHO_REPLY, ECHO_REQUEST, ERRORS, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
                           ICMPV6_MLD, ICMPV6_ND, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK,
@@ -96,7 +97,7 @@ class GatewayEngine:
                  max_entries: int = 1_000_000, max_events: int = 100_000,
                  checksum: bool = True, drop_log_rate: int = 1000, max_expected: int = 1,
                  early_drop: bool = True, tcp_liberal: bool = False, tcp_loose: bool = False,
-                 tcp_window_check: bool = True):
+                 tcp_window_check: bool = True, fastpath: bool = False):
         """``checksum``: verify checksums of packets that create or change state (as
         ``nf_conntrack_checksum``); ``drop_log_rate``: refused openings logged a second; ``max_expected``:
         pending expectations per master connection (the FTP helper's 1 in Linux);
@@ -107,7 +108,8 @@ class GatewayEngine:
         problem is a node without state refusing a connection's packets);
         ``tcp_window_check``: track TCP windows (False: new connections are not
         window-checked, as OpenWrt's ``nf_conntrack_tcp_no_window_check``, which costs
-        nothing per segment)."""
+        nothing per segment); ``fastpath``: the node's kernel forwards established
+        connections (nodes/fastpath.py; the shell puts them into the kernel)."""
         self.node = node
         self.rules = rules
         self.table = ConnectionTable(timeouts, max_entries)
@@ -134,6 +136,21 @@ class GatewayEngine:
         self.fragments_out: list[tuple[bytes, int]] = []  # accepted fragments, to send
         self.home: HomePort | None = None  # mode home: frames without state go here (ASK)
         self.hold_times: deque = deque(maxlen=100_000)  # seconds each hold lasted
+        self.offload = FastPath(node)
+        self._offloading = False
+        self.fastpath = fastpath
+
+    @property
+    def fastpath(self) -> bool:
+        """Offload established connections to the kernel (``set fastpath=on|off``);
+        switched off, every offloaded connection is withdrawn."""
+        return self._offloading
+
+    @fastpath.setter
+    def fastpath(self, on: bool) -> None:
+        self._offloading = self.offload.on = bool(on)
+        if not on:
+            self.offload.withdraw_all("switched_off")
 
     # -- packet processing --------------------------------------------------
     def process(self, frame: bytes, ingress: int, now: float, forwarded: bool = False) -> int:
@@ -179,6 +196,8 @@ class GatewayEngine:
                 if not verified and not checksums_ok(frame):
                     return self._drop("bad_checksum")  # it must not change the state
                 verified = True
+                if entry.fast:  # SYN, FIN or RST of an offloaded connection: back here,
+                    self.offload.withdraw(entry, "flags")  # its window learnt anew
                 if (pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN and direction == ORIGINAL
                         and entry.state in (TIME_WAIT, CLOSE)):
                     self._destroy(entry, now, "reopened")  # port reuse: a new connection
@@ -237,6 +256,8 @@ class GatewayEngine:
             held.frames.append((frame, ingress))
             self.counters["packets_held"] += 1
             return HOLD
+        if self._offloading and not entry.fast:
+            self.offload.consider(entry, False, self.sync, now)
         return ACCEPT
 
     def _fragment(self, frame: bytes, ingress: int, now: float, forwarded: bool) -> int:
@@ -400,6 +421,8 @@ class GatewayEngine:
 
     def _destroy(self, entry: Entry, now: float, why: str) -> None:
         self.table.remove(entry)
+        if entry.fast:
+            self.offload.withdraw(entry, "destroyed")
         self._event(now, "destroy", entry=entry.as_dict(now), why=why)
         self.sync.state_changed("destroy", entry, now)
 
@@ -468,11 +491,17 @@ class GatewayEngine:
         self._count_lost_fragments()
         dead, gone = self.table.expire(now, self.node)
         for entry in dead:
+            if entry.fast:
+                self.offload.withdraw(entry, "expired")
             self._event(now, "destroy", entry=entry.as_dict(now), why="timeout")
             self.sync.state_changed("destroy", entry, now)
         self.counters["entries_expired"] += len(dead)
         self.counters["expectations_expired"] += len(gone)
         return len(dead) + len(gone)
+
+    def idle_timeout(self, entry: Entry) -> float:
+        """Seconds ``entry`` may stay idle in its state."""
+        return self.expiry.get((entry.orig[0], entry.state), self.icmp_timeout)
 
     def drain_events(self) -> list[tuple]:
         """Hand the pending events to the caller and forget them."""
@@ -496,6 +525,7 @@ class GatewayEngine:
             "hold_ms": percentiles(self.hold_times),
             "fragments_queued": self.defrag.queued(),
             "reassembly": dict(self.defrag.counters),
+            "fastpath": self.offload.stats(),
         }
 
     def dump(self, now: float, entries: bool = True) -> dict:

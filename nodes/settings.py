@@ -139,7 +139,8 @@ SETTABLE = {"mode": str, "interval": float, "periodic": str,
 # The firewall's own switches, as Linux names them (net.netfilter.nf_conntrack_tcp_*):
 # a node takes them at start (fw-node --tcp-liberal, --tcp-loose, --no-tcp-window-check)
 # and at run time; tcp_window_check applies to connections opened after the change.
-FIREWALL_SETTABLE = ("tcp_liberal", "tcp_loose", "tcp_window_check")
+# fastpath: the kernel forwards established connections (fw-node --fastpath on|off).
+FIREWALL_SETTABLE = ("tcp_liberal", "tcp_loose", "tcp_window_check", "fastpath")
 
 
 def firewall_change(args: str) -> tuple[dict, str]:

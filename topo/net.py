@@ -208,7 +208,8 @@ class Cluster:
                  node: str = "python", commit: str = "before_steer",
                  conntrackd: str | None = None, external_cache: bool = True,
                  tcp_liberal: bool = False, tcp_loose: bool = False,
-                 tcp_window_check: bool = True, time_wait_timeout: float = 120.0):
+                 tcp_window_check: bool = True, time_wait_timeout: float = 120.0,
+                 fastpath: str | None = None):
         if node not in NODE_KINDS:
             raise SetupError(f"node {node!r}: use one of {', '.join(NODE_KINDS)}")
         if commit not in COMMIT_ORDERS:
@@ -231,6 +232,13 @@ class Cluster:
         # are set at run time so that a restarted node starts with them
         self.tcp = {"tcp_liberal": tcp_liberal, "tcp_loose": tcp_loose,
                     "tcp_window_check": tcp_window_check}
+        # Python nodes' kernel fast path: "on", "off" (made, switched at run time) or None
+        if fastpath not in (None, "on", "off"):
+            raise SetupError(f"fastpath {fastpath!r}: use on, off or none")
+        if fastpath is not None and node == "kernel":
+            raise SetupError("fastpath: kernel nodes forward in the kernel already; "
+                             "it is a Python node's switch")
+        self.fastpath = fastpath
         self.node_args = list(node_args or [])  # more fw-node options (benchmarks)
         self.sync = dict(sync or {})  # SyncConfig fields and hold_timeout; mode "none": no sync
         if node == "kernel":
@@ -425,7 +433,10 @@ class Cluster:
             if "error" in answer:
                 raise ValueError(answer["error"])
             settings = answer["sync"]
-            self.tcp.update(answer.get("firewall") or {})
+            switches = dict(answer.get("firewall") or {})
+            if switches.pop("fastpath", None) is not None and self.fastpath is not None:
+                self.fastpath = "on" if answer["firewall"]["fastpath"] else "off"
+            self.tcp.update(switches)
         if settings is not None and self.sync_config:
             with open(self.sync_config, encoding="utf-8") as fh:
                 config = json.load(fh)
@@ -466,6 +477,7 @@ class Cluster:
             cmd += ["--resync"] if restart else []
         else:
             cmd = [sys.executable, "-m", "nodes.shell.node", *ports,
+                   *(["--fastpath", self.fastpath] if self.fastpath else []),
                    "--established-timeout", str(self.established_timeout),
                    "--time-wait-timeout", str(self.time_wait_timeout)]
             cmd += ([] if self.checksum else ["--no-checksum"]) + self.node_args

@@ -31,6 +31,10 @@ def answer(node, command: str, now: float) -> dict:
         stats["rx_dropped"] = {"outside": node.ports[OUTSIDE].rx_dropped(),
                                "inside": node.ports[INSIDE].rx_dropped()}
         stats["port_kind"] = node.ports[OUTSIDE].kind
+        stats["fastpath"]["kernel"] = (None if node.kernel_fast is None else
+                                       {"mechanism": node.kernel_fast.mechanism,
+                                        "elements": len(node.kernel_fast.installed),
+                                        "errors": node.kernel_fast.errors})
         stats["events_waiting"], stats["events_lost"] = len(node.events.pending), node.events.lost
         if sync is not None:
             stats["sync"] = sync.stats(now)
@@ -56,10 +60,15 @@ def answer(node, command: str, now: float) -> dict:
             candidate = runtime_change(sync.config, rest) if rest else None
         except SettingsError as err:
             return {"error": str(err)}
+        if switches.get("fastpath") and node.kernel_fast is None:
+            return {"error": "fastpath: this node has no kernel fast path (start it with "
+                             "--fastpath off to switch it on at run time)"}
         for name, value in switches.items():
             setattr(engine, name, value)
         if candidate is not None:
             sync.reconfigure(candidate, now)
+            # what was offloaded was replicated under the old settings: again, under these
+            engine.offload.withdraw_all("reconfigured")
         return {"ok": True, "sync": (candidate or sync.config).as_dict() if sync else None,
                 "firewall": firewall(engine)}
     if command.startswith("common "):

@@ -33,7 +33,8 @@ from nodes.shell import config as cluster_config
 from nodes.shell.control import answer, dump_parts
 from nodes.shell.control_server import ControlServer
 from nodes.shell.events import EventLog
-from nodes.shell.ports import link_up, open_port
+from nodes.shell.fastpath import FastPathUnavailable, KernelFastPath
+from nodes.shell.ports import by_ethertype, link_up, open_port
 from nodes.sync import SyncEngine
 from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
 
@@ -41,6 +42,8 @@ BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
 
 
+FASTPATH_TICK = 0.005  # seconds between looks at connections waiting to be offloaded
+FASTPATH_READ = 1.0  # seconds between reads of the fast path's counters
 SYNC_TICK = 0.005  # seconds between retransmission checks while something is unacknowledged
 # Work in one round of the loop is bounded, so that heartbeats leave on time also
 # when the node is flooded and shares its CPU (dead_after is 100 ms by default):
@@ -66,9 +69,18 @@ class Node:
     def __init__(self, engine: GatewayEngine, outside: str, inside: str, control: str,
                  events_path: str | None, ring: bool = True, sync: SyncEngine | None = None,
                  peers: dict[int, str] | None = None, cluster_delay: float = 0.0,
-                 query_timeout: float = DEFAULT.query_timeout):
+                 query_timeout: float = DEFAULT.query_timeout, fastpath: str | None = None):
+        """``fastpath``: "on" or "off" (switched by ``set fastpath=``) to make the
+        kernel fast path (nodes/shell/fastpath.py), None for none."""
         self.engine = engine
         self.ports = [open_port(outside, ring), open_port(inside, ring)]
+        self.kernel_fast = None
+        self.next_fast_read = 0.0
+        if fastpath is not None:
+            self.kernel_fast = KernelFastPath(outside, inside, 2 * engine.offload.max_connections)
+            for port in self.ports:
+                by_ethertype(port)
+            engine.fastpath = fastpath == "on"
         self.sent = [0, 0]
         self.sync, self.peers = sync, peers or {}
         self.sync_sock = None
@@ -117,10 +129,10 @@ class Node:
 
     def run(self) -> None:
         """Forward frames and synchronize state until SIGTERM or SIGINT."""
-        out, inn = self.ports
-        fds = {out.fileno(): OUTSIDE, inn.fileno(): INSIDE}
+        fds = {sock.fileno(): (ingress, sock)
+               for ingress, port in enumerate(self.ports) for sock in port.rx}
         listening = [s for s in (self.sync_sock, self.group_sock) if s is not None]
-        watch = [out, inn] + listening
+        watch = [sock for port in self.ports for sock in port.rx] + listening
         sync_fds = {s.fileno() for s in listening}
         control = self.control
         next_housekeeping = time.monotonic() + HOUSEKEEPING
@@ -135,7 +147,7 @@ class Node:
             for sock in readable:
                 fd = sock.fileno()
                 if fd in fds:
-                    self.pump(fds[fd])
+                    self.pump(*fds[fd])
                 elif fd in sync_fds:
                     self.receive_sync(sock)
                 else:
@@ -154,6 +166,8 @@ class Node:
             if self.engine.held:
                 for frame, ingress in self.engine.release(now):
                     self.send(1 - ingress, frame)
+            if self.kernel_fast is not None:
+                self.fastpath_tick(now)
             if now >= next_housekeeping:
                 control.expire(now)
                 self.engine.expire(now)
@@ -194,10 +208,31 @@ class Node:
         self.engine.count("link_down" if not up else "link_up")
         self.sync.set_offline(not up, now)
 
+    def fastpath_tick(self, now: float) -> None:
+        """Read the kernel's counters into the entries (every FASTPATH_READ, and before
+        withdrawn connections' elements go), then make the kernel's changes."""
+        offload = self.engine.offload
+        if not self.kernel_fast.alive():  # its nft session died, and the table with it
+            self.engine.count("fastpath_session_lost")
+            self.engine.fastpath = False
+            offload.take(self.engine.sync, now)
+            self.kernel_fast = None
+            return
+        if offload.closing or (offload.offloaded and now >= self.next_fast_read):
+            readings = self.kernel_fast.read()
+            if readings is not None:
+                offload.account(readings, self.engine.table, now, self.engine.idle_timeout)
+            self.next_fast_read = now + FASTPATH_READ
+        if offload.has_changes():
+            adds, removes = offload.take(self.engine.sync, now)
+            offload.refused(self.kernel_fast.apply(adds, removes))
+
     def timeout(self) -> float:
         """How long select may wait: short while packets are held or sync is unacked."""
         if self.engine.held or (self.home is not None and self.home.pending):
             return 0.001
+        if self.kernel_fast is not None and self.engine.offload.has_changes():
+            return FASTPATH_TICK
         if self.sync is None:
             return HOUSEKEEPING
         due = self.sync.next_heartbeat  # peers take a silent node for a failed one
@@ -276,16 +311,17 @@ class Node:
             except OSError:  # a full queue or an unreachable peer: resend queues retry
                 counters["send_errors"] += 1
 
-    def pump(self, ingress: int) -> None:
-        """Read a batch of frames from one port, act on each verdict, send in one go."""
+    def pump(self, ingress: int, sock=None) -> None:
+        """Read a batch of frames from one port (its socket ``sock``, default the
+        first), act on each verdict, send in one go."""
         rx, tx = self.ports[ingress], self.ports[1 - ingress]
         process, send, now = self.engine.process, tx.send, time.monotonic()
         sent = 0
         if self.sync is not None and not self.sync.ready:
-            dropped = len(rx.recv_batch(BATCH))  # no state yet: forwarding would be blind
+            dropped = len(rx.recv_batch(BATCH, sock))  # no state yet: forwarding would be blind
             self.engine.drops["not_ready"] += dropped
             return
-        for frame in rx.recv_batch(BATCH):
+        for frame in rx.recv_batch(BATCH, sock):
             if process(frame, ingress, now) == ACCEPT and send(frame):
                 sent += 1
         if self.engine.fragments_out:  # a datagram reassembled and accepted: its fragments
@@ -319,6 +355,8 @@ class Node:
         for sock in (*self.ports, self.sync_sock, self.group_sock):
             if sock is not None:
                 sock.close()
+        if self.kernel_fast is not None:
+            self.kernel_fast.close()
         self.control.close()
         self.events.close()
 
@@ -369,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tcp-window-check", action="store_true",
                         help="do not track TCP windows of new connections (OpenWrt's "
                              "nf_conntrack_tcp_no_window_check=1)")
+    parser.add_argument("--fastpath", choices=("on", "off"),
+                        help="forward established connections in the kernel (nftables "
+                             "netdev ingress; off: ready, switched on by 'set fastpath=on')")
     parser.add_argument("--no-ring", action="store_true",
                         help="plain packet sockets instead of PACKET_MMAP rings")
     args = parser.parse_args(argv)
@@ -396,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     control = args.control or socket_path(args.run_id, args.name)
     try:
         node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring,
-                    sync, peers, **link)
+                    sync, peers, fastpath=args.fastpath, **link)
+    except FastPathUnavailable as err:
+        print(f"fw-node: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)

@@ -15,6 +15,8 @@ import socket
 import struct
 
 ETH_P_ALL = 0x0003
+ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
+SO_ATTACH_FILTER = 26
 SOL_PACKET = 263
 PACKET_VERSION, PACKET_TX_RING = 10, 13
 PACKET_IGNORE_OUTGOING = 23
@@ -38,8 +40,38 @@ def _raw_socket() -> socket.socket:
     return sock
 
 
-def _bind(sock: socket.socket, ifname: str) -> None:
-    sock.bind((ifname, ETH_P_ALL))
+def _bind(sock: socket.socket, ifname: str, protocol: int = ETH_P_ALL) -> None:
+    sock.bind((ifname, protocol))
+
+
+def _other_ethertypes_only(sock: socket.socket) -> None:
+    """A classic BPF filter on ``sock``: every frame but IPv4, IPv6 and ARP (those
+    have sockets of their own, ``by_ethertype``)."""
+    import ctypes
+    code = [(0x28, 0, 0, 12),            # ldh [12]: the ethertype
+            (0x15, 3, 0, ETH_P_IP),      # jeq: refuse
+            (0x15, 2, 0, ETH_P_IPV6),
+            (0x15, 1, 0, ETH_P_ARP),
+            (0x06, 0, 0, 0x40000),       # ret: the whole frame
+            (0x06, 0, 0, 0)]             # ret 0: not for this socket
+    prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HL", len(code), ctypes.addressof(prog)))
+
+
+def by_ethertype(port: "SocketPort") -> None:
+    """Hear ``port``'s IPv4, IPv6 and ARP frames on sockets bound to each, its socket
+    keeping the rest. The kernel hands a frame to sockets bound to one protocol only
+    after its ingress hooks, so a frame the node's kernel fast path forwards
+    (nodes/shell/fastpath.py) never reaches them; one bound to every protocol hears
+    it before (packet(7), __netif_receive_skb_core)."""
+    _other_ethertypes_only(port.sock)
+    for protocol in (ETH_P_IP, ETH_P_IPV6, ETH_P_ARP):
+        sock = _raw_socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        _bind(sock, port.ifname, protocol)
+        sock.setblocking(False)
+        port.rx.insert(0, sock)
 
 
 class SocketPort:
@@ -58,6 +90,7 @@ class SocketPort:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         _bind(self.sock, ifname)
         self.sock.setblocking(False)
+        self.rx = [self.sock]  # the sockets frames are read from (by_ethertype adds some)
         self.tx_errors = 0
         self.rx_errors = 0
         self._rx_dropped = 0
@@ -67,19 +100,21 @@ class SocketPort:
     def rx_dropped(self) -> int:
         """Frames the kernel dropped before this socket read them (its receive queue was
         full), since the port opened: PACKET_STATISTICS, accumulated (each read resets it)."""
-        try:
-            _, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-        except OSError:
-            return self._rx_dropped
-        self._rx_dropped += drops
+        for sock in self.rx:
+            try:
+                _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            except OSError:
+                continue
+            self._rx_dropped += drops
         return self._rx_dropped
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv_batch(self, limit: int) -> list[bytes]:
+    def recv_batch(self, limit: int, sock: socket.socket | None = None) -> list[bytes]:
+        """Up to ``limit`` frames waiting in ``sock`` (one of ``rx``; default the first)."""
         out = []
-        recv = self.sock.recv
+        recv = (sock or self.rx[0]).recv
         for _ in range(limit):
             try:
                 out.append(recv(65536))
@@ -113,7 +148,8 @@ class SocketPort:
         return {"kind": self.kind, "tx_errors": self.tx_errors}
 
     def close(self) -> None:
-        self.sock.close()
+        for sock in self.rx:
+            sock.close()
 
 
 class RingPort(SocketPort):
@@ -131,6 +167,7 @@ class RingPort(SocketPort):
         self.sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
         _bind(self.sock, ifname)
         self.sock.setblocking(False)
+        self.rx = [self.sock]
         self.frames, self.frame_size = frames, frame_size
         self.ring = mmap.mmap(self.sock.fileno(), frames * frame_size)
         self.tx_base = 0
@@ -184,7 +221,8 @@ class RingPort(SocketPort):
 
     def close(self) -> None:
         self.ring.close()
-        self.sock.close()
+        for sock in self.rx:
+            sock.close()
 
 
 IFF_UP, IFF_RUNNING = 0x1, 0x40

@@ -15,7 +15,7 @@ class Port:
     def __init__(self, log, name):
         self.log, self.name, self.frames, self.queued = log, name, [], []
 
-    def recv_batch(self, limit):
+    def recv_batch(self, limit, sock=None):
         out, self.frames = self.frames[:limit], self.frames[limit:]
         return out
 
