@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="how the switches follow membership (none: they do not)")
     p_cli.add_argument("--node", default="python", choices=("python", "kernel"),
                        help="python nodes, or kernel nodes (nftables + conntrackd)")
+    p_cli.add_argument("--fastpath", default="off", choices=("on", "off", "none"),
+                       help="python nodes' kernel fast path: on, off (ready: 'set "
+                            "fastpath=on' switches it on) or none")
     p_cli.add_argument("--clients", type=int, default=2)
     p_cli.add_argument("--servers", type=int, default=2)
     p_cli.add_argument("--rules", default="experiments/rules/ftp.rules")

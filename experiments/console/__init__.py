@@ -168,7 +168,10 @@ def main_console(args) -> int:
     with Cluster(run_dir, args.rules, n=args.nodes, clients=args.clients, servers=args.servers,
                  sync=sync, failover=None if args.failover == "none" else args.failover,
                  capture=args.capture, metrics_port=args.metrics_port,
-                 node=getattr(args, "node", "python")) as cluster:
+                 node=getattr(args, "node", "python"),
+                 fastpath=(None if getattr(args, "node", "python") == "kernel"
+                           or getattr(args, "fastpath", "none") == "none"
+                           else args.fastpath)) as cluster:
         root = os.path.join(cluster.run_dir, "ftp-root")
         files = write_files(root, FILES, seed=1)
         servers = [] if getattr(args, "no_ftp_server", False) else \

@@ -238,7 +238,9 @@ class InspectCommands:
         it), periodic=full|differential, replication=backup|full, delay=SECONDS,
         window_sync=change|schedule|scale|off (the TCP window in replicated entries),
         and the firewall's tcp_liberal=on|off (pass out-of-window segments),
-        tcp_loose=on|off (pick connections up mid-stream), tcp_window_check=on|off.
+        tcp_loose=on|off (pick connections up mid-stream), tcp_window_check=on|off,
+        fastpath=on|off (the nodes' kernels forward established connections; 'stats'
+        shows how many).
         With no argument: each node's settings. Mode home is chosen at start."""
         args = line.split()
         if args and "=" not in args[0]:
