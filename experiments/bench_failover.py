@@ -118,15 +118,27 @@ def udp_carrier(cluster, window: float = 0.2) -> str | None:
     return node if node and grown[node] > 0.5 * window / 0.001 else None
 
 
-def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dict:
+# A fault, and what undoes it: the real event each time (SIGKILL; SIGSTOP; the node's
+# outside link down, which it sees and reports), the clock the first datagram through
+# the new node.
+FAULTS = {"crash": (faults.crash, faults.restart),
+          "hang": (faults.hang, faults.resume),
+          "linkdown": (lambda c, n: faults.link(c, n, "eth0", False),
+                       lambda c, n: faults.link(c, n, "eth0", True))}
+
+
+def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES,
+                    fault: str = "crash") -> dict:
     """Two nodes of one kind, on-demand sync (conntrackd FT-FW for kernel nodes, with
     the commit before steering), the UDP probe's stream from server to client (replies:
-    state needed). Crash the carrier, time the first datagram through the backup, the
-    controller's decision (detection) and, on kernel nodes, the commit it waited for;
-    restart it, and time the outage while its buckets come back (its state must be
-    back first: a rejoining node's resync)."""
+    state needed). Crash the carrier (or hang it, or take its outside link down:
+    ``fault``), time the first datagram through the backup, the controller's decision
+    (detection) and, on kernel nodes, the commit it waited for; undo the fault
+    (restart, resume, link up), and time the outage while its buckets come back (a
+    restarted node's state must be back first: a rejoining node's resync)."""
     from topo.net import Cluster
-    run_dir = os.path.join(out_dir, f"failover-side-{kind}")
+    inflict, undo = FAULTS[fault]
+    run_dir = os.path.join(out_dir, f"failover-side-{kind}-{fault}")
     with Cluster(run_dir, "experiments/rules/ftp.rules", n=2, sync={"mode": "ondemand"},
                  failover="backup", node=kind, run_id=f"fwk-bench-{os.getpid()}") as cluster:
         gaps = os.path.join(run_dir, "udp-gaps.jsonl")
@@ -144,7 +156,7 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dic
         for i in range(crashes):
             node = wait_until(lambda: udp_carrier(cluster), 10, "the carrying node")
             t_fault = time.time()
-            faults.crash(cluster, node)
+            inflict(cluster, node)
             gap = wait_until(lambda: [g for g in read_jsonl(gaps) if g["first"] > t_fault],
                              10, "the stream through the backup")[0]
             down = [e for e in _events(run_dir, "controller.events.jsonl")
@@ -156,10 +168,10 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dic
             samples.append((gap["first"] - t_fault,
                             down[0]["t"] - commit - t_fault if down else None,
                             commit if down and down[0].get("commit_ms") else None))
-            print(f"failover ({kind} nodes): crash {i + 1}/{crashes} of {node}: stream back "
+            print(f"failover ({kind} nodes): {fault} {i + 1}/{crashes} of {node}: stream back "
                   f"after {samples[-1][0] * 1000:.1f} ms", file=sys.stderr, flush=True)
             t_restart = time.time()
-            faults.restart(cluster, node)
+            undo(cluster, node)
             cluster.wait_ready()
             wait_until(lambda: udp_carrier(cluster) == node, 15, f"{node} to carry it again")
             time.sleep(0.1)  # an outage at the return is logged when the stream resumes
@@ -169,14 +181,18 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES) -> dic
             raise RuntimeError("the probe died: " + client.log_tail())
     suffix = "_kernelnode" if kind == "kernel" else ""
     out = {}
-    for name, values in (("failover_crash", [s[0] for s in samples]),
-                         ("failover_crash_detection", [s[1] for s in samples if s[1] is not None]),
-                         ("failover_crash_commit", [s[2] for s in samples if s[2] is not None])):
+    for name, values in ((f"failover_{fault}", [s[0] for s in samples]),
+                         (f"failover_{fault}_detection",
+                          [s[1] for s in samples if s[1] is not None]),
+                         (f"failover_{fault}_commit",
+                          [s[2] for s in samples if s[2] is not None])):
         if not values:
             continue  # Python nodes commit nothing
         p = percentiles(values)
         out[f"{name}_p50{suffix}"] = (p.get("p50"), "ms")
         out[f"{name}_p99{suffix}"] = (p.get("p99"), "ms")
-    out[f"failover_return_gap_max{suffix}"] = (max(returns), "ms")
-    out[f"failover_crash_crashes{suffix}"] = (len(samples), "crashes")
+        out[f"{name}_max{suffix}"] = (max(values) * 1000, "ms")
+    returned = "return" if fault == "crash" else f"{fault}_return"
+    out[f"failover_{returned}_gap_max{suffix}"] = (max(returns), "ms")
+    out[f"failover_{fault}_crashes{suffix}"] = (len(samples), "faults")
     return out
