@@ -17,7 +17,9 @@ withdraws the connection when its state moves.
 What the fast path does not check, as nftables' flowtable does not: TCP
 windows (while a connection is offloaded its replicated window is sent as
 unknown, ``maxwin`` 0, and the engine learns it again from the next segment
-it sees, as Linux's ``flow_offload_fixup_tcp``), checksums (the engine checks
+it sees, as Linux's ``flow_offload_fixup_tcp``; and, as Linux does, the engine
+tracks an offloaded connection's windows liberally from then on, also once it
+is back on the slow path and on the backups that take it over), checksums (the engine checks
 them only on packets that change state anyway) and the port a packet came in
 on (neither does the engine).
 
@@ -36,6 +38,7 @@ from collections import Counter
 
 from nodes.conntrack import ESTABLISHED, ETH_HEADER, REPLIED, Entry, canonical
 from nodes.packet import PROTO_TCP, PROTO_UDP, reverse
+from nodes.tcpwindow import BE_LIBERAL
 
 NONE, PENDING, OFFLOADED = 0, 1, 2  # Entry.fast
 TABLE = "fwcluster_fast"
@@ -168,10 +171,16 @@ class FastPath:
 
 def fixup(entry: Entry) -> None:
     """Forget what the window tracking knew (Linux's ``flow_offload_fixup_tcp``): the
-    next segment the engine sees teaches it the window again."""
+    next segment the engine sees teaches it the window again. And track both directions
+    liberally from now on, as Linux does with every offloaded connection
+    (``flow_offload_ct_tcp`` in nft_flow_offload.c: conntrack does not see all its
+    packets): the segment that teaches one direction's window may be older than what
+    the other direction acknowledges (a retransmission through a backup whose
+    acknowledgements died with the node whose kernel forwarded the rest)."""
     if entry.window is not None:
         for seen in entry.window:
             seen.maxwin = 0
+            seen.flags |= BE_LIBERAL
 
 
 # -- nftables text: what nodes/shell/fastpath.py hands to its nft session --------------

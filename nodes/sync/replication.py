@@ -228,9 +228,10 @@ class Replication:
             return {"scales": (window[0].scale, window[0].flags & KEPT, window[1].scale,
                                window[1].flags & KEPT)}
         if entry.fast:  # the kernel forwards it unchecked: what is known goes stale, so
-            # the copy learns the window from the segments it sees (maxwin 0)
+            # the copy learns the window from the segments it sees (maxwin 0), liberally
+            # as the owner does (nodes.fastpath.fixup)
             return {"window": tuple(v for s in window for v in
-                                    (s.end, s.maxend, 0, s.scale, s.flags))}
+                                    (s.end, s.maxend, 0, s.scale, s.flags | BE_LIBERAL))}
         return {"window": window[0].fields() + window[1].fields()}
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:

@@ -178,3 +178,26 @@ def test_the_nft_text_and_the_readings():
         "elem": [{"elem": {"val": {"concat": ["10.0.0.1", "10.0.0.201", "tcp", 40000, 80]},
                            "counter": {"packets": 3, "bytes": 180}}}]}}]}
     assert readings(json.dumps(listing)) == {key4: (3, 180)}
+
+
+def test_an_ack_of_data_the_heir_never_saw_passes_after_an_offloaded_connection_fails_over():
+    """What a crash leaves (seen in CI: five segments dropped): fw1's kernel carried the
+    client's data to the server, whose last acknowledgements died with fw1. The client
+    retransmits the oldest through the heir, which learns the client's end from it; the
+    server's next ACK covers more than that. Linux marks an offloaded connection's two
+    directions liberal (nft_flow_offload's flow_offload_ct_tcp: conntrack does not see
+    every packet), and so must the engine and the copy it replicates."""
+    net = Net(2, window_sync="change")
+    conn = Conn(net.fw[1], client_opts=[], server_opts=[], win=2000)
+    net.run()
+    offloaded(net, conn)
+    for _ in range(30):  # 30 kB through fw1's kernel, received by the server
+        conn.c += 1000
+    net.run()
+    net.down.add(1)
+    net.run(0.3)
+    conn.fw, conn.t = net.fw[2], net.t
+    assert conn.data(seq=conn.c - 5000)  # the client's retransmission, first through fw2
+    assert conn.server_ack()  # acknowledges all 30 kB: more than fw2 has seen
+    assert conn.data() and conn.server_ack()
+    assert net.fw[2].drops == {}
