@@ -153,3 +153,32 @@ def test_progress_says_the_time_left_not_the_time_elapsed():
     now[0] = 36.0
     progress.finished()
     assert progress.left(36.0) == 0.0
+
+
+def test_the_outage_of_a_fault_is_the_silence_around_it_however_short():
+    # The link-down bench's sixth fault (2026-12-04): the backup carried the stream
+    # 6.5 ms after the fault, under the probe's old 10 ms threshold, so no silence was
+    # logged after it and the bench waited for one in vain. The outage is the silence
+    # that begins at the fault; earlier ones, and later ones (at the return), are not.
+    from experiments.bench_failover import outage_of
+    t = 1000.0
+    before = {"last": t - 0.60, "first": t - 0.58, "gap_ms": 20.0}
+    at_return = {"last": t + 0.40, "first": t + 0.41, "gap_ms": 10.0}
+    assert outage_of([before, at_return], t) is None
+    short = {"last": t - 0.0004, "first": t + 0.0066, "gap_ms": 7.0}
+    assert outage_of([at_return, before, short], t) == short
+    in_flight = {"last": t + 0.0003, "first": t + 0.09, "gap_ms": 89.7}  # began just after
+    assert outage_of([before, in_flight, at_return], t) == in_flight
+
+
+def test_an_outage_below_the_probes_resolution_is_reported_at_that_bound(tmp_path):
+    import json
+    import time
+    from experiments import bench_failover as bf
+    gaps = tmp_path / "udp-gaps.jsonl"
+    gaps.write_text(json.dumps({"last": 1.0, "first": 1.02, "gap_ms": 20.0}) + "\n")
+    t_fault = time.time() - 1.0  # the stream moved to the backup and no silence began
+    gap = bf.stream_outage(str(gaps), t_fault, moved=lambda: True, timeout=1)
+    assert gap["below_resolution"] and gap["gap_ms"] == bf.STREAM_RESOLUTION * 1000
+    with pytest.raises(TimeoutError):  # not moved, no silence: the failover did not happen
+        bf.stream_outage(str(gaps), time.time(), moved=lambda: False, timeout=0.3)
