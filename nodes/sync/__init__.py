@@ -26,7 +26,7 @@ from nodes.failure import LEAVE, STALE, FailureDetector
 from nodes.samples import percentiles
 from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
     runtime_change
-from nodes.sync.channel import PACK_BUDGET, Channel
+from nodes.sync.channel import PACK_BUDGET, Channel, pending_cap
 from nodes.sync.hold import Hold
 from nodes.sync.membership import Membership
 from nodes.sync.replication import Replication, unprotected
@@ -54,7 +54,9 @@ class SyncEngine(Replication, Membership, Hold):
         self.ids = {n: i for i, n in self.names.items()}
         self.boot = boot  # random, from the shell: nothing may be inferred from its size
         self.counter = 0  # freshness counter of unsequenced messages (see nodes/syncproto.py)
-        self.channels = {p: Channel() for p in self.members if p != me}
+        self.max_pending = pending_cap(table.max_entries, table.max_expectations)
+        self.channels = {p: Channel(max_pending=self.max_pending)
+                         for p in self.members if p != me}
         self.observer = observer  # also send heartbeats to peer 0 (the controller)
         self.alive = set(self.members)
         self.detector = FailureDetector(self.channels, self.config.dead_after,
@@ -92,6 +94,7 @@ class SyncEngine(Replication, Membership, Hold):
         self.bulk_waiting = set(self.channels) if not self.stateless else set()
         self.bulk_deadline = now + self.config.bulk_timeout
         self.bulk_started: dict[int, float] = {}
+        self.bulk_counts: dict[int, int] = {}  # peer -> records applied since its BULK_START
         self.bulk_answered: dict[int, int] = {}  # peer -> the boot whose request was answered
         self.started, self.ready_logged = now, False
         for peer in self.bulk_waiting:
@@ -213,7 +216,8 @@ class SyncEngine(Replication, Membership, Hold):
             if ch.peer_boot:  # the peer restarted: it lost all it had from us
                 self.counters["peer_restarts"] += 1
                 past = ch.past | {ch.peer_boot}
-                self.channels[msg.sender] = ch = Channel(past=past)
+                self.channels[msg.sender] = ch = Channel(past=past,
+                                                         max_pending=self.max_pending)
             ch.peer_boot = msg.boot
         if msg.type in UNSEQUENCED:
             # A multicast names no receiver incarnation: it must be newer than the first

@@ -8,8 +8,9 @@ order; duplicates and replays within a boot are dropped. Pure: it packs and
 unpacks, the sync engine counts and sends.
 
 Bounds: at most ``MAX_UNACKED`` messages wait for their acknowledgement (more
-records wait unpacked, at most ``MAX_PENDING``; beyond that the oldest is
-dropped and counted); a message's timer doubles with each resend up to
+records wait unpacked, at most ``max_pending``, which the sync engine sizes to
+what its table can hold, ``pending_cap``; beyond that the oldest is dropped and
+counted); a message's timer doubles with each resend up to
 ``BACKOFF`` times the rto; one tick resends at most ``RESEND_BUDGET`` messages;
 one pack takes at most ``PACK_BUDGET`` records (the rest next round), so that a
 failover's or a bulk answer's thousands of records do not keep a node from its
@@ -23,13 +24,22 @@ from dataclasses import dataclass, field
 from nodes import syncproto as sp
 
 MAX_UNACKED = 1024  # messages sent and not yet acknowledged, per peer
-MAX_PENDING = 200_000  # records waiting to be packed, per peer
+MAX_PENDING = 200_000  # records waiting to be packed, per peer, beyond the table's bursts
 BACKOFF = 8  # a message is resent after rto, 2 rto, 4 rto, then every 8 rto
 RESEND_BUDGET = 64  # messages resent to one peer in one tick at most
 LATER = None  # a pending record made from its object when packed (see pack)
 PACK_BUDGET = 1024  # records packed for one peer in one round at most (~10 ms)
 REPLAY_WINDOW = 1024  # freshness counters below the highest that may still come, once
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+
+
+def pending_cap(max_entries: int, max_expectations: int) -> int:
+    """Records that may wait for one peer: a bulk answer and a regroup at once (a peer
+    taken for dead comes back: every entry of mine twice, peer_joined), each as large
+    as the table can be, and MAX_PENDING more for the changes meanwhile. A smaller cap
+    dropped the start of a bulk answer from a node owning more than 200k entries, and
+    the newcomer took itself for ready without them."""
+    return 2 * (max_entries + max_expectations) + MAX_PENDING
 
 
 @dataclass
@@ -63,7 +73,8 @@ class Channel:
     ack_due: bool = False
     pending: list = field(default_factory=list)  # records waiting to be packed
     resend_at: float = float("inf")  # no unacknowledged message is due before this
-    overflow: int = 0  # records dropped because MAX_PENDING were waiting
+    overflow: int = 0  # records dropped because max_pending were waiting
+    max_pending: int = MAX_PENDING  # set by the sync engine (pending_cap)
 
     # -- sending -------------------------------------------------------------
     def fresh(self, counter: int) -> bool:
@@ -113,9 +124,9 @@ class Channel:
         if chunks:
             out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))
         del self.pending[:used]
-        if len(self.pending) > MAX_PENDING:
-            self.overflow += len(self.pending) - MAX_PENDING
-            del self.pending[:len(self.pending) - MAX_PENDING]
+        if len(self.pending) > self.max_pending:
+            self.overflow += len(self.pending) - self.max_pending
+            del self.pending[:len(self.pending) - self.max_pending]
         return out
 
     def _seal(self, me, peer, boot, key, payload, kinds, now, rto):

@@ -275,9 +275,19 @@ class Membership:
                 self.channels[sender].pending.append((sp.R_BULK_END, {"records": 0}))
         elif rtype == sp.R_BULK_START:
             self.bulk_started[sender] = now
+            self.bulk_counts[sender] = 0  # Replication._apply counts what follows
         elif rtype == sp.R_BULK_END:
             self.bulk_waiting.discard(sender)
             started = self.bulk_started.pop(sender, None)
             if started is not None:
                 self.bulk_ms_last = round((now - started) * 1000, 3)
-            self.counters["bulk_records_received"] += f["records"]
+            # What arrived between BULK_START and this (other changes too, so a shortfall
+            # is certain, a surplus is not): records the sender had to drop (its queue to
+            # this node overflowed), or a lost start, leave state behind; say so.
+            got = min(max(0, self.bulk_counts.pop(sender, 0) - 1), f["records"])  # not END
+            self.counters["bulk_records_received"] += got
+            if got < f["records"] or started is None:
+                self.counters["bulk_incomplete"] += 1
+                self.counters["bulk_records_missing"] += f["records"] - got
+                self.events.append((now, "bulk_incomplete", {
+                    "peer": self.names[sender], "records": f["records"], "received": got}))

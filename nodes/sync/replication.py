@@ -253,6 +253,8 @@ class Replication:
         """Apply one record received in order from ``sender`` to the connection table."""
         table = self.table
         self.counters["records_applied"] += 1
+        if sender in self.bulk_counts:  # a bulk transfer from it is under way
+            self.bulk_counts[sender] += 1
         self.counters[f"received_{sp.RECORD_NAMES[rtype]}"] += 1
         if rtype == sp.R_ENTRY:
             self._apply_entry(f, now)

@@ -55,9 +55,9 @@ def test_resends_back_off_and_one_tick_resends_at_most_the_budget():
 
 
 def test_pending_records_beyond_the_cap_are_dropped_and_counted(monkeypatch):
-    monkeypatch.setattr(chmod, "MAX_PENDING", 50)
     monkeypatch.setattr(chmod, "MAX_UNACKED", 10)
     ch = loaded(100)
+    ch.max_pending = 50  # the sync engine sets it (chmod.pending_cap)
     ch.pack(1, 2, 100, KEY, 0.0, 0.02)
     assert len(ch.unacked) == 10 and len(ch.pending) == 50 and ch.overflow == 40
 

@@ -807,3 +807,49 @@ def test_a_held_packet_waits_for_its_own_record_behind_a_backlog():
     net.run()
     released = net.fw[1].release(net.t)
     assert len(released) == 1 and net.fw[2].table.n_expectations == 1
+
+
+def _bulk(n, cap=None):
+    """fw1 owns n connections (its table holds at most n); fw2 joins and asks for them.
+    ``cap``: fw1's queue to fw2 is cut to that many records."""
+    from nodes.conntrack import ConnectionTable
+    t1, t2 = ConnectionTable(max_entries=n), ConnectionTable(max_entries=n)
+    a = SyncEngine(1, [1, 2], t1, KEY, SyncSettings(), boot=1)
+    for i in range(n):
+        t1.new_entry((6, bytes([10, 0, i >> 8, i & 255]), 1024 + i % 60000, bytes([10, 0, 0, 200]), 80),
+                     "ESTABLISHED", 0.0, "fw1")
+    if cap is not None:
+        a.channels[2].max_pending = cap
+    b = SyncEngine(2, [1, 2], t2, KEY, SyncSettings(), boot=2)
+    now = 0.0
+    while now < 5 and not (b.ready and not a.channels[2].pending):
+        for src, dst in ((b, a), (a, b)):
+            src.tick(now)
+            for _, data in src.outbox:
+                dst.receive(data, now)
+            src.outbox.clear()
+        now += 0.001
+    return a, b
+
+
+def test_a_bulk_answer_as_large_as_the_table_reaches_the_joining_node_whole(monkeypatch):
+    # A node owning more than the per-peer queue's 200k records (MAX_PENDING) answered
+    # a joining node's bulk request by dropping the oldest records, the BULK_START and
+    # the first 61k entries of 262k, and the newcomer took itself for ready without
+    # them. The queue now holds what the table can hold (here: MAX_PENDING made small).
+    from nodes.sync import channel
+    monkeypatch.setattr(channel, "MAX_PENDING", 100)
+    a, b = _bulk(3000)  # more than one round packs (PACK_BUDGET)
+    assert a.counters["records_dropped_overflow"] == 0
+    assert b.ready and len(b.table) == 3000
+    assert b.counters["bulk_records_received"] == 3000 and not b.counters["bulk_incomplete"]
+
+
+def test_a_joining_node_says_so_when_its_bulk_transfer_came_incomplete():
+    a, b = _bulk(3000, cap=300)  # what the sender had to drop does not come
+    assert a.counters["records_dropped_overflow"] > 0
+    assert b.ready and len(b.table) < 3000
+    assert b.counters["bulk_incomplete"] == 1
+    assert b.counters["bulk_records_missing"] == 3000 - b.counters["bulk_records_received"] > 0
+    (event,) = [f for _, kind, f in b.events if kind == "bulk_incomplete"]
+    assert event["peer"] == "fw1" and event["records"] == 3000
