@@ -3,8 +3,9 @@
 Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
 (experiments/bench_sync.py), failover (experiments/bench_failover.py),
 failover_side (the same, Python nodes and kernel nodes with a UDP probe),
-home (experiments/bench_home.py); robustness (experiments/bench_robust.py, only when
-named: make bench BENCH=robustness).
+home (experiments/bench_home.py); scaling (experiments/bench_scaling.py: how each
+cost grows with its work; more points with make bench BENCH=scaling); robustness
+(experiments/bench_robust.py, only when named: make bench BENCH=robustness).
 
 dataplane: iperf3 TCP throughput and 64-byte UDP packet rate between two
 namespaces, first through a Linux bridge (the kernel doing the same bump-
@@ -191,24 +192,27 @@ VARIANT_ARGS = {"socket": ["--no-ring"], "nowindow": ["--no-tcp-window-check"],
 
 
 def through_node(rules: str, out_dir: str, seconds: float, variant: str,
-                 udp: bool = True) -> tuple:
+                 udp: bool = True, args: tuple = (), prepare=None) -> tuple:
     """TCP bit rate, UDP result (None without ``udp``) and (CPU seconds of the node
     process, frames its ports received) over the TCP run, through one node process on
     its own core. Variants: "ring" (the default node), "socket" (no TX ring),
     "nowindow" (no TCP window tracking), "fastpath" (the node's kernel forwards the
     established connections: nodes/fastpath.py), "kernelnode": through a kernel node
     (nodes/kernel/agent.py: br0, nftables from the same rules, conntrack), the
-    kernel's work on whichever core it lands."""
+    kernel's work on whichever core it lands. ``args`` go to the node's command line;
+    ``prepare(control_socket)`` runs once it is up, before the measurement."""
     sock = os.path.join(tempfile.mkdtemp(prefix="fwbench-"), "fw.sock")
     module = "nodes.kernel.agent" if variant == "kernelnode" else "nodes.shell.node"
     cmd = ["ip", "netns", "exec", "fwb-fw", "taskset", "-c", NODE_CPU, sys.executable, "-m",
            module, "--name", "fw1", "--outside", "fwa", "--inside", "fwb",
-           "--rules", rules, "--control", sock] + VARIANT_ARGS.get(variant, [])
+           "--rules", rules, "--control", sock] + VARIANT_ARGS.get(variant, []) + list(args)
     node = Proc(f"fw-bench-{variant}", cmd, os.path.join(out_dir, f"fw-bench-{variant}.log"))
     try:
         wait_until(lambda: os.path.exists(sock) or not node.alive(), 10, "the node")
         if not node.alive():
             raise RuntimeError(f"the node exited: {node.log_tail()}")
+        if prepare is not None:
+            prepare(sock)
         cpu, frames = cpu_seconds(node.pid), frames_received()
         tcp = iperf(False, seconds)["bps"]
         used = (cpu_seconds(node.pid) - cpu, frames_received() - frames)
@@ -249,6 +253,11 @@ def _home(seconds, out_dir):
     return bench_home.home(seconds, out_dir)
 
 
+def _scaling(seconds, out_dir, full=False):
+    from experiments import bench_scaling
+    return bench_scaling.scaling(seconds, out_dir, full=full)
+
+
 def _robustness(seconds, out_dir):
     from experiments import bench_robust
     return bench_robust.robustness(seconds, out_dir)
@@ -258,7 +267,9 @@ BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
               "sync_lag_kernelnode": _sync("sync_lag_kernelnode"),
               "failover": _failover, "failover_side": _failover_side, "home": _home,
-              "robustness": _robustness}
+              "scaling": _scaling, "robustness": _robustness}
+# Benchmarks with more points when named (make bench BENCH=scaling) than in the default run
+FULLER_WHEN_NAMED = ("scaling",)
 ON_REQUEST = ("robustness",)  # long (up to 30 minutes): only when named
 
 
@@ -293,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out_dir)
     results = {}
     for name in chosen:
-        figures = BENCHMARKS[name](args.seconds, out_dir)
+        full = {"full": True} if name in FULLER_WHEN_NAMED and name in args.names else {}
+        figures = BENCHMARKS[name](args.seconds, out_dir, **full)
         for key, (value, unit) in figures.items():
             if not args.names or name in args.names or any(key.startswith(p) for p in args.names):
                 shown = "n/a" if value is None else f"{value:.3f}"

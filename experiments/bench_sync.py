@@ -34,48 +34,64 @@ def _keys(n: int) -> list[tuple]:
              (0x0A640000 + i % 250).to_bytes(4, "big"), 80) for i in range(n)]
 
 
+def memory_per_entry(n: int) -> tuple[float, float]:
+    """Bytes per entry of a table of ``n`` established connections: the table's own
+    structures (entries, index), and with the keys (tuples, addresses, ports)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        keys = _keys(n)
+        table = ConnectionTable(max_entries=max(n, 1))
+        after_keys = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            table.new_entry(key, "ESTABLISHED", 0.0, "fw1")
+        end = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (end - after_keys) / n, (end - base) / n
+
+
 def sync_memory(seconds: float, out_dir: str) -> dict:
     """Bytes per entry: the table's own structures, and with the keys."""
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    keys = _keys(N_ENTRIES)
-    with_keys_start = base
-    table = ConnectionTable()
-    after_keys = tracemalloc.get_traced_memory()[0]
-    for key in keys:
-        table.new_entry(key, "ESTABLISHED", 0.0, "fw1")
-    end = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return {"sync_memory_per_entry_table": ((end - after_keys) / N_ENTRIES, "bytes"),
-            "sync_memory_per_entry_with_key": ((end - with_keys_start) / N_ENTRIES, "bytes")}
+    table, with_key = memory_per_entry(N_ENTRIES)
+    return {"sync_memory_per_entry_table": (table, "bytes"),
+            "sync_memory_per_entry_with_key": (with_key, "bytes")}
 
 
-def sync_bulk(seconds: float, out_dir: str) -> dict:
-    """100k entries to a joining backup node, in process."""
+def bulk_transfer(n: int) -> tuple[float, int, int]:
+    """A node owning ``n`` entries answers a joining backup's bulk request, in process:
+    seconds until the newcomer is ready with every entry, messages, bytes."""
     from nodes.sync import SyncSettings, SyncEngine
     key = os.urandom(32)
-    config = SyncSettings(mode="ondemand", bulk_timeout=60.0)
-    t1, t2 = ConnectionTable(), ConnectionTable()
+    config = SyncSettings(mode="ondemand", bulk_timeout=600.0)
+    t1 = ConnectionTable(max_entries=max(n, 1))
+    t2 = ConnectionTable(max_entries=max(n, 1))
     a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
-    for k in _keys(N_ENTRIES):
+    for k in _keys(n):
         t1.new_entry(k, "ESTABLISHED", 0.0, "fw1")
     a.outbox.clear()
+    limit = 120 + n / 10_000  # seconds: far beyond what it takes
     start = time.perf_counter()
     b = SyncEngine(2, [1, 2], t2, key, config, boot=2, now=0.0)
     now = 0.0
-    while not (b.ready and len(t2) == N_ENTRIES):
+    while not (b.ready and len(t2) == n):
         for src, dst in ((b, a), (a, b)):
             src.tick(now)
             for _, data in src.outbox:
                 dst.receive(data, now)
             src.outbox.clear()
         now += 0.001
-        if time.perf_counter() - start > 120:
-            raise RuntimeError("bulk transfer did not finish in 120 s")
-    took = time.perf_counter() - start
+        if time.perf_counter() - start > limit:
+            raise RuntimeError(f"bulk transfer of {n} entries did not finish in {limit:.0f} s")
+    return time.perf_counter() - start, a.counters["messages_sent"], a.counters["bytes_sent"]
+
+
+def sync_bulk(seconds: float, out_dir: str) -> dict:
+    """100k entries to a joining backup node, in process."""
+    took, messages, sent = bulk_transfer(N_ENTRIES)
     return {"sync_bulk_100k_entries": (took, "s"),
-            "sync_bulk_100k_messages": (a.counters["messages_sent"], "messages"),
-            "sync_bulk_100k_bytes_per_entry": (a.counters["bytes_sent"] / N_ENTRIES, "bytes")}
+            "sync_bulk_100k_messages": (messages, "messages"),
+            "sync_bulk_100k_bytes_per_entry": (sent / N_ENTRIES, "bytes")}
 
 
 # -- lag and hold between two node processes ------------------------------------

@@ -182,3 +182,37 @@ def test_an_outage_below_the_probes_resolution_is_reported_at_that_bound(tmp_pat
     assert gap["below_resolution"] and gap["gap_ms"] == bf.STREAM_RESOLUTION * 1000
     with pytest.raises(TimeoutError):  # not moved, no silence: the failover did not happen
         bf.stream_outage(str(gaps), time.time(), moved=lambda: False, timeout=0.3)
+
+
+# -- the scaling bench's pure parts -------------------------------------------
+def test_the_fill_gives_every_connection_its_own_key_and_right_checksums():
+    from scapy.layers.l2 import Ether
+    from experiments.synfill import PORTS, fill_key, syn_frame
+    keys = {fill_key(i) for i in (0, 1, PORTS - 1, PORTS, 10 * PORTS + 7)}
+    assert len(keys) == 5
+    assert fill_key(PORTS) == (bytes([10, 9, 128, 1]), 1024)
+    src, sport = fill_key(123457)
+    frame = syn_frame(b"\x02\x00\x00\x00\x00\x01", src, sport, bytes([10, 9, 0, 2]), 9, 42)
+    parsed = Ether(frame)
+    sent_ip, sent_tcp = parsed["IP"].chksum, parsed["TCP"].chksum
+    del parsed["IP"].chksum, parsed["TCP"].chksum  # scapy computes them afresh
+    again = Ether(bytes(parsed))
+    assert (sent_ip, sent_tcp) == (again["IP"].chksum, again["TCP"].chksum)
+    assert (parsed["IP"].src, parsed["TCP"].sport, parsed["TCP"].flags) == \
+        ("10.9.128.2", 1024 + 123457 % PORTS, "S")
+
+
+def test_the_scaling_figure_is_drawn_from_the_raw_points_alone(tmp_path):
+    import json
+    from experiments.bench_scaling import _label, plot
+    data = {"full": False,
+            "table": [{"entries": 0, "asked": 0, "tcp_gbps": 0.8, "udp64_kpps": 47.0},
+                      {"entries": 99000, "asked": 100000, "tcp_gbps": 0.7, "udp64_kpps": 30.0}],
+            "bulk": [{"entries": 10000, "seconds": 0.1}],
+            "memory": [{"entries": 1000, "table_bytes": 300, "with_key_bytes": 460}],
+            "adopt": [{"entries": 100, "heir_ms": 0.3, "rereplicated_s": 0.01}]}
+    (tmp_path / "scaling.json").write_text(json.dumps(data))
+    drawn = plot(str(tmp_path))
+    assert drawn.endswith("scaling.png") and (tmp_path / "figures" / "scaling.png").stat().st_size
+    assert [_label(n) for n in (0, 100, 10_000, 1_000_000, 1_500)] == \
+        ["0", "100", "10k", "1m", "1500"]

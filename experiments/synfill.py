@@ -1,0 +1,94 @@
+"""Fill a node's connection table with real connections: a SYN for each of ``count``
+distinct keys, sent as Ethernet frames from a host's port (a packet socket).
+
+Key ``i`` is 10.9.128.0/17 + i // 60000 -> ``--dst``, TCP source port
+1024 + i % 60000, destination port ``--dport``; the frames go to a MAC address no
+host has, so the host behind the node drops them unseen (no RST, no ARP) and each
+connection stays SYN_SENT in the node's table (120 s) as an opening it admitted.
+
+    python -m experiments.synfill --intf a0 --dst 10.9.0.2 --count 1000000 --rate 30000
+
+Prints how many frames it sent. Used by the table-size curve (experiments/bench_scaling.py).
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import struct
+import time
+
+FILL_PREFIX = "10.9.128.0/17"
+FILL_DPORT = 9  # discard: an allowing rule for it admits the fill, nothing else
+NOBODY_MAC = bytes.fromhex("020000000099")  # locally administered, on no host
+PORTS = 60000
+
+
+def fold(data: bytes) -> int:
+    """The Internet checksum of ``data`` (even length)."""
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def fill_key(i: int) -> tuple[bytes, int]:
+    """The source address and port of the ``i``-th connection of the fill."""
+    base = int.from_bytes(socket.inet_aton(FILL_PREFIX.split("/")[0]), "big")
+    return (base + i // PORTS).to_bytes(4, "big"), 1024 + i % PORTS
+
+
+def syn_frame(src_mac: bytes, src: bytes, sport: int, dst: bytes, dport: int,
+              seq: int) -> bytes:
+    """An Ethernet frame with a TCP SYN (MSS option), its checksums right."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, 0x02, 64240, 0, 0) \
+        + b"\x02\x04\x05\xb4"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + fold(ip).to_bytes(2, "big") + ip[12:]
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + fold(pseudo + tcp).to_bytes(2, "big") + tcp[18:]
+    return NOBODY_MAC + src_mac + b"\x08\x00" + ip + tcp
+
+
+def send_fill(intf: str, dst: str, count: int, first: int = 0, dport: int = FILL_DPORT,
+              rate: float = 0.0) -> int:
+    """Send the SYNs of keys first .. first + count - 1, at ``rate`` a second (0: as
+    fast as the port takes them); return how many left."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((intf, 0))
+    with open(f"/sys/class/net/{intf}/address") as fh:
+        src_mac = bytes.fromhex(fh.read().strip().replace(":", ""))
+    dst_b = socket.inet_aton(dst)
+    sent, start = 0, time.monotonic()
+    for i in range(first, first + count):
+        if rate and i % 100 == 0:  # paced: a node admits new connections more slowly
+            ahead = start + (i - first) / rate - time.monotonic()  # than it forwards
+            if ahead > 0:
+                time.sleep(ahead)
+        src, sport = fill_key(i)
+        try:
+            sock.send(syn_frame(src_mac, src, sport, dst_b, dport, i * 7919 & 0xFFFFFFFF))
+            sent += 1
+        except OSError:  # the port's queue is full: the next round sends it again
+            pass
+    sock.close()
+    return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--intf", required=True)
+    parser.add_argument("--dst", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--dport", type=int, default=FILL_DPORT)
+    parser.add_argument("--rate", type=float, default=0.0, help="SYNs a second (0: no limit)")
+    args = parser.parse_args(argv)
+    if not (0 <= args.first and args.first + args.count <= 32768 * PORTS):
+        parser.error(f"--first + --count must be at most {32768 * PORTS} (the /17's keys)")
+    print(send_fill(args.intf, args.dst, args.count, args.first, args.dport, args.rate),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
