@@ -485,11 +485,12 @@ class GatewayEngine:
         return out
 
     # -- housekeeping --------------------------------------------------------
-    def expire(self, now: float) -> int:
-        """Remove idle entries and expectations; return how many went."""
+    def expire(self, now: float, incremental: bool = False) -> int:
+        """Remove idle entries and expectations; return how many went. ``incremental``:
+        of the entries, only the sweep's next slice (ConnectionTable.expire)."""
         self.defrag.expire(now)
         self._count_lost_fragments()
-        dead, gone = self.table.expire(now, self.node)
+        dead, gone = self.table.expire(now, self.node, incremental)
         for entry in dead:
             if entry.fast:
                 self.offload.withdraw(entry, "expired")

@@ -170,7 +170,7 @@ class Node:
                 self.fastpath_tick(now)
             if now >= next_housekeeping:
                 control.expire(now)
-                self.engine.expire(now)
+                self.engine.expire(now, incremental=True)  # a slice of a large table
                 if self.home is not None:
                     self.home.expire(now)
                 self.collect_events()

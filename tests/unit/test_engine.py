@@ -1,7 +1,7 @@
 """Stateful screening: TCP tracking, UDP/ICMP pseudo-connections, bad input."""
 import pytest
 
-from nodes.conntrack import CLOSE, ESTABLISHED, LAST_ACK, SYN_RECV, SYN_SENT, TIME_WAIT, Timeouts
+from nodes.conntrack import CLOSE, ESTABLISHED, LAST_ACK, SYN_RECV, SYN_SENT, TIME_WAIT, UNREPLIED, Timeouts
 from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
 from nodes.rules import RuleSet
 from tests.unit.frames import CLIENT, SERVER, arp, fragment_soup, icmp, tcp, udp
@@ -336,3 +336,62 @@ def test_early_drop_looks_at_a_bounded_range_of_candidates():
         assert fw.process(tcp(flags="S", sport=port, dport=80), OUTSIDE, 0) == ACCEPT
     assert fw.table.scanned - before <= 100 * conntrack.EVICTION_RANGE  # not 100 x 5000
     assert len(fw.table) == 5000 and fw.counters["early_drops"] == 100
+
+
+# -- the expiry sweep, a slice at a time (the node's housekeeping) ---------------
+def fill(fw, n, expires, slice_=100, rounds=4):
+    """n UDP entries of fw1 that time out at ``expires``; a sweep of ``slice_`` entries
+    a round at least, a pass in ``rounds`` rounds at most."""
+    fw.table.sweep_slice, fw.table.sweep_rounds = slice_, rounds
+    for i in range(n):
+        key = (17, bytes([10, 0, 0, i % 100]), 1024 + i // 100, bytes([10, 0, 0, 201]), 53)
+        fw.table.new_entry(key, UNREPLIED, expires - 1, "fw1").expires = expires
+    return list(fw.table.entries())
+
+
+def test_the_defaults_sweep_a_table_of_a_million_in_ten_seconds_of_rounds():
+    from nodes.conntrack import SWEEP_ROUNDS, SWEEP_SLICE
+    from nodes.shell.node import HOUSEKEEPING
+    assert SWEEP_ROUNDS * HOUSEKEEPING <= 10 and 1_000_000 // SWEEP_ROUNDS <= 100_000
+    assert SWEEP_SLICE >= 10_000  # tables of the tests and labs: a whole pass each round
+
+
+@pytest.mark.parametrize("n, per_round, rounds", [(250, 100, 3), (1000, 251, 4)])
+def test_a_round_of_the_incremental_sweep_looks_at_a_bounded_slice(fw, n, per_round, rounds):
+    fill(fw, n, expires=10.0)
+    gone = [fw.expire(11.0, incremental=True) for _ in range(rounds)]
+    assert gone[:-1] == [per_round] * (rounds - 1) and sum(gone) == n  # a pass: all of them
+    assert len(fw.table) == 0 and fw.counters["entries_expired"] == n
+    assert sum(1 for e in fw.drain_events() if e[1] == "destroy") == n
+    assert fw.expire(11.0, incremental=True) == 0
+
+
+def test_a_small_table_is_swept_whole_each_round(fw):
+    fill(fw, 80, expires=10.0)
+    assert fw.expire(11.0, incremental=True) == 80 and len(fw.table) == 0
+
+
+def test_the_incremental_sweep_destroys_each_entry_once_and_spares_what_changed_meanwhile(fw):
+    first = fill(fw, 300, expires=10.0)
+    assert fw.expire(11.0, incremental=True) == 100  # the pass is under way
+    later, closed, reused = first[-1], first[-2], first[-3]
+    later.expires = 50.0  # a packet refreshed it
+    fw.table.remove(closed)  # gone another way (closed, or a copy's owner said so)
+    fw.table.remove(reused)  # and its key reused by a new connection
+    fresh = fw.table.new_entry(reused.orig, UNREPLIED, 9.0, "fw1")
+    fresh.expires = 10.5
+    assert fw.expire(11.0, incremental=True) + fw.expire(11.0, incremental=True) == 197
+    assert set(fw.table.entries()) == {later, fresh}
+    assert fw.counters["entries_expired"] == 300 - 3
+    assert fw.expire(20.0, incremental=True) == 1  # the new one's turn: the next pass
+    assert list(fw.table.entries()) == [later]
+
+
+def test_an_expired_entry_the_sweep_has_not_reached_is_gone_for_its_packets(fw):
+    last = fill(fw, 300, expires=10.0)[-1]
+    fw.expire(11.0, incremental=True)
+    assert fw.table.lookup(last.orig)[0] is last  # not swept yet
+    _, src, sport, dst, dport = last.orig
+    frame = udp(src=".".join(map(str, src)), dst=".".join(map(str, dst)), sport=sport, dport=dport)
+    assert fw.process(frame, OUTSIDE, 11.0) == ACCEPT  # a new connection, not the stale one
+    assert fw.table.lookup(last.orig)[0] not in (None, last)
