@@ -154,7 +154,7 @@ class SyncEngine(Replication, Membership, Hold):
                 continue  # its incarnation is not confirmed yet: it would refuse them
             for seq, data, kinds in ch.pack(self.me, peer, self.boot, self.key, now,
                                             self.config.rto, budget, self._record):
-                self._changed_at[peer, seq] = now
+                self._changed_at[peer, seq] = ch.unacked[seq].queued  # its oldest record
                 self.outbox.append((peer, data))
                 self.counters["messages_sent"] += 1
                 self.counters["records_sent"] += len(kinds)

@@ -50,6 +50,7 @@ class Sent:
     last_sent: float
     records: int
     tries: int = 0  # resends so far
+    queued: float = 0.0  # when the oldest of its records was queued (its state changed)
 
     def due_at(self, rto: float) -> float:
         return self.last_sent + rto * min(BACKOFF, 1 << self.tries)
@@ -100,41 +101,46 @@ class Channel:
              budget: int | None = PACK_BUDGET,
              resolve=None) -> list[tuple[int, bytes, list[int]]]:
         """Pending records, up to ``budget`` (None: all), in as few DATA messages as
-        fit: (seq, bytes, record types). A pending ``(LATER, (kind, obj))`` is made a
-        record only now, by ``resolve(kind, obj, now)``: it carries the state as it is
-        when it leaves, and queueing thousands of them (a failover) costs little."""
+        fit: (seq, bytes, record types). A pending ``(LATER, (kind, obj, queued_at))``
+        is made a record only now, by ``resolve(kind, obj, now)``: it carries the state
+        as it is when it leaves, and queueing thousands of them (a failover) costs
+        little. Each message keeps when its oldest record was queued (``Sent.queued``)."""
         out: list[tuple[int, bytes, list[int]]] = []
-        chunks, size, kinds = [], 0, []
+        chunks, size, kinds, oldest = [], 0, [], now
         used = 0
         for rtype, fields in self.pending:
             if budget is not None and used >= budget:
                 break
+            at = now
             if rtype is LATER:
-                rtype, fields = resolve(*fields, now)
+                kind, obj, at = fields
+                rtype, fields = resolve(kind, obj, now)
             rec = sp.encode_record(rtype, fields)
             if chunks and size + len(rec) > sp.MAX_PAYLOAD:
-                out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))
-                chunks, size, kinds = [], 0, []
+                out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto,
+                                      oldest))
+                chunks, size, kinds, oldest = [], 0, [], now
             if not chunks and len(self.unacked) >= MAX_UNACKED:
                 break  # the peer is behind: the rest waits for its acknowledgements
             chunks.append(rec)
             kinds.append(rtype)
             size += len(rec)
+            oldest = min(oldest, at)
             used += 1
         if chunks:
-            out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto))
+            out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto, oldest))
         del self.pending[:used]
         if len(self.pending) > self.max_pending:
             self.overflow += len(self.pending) - self.max_pending
             del self.pending[:len(self.pending) - self.max_pending]
         return out
 
-    def _seal(self, me, peer, boot, key, payload, kinds, now, rto):
+    def _seal(self, me, peer, boot, key, payload, kinds, now, rto, queued):
         seq = self.next_seq
         self.next_seq += 1
         data = sp.seal(sp.DATA, me, peer, boot, seq, self.expected - 1, payload, key,
                        self.peer_boot)
-        self.unacked[seq] = Sent(data, now, len(kinds))
+        self.unacked[seq] = Sent(data, now, len(kinds), queued=queued)
         self.resend_at = min(self.resend_at, now + rto)
         self.ack_due = False  # the ack rides along
         return seq, data, kinds

@@ -236,7 +236,7 @@ class Replication:
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
         """A record of ``obj`` to ``peers`` (default: its destinations), made when packed."""
-        record = (LATER, (kind, obj))
+        record = (LATER, (kind, obj, now))  # now: when its lag starts
         if kind == "update" and self.windows:
             self.windows.pop(obj.orig, None)  # the record will carry the window, when packed
         peers = self._destinations(obj) if peers is None else peers

@@ -227,11 +227,20 @@ def test_forged_replayed_and_stale_messages_are_not_applied():
 
 def test_replication_lag_is_measured():
     net = Net(2)
-    syn(net.fw[1])
+    syn(net.fw[1], t=net.t)
     net.run()
     stats = net.sync[1].stats()
     # sent at one tick, acknowledged at the next: one 5 ms step of the fake network
     assert stats["lag_ms_p50"] == stats["lag_ms_p99"] == 5.0
+
+
+def test_replication_lag_counts_from_the_state_change_not_from_when_its_record_left():
+    """A record that waited in the queue (the peer behind, a pack budget spent) waited
+    as part of its lag; measured from packing, a saturated node showed none of it."""
+    net = Net(2)
+    syn(net.fw[1], t=net.t - 0.020)  # queued 20 ms before the tick that packs it
+    net.run()
+    assert net.sync[1].lag[-1] * 1000 == pytest.approx(25.0)  # 20 ms queued, 5 ms the wire
 
 
 def test_bad_config_is_one_line():
