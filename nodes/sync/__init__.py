@@ -81,6 +81,7 @@ class SyncEngine(Replication, Membership, Hold):
         self.on_peer_down: list = []  # callables(peer) told of every failure or leave
         self.adopted: dict[int, tuple[set, float]] = {}  # peer -> (keys adopted, when)
         self.suspected: dict[int, int] = {}  # peer taken for dead -> its boot epoch then
+        self.departed: set[int] = set()  # peers whose last heartbeat was a goodbye
         self.next_heartbeat = now
         self.last_tick = now  # this node's last tick, and its longest pause since it
         self.paused = 0.0      # last judged its peers (see Membership._heartbeats)
@@ -149,6 +150,8 @@ class SyncEngine(Replication, Membership, Hold):
         for peer, ch in self.channels.items():
             if peer not in self.alive:
                 ch.pending.clear()
+                if peer in self.departed and ch.ack_due:  # offline, still replicating:
+                    self._ack(peer, ch)  # what it sends is applied (and adopted) here
                 continue
             if not ch.peer_boot:
                 continue  # its incarnation is not confirmed yet: it would refuse them
@@ -168,9 +171,12 @@ class SyncEngine(Replication, Membership, Hold):
                                                            "records": ch.overflow}))
                 ch.overflow = 0
             if ch.ack_due:
-                self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1,
-                                            to_boot=ch.peer_boot))
-                ch.ack_due = False
+                self._ack(peer, ch)
+
+    def _ack(self, peer: int, ch: Channel) -> None:
+        self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1,
+                                    to_boot=ch.peer_boot))
+        ch.ack_due = False
 
     def stamp(self, peer: int) -> tuple[int, int]:
         """(freshness counter, the peer's incarnation) for an unsequenced message to
@@ -233,12 +239,17 @@ class SyncEngine(Replication, Membership, Hold):
             if verdict == STALE:  # older than a heartbeat already heard (read out of order)
                 self.rejected["replayed"] += 1
                 return
+            # A peer that said goodbye is back when its heartbeat says so, not when it
+            # sends records: an offline node still replicates what it sees, and taking
+            # each record for a return made it flap in and out of the view.
+            (self.departed.add if verdict == LEAVE else self.departed.discard)(msg.sender)
         else:
             verdict = self.detector.touch(msg.sender, now)
         if verdict == LEAVE:
             self.peer_failed(msg.sender, now, "node_offline")  # a graceful leave
             return
-        self._heard(msg.sender, now)
+        if msg.sender not in self.departed:
+            self._heard(msg.sender, now)
         if msg.type in (sp.HOME_QUERY, sp.HOME_ANSWER, sp.FORWARD):
             self.home_inbox.append(msg)  # for the node's HomeForwarder
             return

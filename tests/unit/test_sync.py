@@ -321,6 +321,27 @@ def test_a_graceful_leave_is_a_node_going_offline():
     assert leaving <= owned(net, 1)  # fw1 backed up fw3
 
 
+def test_a_node_offline_that_still_sends_records_stays_gone_until_its_heartbeat_says_back():
+    """Found by the lag-against-rate benchmark: a node whose data link was down went
+    offline but still replicated what it saw; each of its DATA messages took it back
+    into its peer's view and its next heartbeat (a goodbye) out again, 28 times in
+    0.8 s, each time adopting and handing back every one of its connections."""
+    net = Net(2)
+    net.sync[1].set_offline(True, net.t)
+    net.run(0.05)
+    assert net.sync[2].alive == {2}
+    for port in range(40000, 40010):  # it still sends what it sees
+        syn(net.fw[1], port, t=net.t)
+        net.run(0.03)
+    s2 = net.sync[2]
+    assert s2.alive == {2} and s2.counters["peers_left"] == 1
+    assert s2.counters.get("peers_joined", 0) == 0 and s2.counters.get("entries_handed_back", 0) == 0
+    assert set(net.entries(2).values()) == {"fw2"} and len(net.entries(2)) == 10  # adopted
+    net.sync[1].set_offline(False, net.t)  # its link came back: its heartbeats say so
+    net.run(0.05)
+    assert s2.alive == {1, 2} and s2.counters["peers_joined"] == 1
+
+
 def test_with_the_failure_trigger_off_nothing_is_adopted():
     net = Net(3, triggers=tuple(t for t in TRIGGERS if t != "node_failed"))
     fill(net)
