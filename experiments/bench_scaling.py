@@ -37,6 +37,7 @@ POINTS = {  # the default run's points, and BENCH=scaling's
     "bulk": ((10_000, 100_000, 1_000_000), (10_000, 30_000, 100_000, 300_000, 1_000_000)),
     "memory": ((1_000, 100_000, 1_000_000), (1_000, 10_000, 100_000, 300_000, 1_000_000)),
     "adopt": ((100, 10_000, 100_000), (100, 1_000, 10_000, 30_000, 100_000)),
+    "lag": ((1_000, 10_000, 50_000), (100, 1_000, 3_000, 10_000, 20_000, 50_000)),
 }
 FILL_SHARE = 0.99  # a chunk counts as admitted at 99% of its keys (a few frames lost)
 FILL_CHUNK = 50_000  # keys sent, then counted in the node's table
@@ -106,6 +107,48 @@ def table_curve(points, seconds: float, out_dir: str) -> list[dict]:
                   f"UDP {udp['pps'] / 1e3:.1f} kpps", file=sys.stderr, flush=True)
     finally:
         bench.teardown()
+    return rows
+
+
+# -- replication lag against the rate of state changes ------------------------------
+def lag_at(rate: int, seconds: float, out_dir: str) -> dict:
+    """fw1 (core 1) admits ``rate`` new connections a second for ``seconds``
+    (synfill's SYNs, a burst each millisecond, from core 0) and replicates each on
+    demand to fw2 (core 0 too: two cores here); fw1's lag from state change to fw2's
+    acknowledgement, and how many of the offered changes fw1 admitted and fw2 holds."""
+    from experiments.bench_sync import SERVER, node_pair
+    from nodes.observe.client import ask
+    count = max(100, int(rate * seconds))
+    with node_pair(out_dir, f"{FILL_PREFIX} {SERVER} tcp {FILL_DPORT} accept\n",
+                   {"mode": "ondemand", "replication": "full"}, tag="lag-curve") as socks:
+        sent, took = subprocess.run(
+            ["ip", "netns", "exec", "fws-a", "taskset", "-c", "0", sys.executable, "-m",
+             "experiments.synfill", "--intf", "a0", "--dst", SERVER, "--count", str(count),
+             "--rate", str(rate), "--burst", str(max(1, rate // 1000))],  # a burst a ms
+            check=True, capture_output=True, text=True).stdout.split()
+        sent, took = int(sent), float(took)
+        admitted = settled_entries(socks["fw1"])
+        backup = settled_entries(socks["fw2"])
+        sync = ask(socks["fw1"], "stats", timeout=10)["sync"]
+    counters = sync["counters"]
+    return {"rate": rate, "offered": count, "sent": sent, "send_s": took,
+            "sent_rate": sent / took, "admitted": admitted, "replicated": backup,
+            "lag_ms_p50": sync["lag_ms_p50"], "lag_ms_p99": sync["lag_ms_p99"],
+            "messages": counters.get("messages_sent", 0),
+            "records": counters.get("records_sent", 0),
+            "retransmissions": counters.get("retransmissions", 0),
+            "dropped_overflow": counters.get("records_dropped_overflow", 0)}
+
+
+def lag_curve(rates, seconds: float, out_dir: str) -> list[dict]:
+    rows = []
+    for rate in rates:
+        row = lag_at(rate, seconds, out_dir)
+        rows.append(row)
+        print(f"scaling: {rate} new connections a second offered, {row['sent_rate']:.0f} sent, "
+              f"{row['admitted']} of {row['offered']} admitted, {row['replicated']} replicated, "
+              f"lag p50 {row['lag_ms_p50']} ms p99 {row['lag_ms_p99']} ms",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -189,7 +232,8 @@ def scaling(seconds: float, out_dir: str, full: bool = False) -> dict:
             "memory": memory_curve(POINTS["memory"][pick]),
             "bulk": bulk_curve(POINTS["bulk"][pick]),
             "adopt": adopt_curve(POINTS["adopt"][pick]),
-            "table": table_curve(POINTS["table"][pick], seconds, out_dir)}
+            "table": table_curve(POINTS["table"][pick], seconds, out_dir),
+            "lag": lag_curve(POINTS["lag"][pick], min(seconds, 4.0), out_dir)}
     with open(os.path.join(out_dir, "scaling.json"), "w") as fh:
         json.dump(data, fh, indent=1)
     plot(out_dir)
@@ -203,6 +247,14 @@ def scaling(seconds: float, out_dir: str, full: bool = False) -> dict:
         label = _label(row["entries"])
         figures[f"scaling_adopt_{label}_heir"] = (row["heir_ms"], "ms")
         figures[f"scaling_adopt_{label}_rereplicated"] = (row["rereplicated_s"], "s")
+    for row in data["lag"]:
+        label = _label(row["rate"])
+        figures[f"scaling_lag_{label}_per_s_p50"] = (row["lag_ms_p50"], "ms")
+        figures[f"scaling_lag_{label}_per_s_p99"] = (row["lag_ms_p99"], "ms")
+        figures[f"scaling_lag_{label}_per_s_admitted"] = (
+            100 * row["admitted"] / row["offered"], "% of the offered changes")
+        figures[f"scaling_lag_{label}_per_s_replicated"] = (
+            100 * row["replicated"] / max(row["admitted"], 1), "% of the admitted")
     base = data["table"][0] if data["table"] else None
     for row in data["table"]:
         label = _label(row["asked"])
@@ -221,26 +273,42 @@ def plot(run_dir: str) -> str:
     from experiments.analysis.style import STYLE, plt, save
     with open(os.path.join(run_dir, "scaling.json")) as fh:
         data = json.load(fh)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    panels = (
-        ("table", "connections in the table", (("tcp_gbps", "TCP, Gbit/s"),
-                                                ("udp64_kpps", "64-byte UDP, kpps / 100")),
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    panels = (  # (raw data, x field, x label, ((y field, label), ...), y scales)
+        ("table", "entries", "connections in the table",
+         (("tcp_gbps", "TCP, Gbit/s"), ("udp64_kpps", "64-byte UDP, kpps / 100")),
          {"udp64_kpps": 0.01}),
-        ("bulk", "entries sent to a joining node", (("seconds", "bulk transfer, s"),), {}),
-        ("memory", "entries in the table", (("with_key_bytes", "bytes per entry, keys too"),
-                                            ("table_bytes", "bytes per entry, table only")), {}),
-        ("adopt", "connections adopted", (("rereplicated_s", "until re-replicated, s"),
-                                          ("heir_ms", "heir's own work, s"),), {"heir_ms": 1e-3}),
+        ("bulk", "entries", "entries sent to a joining node",
+         (("seconds", "bulk transfer, s"),), {}),
+        ("memory", "entries", "entries in the table",
+         (("with_key_bytes", "bytes per entry, keys too"),
+          ("table_bytes", "bytes per entry, table only")), {}),
+        ("adopt", "entries", "connections adopted",
+         (("rereplicated_s", "until re-replicated, s"), ("heir_ms", "heir's own work, s"),),
+         {"heir_ms": 1e-3}),
+        ("lag", "rate", "new connections a second, offered",
+         (("lag_ms_p50", "replication lag p50, ms"), ("lag_ms_p99", "replication lag p99, ms")),
+         {}),
     )
-    for ax, (name, xlabel, series, scale) in zip(axes.flat, panels):
-        rows = [r for r in data.get(name, []) if r.get("entries")]
+    for ax, (name, x, xlabel, series, scale) in zip(axes.flat, panels):
+        rows = [r for r in data.get(name, []) if r.get(x)]
         for field, label in series:
-            ax.plot([r["entries"] for r in rows],
-                    [r[field] * scale.get(field, 1) for r in rows], marker="o", label=label)
+            ax.plot([r[x] for r in rows], [r[field] * scale.get(field, 1) for r in rows],
+                    marker="o", label=label)
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
         ax.grid(True, alpha=0.3)
+    lag_rows = [r for r in data.get("lag", []) if r.get("rate")]
+    if lag_rows:  # where it saturates: the share of the offered changes admitted
+        axes.flat[4].set_yscale("log")
+        share = axes.flat[4].twinx()
+        share.plot([r["rate"] for r in lag_rows],
+                   [100 * r["admitted"] / r["offered"] for r in lag_rows],
+                   color="grey", linestyle="--", marker="x", label="admitted, % of offered")
+        share.set_ylim(0, 105)
+        share.legend(fontsize=8, loc="lower left")
+    axes.flat[5].axis("off")
     empty = [r for r in data.get("table", []) if not r.get("entries")]
     if empty:  # the same node with an empty table: the baseline of the first panel
         axes.flat[0].axhline(empty[0]["tcp_gbps"], linestyle="--", color="grey",

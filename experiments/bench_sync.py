@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -158,22 +159,22 @@ for i in range(count):
 '''.replace("{C}", CLIENT).replace("{S}", SERVER).replace("{MC}", MAC_C).replace("{MS}", MAC_S)
 
 
-def sync_lag(seconds: float, out_dir: str) -> dict:
-    """Replication lag and hold time at node 1, with node 2 acknowledging over UDP."""
+@contextlib.contextmanager
+def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench"):
+    """fw1 and fw2, node processes in their namespaces (fw1 on core 1, fw2 on core 0),
+    joined by the sync link, both ready; yields their control sockets by name."""
     _build()
     procs = []
     try:
-        rules = os.path.join(out_dir, "sync-bench.rules")
-        with open(rules, "w") as fh:
-            fh.write(f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n")
-        key = os.path.join(out_dir, "sync-bench.key")
-        with open(key, "wb") as fh:
+        paths = {kind: os.path.join(out_dir, f"{tag}.{kind}") for kind in ("rules", "key", "json")}
+        with open(paths["rules"], "w") as fh:
+            fh.write(rules)
+        with open(paths["key"], "wb") as fh:
             fh.write(os.urandom(32))
-        config = os.path.join(out_dir, "sync-bench.json")
-        with open(config, "w") as fh:
+        with open(paths["json"], "w") as fh:
             json.dump({"names": {"1": "fw1", "2": "fw2"},
-                       "addresses": {"1": "10.9.1.1", "2": "10.9.1.2"}, "key_file": key,
-                       "settings": {"mode": "ondemand", "hold": True, "replication": "full"}}, fh)
+                       "addresses": {"1": "10.9.1.1", "2": "10.9.1.2"},
+                       "key_file": paths["key"], "settings": settings}, fh)
         tmp = tempfile.mkdtemp(prefix="fwsync-")
         socks = {}
         for name, ns, o, i, cpu in (("fw1", "fws-n1", "n1o", "n1i", "1"),
@@ -181,12 +182,26 @@ def sync_lag(seconds: float, out_dir: str) -> dict:
             socks[name] = os.path.join(tmp, f"{name}.sock")
             procs.append(Proc(name, ["ip", "netns", "exec", ns, "taskset", "-c", cpu,
                                      sys.executable, "-m", "nodes.shell.node", "--name", name,
-                                     "--outside", o, "--inside", i, "--rules", rules,
-                                     "--control", socks[name], "--sync-config", config],
-                              os.path.join(out_dir, f"sync-bench-{name}.log")))
+                                     "--outside", o, "--inside", i, "--rules", paths["rules"],
+                                     "--control", socks[name], "--sync-config", paths["json"],
+                                     "--events", os.path.join(out_dir, f"{tag}-{name}.events")],
+                              os.path.join(out_dir, f"{tag}-{name}.log")))
+        def joined(n):  # ready, and online: a veth's carrier can come up late (~1 s)
+            sync = ask(socks[n], "stats")["sync"] if os.path.exists(socks[n]) else {}
+            return sync.get("ready") and not sync["offline"] and sync["alive"] == [1, 2]
         for name in socks:
-            wait_until(lambda n=name: os.path.exists(socks[n]) and
-                       ask(socks[n], "stats")["sync"]["ready"], 10, f"{name} ready")
+            wait_until(lambda n=name: joined(n), 10, f"{name} ready and online, with its peer")
+        yield socks
+    finally:
+        for p in procs:
+            p.stop()
+        _teardown()
+
+
+def sync_lag(seconds: float, out_dir: str) -> dict:
+    """Replication lag and hold time at node 1, with node 2 acknowledging over UDP."""
+    with node_pair(out_dir, f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n",
+                   {"mode": "ondemand", "hold": True, "replication": "full"}) as socks:
         count = max(50, int(200 * seconds))
         senders = [subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", "0",
                                      sys.executable, "-c", INJECT, side, str(count), "200", intf])
@@ -195,10 +210,6 @@ def sync_lag(seconds: float, out_dir: str) -> dict:
             p.wait(timeout=60 + count / 100)
         time.sleep(0.2)
         stats = ask(socks["fw1"], "stats")
-    finally:
-        for p in procs:
-            p.stop()
-        _teardown()
     sync, hold = stats["sync"], stats["hold_ms"]
     return {"sync_lag_p50": (sync["lag_ms_p50"], "ms"), "sync_lag_p99": (sync["lag_ms_p99"], "ms"),
             "sync_hold_p50": (hold.get("p50"), "ms"), "sync_hold_p99": (hold.get("p99"), "ms"),

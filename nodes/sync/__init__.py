@@ -303,7 +303,7 @@ class SyncEngine(Replication, Membership, Hold):
                 "settings": {"k": self.config.k, "selection": self.config.selection,
                              "triggers": list(self.config.triggers), "delay": self.config.delay},
                 "members": self.members, "alive": sorted(self.alive),
-                "ready": self.ready,
+                "ready": self.ready, "offline": self.leaving,
                 "backups": backups, "backup_nodes": [self.names[b] for b in backups],
                 "backup_of": dict(backup_of),
                 "entries_owned": owned, "entries_backup": len(self.table) - owned,
