@@ -186,6 +186,7 @@ def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench")
                                      "--control", socks[name], "--sync-config", paths["json"],
                                      "--events", os.path.join(out_dir, f"{tag}-{name}.events")],
                               os.path.join(out_dir, f"{tag}-{name}.log")))
+
         def joined(n):  # ready, and online: a veth's carrier can come up late (~1 s)
             sync = ask(socks[n], "stats")["sync"] if os.path.exists(socks[n]) else {}
             return sync.get("ready") and not sync["offline"] and sync["alive"] == [1, 2]

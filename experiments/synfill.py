@@ -8,7 +8,8 @@ connection stays SYN_SENT in the node's table (120 s) as an opening it admitted.
 
     python -m experiments.synfill --intf a0 --dst 10.9.0.2 --count 1000000 --rate 30000
 
-Prints how many frames it sent, and in how many seconds. Used by the table-size curve (experiments/bench_scaling.py).
+Prints how many frames it sent, and in how many seconds. Used by the table-size and
+replication-lag curves (experiments/bench_scaling.py).
 """
 from __future__ import annotations
 

@@ -377,13 +377,10 @@ class ConnectionTable:
         """Remove entries (of ``owner`` only, if given) and expectations past their
         timeout: every entry, or (``incremental``) the next slice of the sweep's pass."""
         by_key = self.by_key
-        if not incremental:
-            dead = [e for e in by_key.values()
-                    if e.expires <= now and (owner is None or e.owner == owner)]
-        else:  # entries removed or replaced since the pass began are not its to remove
-            dead = [e for e in self._sweep_slice()
-                    if e.expires <= now and (owner is None or e.owner == owner)
-                    and by_key.get(canonical(e.orig)) is e]
+        # a pass's entries removed or replaced since it began are not its to remove
+        dead = [e for e in (self._sweep_slice() if incremental else by_key.values())
+                if e.expires <= now and (owner is None or e.owner == owner)
+                and by_key.get(canonical(e.orig)) is e]
         for entry in dead:
             self.remove(entry)
         gone = [x for xs in self.expectations.values() for x in xs if x.expires <= now]

@@ -150,8 +150,8 @@ class SyncEngine(Replication, Membership, Hold):
         for peer, ch in self.channels.items():
             if peer not in self.alive:
                 ch.pending.clear()
-                if peer in self.departed and ch.ack_due:  # offline, still replicating:
-                    self._ack(peer, ch)  # what it sends is applied (and adopted) here
+                if ch.ack_due:  # a departed peer still replicating: what it sends is
+                    self._ack(peer, ch)  # applied (and adopted) here, so acknowledged
                 continue
             if not ch.peer_boot:
                 continue  # its incarnation is not confirmed yet: it would refuse them

@@ -49,8 +49,8 @@ class Sent:
     data: bytes
     last_sent: float
     records: int
+    queued: float  # when the oldest of its records was queued (its state changed)
     tries: int = 0  # resends so far
-    queued: float = 0.0  # when the oldest of its records was queued (its state changed)
 
     def due_at(self, rto: float) -> float:
         return self.last_sent + rto * min(BACKOFF, 1 << self.tries)
@@ -140,7 +140,7 @@ class Channel:
         self.next_seq += 1
         data = sp.seal(sp.DATA, me, peer, boot, seq, self.expected - 1, payload, key,
                        self.peer_boot)
-        self.unacked[seq] = Sent(data, now, len(kinds), queued=queued)
+        self.unacked[seq] = Sent(data, now, len(kinds), queued)
         self.resend_at = min(self.resend_at, now + rto)
         self.ack_due = False  # the ack rides along
         return seq, data, kinds
