@@ -89,9 +89,46 @@ class FaultCommands:
                 break
             time.sleep(0.05)
         self.ctl_seen = len(events)
+        # The controller's word is not the nodes': each survivor notices the
+        # silence on its own heartbeat clock, a few ms before or after. Wait
+        # (same deadline) until their views agree, so that what is printed next
+        # ('status') shows the cluster after the change, not half-way through it.
+        while news and time.monotonic() < deadline and self.views_behind(news):
+            time.sleep(0.02)
         for ev in news:
             why = f" ({ev['why']}{', silent %s ms' % ev['silent_ms'] if 'silent_ms' in ev else ''})" \
                 if "why" in ev else ""
             moved = ev.get("buckets_moved", ev.get("buckets_returned", 0))
             print(f"controller: {ev['event'].replace('_', ' ')} {ev['node']}{why}; {moved} bucket(s) "
                   f"moved; new flows go to {', '.join(ev['live'])}")
+
+    def views_behind(self, news: list[dict]) -> list[str]:
+        """The running nodes whose view of the members does not yet show the news."""
+        names = self.cluster.node_names()
+        views = {}
+        for name in names:
+            if self.state(name) != "running":
+                continue
+            try:
+                sync = self.cluster.ask(name, "stats").get("sync") or {}
+            except (OSError, ValueError):
+                continue  # gone since: nothing to wait for
+            if "alive" in sync:  # Python nodes; kernel nodes have no view to read
+                views[name] = {names[i - 1] for i in sync["alive"] if 0 < i <= len(names)}
+        return membership_behind(news, views)
+
+
+def membership_behind(news: list[dict], views: dict[str, set[str]]) -> list[str]:
+    """Which nodes' views (node -> the members it takes for alive) lag the
+    controller's membership events: a node reported down still in a view, or
+    one reported up missing from it. A node's view of itself is not judged."""
+    last = {}
+    for ev in news:
+        last[ev["node"]] = ev["event"]
+    behind = []
+    for name, alive in views.items():
+        for node, event in last.items():
+            if node != name and (node in alive) != (event == "node_up"):
+                behind.append(name)
+                break
+    return behind
