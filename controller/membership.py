@@ -1,4 +1,5 @@
-"""What the steering controller concludes from the nodes' heartbeats. Pure: no ryu.
+"""What the steering controller concludes from the nodes' heartbeats and death
+notices. Pure: no ryu.
 
 The Ryu app (controller/app.py) reads every heartbeat that has arrived on the
 sync network, hands each to ``arrived`` with the time it read it, and only
@@ -24,6 +25,7 @@ class ClusterMembership:
         self.names, self.key = names, key
         self.detector = FailureDetector(names, settings.dead_after, settings.startup_grace, now)
         self.heartbeats: Counter = Counter()  # by node name
+        self.death_notices: Counter = Counter()  # by node name
         self.rejected: Counter = Counter()  # by reason
         self.judgements_deferred = 0
         self.last_judged = now
@@ -36,6 +38,8 @@ class ClusterMembership:
         except sp.Reject as err:
             self.rejected[err.reason] += 1
             return []
+        if msg.type == sp.DEATH and msg.sender in self.names:
+            return self.death_notice(msg)
         if msg.type != sp.HEARTBEAT or msg.sender not in self.names or msg.receiver != 0:
             self.rejected["not_a_heartbeat_for_me"] += 1
             return []
@@ -56,6 +60,17 @@ class ClusterMembership:
             kept = self.boot_at_down.pop(node, None) == msg.boot
             return [(UP, node, {"boot": msg.boot, "kept_state": kept})]
         return []
+
+    def death_notice(self, msg: sp.Message) -> list[tuple]:
+        """A node's process ended (its host said so): down now, without waiting for
+        silence; it comes back only as a new incarnation, with no state kept."""
+        if not self.detector.died(msg.sender, msg.boot):
+            self.rejected["death_not_current"] += 1  # an incarnation already over, or unknown
+            return []
+        node = self.names[msg.sender]
+        self.death_notices[node] += 1
+        self.boot_at_down[node] = None
+        return [(DOWN, node, {"why": "announced"})]
 
     def judge(self, now: float, live: list[str]) -> list[tuple]:
         """The live nodes silent beyond their limit, as node_down actions; none this round

@@ -9,6 +9,10 @@ everywhere:
 - a member not heard for ``dead_after`` seconds has failed;
 - a member never heard is given ``startup_grace`` seconds from the start;
 - a heartbeat whose member list leaves out its sender is a graceful leave;
+- a death notice (syncproto DEATH, sent from the member's own host when its
+  process ends) for the incarnation last heard ends that incarnation at once:
+  the member has failed, and nothing more from that incarnation counts; a
+  notice for any other incarnation changes nothing;
 - a heartbeat from an incarnation of its sender that is over, or whose
   freshness counter is not above the last one heard from that incarnation, is
   stale (a replay or a late duplicate) and changes nothing. Incarnations are
@@ -46,13 +50,27 @@ class FailureDetector:
             return STALE
         verdict = ALIVE
         if known is not None and boot != known:
-            past = self.past.setdefault(member, [])
-            past.append(known)
-            del past[:-self.MAX_PAST]
+            self._retire(member, known)
             verdict = RESTART
         self.boots[member], self.counters[member] = boot, counter
         self.last_heard[member] = now
         return LEAVE if member not in view else verdict
+
+    def died(self, member, boot: int) -> bool:
+        """A death notice for incarnation ``boot`` of ``member``: True if that is the
+        incarnation last heard, which is over from now on; False (ignored) for an
+        incarnation never heard, or one already over."""
+        if boot != self.boots.get(member) or boot in self.past.get(member, ()):
+            return False
+        self._retire(member, boot)
+        return True
+
+    def _retire(self, member, boot: int) -> None:
+        """``boot`` of ``member`` is over (a restart replaced it, or it died)."""
+        past = self.past.setdefault(member, [])
+        if boot not in past:
+            past.append(boot)
+            del past[:-self.MAX_PAST]
 
     def touch(self, member, now: float) -> str:
         """Another authenticated, fresh message from ``member``: it lives."""

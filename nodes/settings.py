@@ -57,6 +57,9 @@ class SyncSettings(BaseModel):
     heartbeat: float = Field(0.02, gt=0, description="seconds between heartbeats")
     dead_after: float = Field(0.1, gt=0, description="a member not heard for this long has "
                               "failed (nodes and controller alike)")
+    death_notice: bool = Field(True, description="a process beside each node in its host "
+                               "announces at once that the node's process has ended "
+                               "(nodes/shell/deathwatch.py); false: only heartbeats tell")
     startup_grace: float = Field(5.0, gt=0, description="seconds a member never heard is "
                                  "given to start before it is judged failed")
     bulk_timeout: float = Field(2.0, gt=0, description="a joining node is ready after this "

@@ -62,6 +62,19 @@ and a node's agent, freshness by the counter in ``seq`` (the controller's):
     7 COMMIT       (empty): commit conntrackd's external cache into the kernel
     8 COMMIT_DONE  status 1 (0: done), ``seq`` that of the COMMIT it answers
 
+A node's death notice (nodes/shell/deathwatch.py): a process beside the node
+in its host, which sees the node's process end (its end of a pipe closes)
+and sends what the node sealed for it at start, to every peer and the
+controller (receiver 0, receiver incarnation 0, counter 0):
+
+    9 DEATH        (empty): the incarnation in ``boot`` is over
+
+It needs no freshness counter: it is only ever true, and only ever sent,
+once that incarnation has ended, and an incarnation never comes back (a
+restart is a new one), so a copy replayed later tells nothing that is not
+already so. It is acted on only for the incarnation the receiver knows
+(nodes/failure.py, ``FailureDetector.died``).
+
 A HEARTBEAT's payload is the sender's view of live members and its state:
 count 1, ids 2 each, flags 1 (1: ready, it holds the state it must hold). The
 steering controller hears heartbeats too (receiver 0), so nodes and controller
@@ -85,6 +98,7 @@ MULTICAST = -1  # the outbox's peer id for "every node, by multicast"
 DATA, ACK, HEARTBEAT = 1, 2, 3
 HOME_QUERY, HOME_ANSWER, FORWARD = 4, 5, 6  # home-node forwarding (the second seed)
 COMMIT, COMMIT_DONE = 7, 8  # controller and kernel nodes: commit conntrackd's external cache
+DEATH = 9  # a node's death notice, sent by the process that watches it
 R_ENTRY, R_ENTRY_DEL, R_EXPECT, R_EXPECT_DEL, R_COMMON, R_BULK_REQUEST, R_BULK_END, \
     R_BULK_START = range(1, 9)
 RECORD_NAMES = {R_ENTRY: "entry", R_ENTRY_DEL: "entry_del", R_EXPECT: "expect",
@@ -162,7 +176,7 @@ def encode(msg: Message, key: bytes) -> bytes:
         payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)  # 13 or 37
     elif msg.type == FORWARD:
         payload = struct.pack("!B", msg.ingress) + msg.frame
-    elif msg.type == COMMIT:
+    elif msg.type in (COMMIT, DEATH):
         payload = b""
     elif msg.type == COMMIT_DONE:
         payload = struct.pack("!B", msg.query)
@@ -199,7 +213,7 @@ def decode(data: bytes, key: bytes) -> Message:
     if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_LEN]):
         raise Reject("bad_mac")
     if mtype not in (DATA, ACK, HEARTBEAT, HOME_QUERY, HOME_ANSWER, FORWARD, COMMIT,
-                     COMMIT_DONE):
+                     COMMIT_DONE, DEATH):
         raise Reject("bad_type")
     msg = Message(mtype, sender, receiver, boot, seq, ack, to_boot=to_boot)
     payload = body[HEADER_LEN:]
@@ -227,9 +241,9 @@ def decode(data: bytes, key: bytes) -> Message:
             msg.frame = payload[1:]
             if msg.ingress > 1:
                 raise ValueError("ingress must be 0 (outside) or 1 (inside)")
-        elif mtype == COMMIT:
+        elif mtype in (COMMIT, DEATH):
             if payload:
-                raise ValueError("COMMIT carries nothing")
+                raise ValueError("COMMIT and DEATH carry nothing")
         elif mtype == COMMIT_DONE:
             (msg.query,) = struct.unpack("!B", payload)
     except (struct.error, IndexError, KeyError, ValueError) as err:
@@ -362,3 +376,8 @@ def _decode_record(rtype: int, v: bytes, lay: _Layout) -> dict:
     if rtype == R_BULK_END:
         return {"records": struct.unpack("!I", v)[0]}
     raise ValueError(f"unknown record type {rtype}")
+
+
+def death_notice(sender: int, boot: int, key: bytes) -> bytes:
+    """The DEATH message of incarnation ``boot`` of node ``sender``, for every receiver."""
+    return encode(Message(DEATH, sender, 0, boot), key)

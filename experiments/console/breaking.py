@@ -18,9 +18,10 @@ class FaultCommands:
     def do_crash(self, line: str):
         """crash NODE: kill the node's process at once (SIGKILL), as a power failure would.
 
-        Its peers stop hearing its heartbeats; after dead_after (100 ms) they take
-        it for failed, its backup node carries its connections and the switches
-        send its flows elsewhere."""
+        Its death watch (a process beside it in its host) sees it end and tells
+        its peers and the controller at once; its backup node carries its
+        connections and the switches send its flows elsewhere. (With
+        death_notice off, its peers wait for dead_after, 100 ms, of silence.)"""
         name = self.node(self.words(line, 1, "crash NODE")[0])
         if name not in self.cluster.procs:
             raise ConsoleError(f"{name} is not running: 'restart {name}' brings it back")

@@ -32,11 +32,12 @@ from nodes.settings import DEFAULT, SettingsError
 from nodes.shell import config as cluster_config
 from nodes.shell.control import answer, dump_parts
 from nodes.shell.control_server import ControlServer
+from nodes.shell.deathwatch import DeathWatch
 from nodes.shell.events import EventLog
 from nodes.shell.fastpath import FastPathUnavailable, KernelFastPath
 from nodes.shell.ports import by_ethertype, link_up, open_port
 from nodes.sync import SyncEngine
-from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT
+from nodes.syncproto import GROUP, HOME_ANSWER, HOME_QUERY, MULTICAST, PORT, death_notice
 
 BATCH = 256  # frames read from one port before looking at the others
 HOUSEKEEPING = 0.5  # seconds between expiry sweeps and event flushes
@@ -435,14 +436,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         engine.sync, engine.hold_timeout = sync, hold_timeout
     control = args.control or socket_path(args.run_id, args.name)
+    watcher = None
+    if sync is not None and sync.config.death_notice:
+        watcher = DeathWatch(args.name, death_notice(sync.me, sync.boot, sync.key),
+                             peers[sync.me], [(a, PORT) for i, a in peers.items()
+                                              if i != sync.me],
+                             link.get("cluster_delay", 0.0), args.events)
     try:
         node = Node(engine, args.outside, args.inside, control, args.events, not args.no_ring,
                     sync, peers, fastpath=args.fastpath, **link)
-    except FastPathUnavailable as err:
-        print(f"fw-node: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
+    except (FastPathUnavailable, OSError) as err:
+        if watcher is not None:
+            watcher.disarm()  # it never ran: nobody heard of this incarnation
+        print(f"fw-node: {err}" if isinstance(err, FastPathUnavailable) else
+              f"fw-node: cannot open interfaces {args.outside}/{args.inside}: {err.strerror}"
               " (run inside the firewall host, as root)", file=sys.stderr)
         return 2
 
@@ -455,10 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fw-node {args.name}: forwarding {args.outside} <-> {args.inside} "
           f"({node.ports[0].kind} ports), "
           f"{len(rules.rules)} rules, control {control}", flush=True)
+    left = False
     try:
         node.run()
+        left = True  # it said goodbye (Node.leave)
     finally:
         node.close()
+        if watcher is not None and left:
+            watcher.disarm()
+    # Not disarmed (an exception, or SIGKILL before this): when this process
+    # ends, the watcher sends the death notice.
     return 0
 
 

@@ -205,6 +205,9 @@ class SyncEngine(Replication, Membership, Hold):
         if ch is None or msg.receiver not in (0, self.me):
             self.rejected["not_a_member" if ch is None else "not_for_me"] += 1
             return
+        if msg.type == sp.DEATH:  # for every node, from the host of a node that died
+            self._death_notice(msg, ch, now)
+            return
         to_all = msg.type == sp.HOME_QUERY and msg.receiver == 0 and msg.to_boot == 0 \
             and msg.boot == ch.peer_boot  # multicast: fresh by its counter alone
         if msg.to_boot != self.boot and not to_all:  # for an earlier incarnation of me, or a hello
@@ -215,10 +218,10 @@ class SyncEngine(Replication, Membership, Hold):
             else:
                 self.rejected["stale_incarnation"] += 1
             return
+        if msg.boot in ch.past:  # an incarnation of the sender that is over (or died)
+            self.rejected["old_boot"] += 1
+            return
         if msg.boot != ch.peer_boot:
-            if msg.boot in ch.past:  # an incarnation of the sender that is over
-                self.rejected["old_boot"] += 1
-                return
             if ch.peer_boot:  # the peer restarted: it lost all it had from us
                 self.counters["peer_restarts"] += 1
                 past = ch.past | {ch.peer_boot}
@@ -277,6 +280,17 @@ class SyncEngine(Replication, Membership, Hold):
             self.counters["out_of_order"] += 1
         for rtype, fields in records:
             self._apply(msg.sender, rtype, fields, now)
+
+    def _death_notice(self, msg: sp.Message, ch: Channel, now: float) -> None:
+        """The peer's process ended (nodes/shell/deathwatch.py): it has failed, now.
+        Only for the incarnation this node knows; anything of it still in flight is
+        refused from here on (an old boot), so no late record brings it back."""
+        if msg.boot != ch.peer_boot or not self.detector.died(msg.sender, msg.boot):
+            self.rejected["death_not_current"] += 1
+            return
+        ch.past = ch.past | {msg.boot}
+        self.counters["death_notices_received"] += 1
+        self.peer_failed(msg.sender, now, announced=True)
 
     # -- observation -----------------------------------------------------------------
     def stats(self, now: float | None = None) -> dict:

@@ -94,8 +94,10 @@ class Membership:
 
     # -- a peer fails or leaves ------------------------------------------------
     def peer_failed(self, peer: int, now: float, trigger: str = "node_failed",
-                    silent: float | None = None, away: float | None = None) -> None:
-        """Method 700 for a failed or departed peer: adopt, re-replicate, regroup."""
+                    silent: float | None = None, away: float | None = None,
+                    announced: bool = False) -> None:
+        """Method 700 for a failed or departed peer: adopt, re-replicate, regroup.
+        ``announced``: its death notice said so (not its silence)."""
         if peer not in self.alive or peer == self.me:
             return
         before = sorted(self.alive)
@@ -106,6 +108,8 @@ class Membership:
         fields = {"peer": self.names[peer], "why": trigger}
         if silent is not None:  # how long it was quiet, and how long this node was away
             fields.update(silent_ms=round(silent * 1000, 1), away_ms=round(away * 1000, 1))
+        if announced:
+            fields["announced"] = True
         self.events.append((now, "peer_down", fields))
         self.counters[f"peers_{'failed' if trigger == 'node_failed' else 'left'}"] += 1
         if trigger not in self.config.triggers or not self.ondemand_on:

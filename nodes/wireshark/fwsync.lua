@@ -14,7 +14,7 @@ local HEADER_LEN, MAC_LEN = 36, 16
 
 local msg_types = { [1] = "DATA", [2] = "ACK", [3] = "HEARTBEAT",
                     [4] = "HOME_QUERY", [5] = "HOME_ANSWER", [6] = "FORWARD",
-                    [7] = "COMMIT", [8] = "COMMIT_DONE" }
+                    [7] = "COMMIT", [8] = "COMMIT_DONE", [9] = "DEATH" }
 -- 9-12: the records of 1-4 for IPv6 connections (16-byte addresses)
 local rec_types = { [1] = "ENTRY", [2] = "ENTRY_DEL", [3] = "EXPECT", [4] = "EXPECT_DEL",
                     [5] = "COMMON", [6] = "BULK_REQUEST", [7] = "BULK_END", [8] = "BULK_START",

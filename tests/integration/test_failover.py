@@ -227,3 +227,31 @@ def test_a_cluster_whose_controller_cannot_hear_heartbeats_does_not_start(cluste
             cluster_factory(n=2, sync={"mode": "ondemand"}, failover="backup")
     finally:
         squatter.close()
+
+
+def node_events(cluster, node):
+    return read_jsonl(os.path.join(cluster.run_dir, f"{node}.events.jsonl"))
+
+
+@pytest.mark.parametrize("notice", [True, False], ids=["death-notice", "heartbeats-only"])
+def test_a_crash_is_announced_by_the_nodes_host_and_a_hang_by_silence(cluster_factory, notice):
+    cluster = cluster_factory(n=3, sync={"mode": "ondemand", "death_notice": notice},
+                              failover="backup")
+    faults.crash(cluster, "fw1")
+    wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw1"
+                           for e in controller_events(cluster)), 5, "the controller to notice")
+    down = [e for e in controller_events(cluster) if e["event"] == "node_down"]
+    assert [e["why"] for e in down] == ["announced" if notice else "silent"]
+    for peer in ("fw2", "fw3"):
+        wait_until(lambda p=peer: any(e["event"] == "peer_down" for e in node_events(cluster, p)),
+                   5, f"{peer} to notice")
+        seen = [e for e in node_events(cluster, peer) if e["event"] == "peer_down"]
+        assert [("announced" in e, "silent_ms" in e) for e in seen] == [(notice, not notice)]
+    sent = [e for e in node_events(cluster, "fw1") if e["event"] == "death_notice_sent"]
+    assert [e["to"] for e in sent] == ([3] if notice else [])  # two peers and the controller
+    faults.hang(cluster, "fw2")  # alive but stuck: no notice, whatever the setting
+    wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw2"
+                           for e in controller_events(cluster)), 5, "the controller to notice")
+    assert [e["why"] for e in controller_events(cluster)
+            if e["event"] == "node_down"][1:] == ["silent"]
+    faults.resume(cluster, "fw2")
