@@ -238,10 +238,12 @@ def _failover(seconds, out_dir):
 
 
 def _failover_side(seconds, out_dir):
-    """Fault to the UDP stream through the backup: two Python nodes crashed, hung and
-    cut off (their outside link down), then two kernel nodes crashed."""
+    """Fault to the UDP stream through the backup: two Python nodes crashed (with their
+    death notice, then by heartbeats only), hung and cut off (their outside link
+    down), then two kernel nodes crashed."""
     from experiments import bench_failover
     figures = bench_failover.crash_to_stream("python", out_dir)
+    figures.update(bench_failover.crash_to_stream("python", out_dir, death_notice=False))
     for fault in ("hang", "linkdown"):
         figures.update(bench_failover.crash_to_stream("python", out_dir, fault=fault))
     figures.update(bench_failover.crash_to_stream("kernel", out_dir))

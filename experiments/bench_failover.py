@@ -164,18 +164,23 @@ FAULTS = {"crash": (faults.crash, faults.restart),
 
 
 def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES,
-                    fault: str = "crash") -> dict:
+                    fault: str = "crash", death_notice: bool = True) -> dict:
     """Two nodes of one kind, on-demand sync (conntrackd FT-FW for kernel nodes, with
     the commit before steering), the UDP probe's stream from server to client (replies:
     state needed). Crash the carrier (or hang it, or take its outside link down:
     ``fault``), time the first datagram through the backup, the controller's decision
     (detection) and, on kernel nodes, the commit it waited for; undo the fault
     (restart, resume, link up), and time the outage while its buckets come back (a
-    restarted node's state must be back first: a rejoining node's resync)."""
+    restarted node's state must be back first: a rejoining node's resync).
+    ``death_notice`` off: Python nodes' peers learn of a crash from heartbeats
+    only (figures named ``..._heartbeats_only``)."""
     from topo.net import Cluster
     inflict, undo = FAULTS[fault]
-    run_dir = os.path.join(out_dir, f"failover-side-{kind}-{fault}")
-    with Cluster(run_dir, "experiments/rules/ftp.rules", n=2, sync={"mode": "ondemand"},
+    suffix = ("_kernelnode" if kind == "kernel" else "") + \
+        ("" if death_notice else "_heartbeats_only")
+    run_dir = os.path.join(out_dir, f"failover-side-{kind}-{fault}{suffix.replace('_', '-')}")
+    sync = {"mode": "ondemand"} if death_notice else {"mode": "ondemand", "death_notice": False}
+    with Cluster(run_dir, "experiments/rules/ftp.rules", n=2, sync=sync,
                  failover="backup", node=kind, run_id=f"fwk-bench-{os.getpid()}") as cluster:
         gaps = os.path.join(run_dir, "udp-gaps.jsonl")
         server = cluster.spawn("probe-server", [sys.executable, "-m", "experiments.probe",
@@ -219,7 +224,6 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES,
                                 and g["gap_ms"] >= RETURN_FLOOR_MS] or [0.0]))
         if not client.alive():
             raise RuntimeError("the probe died: " + client.log_tail())
-    suffix = "_kernelnode" if kind == "kernel" else ""
     out = {}
     for name, values in ((f"failover_{fault}", [s[0] for s in samples]),
                          (f"failover_{fault}_detection",
