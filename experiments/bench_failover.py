@@ -116,29 +116,26 @@ RETURN_FLOOR_MS = 10.0  # the return figure counts outages of 10 ms or more
 
 
 def outage_of(gaps: list[dict], t_fault: float) -> dict | None:
-    """The stream's outage caused by a fault at ``t_fault`` (wall clock): the first
+    """The stream's outage caused by a fault at ``t_fault`` (wall clock): the longest
     silence that ends after the fault and began before it or just after it
-    (``OUTAGE_START_SLACK``). None if there is none (yet)."""
-    for gap in sorted(gaps, key=lambda g: g["first"]):
-        if gap["first"] > t_fault and gap["last"] <= t_fault + OUTAGE_START_SLACK:
-            return gap
-    return None
+    (``OUTAGE_START_SLACK``): a fault's command can cause a hiccup of a few ms before
+    the fault itself takes hold. None if there is none."""
+    near = [g for g in gaps if g["first"] > t_fault and g["last"] <= t_fault + OUTAGE_START_SLACK]
+    return max(near, key=lambda g: g["first"] - g["last"]) if near else None
 
 
 def stream_outage(gaps_path: str, t_fault: float, moved, timeout: float = 10.0) -> dict:
-    """Wait for the outage a fault caused. If the stream has moved to another node
-    (``moved()``) and no silence longer than STREAM_RESOLUTION began near the fault,
-    the outage was shorter than that: it is reported as that bound, marked
-    ``"below_resolution"``, rather than waited for until the timeout."""
+    """Wait for the outage a fault caused: once the stream has moved to another node
+    (``moved()``), every silence near the fault has been logged (a silence is logged
+    when the stream resumes). If none longer than STREAM_RESOLUTION began near the
+    fault, the outage was shorter than that: it is reported as that bound, marked
+    ``"below_resolution"``."""
     def found():
+        if time.time() <= t_fault + OUTAGE_START_SLACK + 0.2 or not moved():
+            return None
         gap = outage_of(read_jsonl(gaps_path), t_fault)
-        if gap is not None:
-            return gap
-        if time.time() > t_fault + OUTAGE_START_SLACK + 0.2 and moved():
-            gap = outage_of(read_jsonl(gaps_path), t_fault)  # logged meanwhile
-            return gap or {"last": t_fault, "first": t_fault + STREAM_RESOLUTION,
-                           "gap_ms": STREAM_RESOLUTION * 1000, "below_resolution": True}
-        return None
+        return gap or {"last": t_fault, "first": t_fault + STREAM_RESOLUTION,
+                       "gap_ms": STREAM_RESOLUTION * 1000, "below_resolution": True}
     return wait_until(found, timeout, "the stream through the backup")
 
 

@@ -171,6 +171,19 @@ def test_the_outage_of_a_fault_is_the_silence_around_it_however_short():
     assert outage_of([before, in_flight, at_return], t) == in_flight
 
 
+def test_a_hiccup_before_the_link_goes_down_is_not_the_outage():
+    # The link-down bench of 2026-12-04 (second fault): a 4.4 ms silence 0.9 ms after
+    # the fault (the 'ip link' command's own CPU), the stream back at 5.3 ms through
+    # the same node, then the real outage, until the controller had moved the buckets
+    # at 19.9 ms. The first silence was taken for the outage: a failover of 5.3 ms,
+    # before the decision that made it.
+    from experiments.bench_failover import outage_of
+    t = 1000.0
+    hiccup = {"last": t + 0.0009, "first": t + 0.0053, "gap_ms": 4.4}
+    outage = {"last": t + 0.0071, "first": t + 0.0215, "gap_ms": 14.4}
+    assert outage_of([hiccup, outage], t) == outage
+
+
 def test_an_outage_below_the_probes_resolution_is_reported_at_that_bound(tmp_path):
     import json
     import time
