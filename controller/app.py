@@ -226,6 +226,7 @@ class ClusterSteering(App):
     def node_down(self, node: str, why: str, **fields) -> None:
         if node not in self.steering.live:
             return
+        decided = time.time()  # the event's own time comes after the push (and a commit)
         moved = self.steering.node_down(node)
         if node in self.steering.live:  # the last node keeps its buckets
             return
@@ -238,8 +239,10 @@ class ClusterSteering(App):
         self.push(moved)
         if self.commit_order == "after_steer":
             commit = self.commit(heirs)
+        # The switches start applying the first flow-mods while the rest are sent (Ryu's
+        # send queue holds 16): a packet can take the new path before this is logged.
         self.log_event("node_down", node=node, why=why, buckets_moved=len(moved),
-                       live=self.steering.live, **fields,
+                       live=self.steering.live, decided=round(decided, 6), **fields,
                        **({"commit": self.commit_order, "commit_ms": commit}
                           if self.commit_order else {}))
 

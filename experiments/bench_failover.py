@@ -63,7 +63,7 @@ def failover(seconds: float, out_dir: str, heartbeat: float = 0.02,
             down = [e for e in _events(run_dir, "controller.events.jsonl")
                     if e["event"] == "node_down" and e["t"] > t_fault]
             samples.append((min(e["t"] for e in first) - t_fault,
-                            down[0]["t"] - t_fault if down else None))
+                            down[0]["decided"] - t_fault if down else None))
             print(f"failover: crash {i + 1}/{CRASHES} of {node}: first packet after "
                   f"{samples[-1][0] * 1000:.1f} ms", file=sys.stderr, flush=True)
             faults.restart(cluster, node)
@@ -206,12 +206,12 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES,
             short += bool(gap.get("below_resolution"))
             down = [e for e in _events(run_dir, "controller.events.jsonl")
                     if e["event"] == "node_down" and e["t"] > t_fault]
-            # node_down is logged after the commit (kernel nodes, before_steer): the
-            # decision came commit_ms earlier
+            # node_down is logged after the push and the commit (kernel nodes,
+            # before_steer); "decided" is when the controller took the node for down
             commit = sum(v or 0 for v in down[0].get("commit_ms", {}).values()) / 1000 \
                 if down else 0.0
             samples.append((gap["first"] - t_fault,
-                            down[0]["t"] - commit - t_fault if down else None,
+                            down[0]["decided"] - t_fault if down else None,
                             commit if down and down[0].get("commit_ms") else None))
             print(f"failover ({kind} nodes): {fault} {i + 1}/{crashes} of {node}: stream back "
                   f"after {'under ' if gap.get('below_resolution') else ''}"
