@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from nodes import syncproto as sp
-from nodes.failure import LEAVE, STALE, FailureDetector
+from nodes.failure import DEAD, LEAVE, STALE, FailureDetector
 from nodes.settings import SyncSettings
 
 UP, DOWN = "node_up", "node_down"
@@ -64,11 +64,14 @@ class ClusterMembership:
     def death_notice(self, msg: sp.Message) -> list[tuple]:
         """A node's process ended (its host said so): down now, without waiting for
         silence; it comes back only as a new incarnation, with no state kept."""
-        if not self.detector.died(msg.sender, msg.boot):
-            self.rejected["death_not_current"] += 1  # an incarnation already over, or unknown
+        verdict = self.detector.died(msg.sender, msg.boot)
+        if verdict == STALE:
+            self.rejected["death_not_current"] += 1  # an incarnation already over, or another
             return []
         node = self.names[msg.sender]
         self.death_notices[node] += 1
+        if verdict != DEAD:  # UNHEARD: died starting; judged on its silence, without grace
+            return []
         self.boot_at_down[node] = None
         return [(DOWN, node, {"why": "announced"})]
 

@@ -11,8 +11,12 @@ everywhere:
 - a heartbeat whose member list leaves out its sender is a graceful leave;
 - a death notice (syncproto DEATH, sent from the member's own host when its
   process ends) for the incarnation last heard ends that incarnation at once:
-  the member has failed, and nothing more from that incarnation counts; a
-  notice for any other incarnation changes nothing;
+  the member has failed (DEAD), and nothing more from that incarnation counts.
+  A notice from a member never heard (it died while starting) ends that
+  incarnation too and takes away the start-up grace: its silence is judged
+  after ``dead_after`` like any other (UNHEARD). A notice for an incarnation
+  that is over, or for another one than the one last heard, changes nothing
+  (STALE);
 - a heartbeat from an incarnation of its sender that is over, or whose
   freshness counter is not above the last one heard from that incarnation, is
   stale (a replay or a late duplicate) and changes nothing. Incarnations are
@@ -23,6 +27,7 @@ Pure: time comes in as ``now``.
 from __future__ import annotations
 
 ALIVE, LEAVE, STALE, RESTART = "alive", "leave", "stale", "restart"
+DEAD, UNHEARD = "dead", "unheard"  # verdicts on a death notice
 
 
 class FailureDetector:
@@ -38,6 +43,7 @@ class FailureDetector:
         self.counters: dict = {}  # member -> the last freshness counter heard from it
         self.past: dict = {}  # member -> its earlier incarnations (a list, oldest first)
         self.deferred = False  # the last judgement was put off after the judge's own pause
+        self.graceless: set = set()  # never heard, but announced dead: no start-up grace
 
     def heard(self, member, boot: int, counter: int, view, now: float) -> str:
         """One heartbeat from ``member``: its incarnation, its freshness counter and its
@@ -56,14 +62,18 @@ class FailureDetector:
         self.last_heard[member] = now
         return LEAVE if member not in view else verdict
 
-    def died(self, member, boot: int) -> bool:
-        """A death notice for incarnation ``boot`` of ``member``: True if that is the
-        incarnation last heard, which is over from now on; False (ignored) for an
-        incarnation never heard, or one already over."""
-        if boot != self.boots.get(member) or boot in self.past.get(member, ()):
-            return False
+    def died(self, member, boot: int) -> str:
+        """A death notice for incarnation ``boot`` of ``member``: DEAD (the incarnation
+        last heard is over: fail it now), UNHEARD (none heard yet: that one is over,
+        and the member's silence is judged without the start-up grace) or STALE."""
+        known = self.boots.get(member)
+        if boot in self.past.get(member, ()) or (known is not None and boot != known):
+            return STALE
         self._retire(member, boot)
-        return True
+        if known is None:
+            self.graceless.add(member)
+            return UNHEARD
+        return DEAD
 
     def _retire(self, member, boot: int) -> None:
         """``boot`` of ``member`` is over (a restart replaced it, or it died)."""
@@ -82,7 +92,8 @@ class FailureDetector:
 
     def limit(self, member) -> float:
         """How long ``member`` may be silent: dead_after once heard, else the start-up grace."""
-        return self.dead_after if member in self.boots else self.startup_grace
+        return self.dead_after if member in self.boots or member in self.graceless \
+            else self.startup_grace
 
     def silent(self, members, now: float) -> list[tuple[object, float]]:
         """(member, seconds silent) for each of ``members`` silent beyond its limit."""

@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict, deque
 
 from nodes import syncproto as sp
 from nodes.conntrack import ConnectionTable
-from nodes.failure import LEAVE, STALE, FailureDetector
+from nodes.failure import DEAD, LEAVE, STALE, FailureDetector
 from nodes.samples import percentiles
 from nodes.settings import MODES, STATELESS, TRIGGERS, SettingsError, SyncSettings, \
     runtime_change
@@ -285,12 +285,16 @@ class SyncEngine(Replication, Membership, Hold):
         """The peer's process ended (nodes/shell/deathwatch.py): it has failed, now.
         Only for the incarnation this node knows; anything of it still in flight is
         refused from here on (an old boot), so no late record brings it back."""
-        if msg.boot != ch.peer_boot or not self.detector.died(msg.sender, msg.boot):
+        verdict = STALE if ch.peer_boot and msg.boot != ch.peer_boot \
+            else self.detector.died(msg.sender, msg.boot)
+        if verdict == STALE:
             self.rejected["death_not_current"] += 1
             return
         ch.past = ch.past | {msg.boot}
         self.counters["death_notices_received"] += 1
-        self.peer_failed(msg.sender, now, announced=True)
+        if verdict == DEAD:
+            self.peer_failed(msg.sender, now, announced=True)
+        # UNHEARD: it died starting; its silence is judged at the next round
 
     # -- observation -----------------------------------------------------------------
     def stats(self, now: float | None = None) -> dict:

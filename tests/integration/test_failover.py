@@ -237,6 +237,11 @@ def node_events(cluster, node):
 def test_a_crash_is_announced_by_the_nodes_host_and_a_hang_by_silence(cluster_factory, notice):
     cluster = cluster_factory(n=3, sync={"mode": "ondemand", "death_notice": notice},
                               failover="backup")
+    # a running cluster: every node has heard the others (a node that dies before
+    # its peers heard it is judged on its silence: test_death_notice.py)
+    wait_until(lambda: all(cluster.ask(n, "stats")["sync"]["counters"].get(
+        "heartbeats_received", 0) >= 20 for n in cluster.node_names()), 10,
+        "the nodes to hear each other")
     faults.crash(cluster, "fw1")
     wait_until(lambda: any(e["event"] == "node_down" and e["node"] == "fw1"
                            for e in controller_events(cluster)), 5, "the controller to notice")

@@ -11,7 +11,7 @@ import sys
 
 from controller.membership import DOWN, ClusterMembership
 from nodes import syncproto as sp
-from nodes.failure import STALE, FailureDetector
+from nodes.failure import DEAD, STALE, UNHEARD, FailureDetector
 from tests.unit.cluster_sim import KEY, Net
 from tests.unit.test_membership import KEY as CONTROLLER_KEY, NAMES, SETTINGS, beat
 from tests.unit.test_sync import fill, owned
@@ -33,14 +33,36 @@ def test_the_notice_is_an_authenticated_empty_message_for_every_receiver():
 
 def test_the_detector_ends_only_the_incarnation_it_knows():
     d = FailureDetector([1, 2], 0.1, 1.0, 0.0)
-    assert not d.died(2, 7)  # never heard of it: nothing to end
     d.heard(2, 7, 1, [1, 2], 0.0)
-    assert not d.died(2, 6)  # another incarnation
-    assert d.died(2, 7)
-    assert not d.died(2, 7)  # a replay: already over
+    assert d.died(2, 6) == STALE  # another incarnation
+    assert d.died(2, 7) == DEAD
+    assert d.died(2, 7) == STALE  # a replay: already over
     assert d.heard(2, 7, 2, [1, 2], 0.01) == STALE  # its heartbeats still in flight count not
     assert d.heard(2, 8, 1, [1, 2], 0.02) != STALE  # its restart does
     assert d.past[2] == [7]
+
+
+def test_a_member_that_dies_while_starting_loses_its_start_up_grace():
+    # CI (2026-12-04): fw1 was crashed as soon as the cluster was up; fw2 had only
+    # had hellos from it, refused its notice, and gave it the 5 s start-up grace
+    d = FailureDetector([1, 2], 0.1, 5.0, 0.0)
+    assert d.died(2, 7) == UNHEARD
+    assert d.judge([2], 0.05, 0.0) == []  # silent only since the start: not yet
+    assert [m for m, _ in d.judge([2], 0.2, 0.0)] == [2]  # not 5 s: dead_after
+    assert d.heard(2, 7, 1, [1, 2], 0.21) == STALE  # that incarnation is over
+
+
+def test_a_node_judges_a_peer_that_died_starting_on_its_silence_at_once():
+    net = Net(3, startup_grace=5.0)
+    s = net.sync[2]
+    fresh = FailureDetector([1, 3], 0.1, 5.0, net.t)  # as if fw2 had heard nobody yet
+    s.detector, s.channels[1].peer_boot = fresh, 0
+    fresh.heard(3, net.sync[3].boot, 10**6, [1, 2, 3], net.t)
+    s.receive(sp.death_notice(1, 555, KEY), net.t)
+    assert 1 in s.alive and s.counters["death_notices_received"] == 1
+    net.down.add(1)
+    net.run(0.3)
+    assert 1 not in s.alive
 
 
 def test_a_peer_whose_death_is_announced_is_failed_over_at_once_not_after_silence():
