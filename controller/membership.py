@@ -25,7 +25,6 @@ class ClusterMembership:
         self.names, self.key = names, key
         self.detector = FailureDetector(names, settings.dead_after, settings.startup_grace, now)
         self.heartbeats: Counter = Counter()  # by node name
-        self.death_notices: Counter = Counter()  # by node name
         self.rejected: Counter = Counter()  # by reason
         self.judgements_deferred = 0
         self.last_judged = now
@@ -68,10 +67,9 @@ class ClusterMembership:
         if verdict == STALE:
             self.rejected["death_not_current"] += 1  # an incarnation already over, or another
             return []
-        node = self.names[msg.sender]
-        self.death_notices[node] += 1
         if verdict != DEAD:  # UNHEARD: died starting; judged on its silence, without grace
             return []
+        node = self.names[msg.sender]
         self.boot_at_down[node] = None
         return [(DOWN, node, {"why": "announced"})]
 

@@ -81,11 +81,16 @@ def failover(seconds: float, out_dir: str, heartbeat: float = 0.02,
         out[f"{name}_p50"] = (p.get("p50"), "ms")
         out[f"{name}_p99"] = (p.get("p99"), "ms")
     out["failover_crashes"] = (len(samples), "crashes")
-    # per crash, detection <= first packet (after_detection is their difference)
-    out["failover_order_violations"] = (sum(1 for first, decided in samples
-                                            if decided is not None and first < decided - 0.001),
-                                        "crashes")
+    out["failover_order_violations"] = (order_violations(samples), "crashes")
     return out
+
+
+def order_violations(samples) -> int:
+    """Faults whose first packet through the backup came before the decision that sent
+    it there (1 ms for the logs): the figures of one fault must describe one event.
+    ``samples``: (first packet, decision, ...) after the fault, in seconds."""
+    return sum(1 for first, decided, *_ in samples
+               if decided is not None and first < decided - 0.001)
 
 
 def _carrier(cluster) -> str | None:
@@ -237,11 +242,7 @@ def crash_to_stream(kind: str, out_dir: str, crashes: int = SIDE_CRASHES,
         out[f"{name}_p50{suffix}"] = (p.get("p50"), "ms")
         out[f"{name}_p99{suffix}"] = (p.get("p99"), "ms")
         out[f"{name}_max{suffix}"] = (max(values) * 1000, "ms")
-    # The figures of one fault describe one event: the first datagram through the
-    # backup cannot come before the decision that sent it there (1 ms for the logs).
-    out[f"failover_{fault}_order_violations{suffix}"] = (sum(
-        1 for first, decided, _ in samples if decided is not None and first < decided - 0.001),
-        "faults")
+    out[f"failover_{fault}_order_violations{suffix}"] = (order_violations(samples), "faults")
     returned = "return" if fault == "crash" else f"{fault}_return"
     out[f"failover_{returned}_gap_max{suffix}"] = (max(returns), "ms")
     out[f"failover_{fault}_crashes{suffix}"] = (len(samples), "faults")

@@ -111,11 +111,11 @@ class FaultCommands:
             if self.state(name) != "running":
                 continue
             try:
-                sync = self.cluster.ask(name, "stats").get("sync") or {}
+                alive = self.cluster.ask(name, "members").get("alive")
             except (OSError, ValueError):
                 continue  # gone since: nothing to wait for
-            if "alive" in sync:  # Python nodes; kernel nodes have no view to read
-                views[name] = {names[i - 1] for i in sync["alive"] if 0 < i <= len(names)}
+            if alive is not None:  # Python nodes with sync; kernel nodes have no view to read
+                views[name] = {names[i - 1] for i in alive if 0 < i <= len(names)}
         return membership_behind(news, views)
 
 

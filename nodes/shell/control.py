@@ -14,7 +14,7 @@ from nodes.conntrack import CommonState
 from nodes.engine import INSIDE, OUTSIDE
 from nodes.settings import FIREWALL_SETTABLE, SettingsError, firewall_change, runtime_change
 
-COMMANDS = "stats, dump, raw, config, ports, ping, common NAME=VALUE or set KEY=VALUE ..."
+COMMANDS = "stats, dump, raw, config, ports, ping, members, common NAME=VALUE or set KEY=VALUE ..."
 
 
 def answer(node, command: str, now: float) -> dict:
@@ -84,6 +84,8 @@ def answer(node, command: str, now: float) -> dict:
                 "firewall": firewall(engine)}
     if command == "ping":
         return {"node": engine.node, "pid": os.getpid()}
+    if command == "members":  # the view alone: cheap to poll, unlike stats' table passes
+        return {"node": engine.node, "alive": sorted(sync.alive) if sync else None}
     return {"error": f"unknown command {command!r} (use {COMMANDS})"}
 
 

@@ -97,18 +97,17 @@ def watch(low: int, high: int, node: str) -> int:
         said += chunk
     line, said = said.split(b"\n", 1)
     plan = json.loads(line)
-    while True:
+    os.set_blocking(low, False)
+    os.set_blocking(high, False)
+    ended_low = ended_high = False
+    while not (ended_low or ended_high):
         select.select([low, high], [], [])
-        os.set_blocking(low, False)
-        try:  # the node's word, if any, is in the low pipe before either pipe closes
-            while chunk := os.read(low, 4096):
-                said += chunk
-        except BlockingIOError:
-            pass
+        # the node's word, if any, is in the low pipe before either pipe closes
+        more, ended_low = _drain(low)
+        said += more
         if said.strip() == b"bye":
             return 0
-        if _closed(low) or _closed(high):
-            break
+        ended_high = _drain(high)[1]
     ended = time.time()
     if plan["delay"] > 0:  # the cluster network's emulated one-way delay, as for all it carries
         time.sleep(plan["delay"])
@@ -136,13 +135,15 @@ def watch(low: int, high: int, node: str) -> int:
     return 0
 
 
-def _closed(fd: int) -> bool:
-    """True once every write end of pipe ``fd`` is closed (what is left has been read)."""
-    os.set_blocking(fd, False)
+def _drain(fd: int) -> tuple[bytes, bool]:
+    """What non-blocking pipe ``fd`` holds, and whether its write ends are all closed."""
+    data = b""
     try:
-        return os.read(fd, 1) == b""
+        while chunk := os.read(fd, 4096):
+            data += chunk
+        return data, True
     except BlockingIOError:
-        return False
+        return data, False
 
 
 def _last_byte(path: str) -> bytes:

@@ -98,8 +98,7 @@ def test_nothing_from_the_dead_incarnation_brings_it_back():
     net = Net(3)
     fill(net)
     net.run(0.05)
-    late = [data for peer, data in net.sync[1].outbox]  # nothing pending: make some
-    net.sync[1].tick(net.t + 0.03)
+    net.sync[1].tick(net.t + 0.03)  # a round of its messages, to be read late
     late = [data for peer, data in net.sync[1].outbox if peer == 2]
     assert late, "fw1 sent fw2 nothing to replay"
     net.sync[1].outbox.clear()
