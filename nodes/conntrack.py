@@ -191,9 +191,10 @@ def assured(entry: Entry) -> bool:
 
 def canonical(key: Key) -> Key:
     """The one dictionary key of both directions of a connection."""
-    proto, src, sport, dst, dport = key
-    other = (proto, dst, dport, src, sport)
-    return key if key <= other else other
+    proto, src, sport, dst, dport = key  # key <= its reverse, without making the reverse
+    if src < dst or (src == dst and sport <= dport):
+        return key
+    return (proto, dst, dport, src, sport)
 
 
 class ConnectionTable:
@@ -303,13 +304,17 @@ class ConnectionTable:
             self.unexpect(exp)
         entry.expectations = None
 
-    def new_entry(self, key: Key, state: str, now: float, owner: str, **kw) -> Entry:
-        """Create and insert an entry whose original direction is ``key``."""
-        expires = now + self.timeouts.for_state(key[0], state)
+    def new_entry(self, key: Key, state: str, now: float, owner: str,
+                  expires: float | None = None, **kw) -> Entry:
+        """Create and insert an entry whose original direction is ``key``, expiring at
+        ``expires`` (default: after its state's timeout)."""
+        if expires is None:
+            expires = now + self.timeouts.for_state(key[0], state)
         entry = Entry(key, state, now, now, expires, owner, changed=now, **kw)
-        self.add(entry)
+        ck = canonical(key)
+        self.by_key[ck] = entry
         if not assured(entry):
-            self.unassured.setdefault(owner, {})[canonical(key)] = entry
+            self.unassured.setdefault(owner, {})[ck] = entry
         return entry
 
     def state_changed(self, entry: Entry, now: float) -> None:

@@ -176,8 +176,8 @@ class GatewayEngine:
             return self._drop(pkt)
         key = pkt.key
         proto, src, sport, dst, dport = key
-        other = (proto, dst, dport, src, sport)
-        entry = self.table.by_key.get(key if key <= other else other)  # canonical(key), inlined
+        entry = self.table.by_key.get(  # canonical(key), inlined
+            key if src < dst or (src == dst and sport <= dport) else (proto, dst, dport, src, sport))
         if entry is not None and entry.expires <= now and entry.owner == self.node:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
