@@ -162,7 +162,7 @@ class SyncEngine(Replication, Membership, Hold):
                 self.counters["messages_sent"] += 1
                 self.counters["records_sent"] += len(kinds)
                 for rtype in kinds:
-                    self.counters[f"sent_{sp.RECORD_NAMES[rtype]}"] += 1
+                    self.counters[sp.SENT[rtype]] += 1
                 self.counters["bytes_sent"] += len(data)
                 self.counters["data_bytes_sent"] += len(data)
             if ch.overflow:

@@ -18,7 +18,7 @@ heartbeats past ``dead_after``.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
@@ -72,7 +72,8 @@ class Channel:
     first: int = 0  # the counter of the first fresh unicast unsequenced message (0: none yet)
     past: set = field(default_factory=set)  # the peer's earlier incarnations
     ack_due: bool = False
-    pending: list = field(default_factory=list)  # records waiting to be packed
+    pending: deque = field(default_factory=deque)  # records waiting to be packed (a
+    # queue: a bulk transfer's million leave from its head a thousand at a time)
     resend_at: float = float("inf")  # no unacknowledged message is due before this
     overflow: int = 0  # records dropped because max_pending were waiting
     max_pending: int = MAX_PENDING  # set by the sync engine (pending_cap)
@@ -102,7 +103,8 @@ class Channel:
              resolve=None) -> list[tuple[int, bytes, list[int]]]:
         """Pending records, up to ``budget`` (None: all), in as few DATA messages as
         fit: (seq, bytes, record types). A pending ``(LATER, (kind, obj, queued_at))``
-        is made a record only now, by ``resolve(kind, obj, now)``: it carries the state
+        is made a record only now, by ``resolve(kind, obj, now)`` (its type and bytes):
+        it carries the state
         as it is when it leaves, and queueing thousands of them (a failover) costs
         little. Each message keeps when its oldest record was queued (``Sent.queued``)."""
         out: list[tuple[int, bytes, list[int]]] = []
@@ -111,11 +113,11 @@ class Channel:
         for rtype, fields in self.pending:
             if budget is not None and used >= budget:
                 break
-            at = now
             if rtype is LATER:
                 kind, obj, at = fields
-                rtype, fields = resolve(kind, obj, now)
-            rec = sp.encode_record(rtype, fields)
+                rtype, rec = resolve(kind, obj, now)
+            else:
+                at, rec = now, sp.encode_record(rtype, fields)
             if chunks and size + len(rec) > sp.MAX_PAYLOAD:
                 out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto,
                                       oldest))
@@ -129,10 +131,13 @@ class Channel:
             used += 1
         if chunks:
             out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto, oldest))
-        del self.pending[:used]
-        if len(self.pending) > self.max_pending:
-            self.overflow += len(self.pending) - self.max_pending
-            del self.pending[:len(self.pending) - self.max_pending]
+        pending = self.pending
+        for _ in range(used):
+            pending.popleft()
+        if len(pending) > self.max_pending:
+            self.overflow += len(pending) - self.max_pending
+            for _ in range(len(pending) - self.max_pending):
+                pending.popleft()
         return out
 
     def _seal(self, me, peer, boot, key, payload, kinds, now, rto, queued):

@@ -255,10 +255,14 @@ class Membership:
             if common.owner == me:
                 self._queue("common", common, now, peers=[peer])
                 sent += 1
-        for entry in list(self.table.entries()):
-            if entry.owner == me and peer in self._destinations(entry):
-                self._queue("update", entry, now, peers=[peer])
-                sent += 1
+        mine = [e for e in self.table.entries() if e.owner == me]
+        common = self._own_destinations()  # None: each entry has backups of its own
+        if common is None:
+            mine = [e for e in mine if peer in self._destinations(e)]
+        elif peer not in common:
+            mine = []
+        self._queue_to("update", mine, now, peer)
+        sent += len(mine)
         self.channels[peer].pending.append((sp.R_BULK_END, {"records": sent}))
         self.counters["bulk_answers"] += 1
         self.counters["bulk_records_sent"] += sent

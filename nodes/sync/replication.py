@@ -32,6 +32,7 @@ CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
 TRIGGER_OF = {"new": "new_connection", "update": "state_modified",
               "destroy": "state_modified", "expect": "state_modified", "common": "state_modified",
               "unexpect": "state_modified", "multi_node": "multi_node_session"}
+TRIGGER_COUNTER = {t: f"trigger_{t}" for t in set(TRIGGER_OF.values())}
 
 
 class Replication:
@@ -61,7 +62,7 @@ class Replication:
             return
         if self.ondemand_on and trigger in self.config.triggers:
             self._queue(kind, obj, now)
-            self.counters[f"trigger_{trigger}"] += 1
+            self.counters[TRIGGER_COUNTER[trigger]] += 1
             if self.active == "combined":
                 # synchronized now: the next round carries only what no trigger sent
                 self.dirty.pop(_identity(obj), None)
@@ -188,6 +189,15 @@ class Replication:
             self.retired[1] += unprotected(entry)
 
     # -- destinations and records --------------------------------------------------
+    def _own_destinations(self) -> list[int] | None:
+        """Where every entry of mine goes, when that does not depend on the entry
+        (None: connection-specific backups, chosen by each connection's key)."""
+        if self.replication != "backup":
+            return [p for p in sorted(self.alive) if p != self.me]
+        if self.config.selection == "connection":
+            return None
+        return [p for p in self.groups().get(self.me, []) if p != self.me]
+
     def _destinations(self, obj: object) -> list[int]:
         if isinstance(obj, Entry) and self.replication == "backup":
             owner = self.ids.get(obj.owner, self.me)
@@ -199,40 +209,46 @@ class Replication:
             return [p for p in peers if p != self.me]
         return [p for p in sorted(self.alive) if p != self.me]
 
-    def _record(self, kind: str, obj: object, now: float) -> tuple[int, dict]:
-        """The wire record of ``obj`` as it is at ``now`` (made when packed)."""
-        if isinstance(obj, CommonState):
-            return sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me), "name": obj.name,
-                                 "value": obj.value}
+    def _record(self, kind: str, obj: object, now: float) -> tuple[int, bytes]:
+        """The wire record of ``obj`` as it is at ``now`` (made when packed): its type
+        and its bytes."""
         if isinstance(obj, Entry):
             owner = self.ids.get(obj.owner, self.me)
             if kind == "destroy":
-                return sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
-            return sp.R_ENTRY, {"key": obj.orig, "state": obj.state, "owner": owner,
-                                "timeout": max(0.0, obj.expires - now), "helper": obj.helper,
-                                "master": obj.related_to, **self._window_fields(obj)}
-        owner = self.ids.get(obj.owner, self.me)
-        fields = {"proto": obj.proto, "src": obj.src, "dst": obj.dst, "dport": obj.dport,
-                  "owner": owner}
-        if kind == "unexpect":
-            return sp.R_EXPECT_DEL, fields
-        return sp.R_EXPECT, {**fields, "timeout": max(0.0, obj.expires - now),
-                             "master": obj.master}
+                rtype, fields = sp.R_ENTRY_DEL, {"key": obj.orig, "owner": owner}
+            else:
+                window = scales = None
+                if obj.window is not None and self.config.window_sync != "off":
+                    window, scales = self._window_fields(obj)
+                return sp.R_ENTRY, sp.encode_entry(
+                    obj.orig, obj.state, owner, max(0.0, obj.expires - now), obj.helper,
+                    obj.related_to, window, scales)
+        elif isinstance(obj, CommonState):
+            rtype, fields = sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me),
+                                          "name": obj.name, "value": obj.value}
+        else:
+            fields = {"proto": obj.proto, "src": obj.src, "dst": obj.dst, "dport": obj.dport,
+                      "owner": self.ids.get(obj.owner, self.me)}
+            if kind == "unexpect":
+                rtype = sp.R_EXPECT_DEL
+            else:
+                rtype = sp.R_EXPECT
+                fields.update(timeout=max(0.0, obj.expires - now), master=obj.master)
+        return rtype, sp.encode_record(rtype, fields)
 
-    def _window_fields(self, entry: Entry) -> dict:
-        """What of ``entry``'s TCP window its record carries, as window_sync says."""
-        window, policy = entry.window, self.config.window_sync
-        if window is None or policy == "off":
-            return {}
-        if policy == "scale":
-            return {"scales": (window[0].scale, window[0].flags & KEPT, window[1].scale,
-                               window[1].flags & KEPT)}
+    def _window_fields(self, entry: Entry) -> tuple:
+        """(window, scales): what of ``entry``'s TCP window its record carries, as
+        window_sync says ("change", "schedule" or "scale")."""
+        window = entry.window
+        if self.config.window_sync == "scale":
+            return None, (window[0].scale, window[0].flags & KEPT, window[1].scale,
+                          window[1].flags & KEPT)
         if entry.fast:  # the kernel forwards it unchecked: what is known goes stale, so
             # the copy learns the window from the segments it sees (maxwin 0), liberally
             # as the owner does (nodes.fastpath.fixup)
-            return {"window": tuple(v for s in window for v in
-                                    (s.end, s.maxend, 0, s.scale, s.flags | BE_LIBERAL))}
-        return {"window": window[0].fields() + window[1].fields()}
+            return tuple(v for s in window for v in
+                         (s.end, s.maxend, 0, s.scale, s.flags | BE_LIBERAL)), None
+        return window[0].fields() + window[1].fields(), None
 
     def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
         """A record of ``obj`` to ``peers`` (default: its destinations), made when packed."""
@@ -246,6 +262,18 @@ class Replication:
         if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:
             obj.replicated_at_bytes = sum(obj.bytes)
 
+    def _queue_to(self, kind: str, entries: list[Entry], now: float, peer: int) -> None:
+        """Records of ``entries`` to ``peer`` alone (a bulk answer: a million of them),
+        as ``_queue`` makes one."""
+        if kind == "update" and self.windows:
+            for entry in entries:
+                self.windows.pop(entry.orig, None)
+        self.channels[peer].pending.extend([(LATER, (kind, e, now)) for e in entries])
+        for entry in entries:
+            if entry.replicated_at_bytes < 0:
+                entry.replicated_at_bytes = entry.bytes_orig + entry.bytes_reply
+        self.counters["records_queued"] += len(entries)
+
     def _owner_name(self, owner_id: int) -> str:
         return self.names.get(owner_id, f"fw{owner_id}")
 
@@ -255,7 +283,7 @@ class Replication:
         self.counters["records_applied"] += 1
         if sender in self.bulk_counts:  # a bulk transfer from it is under way
             self.bulk_counts[sender] += 1
-        self.counters[f"received_{sp.RECORD_NAMES[rtype]}"] += 1
+        self.counters[sp.RECEIVED[rtype]] += 1
         if rtype == sp.R_ENTRY:
             self._apply_entry(f, now)
         elif rtype == sp.R_ENTRY_DEL:
@@ -308,16 +336,19 @@ class Replication:
             if table.full() and table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
-            entry = table.new_entry(f["key"], f["state"], now, owner, helper=f["helper"],
-                                    related_to=f["master"])
+            # a new copy is made as the record says (a bulk transfer makes a million)
+            entry = table.new_entry(f["key"], f["state"], now, owner, now + f["timeout"],
+                                    helper=f["helper"], related_to=f["master"])
+            _apply_window(entry, f)
         elif entry.owner == self.name and owner != entry.owner:
             self.counters["ownership_conflicts"] += 1
             return
-        entry.state = f["state"]
-        _apply_window(entry, f)
-        table.set_owner(entry, owner)
-        entry.expires = now + f["timeout"]
-        table.state_changed(entry, now)
+        else:
+            entry.state = f["state"]
+            _apply_window(entry, f)
+            table.set_owner(entry, owner)
+            entry.expires = now + f["timeout"]
+            table.state_changed(entry, now)
         if f["owner"] in self.adopted and f["owner"] not in self.alive:
             # a copy of a dead owner's connection that another backup held: mine to adopt
             self._adopt([entry], f["owner"], now)

@@ -839,18 +839,21 @@ def test_a_held_packet_waits_for_its_own_record_behind_a_backlog():
     assert len(released) == 1 and net.fw[2].table.n_expectations == 1
 
 
-def _bulk(n, cap=None):
+def _bulk_key(i):
+    return (6, bytes([10, 0, i >> 8, i & 255]), 1024 + i % 60000, bytes([10, 0, 0, 200]), 80)
+
+
+def _bulk(n, cap=None, members=(1, 2), **config):
     """fw1 owns n connections (its table holds at most n); fw2 joins and asks for them.
     ``cap``: fw1's queue to fw2 is cut to that many records."""
     from nodes.conntrack import ConnectionTable
     t1, t2 = ConnectionTable(max_entries=n), ConnectionTable(max_entries=n)
-    a = SyncEngine(1, [1, 2], t1, KEY, SyncSettings(), boot=1)
+    a = SyncEngine(1, list(members), t1, KEY, SyncSettings(**config), boot=1)
     for i in range(n):
-        t1.new_entry((6, bytes([10, 0, i >> 8, i & 255]), 1024 + i % 60000, bytes([10, 0, 0, 200]), 80),
-                     "ESTABLISHED", 0.0, "fw1")
+        t1.new_entry(_bulk_key(i), "ESTABLISHED", 0.0, "fw1")
     if cap is not None:
         a.channels[2].max_pending = cap
-    b = SyncEngine(2, [1, 2], t2, KEY, SyncSettings(), boot=2)
+    b = SyncEngine(2, list(members), t2, KEY, SyncSettings(**config), boot=2)
     now = 0.0
     while now < 5 and not (b.ready and not a.channels[2].pending):
         for src, dst in ((b, a), (a, b)):
@@ -873,6 +876,22 @@ def test_a_bulk_answer_as_large_as_the_table_reaches_the_joining_node_whole(monk
     assert a.counters["records_dropped_overflow"] == 0
     assert b.ready and len(b.table) == 3000
     assert b.counters["bulk_records_received"] == 3000 and not b.counters["bulk_incomplete"]
+
+
+@pytest.mark.parametrize("selection", ["node", "connection"])
+def test_a_bulk_answer_carries_the_connections_the_joining_node_backs_up_and_no_other(
+        selection):
+    """fw2 joins fw1 and fw3 (k = 1): by node, it backs up all of fw1's connections; by
+    connection, those whose key picks it (the rest are fw3's to hold)."""
+    from nodes.groups import connection_backups
+    a, b = _bulk(600, members=(1, 2, 3), selection=selection)
+    keys = {_bulk_key(i) for i in range(600)}
+    if selection == "connection":
+        keys = {k for k in keys if connection_backups(sp.key_bytes(k), 1, [1, 2, 3], 1) == [2]}
+        assert 200 < len(keys) < 400
+    assert b.ready and {e.orig for e in b.table.entries()} == keys
+    assert {e.owner for e in b.table.entries()} == {"fw1"}
+    assert b.counters["bulk_records_received"] == len(keys)
 
 
 def test_a_joining_node_says_so_when_its_bulk_transfer_came_incomplete():
