@@ -256,7 +256,7 @@ class Membership:
                 self._queue("common", common, now, peers=[peer])
                 sent += 1
         mine = [e for e in self.table.entries() if e.owner == me]
-        common = self._own_destinations()  # None: each entry has backups of its own
+        common = self._owner_destinations(self.me)  # None: each entry has its own
         if common is None:
             mine = [e for e in mine if peer in self._destinations(e)]
         elif peer not in common:

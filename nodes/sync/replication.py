@@ -189,25 +189,25 @@ class Replication:
             self.retired[1] += unprotected(entry)
 
     # -- destinations and records --------------------------------------------------
-    def _own_destinations(self) -> list[int] | None:
-        """Where every entry of mine goes, when that does not depend on the entry
+    def _owner_destinations(self, owner: int) -> list[int] | None:
+        """Where every entry of ``owner`` goes, when that does not depend on the entry
         (None: connection-specific backups, chosen by each connection's key)."""
         if self.replication != "backup":
             return [p for p in sorted(self.alive) if p != self.me]
         if self.config.selection == "connection":
             return None
-        return [p for p in self.groups().get(self.me, []) if p != self.me]
+        return [p for p in self.groups().get(owner, []) if p != self.me]
 
     def _destinations(self, obj: object) -> list[int]:
-        if isinstance(obj, Entry) and self.replication == "backup":
-            owner = self.ids.get(obj.owner, self.me)
-            if self.config.selection == "connection":
-                peers = connection_backups(sp.key_bytes(obj.orig), owner, sorted(self.alive),
-                                           self.config.k)
-            else:
-                peers = self.groups().get(owner, [])
-            return [p for p in peers if p != self.me]
-        return [p for p in sorted(self.alive) if p != self.me]
+        if not isinstance(obj, Entry):
+            return [p for p in sorted(self.alive) if p != self.me]
+        owner = self.ids.get(obj.owner, self.me)
+        peers = self._owner_destinations(owner)
+        if peers is None:
+            peers = [p for p in connection_backups(sp.key_bytes(obj.orig), owner,
+                                                   sorted(self.alive), self.config.k)
+                     if p != self.me]
+        return peers
 
     def _record(self, kind: str, obj: object, now: float) -> tuple[int, bytes]:
         """The wire record of ``obj`` as it is at ``now`` (made when packed): its type
