@@ -150,11 +150,15 @@ class SyncEngine(Replication, Membership, Hold):
         for peer, ch in self.channels.items():
             if peer not in self.alive:
                 ch.pending.clear()
+                ch.urgent.clear()
                 if ch.ack_due:  # a departed peer still replicating: what it sends is
                     self._ack(peer, ch)  # applied (and adopted) here, so acknowledged
                 continue
-            if not ch.peer_boot:
-                continue  # its incarnation is not confirmed yet: it would refuse them
+            if not ch.peer_boot:  # its incarnation is not confirmed yet: it would refuse
+                if ch.urgent:  # them; no hold waits for it, and they wait with the rest
+                    ch.pending.extend(ch.urgent)
+                    ch.urgent.clear()
+                continue
             for seq, data, kinds in ch.pack(self.me, peer, self.boot, self.key, now,
                                             self.config.rto, budget, self._record):
                 self._changed_at[peer, seq] = ch.unacked[seq].queued  # its oldest record

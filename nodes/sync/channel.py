@@ -15,11 +15,19 @@ counted); a message's timer doubles with each resend up to
 one pack takes at most ``PACK_BUDGET`` records (the rest next round), so that a
 failover's or a bulk answer's thousands of records do not keep a node from its
 heartbeats past ``dead_after``.
+
+Two lanes: ``urgent`` records (what protocol code asked to have sent now, while
+a packet waits for it: method 800's hold) are packed before ``pending`` ones,
+all of them at once, past ``MAX_UNACKED`` too, so a held packet waits for the
+messages already in flight and never for a backlog (a bulk answer of a million
+records) still unpacked. Their number is bounded by what can be held (one per
+connection, and expectations are capped), not here.
 """
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from itertools import chain
 
 from nodes import syncproto as sp
 
@@ -74,6 +82,7 @@ class Channel:
     ack_due: bool = False
     pending: deque = field(default_factory=deque)  # records waiting to be packed (a
     # queue: a bulk transfer's million leave from its head a thousand at a time)
+    urgent: deque = field(default_factory=deque)  # records packed before pending ones
     resend_at: float = float("inf")  # no unacknowledged message is due before this
     overflow: int = 0  # records dropped because max_pending were waiting
     max_pending: int = MAX_PENDING  # set by the sync engine (pending_cap)
@@ -101,17 +110,18 @@ class Channel:
     def pack(self, me: int, peer: int, boot: int, key: bytes, now: float, rto: float,
              budget: int | None = PACK_BUDGET,
              resolve=None) -> list[tuple[int, bytes, list[int]]]:
-        """Pending records, up to ``budget`` (None: all), in as few DATA messages as
-        fit: (seq, bytes, record types). A pending ``(LATER, (kind, obj, queued_at))``
-        is made a record only now, by ``resolve(kind, obj, now)`` (its type and bytes):
-        it carries the state
-        as it is when it leaves, and queueing thousands of them (a failover) costs
-        little. Each message keeps when its oldest record was queued (``Sent.queued``)."""
+        """Urgent records, all of them, then pending ones, up to ``budget`` (None: all),
+        in as few DATA messages as fit: (seq, bytes, record types). A ``(LATER, (kind,
+        obj, queued_at))`` is made a record only now, by ``resolve(kind, obj, now)`` (its
+        type and bytes): it carries the state as it is when it leaves, and queueing
+        thousands of them (a failover) costs little. Each message keeps when its oldest
+        record was queued (``Sent.queued``)."""
         out: list[tuple[int, bytes, list[int]]] = []
         chunks, size, kinds, oldest = [], 0, [], now
-        used = 0
-        for rtype, fields in self.pending:
-            if budget is not None and used >= budget:
+        used, urgent = 0, len(self.urgent)
+        records = chain(self.urgent, self.pending) if urgent else self.pending
+        for rtype, fields in records:
+            if budget is not None and used >= budget + urgent:
                 break
             if rtype is LATER:
                 kind, obj, at = fields
@@ -122,7 +132,7 @@ class Channel:
                 out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto,
                                       oldest))
                 chunks, size, kinds, oldest = [], 0, [], now
-            if not chunks and len(self.unacked) >= MAX_UNACKED:
+            if not chunks and len(self.unacked) >= MAX_UNACKED and used >= urgent:
                 break  # the peer is behind: the rest waits for its acknowledgements
             chunks.append(rec)
             kinds.append(rtype)
@@ -131,8 +141,9 @@ class Channel:
             used += 1
         if chunks:
             out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto, oldest))
+        self.urgent.clear()
         pending = self.pending
-        for _ in range(used):
+        for _ in range(used - urgent):
             pending.popleft()
         if len(pending) > self.max_pending:
             self.overflow += len(pending) - self.max_pending
@@ -167,7 +178,7 @@ class Channel:
     @property
     def idle(self) -> bool:
         """Nothing to send, to resend or to acknowledge."""
-        return not (self.unacked or self.pending or self.ack_due)
+        return not (self.unacked or self.pending or self.urgent or self.ack_due)
 
     # -- receiving -----------------------------------------------------------
     def acknowledge(self, ack: int) -> list[int] | str:

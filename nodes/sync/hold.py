@@ -23,30 +23,33 @@ class Hold:
     """Sync requests from protocol code, and the tickets a held packet waits on."""
 
     def request_sync(self, reason: str, objs: list, now: float) -> dict | None:
-        """Send ``objs`` to the nodes that must know them now; a ticket, or None (no hold)."""
+        """Send ``objs`` now, ahead of any backlog, to the nodes that must know them; a
+        ticket (per peer, the message that carries them), or None (no hold)."""
         self.counters[f"sync_requests_{reason}"] += 1
         if not self.ondemand_on:
             self.counters["sync_requests_left_to_periodic"] += 1
             return None
-        for obj in objs:  # queued by its trigger already, unless that trigger is off
-            kind = "expect" if hasattr(obj, "master") else "update"
-            if not self._queued_for(obj):
-                self._queue(kind, obj, now)
-            self.dirty.pop(_identity(obj), None)  # synchronized now, not again next round
-        self.flush(now, budget=None)  # the ticket below must name the message carrying it
-        ticket = {}
         for obj in objs:
-            for peer in self._destinations(obj):
-                ch = self.channels[peer]
-                if ch.unacked:
-                    ticket[peer] = next(reversed(ch.unacked))  # the message carrying it
+            kind = "expect" if hasattr(obj, "master") else "update"
+            self._unqueue_last(kind, obj)  # its trigger's record, if it is the last queued
+            self._queue(kind, obj, now, urgent=True)
+            self.dirty.pop(_identity(obj), None)  # synchronized now, not again next round
+        sealed = {p: ch.next_seq for p, ch in self.channels.items()}
+        self.flush(now, budget=0)  # the urgent records only: what waits stays waiting
+        ticket = {p: ch.next_seq - 1 for p, ch in self.channels.items()
+                  if ch.next_seq > sealed[p]}
         return ticket if self.config.hold else None
 
-    def _queued_for(self, obj: object) -> bool:
-        """True if a record of ``obj`` waits in a channel (its trigger queued it)."""
-        kind = "expect" if hasattr(obj, "master") else "update"
-        return any(r[0] is LATER and r[1][1] is obj and r[1][0] == kind
-                   for p in self._destinations(obj) for r in self.channels[p].pending)
+    def _unqueue_last(self, kind: str, obj: object) -> None:
+        """Take back the record of ``obj`` that its trigger has just queued (the last in
+        a peer's queue), so that it leaves once, urgently. One further back stays: it
+        goes twice, and the later copy carries the same or a newer state."""
+        for peer in self._destinations(obj):
+            pending = self.channels[peer].pending
+            if pending and pending[-1][0] is LATER and pending[-1][1][1] is obj \
+                    and pending[-1][1][0] == kind:
+                pending.pop()
+                self.counters["records_queued"] -= 1
 
     def done(self, ticket: dict, now: float) -> bool:
         """True once every live peer of ``ticket`` acknowledged its message."""

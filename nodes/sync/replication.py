@@ -250,15 +250,18 @@ class Replication:
                          (s.end, s.maxend, 0, s.scale, s.flags | BE_LIBERAL)), None
         return window[0].fields() + window[1].fields(), None
 
-    def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None) -> None:
-        """A record of ``obj`` to ``peers`` (default: its destinations), made when packed."""
+    def _queue(self, kind: str, obj: object, now: float, peers: list[int] | None = None,
+               urgent: bool = False) -> None:
+        """A record of ``obj`` to ``peers`` (default: its destinations), made when packed;
+        ``urgent``: before what waits (nodes/sync/channel.py's two lanes)."""
         record = (LATER, (kind, obj, now))  # now: when its lag starts
         if kind == "update" and self.windows:
             self.windows.pop(obj.orig, None)  # the record will carry the window, when packed
         peers = self._destinations(obj) if peers is None else peers
         self.counters["records_queued"] += len(peers)
         for peer in peers:
-            self.channels[peer].pending.append(record)
+            ch = self.channels[peer]
+            (ch.urgent if urgent else ch.pending).append(record)
         if peers and isinstance(obj, Entry) and obj.replicated_at_bytes < 0:
             obj.replicated_at_bytes = sum(obj.bytes)
 

@@ -822,21 +822,45 @@ def test_the_engines_make_no_reference_cycles():
         gc.enable()
 
 
-def test_a_held_packet_waits_for_its_own_record_behind_a_backlog():
-    """Packing is budgeted (a round packs PACK_BUDGET records a peer); the hold's ticket
-    must still name the message that carries the expectation, not an earlier one."""
-    from nodes.sync.channel import PACK_BUDGET
-    net = Net(3, hold=True)
+def _exchange_until(net, done, limit=10.0):
+    """fw1 and fw2 alone trade messages, a millisecond a round, until ``done()``."""
+    a, b = net.sync[1], net.sync[2]
+    while not done():
+        assert net.t < limit, "never done"
+        for src, dst in ((a, b), (b, a)):
+            src.tick(net.t)
+            for _, data in src.outbox:
+                dst.receive(data, net.t)
+            src.outbox.clear()
+        net.t += 0.001
+
+
+def test_a_held_packet_waits_for_its_own_record_not_for_a_backlog():
+    """A backlog larger than MAX_UNACKED messages carry (a bulk answer) waits to fw2. The
+    expectation goes ahead of it, and the 227 is released once fw2 holds it. Before, the
+    whole backlog was packed up to MAX_UNACKED messages, the expectation was left behind
+    them, and the ticket named the last message packed: released without the state."""
+    from nodes.sync.channel import MAX_UNACKED
+    net = Net(2, hold=True)
     ch = net.sync[1].channels[2]
-    backlog = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v"})
-    ch.pending.extend([backlog] * (3 * PACK_BUDGET))
+    backlog = 200 * MAX_UNACKED
+    ch.pending.extend((sp.R_COMMON, {"owner": 1, "name": f"x{i}", "value": b"v"})
+                      for i in range(backlog))
     assert ftp_until_pasv_reply(net.fw[1]) == HOLD
     (held,) = net.fw[1].held.values()
-    assert not ch.pending  # flushed to the end: the expectation is in the last message
-    assert held.ticket[2] == max(ch.unacked)
+    assert held.ticket == {2: max(ch.unacked)} and len(ch.pending) >= backlog
+    _exchange_until(net, lambda: net.sync[1].done(held.ticket, net.t))
+    assert net.fw[2].table.n_expectations == 1
+    assert len(ch.pending) > backlog // 2  # most of the backlog is still waiting
+    assert len(net.fw[1].release(net.t)) == 1
+
+
+def test_a_record_its_trigger_queued_leaves_once_when_protocol_code_asks_for_it():
+    net = Net(3, hold=True)
+    assert ftp_until_pasv_reply(net.fw[1]) == HOLD
     net.run()
-    released = net.fw[1].release(net.t)
-    assert len(released) == 1 and net.fw[2].table.n_expectations == 1
+    assert [net.sync[1].counters["sent_expect"], net.fw[2].table.n_expectations,
+            net.fw[3].table.n_expectations] == [2, 1, 1]  # one record to each peer
 
 
 def _bulk_key(i):
