@@ -21,7 +21,10 @@ a packet waits for it: method 800's hold) are packed before ``pending`` ones,
 all of them at once, past ``MAX_UNACKED`` too, so a held packet waits for the
 messages already in flight and never for a backlog (a bulk answer of a million
 records) still unpacked. Their number is bounded by what can be held (one per
-connection, and expectations are capped), not here.
+connection, and expectations are capped), not here. ``MAX_UNACKED`` is then
+also what a held packet may wait behind: 128 messages are about 5k records, some
+20 ms of a peer's work, under the 50 ms ``hold_timeout``; at 1024 a hold during
+a bulk transfer waited behind 40k records and timed out.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from itertools import chain
 
 from nodes import syncproto as sp
 
-MAX_UNACKED = 1024  # messages sent and not yet acknowledged, per peer
+MAX_UNACKED = 128  # messages of the pending lane sent and not yet acknowledged, per peer
 MAX_PENDING = 200_000  # records waiting to be packed, per peer, beyond the table's bursts
 BACKOFF = 8  # a message is resent after rto, 2 rto, 4 rto, then every 8 rto
 RESEND_BUDGET = 64  # messages resent to one peer in one tick at most

@@ -25,6 +25,18 @@ def test_a_silent_peer_gets_at_most_max_unacked_messages_the_rest_waits():
     assert len(ch.pack(1, 2, 100, KEY, 0.0, 0.02)) == 100
 
 
+def test_urgent_records_leave_first_even_past_max_unacked_and_alone_with_budget_0():
+    """What a held packet waits for goes at once: ahead of what is pending, and past a
+    full window of unacknowledged messages (it then waits behind those only)."""
+    ch = loaded(5000)
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    assert len(ch.unacked) == chmod.MAX_UNACKED
+    ch.urgent.append((sp.R_COMMON, {"owner": 1, "name": "held", "value": b"h"}))
+    ((seq, data, kinds),) = ch.pack(1, 2, 100, KEY, 0.0, 0.02, budget=0)
+    assert seq == chmod.MAX_UNACKED + 1 and kinds == [sp.R_COMMON] and b"held" in data
+    assert not ch.urgent and len(ch.pending) == 5000 - chmod.MAX_UNACKED  # still waiting
+
+
 def test_one_pack_takes_at_most_the_budget_and_the_rest_waits():
     """A failover queues thousands of records at once; packing them all in one round
     kept a node from its heartbeats past dead_after (issue 14)."""
