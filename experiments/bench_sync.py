@@ -93,12 +93,69 @@ def bulk_transfer(n: int) -> tuple[float, int, int]:
     return time.perf_counter() - start, a.counters["messages_sent"], a.counters["bytes_sent"]
 
 
+def hold_behind_bulk(n: int, share: float = 0.25) -> tuple[float, bool, int]:
+    """fw1 answers fw2's bulk request for ``n`` entries; once fw2 holds ``share`` of
+    them, fw1's FTP helper announces a data connection and holds its packet (method
+    800). In process, and paced as nodes are: fw1 packs PACK_BUDGET records a round,
+    fw2 reads SYNC_BUDGET seconds of messages a round, then acknowledges (so messages
+    pile up in flight, as between two nodes). Returns the milliseconds from the
+    request until its ticket is done, whether fw2 held the expectation by then, and
+    how many records fw2 applied in between (what the held packet waited behind)."""
+    from nodes.conntrack import Expectation
+    from nodes.shell.node import SYNC_BUDGET
+    from nodes.sync import SyncEngine, SyncSettings
+    key = os.urandom(32)
+    config = SyncSettings(mode="ondemand", bulk_timeout=600.0, hold=True)
+    t1, t2 = ConnectionTable(max_entries=n + 10), ConnectionTable(max_entries=n + 10)
+    a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
+    for k in _keys(n):
+        t1.new_entry(k, "ESTABLISHED", 0.0, "fw1")
+    a.outbox.clear()
+    b = SyncEngine(2, [1, 2], t2, key, config, boot=2, now=0.0)
+    wire: list[bytes] = []  # fw1 to fw2, not yet read
+    now, ticket, start, applied = 0.0, None, 0.0, 0
+    while True:
+        a.tick(now)
+        wire.extend(data for _, data in a.outbox)
+        a.outbox.clear()
+        until, read = time.perf_counter() + SYNC_BUDGET, 0
+        for data in wire:  # fw2's receive_sync: a budget of reading, then its acks
+            b.receive(data, now)
+            read += 1
+            if time.perf_counter() >= until:
+                break
+        del wire[:read]
+        b.flush(now)
+        b.tick(now)
+        for _, data in b.outbox:
+            a.receive(data, now)
+        b.outbox.clear()
+        if ticket is None and len(t2) >= share * n:
+            master = _keys(1)[0]
+            exp = Expectation(6, master[1], master[3], 50000, master, now, now + 300.0, "fw1")
+            t1.expect(exp)
+            a.state_changed("expect", exp, now)
+            applied = b.counters["records_applied"]
+            start = time.perf_counter()
+            ticket = a.request_sync("ftp_data_announced", [exp], now)
+        elif ticket is not None and a.done(ticket, now):
+            took = (time.perf_counter() - start) * 1e3
+            return took, t2.n_expectations == 1, b.counters["records_applied"] - applied
+        now += 0.001
+        if now > 600:
+            raise RuntimeError(f"hold behind a bulk transfer of {n}: never done")
+
+
 def sync_bulk(seconds: float, out_dir: str) -> dict:
-    """100k entries to a joining backup node, in process."""
+    """100k entries to a joining backup node, in process; a hold during it."""
     took, messages, sent = bulk_transfer(N_ENTRIES)
+    held, arrived, ahead = hold_behind_bulk(N_ENTRIES)
     return {"sync_bulk_100k_entries": (took, "s"),
             "sync_bulk_100k_messages": (messages, "messages"),
-            "sync_bulk_100k_bytes_per_entry": (sent / N_ENTRIES, "bytes")}
+            "sync_bulk_100k_bytes_per_entry": (sent / N_ENTRIES, "bytes"),
+            "sync_hold_behind_bulk_100k": (held, "ms"),
+            "sync_hold_behind_bulk_records_ahead": (ahead, "records"),
+            "sync_hold_behind_bulk_released_without_state": (0 if arrived else 1, "holds")}
 
 
 # -- lag and hold between two node processes ------------------------------------
