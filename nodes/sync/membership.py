@@ -143,9 +143,15 @@ class Membership:
             self._queue("update", entry, now)
         self.counters["entries_adopted"] += len(entries)
 
-    def _regroup(self, before: list[int], now: float) -> None:
-        """Send my entries to backups I did not have; drop copies I no longer keep."""
+    def _regroup(self, before: list[int], now: float, joining: int | None = None) -> None:
+        """Send my entries to backups I did not have; drop copies I no longer keep.
+        ``joining``: a peer that joins, brought up to date by a bulk answer (the one it
+        asks for, or ``peer_joined``'s), not by these: sent both ways, a node with 200k
+        connections sent a restarted peer 400k records, and the peer, busy with them,
+        took it for dead."""
         me = self.name
+        if self.replication == "full" and joining is not None:
+            return  # the others hold all of mine already
         owned = [e for e in self.table.entries() if e.owner == me]
         if self.replication == "full":
             for entry in owned:
@@ -153,7 +159,8 @@ class Membership:
             return
         if self.config.selection == "connection":
             for entry in owned:
-                self._queue("update", entry, now)
+                peers = [p for p in self._destinations(entry) if p != joining]
+                self._queue("update", entry, now, peers=peers)
             live = sorted(self.alive)
             ids = {self.names[m]: m for m in live}
             stale = [e for e in self.table.entries() if e.owner != me and (
@@ -162,7 +169,8 @@ class Membership:
         else:
             old = node_backups(before, self.config.k)
             new = node_backups(sorted(self.alive), self.config.k)
-            gained = [p for p in new.get(self.me, []) if p not in old.get(self.me, [])]
+            gained = [p for p in new.get(self.me, [])
+                      if p not in old.get(self.me, []) and p != joining]
             for entry in owned:
                 self._queue("update", entry, now, peers=gained)
             self.counters["entries_handed_on"] += len(owned) * len(gained)
@@ -199,7 +207,7 @@ class Membership:
         self.events.append((now, "peer_up", {"peer": self.names[peer]}))
         self.counters["peers_joined"] += 1
         kept_state = self.suspected.pop(peer, None) == self.channels[peer].peer_boot
-        self._regroup(before, now)
+        self._regroup(before, now, joining=peer)
         if kept_state:
             self._answer_bulk(peer, now)  # its connections back, and what it missed
 
