@@ -261,7 +261,7 @@ class SyncEngine(Replication, Membership, Hold):
             self.home_inbox.append(msg)  # for the node's HomeForwarder
             return
         if msg.type in (sp.DATA, sp.ACK):
-            done = ch.acknowledge(msg.ack)
+            done = ch.acknowledge(msg.ack, now)
             if isinstance(done, str):
                 self.rejected[done] += 1
             elif not done and msg.type == sp.ACK:

@@ -24,7 +24,7 @@ from nodes import syncproto as sp
 from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
 from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
-from nodes.sync.channel import LATER
+from nodes.sync.channel import LATER, MANY
 
 KEPT = WINDOW_SCALE | SACK_PERM | BE_LIBERAL  # a direction's flags that outlive its window
 CLOSED = (TIME_WAIT, CLOSE)  # a connection over: nothing left to protect
@@ -267,11 +267,14 @@ class Replication:
 
     def _queue_to(self, kind: str, entries: list[Entry], now: float, peer: int) -> None:
         """Records of ``entries`` to ``peer`` alone (a bulk answer: a million of them),
-        as ``_queue`` makes one."""
+        as ``_queue`` makes one, queued as one run: an item a record (two tuples each)
+        took a node with 200k connections 140 ms of its garbage collector's time, past
+        its peers' dead_after, while the peer that had asked waited for it."""
         if kind == "update" and self.windows:
             for entry in entries:
                 self.windows.pop(entry.orig, None)
-        self.channels[peer].pending.extend([(LATER, (kind, e, now)) for e in entries])
+        if entries:
+            self.channels[peer].pending.append((MANY, [kind, entries, now, 0]))
         for entry in entries:
             if entry.replicated_at_bytes < 0:
                 entry.replicated_at_bytes = entry.bytes_orig + entry.bytes_reply

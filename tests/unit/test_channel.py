@@ -20,9 +20,9 @@ def test_a_silent_peer_gets_at_most_max_unacked_messages_the_rest_waits():
     assert len(sent) == len(ch.unacked) == chmod.MAX_UNACKED
     assert len(ch.pending) == 5000 - chmod.MAX_UNACKED  # unpacked, not lost
     assert ch.pack(1, 2, 100, KEY, 0.0, 0.02) == []  # nothing more until acknowledged
-    done = ch.acknowledge(100)
-    assert done == list(range(1, 101))
-    assert len(ch.pack(1, 2, 100, KEY, 0.0, 0.02)) == 100
+    done = ch.acknowledge(10)
+    assert done == list(range(1, 11))
+    assert len(ch.pack(1, 2, 100, KEY, 0.0, 0.02)) == 10
 
 
 def test_urgent_records_leave_first_even_past_max_unacked_and_alone_with_budget_0():
@@ -37,9 +37,10 @@ def test_urgent_records_leave_first_even_past_max_unacked_and_alone_with_budget_
     assert not ch.urgent and len(ch.pending) == 5000 - chmod.MAX_UNACKED  # still waiting
 
 
-def test_one_pack_takes_at_most_the_budget_and_the_rest_waits():
+def test_one_pack_takes_at_most_the_budget_and_the_rest_waits(monkeypatch):
     """A failover queues thousands of records at once; packing them all in one round
     kept a node from its heartbeats past dead_after (issue 14)."""
+    monkeypatch.setattr(chmod, "MAX_UNACKED", 1000)  # the budget alone bounds a pack here
     small = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v"})
     ch = Channel()
     ch.pending.extend([small] * 5000)
@@ -64,6 +65,69 @@ def test_resends_back_off_and_one_tick_resends_at_most_the_budget():
     # message 1 is resent after 20, 40, 80, then every 160 ms (BACKOFF 8)
     gaps = [round(b - a, 2) for a, b in zip([0.0] + times, times)]
     assert gaps[:4] == [0.02, 0.04, 0.08, 0.16] and set(gaps[3:]) == {0.16}, gaps
+
+
+def _slow_peer(ch, delay, seconds=1.0, step=0.005):
+    """Send a message every ``step``; the peer acknowledges each ``delay`` after it left
+    (its queue and its work: a node applying a bulk answer). Returns the resends."""
+    small = (sp.R_COMMON, {"owner": 1, "name": "x", "value": b"v"})
+    sent_at, resent = {}, 0
+    for i in range(int(seconds / step)):
+        now = round(i * step, 6)
+        ch.pending.append(small)
+        for seq, _, _ in ch.pack(1, 2, 100, KEY, now, 0.02):
+            sent_at[seq] = now
+        resent += len(ch.due(now, 0.02))
+        arrived = [seq for seq, t in sent_at.items() if t <= now - delay + 1e-9]
+        if arrived:
+            ch.acknowledge(max(arrived), now)
+    return resent
+
+
+def test_a_peer_slower_than_the_rto_is_not_flooded_with_resends():
+    """Found by restarting a node beside one with 200k connections (make bench
+    BENCH=sync_hold_during_bulk): the joining node took ~30 ms to work through what was
+    in flight, the fixed 20 ms rto resent it all (7777 resends, 7856 duplicates), and
+    the duplicates buried the heartbeats. The rto now follows the measured round trip
+    (RFC 6298), with the configured one as its floor."""
+    ch = Channel()
+    assert _slow_peer(ch, 0.030) <= 6  # the first 30 ms of messages, before any sample
+    assert 0.025 < ch.srtt < 0.035 and ch.rto(0.02) > 0.049  # round trip + margin
+
+
+def test_the_rto_keeps_its_floor_and_a_resent_message_gives_no_sample():
+    ch = Channel()
+    _slow_peer(ch, 0.002)
+    assert 0.02 < ch.rto(0.02) < 0.026  # a fast peer: its round trip (a step) and the margin
+    ch = loaded(1)
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    assert len(ch.due(0.03, 0.02)) == 1  # resent: its ack could be for either copy (Karn)
+    ch.acknowledge(1, 0.5)
+    assert ch.srtt == 0.0
+
+
+def test_a_run_of_records_leaves_in_order_a_budget_at_a_time_and_counts_when_dropped():
+    """A bulk answer is queued as one run (no item a record: 200k of them cost a node
+    140 ms of garbage collection); packing takes from it where it stopped."""
+    ch = Channel()
+    names = [f"r{i}" for i in range(2500)]
+    ch.pending.append((chmod.MANY, ["common", names, 0.0, 0]))
+    ch.pending.append(RECORD)
+
+    def resolve(kind, name, now):
+        return sp.R_COMMON, sp.encode_record(sp.R_COMMON, {"owner": 1, "name": name,
+                                                            "value": b""})
+    got = []
+    for now in (0.0, 0.001, 0.002):
+        for _, data, kinds in ch.pack(1, 2, 100, KEY, now, 0.02, resolve=resolve):
+            got.extend(kinds)
+            ch.acknowledge(ch.next_seq - 1)
+    assert len(got) == 2501 and not ch.pending  # 1024, 1024, then 452 and the record
+    ch.pending.append((chmod.MANY, ["common", names, 0.0, 2000]))
+    ch.pending.append(RECORD)
+    ch.max_pending = 1
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02, budget=0, resolve=resolve)
+    assert ch.overflow == 500 and list(ch.pending) == [RECORD]
 
 
 def test_pending_records_beyond_the_cap_are_dropped_and_counted(monkeypatch):

@@ -310,6 +310,28 @@ def test_a_restarted_node_gets_its_state_before_it_is_ready():
     assert st3["backup_nodes"] == ["fw1"] and st1["backup_of"] == {"fw3": len(owned(net, 3))}
 
 
+@pytest.mark.parametrize("replication", ["full", "backup"])
+def test_a_restarted_node_gets_each_of_its_connections_once(replication):
+    """Found by restarting a node beside one with 200k connections (BENCH=
+    sync_hold_during_bulk): the survivor sent them twice, in its regroup and in the
+    bulk answer, and the restarted node, busy with 400k records, took it for dead."""
+    net = Net(2, replication=replication)
+    for sport in range(10000, 10060):
+        syn(net.fw[1], sport)
+    net.run()
+    net.down.add(2)
+    net.run(0.3)
+    sent = net.sync[1].counters["sent_entry"]
+    fresh = GatewayEngine("fw2", RULES)
+    s = SyncEngine(2, [1, 2], fresh.table, KEY, SyncSettings(replication=replication),
+                   boot=300, now=net.t)
+    fresh.sync, net.fw[2], net.sync[2] = s, fresh, s
+    net.down.discard(2)
+    net.run(0.3)
+    assert s.ready and len(fresh.table) == 60
+    assert net.sync[1].counters["sent_entry"] - sent == 60
+
+
 def test_a_graceful_leave_is_a_node_going_offline():
     net = Net(3)
     fill(net)
@@ -897,7 +919,7 @@ def test_a_bulk_answer_as_large_as_the_table_reaches_the_joining_node_whole(monk
     from nodes.sync import channel
     monkeypatch.setattr(channel, "MAX_PENDING", 100)
     a, b = _bulk(3000)  # more than one round packs (PACK_BUDGET)
-    assert a.counters["records_dropped_overflow"] == 0
+    assert a.counters["records_dropped_overflow"] == 0 and a.counters["bulk_answers"] == 1
     assert b.ready and len(b.table) == 3000
     assert b.counters["bulk_records_received"] == 3000 and not b.counters["bulk_incomplete"]
 
@@ -919,7 +941,8 @@ def test_a_bulk_answer_carries_the_connections_the_joining_node_backs_up_and_no_
 
 
 def test_a_joining_node_says_so_when_its_bulk_transfer_came_incomplete():
-    a, b = _bulk(3000, cap=300)  # what the sender had to drop does not come
+    a, b = _bulk(3000, cap=1)  # what the sender had to drop does not come: the rest of
+    # its bulk answer (one run of records) after the first round packed 1024 of them
     assert a.counters["records_dropped_overflow"] > 0
     assert b.ready and len(b.table) < 3000
     assert b.counters["bulk_incomplete"] == 1
