@@ -1,7 +1,7 @@
 """make bench: benchmarks that print ``name: value unit`` and write JSON.
 
-Benchmarks: dataplane (below), sync_memory, sync_bulk and sync_lag
-(experiments/bench_sync.py), failover (experiments/bench_failover.py),
+Benchmarks: dataplane (below), sync_memory, sync_bulk, sync_lag and
+sync_hold_during_bulk (experiments/bench_sync.py), failover (experiments/bench_failover.py),
 failover_side (the same, Python nodes and kernel nodes with a UDP probe),
 home (experiments/bench_home.py); scaling (experiments/bench_scaling.py: how each
 cost grows with its work; more points with make bench BENCH=scaling); robustness
@@ -268,6 +268,7 @@ def _robustness(seconds, out_dir):
 BENCHMARKS = {"dataplane": dataplane, "sync_memory": _sync("sync_memory"),
               "sync_bulk": _sync("sync_bulk"), "sync_lag": _sync("sync_lag"),
               "sync_lag_kernelnode": _sync("sync_lag_kernelnode"),
+              "sync_hold_during_bulk": _sync("sync_hold_during_bulk"),
               "failover": _failover, "failover_side": _failover_side, "home": _home,
               "scaling": _scaling, "robustness": _robustness}
 # Benchmarks with more points when named (make bench BENCH=scaling) than in the default run

@@ -223,12 +223,29 @@ for i in range(count):  # SYN, SYN/ACK, ACK, 227: a millisecond apart, whoever s
 '''.replace("{C}", CLIENT).replace("{S}", SERVER).replace("{MC}", MAC_C).replace("{MS}", MAC_S)
 
 
+class Pair(dict):
+    """Two node processes' control sockets by name; ``restart(name)`` kills one
+    (SIGKILL) and starts it again, a new incarnation, without waiting for it."""
+
+    def __init__(self, socks: dict, procs: dict, start):
+        super().__init__(socks)
+        self.procs, self._start = procs, start
+
+    def restart(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.popen.kill()
+        proc.popen.wait()
+        if os.path.exists(self[name]):
+            os.unlink(self[name])
+        self.procs[name] = self._start(name)
+
+
 @contextlib.contextmanager
 def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench"):
     """fw1 and fw2, node processes in their namespaces (fw1 on core 1, fw2 on core 0),
-    joined by the sync link, both ready; yields their control sockets by name."""
+    joined by the sync link, both ready; yields their control sockets by name (a Pair)."""
     _build()
-    procs = []
+    procs = {}
     try:
         paths = {kind: os.path.join(out_dir, f"{tag}.{kind}") for kind in ("rules", "key", "json")}
         with open(paths["rules"], "w") as fh:
@@ -240,27 +257,68 @@ def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench")
                        "addresses": {"1": "10.9.1.1", "2": "10.9.1.2"},
                        "key_file": paths["key"], "settings": settings}, fh)
         tmp = tempfile.mkdtemp(prefix="fwsync-")
-        socks = {}
-        for name, ns, o, i, cpu in (("fw1", "fws-n1", "n1o", "n1i", "1"),
-                                    ("fw2", "fws-n2", "n2o", "n2i", "0")):
-            socks[name] = os.path.join(tmp, f"{name}.sock")
-            procs.append(Proc(name, ["ip", "netns", "exec", ns, "taskset", "-c", cpu,
-                                     sys.executable, "-m", "nodes.shell.node", "--name", name,
-                                     "--outside", o, "--inside", i, "--rules", paths["rules"],
-                                     "--control", socks[name], "--sync-config", paths["json"],
-                                     "--events", os.path.join(out_dir, f"{tag}-{name}.events")],
-                              os.path.join(out_dir, f"{tag}-{name}.log")))
+        where = {"fw1": ("fws-n1", "n1o", "n1i", "1"), "fw2": ("fws-n2", "n2o", "n2i", "0")}
+        socks = {name: os.path.join(tmp, f"{name}.sock") for name in where}
+
+        def start(name):
+            ns, o, i, cpu = where[name]
+            return Proc(name, ["ip", "netns", "exec", ns, "taskset", "-c", cpu,
+                               sys.executable, "-m", "nodes.shell.node", "--name", name,
+                               "--outside", o, "--inside", i, "--rules", paths["rules"],
+                               "--control", socks[name], "--sync-config", paths["json"],
+                               "--events", os.path.join(out_dir, f"{tag}-{name}.events")],
+                        os.path.join(out_dir, f"{tag}-{name}.log"))
+        for name in where:
+            procs[name] = start(name)
 
         def joined(n):  # ready, and online: a veth's carrier can come up late (~1 s)
             sync = ask(socks[n], "stats")["sync"] if os.path.exists(socks[n]) else {}
             return sync.get("ready") and not sync["offline"] and sync["alive"] == [1, 2]
         for name in socks:
             wait_until(lambda n=name: joined(n), 10, f"{name} ready and online, with its peer")
-        yield socks
+        pair = Pair(socks, procs, start)
+        yield pair
     finally:
-        for p in procs:
+        for p in pair.procs.values() if "pair" in locals() else procs.values():
             p.stop()
         _teardown()
+
+
+def ftp_injectors(count: int, rate: float = 200.0) -> list:
+    """The two injectors of ``count`` FTP control connections at ``rate`` a second,
+    started and waiting for ``go``."""
+    senders = [subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", "0",
+                                 sys.executable, "-c", INJECT, side, str(count), str(rate), intf],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for side, ns, intf in (("a", "fws-a", "a0"), ("b", "fws-b", "b0"))]
+    for p in senders:
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("sync bench: an FTP injector did not start (see its stderr)")
+    return senders
+
+
+def go(senders: list, count: int) -> None:
+    """Start both injectors on one schedule, and wait until they are done.
+
+    The two sides' packets interleave (SYN, SYN/ACK, ACK, 227) only if they keep one
+    schedule: started apart (scapy's import alone takes a second), b's SYN/ACK and
+    227 came before a's SYN, and 1 of 1000 replies was held (make bench, 9a9acb8)."""
+    start = time.time() + 0.1
+    for p in senders:
+        p.stdin.write(f"{start}\n")
+        p.stdin.close()
+    for p in senders:
+        p.wait(timeout=60 + count / 100)
+    time.sleep(0.2)
+
+
+def _hold_figures(name: str, hold: dict, count: int) -> dict:
+    """The hold figures, left out when fewer than 90% of the replies were held."""
+    if hold.get("n", 0) < 0.9 * count:  # the figures would describe a few packets only
+        print(f"{name}: only {hold.get('n', 0)} of {count} announcing replies were held: "
+              "the hold figures are left out (see the node's events)", file=sys.stderr)
+        return {"n": hold.get("n", 0)}
+    return hold
 
 
 def sync_lag(seconds: float, out_dir: str) -> dict:
@@ -268,33 +326,67 @@ def sync_lag(seconds: float, out_dir: str) -> dict:
     with node_pair(out_dir, f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n",
                    {"mode": "ondemand", "hold": True, "replication": "full"}) as socks:
         count = max(50, int(200 * seconds))
-        # The two sides' packets interleave (SYN, SYN/ACK, ACK, 227) only if they keep one
-        # schedule: started apart (scapy's import alone takes a second), b's SYN/ACK and
-        # 227 came before a's SYN, and 1 of 1000 replies was held (make bench, 9a9acb8).
-        senders = [subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", "0",
-                                     sys.executable, "-c", INJECT, side, str(count), "200", intf],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for side, ns, intf in (("a", "fws-a", "a0"), ("b", "fws-b", "b0"))]
-        for p in senders:
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("sync_lag: an injector did not start (see its stderr)")
-        start = time.time() + 0.1
-        for p in senders:
-            p.stdin.write(f"{start}\n")
-            p.stdin.close()
-        for p in senders:
-            p.wait(timeout=60 + count / 100)
-        time.sleep(0.2)
+        go(ftp_injectors(count), count)
         stats = ask(socks["fw1"], "stats")
-    sync, hold = stats["sync"], stats["hold_ms"]
-    if hold.get("n", 0) < 0.9 * count:  # the figures would describe a few packets only
-        print(f"sync_lag: only {hold.get('n', 0)} of {count} announcing replies were held: "
-              "the hold figures are left out (see sync-bench-fw1.events)", file=sys.stderr)
-        hold = {"n": hold.get("n", 0)}
+    sync, hold = stats["sync"], _hold_figures("sync_lag", stats["hold_ms"], count)
     return {"sync_lag_p50": (sync["lag_ms_p50"], "ms"), "sync_lag_p99": (sync["lag_ms_p99"], "ms"),
             "sync_hold_p50": (hold.get("p50"), "ms"), "sync_hold_p99": (hold.get("p99"), "ms"),
             "sync_holds": (hold.get("n", 0), "held packets"),
             "sync_holds_timed_out": (stats["counters"].get("holds_timed_out", 0), "held packets")}
+
+
+BULK_FILL = 200_000  # connections fw1 holds when fw2 restarts and asks for them
+
+
+def sync_hold_during_bulk(seconds: float, out_dir: str) -> dict:
+    """The hold between two node processes while one answers the other's bulk request:
+    fw1 admits BULK_FILL connections (synfill's SYNs, replicated in full to fw2);
+    fw2 is killed and started again, and asks fw1 for all of them; as soon as fw1
+    has it back in its view, FTP control connections cross fw1 at 200 a second,
+    and each 227 is held until fw2 acknowledges its expectation, behind the bulk
+    answer that fw1 is sending it. Hold times at fw1; fw2's bulk transfer; fw1's
+    resends (the whole run: the fill too) and failures taken for real that were not
+    (either node taking the other for dead, the kill aside). Both nodes' stats and
+    fw1's hold samples go to hold-bulk-stats.json."""
+    from experiments.bench_scaling import settled_entries
+    from experiments.synfill import FILL_DPORT, FILL_PREFIX
+    rules = (f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n"
+             f"{FILL_PREFIX} {SERVER} tcp {FILL_DPORT} accept\n")
+    count = max(50, int(200 * min(seconds, 2.0)))
+    with node_pair(out_dir, rules, {"mode": "ondemand", "hold": True, "replication": "full"},
+                   tag="hold-bulk") as pair:
+        subprocess.run(["ip", "netns", "exec", "fws-a", "taskset", "-c", "0", sys.executable,
+                        "-m", "experiments.synfill", "--intf", "a0", "--dst", SERVER,
+                        "--count", str(BULK_FILL), "--rate", "25000"],
+                       check=True, capture_output=True)
+        filled = settled_entries(pair["fw1"])
+        senders = ftp_injectors(count)
+        pair.restart("fw2")
+        wait_until(lambda: ask(pair["fw1"], "stats")["sync"]["alive"] == [1, 2], 20,
+                   "fw1 to take the restarted fw2 back")
+        behind = filled - settled_entries(pair["fw2"], timeout=0.0) \
+            if os.path.exists(pair["fw2"]) else filled
+        go(senders, count)
+        wait_until(lambda: os.path.exists(pair["fw2"])
+                   and ask(pair["fw2"], "stats")["sync"]["ready"], 60, "fw2 ready")
+        stats, joined = ask(pair["fw1"], "stats", timeout=30), ask(pair["fw2"], "stats", timeout=30)
+        with open(os.path.join(out_dir, "hold-bulk-stats.json"), "w") as fh:
+            json.dump({"fw1": stats, "fw2": joined, "fw1_raw": ask(pair["fw1"], "raw")}, fh)
+    hold = _hold_figures("sync_hold_during_bulk", stats["hold_ms"], count)
+    bulk, sent = joined["sync"], stats["sync"]["counters"]
+    return {"sync_hold_during_bulk_p50": (hold.get("p50"), "ms"),
+            "sync_hold_during_bulk_p99": (hold.get("p99"), "ms"),
+            "sync_hold_during_bulk_held": (hold.get("n", 0), "held packets"),
+            "sync_hold_during_bulk_timed_out": (stats["counters"].get("holds_timed_out", 0),
+                                                "held packets"),
+            "sync_hold_during_bulk_entries": (filled, "entries"),
+            "sync_hold_during_bulk_missing_at_start": (behind, "entries"),
+            "sync_hold_during_bulk_transfer": (bulk["bulk_ms_last"], "ms"),
+            "sync_hold_during_bulk_resends": (sent.get("retransmissions", 0), "messages"),
+            # fw1 fails fw2 once, when it is killed; any other failure is a false one
+            "sync_hold_during_bulk_false_failures": (
+                sent.get("peers_failed", 0) - 1 + bulk["counters"].get("peers_failed", 0),
+                "failures")}
 
 
 # -- the same for kernel nodes: conntrack's events in both namespaces ---------------

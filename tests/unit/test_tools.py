@@ -135,7 +135,8 @@ def test_bench_names_pick_benchmarks():
     assert "robustness" not in select([]) and set(ON_REQUEST).isdisjoint(select([]))
     assert select(["failover_side"]) == ["failover_side"]  # not failover too
     assert select(["failover"]) == ["failover"]
-    assert select(["sync"]) == ["sync_memory", "sync_bulk", "sync_lag", "sync_lag_kernelnode"]
+    assert select(["sync"]) == ["sync_memory", "sync_bulk", "sync_lag", "sync_lag_kernelnode",
+                                "sync_hold_during_bulk"]
     assert select(["dataplane_tcp"]) == ["dataplane"]
 
 
