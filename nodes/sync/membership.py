@@ -139,8 +139,7 @@ class Membership:
             self.table.set_owner(entry, me)
             entry.extra = {**(entry.extra or {}), "adopted_at": now}
             keys.add(entry.orig)
-        for entry in entries:
-            self._queue("update", entry, now)
+        self._queue_mine(entries, now)
         self.counters["entries_adopted"] += len(entries)
 
     def _regroup(self, before: list[int], now: float, joining: int | None = None) -> None:
@@ -154,8 +153,7 @@ class Membership:
             return  # the others hold all of mine already
         owned = [e for e in self.table.entries() if e.owner == me]
         if self.replication == "full":
-            for entry in owned:
-                self._queue("update", entry, now)
+            self._queue_mine(owned, now)
             return
         if self.config.selection == "connection":
             for entry in owned:
@@ -171,8 +169,7 @@ class Membership:
             new = node_backups(sorted(self.alive), self.config.k)
             gained = [p for p in new.get(self.me, [])
                       if p not in old.get(self.me, []) and p != joining]
-            for entry in owned:
-                self._queue("update", entry, now, peers=gained)
+            self._queue_mine(owned, now, gained)
             self.counters["entries_handed_on"] += len(owned) * len(gained)
             keep = {self.names[o] for o, bs in new.items() if self.me in bs} | {me}
             stale = [e for e in self.table.entries() if e.owner not in keep]

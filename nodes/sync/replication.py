@@ -280,6 +280,22 @@ class Replication:
                 entry.replicated_at_bytes = entry.bytes_orig + entry.bytes_reply
         self.counters["records_queued"] += len(entries)
 
+    def _queue_mine(self, entries: list[Entry], now: float,
+                    peers: list[int] | None = None) -> None:
+        """Records of my ``entries`` (a list not changed afterwards) to ``peers``
+        (default: where mine go): one run a peer where that does not depend on the
+        connection, else one record at a time. A failover adopts, and a regroup sends
+        on, a table's worth at once: an item a record held the heir of 100k
+        connections for 300 ms, past its peers' dead_after."""
+        if peers is None:
+            peers = self._owner_destinations(self.me)
+            if peers is None:  # connection-specific backups
+                for entry in entries:
+                    self._queue("update", entry, now)
+                return
+        for peer in peers:
+            self._queue_to("update", entries, now, peer)
+
     def _owner_name(self, owner_id: int) -> str:
         return self.names.get(owner_id, f"fw{owner_id}")
 
