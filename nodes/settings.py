@@ -51,8 +51,8 @@ class SyncSettings(BaseModel):
     hold_timeout: float = Field(0.05, gt=0, description="seconds a held packet waits at most")
     query_timeout: float = Field(0.05, gt=0, description="mode home: seconds to wait for the "
                                  "home node's answer (above the round trip)")
-    rto: float = Field(0.02, gt=0, description="seconds before an unacknowledged message "
-                       "is sent again")
+    rto: float = Field(0.02, gt=0, description="seconds an acknowledgement may come later "
+                       "than the measured round trip before its message is sent again")
     window: int = Field(4096, ge=1, description="messages a receiver buffers out of order")
     heartbeat: float = Field(0.02, gt=0, description="seconds between heartbeats")
     dead_after: float = Field(0.1, gt=0, description="a member not heard for this long has "
