@@ -332,6 +332,19 @@ class ConnectionTable:
             self.unassured.setdefault(owner, {})[ck] = entry
         entry.owner = owner
 
+    def hand_over(self, entries: list[Entry], old: str, new: str) -> None:
+        """Give ``entries``, all ``old``'s, to ``new`` (a failover's adoption): as
+        ``set_owner`` each, but with one pass over ``old``'s unassured entries instead
+        of a lookup an entry (the heir of 200k connections spent 160 ms at once)."""
+        for entry in entries:
+            entry.owner = new
+        waiting = self.unassured.get(old)
+        if waiting:  # filed after new's own, as set_owner files them
+            moved = {ck: e for ck, e in waiting.items() if e.owner == new}
+            for ck in moved:
+                del waiting[ck]
+            self.unassured.setdefault(new, {}).update(moved)
+
     def _unfile(self, entry: Entry, ck: Key) -> bool:
         """Take ``entry`` out of its owner's unassured entries; whether it was there."""
         waiting = self.unassured.get(entry.owner)

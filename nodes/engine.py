@@ -185,7 +185,9 @@ class GatewayEngine:
             return self._open(pkt, frame, ingress, now, forwarded)
         direction = ORIGINAL if key == entry.orig else REPLY
         if entry.extra is not None and "adopted_at" in entry.extra:
-            adopted = entry.extra.pop("adopted_at")  # its first packet here since failover
+            extra = entry.extra  # its first packet here since failover; the mark may be
+            adopted = extra["adopted_at"]  # shared (read-only): replaced, not changed
+            entry.extra = {k: v for k, v in extra.items() if k != "adopted_at"} or None
             self._event(now, "failover_first_packet", key=key_str(entry.orig),
                         after_adoption_ms=round((now - adopted) * 1000, 3))
         verified = not self.checksum  # each frame's checksums are computed once at most

@@ -22,9 +22,14 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 """
 from __future__ import annotations
 
+from operator import attrgetter
+from types import MappingProxyType
+
 from nodes import syncproto as sp
 from nodes.conntrack import Entry
 from nodes.groups import adopter, connection_backups, node_backups
+
+_ORIG = attrgetter("orig")
 
 
 class Membership:
@@ -135,10 +140,13 @@ class Membership:
         """Take over ``entries`` of the failed ``peer``: mine now, and my backups'."""
         me = self.name
         keys, _ = self.adopted[peer]
+        self.table.hand_over(entries, self.names[peer], me)
+        # The engine reports each one's first packet here, then drops the mark. One
+        # read-only mark for all: a dict an entry cost the heir of 200k 40 ms at once.
+        stamp = MappingProxyType({"adopted_at": now})
         for entry in entries:
-            self.table.set_owner(entry, me)
-            entry.extra = {**(entry.extra or {}), "adopted_at": now}
-            keys.add(entry.orig)
+            entry.extra = stamp if entry.extra is None else {**entry.extra, "adopted_at": now}
+        keys.update(map(_ORIG, entries))
         self._queue_mine(entries, now)
         self.counters["entries_adopted"] += len(entries)
 
