@@ -80,7 +80,11 @@ class Sent:
     timer: float = 0.0  # its channel's rto when it left, backed off (Channel.backoff)
 
     def due_at(self, rto: float) -> float:
-        return self.last_sent + max(rto, self.timer) * min(BACKOFF, 1 << self.tries)
+        """When it is resent next: its timer, doubled with each resend, at most BACKOFF
+        times the channel's rto (a timer backed off when it left does not back off
+        twice: under 10% loss that stretched a resend to seconds)."""
+        return self.last_sent + min(BACKOFF * rto,
+                                    max(rto, self.timer) * (1 << min(self.tries, 16)))
 
 
 @dataclass

@@ -3,6 +3,7 @@ import pytest
 
 from tests.integration.test_cluster import MODES, flushed_events, ftp
 from topo import faults
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -63,14 +64,19 @@ def test_nothing_is_lost_with_ten_percent_loss_on_the_sync_link(cluster_factory)
         assert "Error" not in out, out
     records, _ = ftp(cluster, 24, seed=6)
     assert [r for r in records if r["outcome"] != "ok"] == []
-    stats = sync_stats(cluster)
     dropped = sum(int(cluster.net[n].cmd("nft list table netdev fwloss | grep -o 'packets [0-9]*'"
                                          ).split()[1]) for n in cluster.node_names())
     assert dropped > 0
+
+    def settled():  # full replication: every node ends with every entry, once the
+        stats = sync_stats(cluster)  # retransmissions of what was lost have arrived
+        counts = {n: s["entries"] for n, s in stats.items()}
+        return stats if len(set(counts.values())) == 1 else None
+    try:
+        stats = wait_until(settled, 5, "every node to hold every entry")
+    except TimeoutError:
+        raise AssertionError({n: s["entries"] for n, s in sync_stats(cluster).items()})
     assert sum(s["sync"]["counters"].get("retransmissions", 0) for s in stats.values()) > 0
-    # full replication: every node ends with every entry
-    counts = {n: s["entries"] for n, s in stats.items()}
-    assert len(set(counts.values())) == 1, counts
 
 
 def test_sync_mode_can_be_switched_at_run_time(cluster_factory):

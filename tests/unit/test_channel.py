@@ -95,6 +95,22 @@ def test_a_peer_slower_than_the_rto_is_not_flooded_with_resends():
     assert 0.025 < ch.srtt < 0.035 and ch.rto(0.02) > 0.049  # round trip + margin
 
 
+def test_a_message_sent_with_a_backed_off_timer_does_not_back_off_twice():
+    """Under 10% loss the channel's timer is often backed off when a message leaves;
+    that message's own resends doubled it again, to seconds, and a Mininet test's
+    replicas were still missing an entry after the FTP sessions had ended."""
+    ch = loaded(1)
+    ch.backoff = chmod.BACKOFF  # several timeouts, no sample since
+    ch.pack(1, 2, 100, KEY, 0.0, 0.02)
+    resends, now = [], 0.0
+    while now < 2.0:
+        now = round(now + 0.005, 3)
+        if ch.due(now, 0.02):
+            resends.append(now)
+    gaps = [round(b - a, 3) for a, b in zip([0.0] + resends, resends)]
+    assert gaps and max(gaps) <= chmod.BACKOFF * 0.02 + 0.005, gaps
+
+
 def test_the_rto_keeps_its_floor_and_a_resent_message_gives_no_sample():
     ch = Channel()
     _slow_peer(ch, 0.002)
