@@ -199,7 +199,7 @@ INJECT = r'''
 import socket, struct, sys, time
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
-side, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+side, count, rate, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[5])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[4], 0))
 print("ready", flush=True)
 start = float(sys.stdin.readline())  # both sides keep one schedule from one start
@@ -214,11 +214,11 @@ for i in range(count):  # SYN, SYN/ACK, ACK, 227: a millisecond apart, whoever s
     sport, t = 20000 + i, start + i / rate
     if side == "a":
         at(t); s.send(out(sport, "S", 100, 0))
-        at(t + 0.002); s.send(out(sport, "A", 101, 501))
+        at(t + 2 * gap); s.send(out(sport, "A", 101, 501))
     else:
         port = 50000 + i % 10000
-        at(t + 0.001); s.send(inn(sport, "SA", 500, 101))
-        at(t + 0.003); s.send(inn(sport, "PA", 501, 101,
+        at(t + gap); s.send(inn(sport, "SA", 500, 101))
+        at(t + 3 * gap); s.send(inn(sport, "PA", 501, 101,
                    b"227 Entering Passive Mode (10,8,0,201,%d,%d).\r\n" % (port // 256, port % 256)))
 '''.replace("{C}", CLIENT).replace("{S}", SERVER).replace("{MC}", MAC_C).replace("{MS}", MAC_S)
 
@@ -284,11 +284,13 @@ def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench")
         _teardown()
 
 
-def ftp_injectors(count: int, rate: float = 200.0) -> list:
-    """The two injectors of ``count`` FTP control connections at ``rate`` a second,
-    started and waiting for ``go``."""
+def ftp_injectors(count: int, rate: float = 200.0, gap: float = 0.001) -> list:
+    """The two injectors of ``count`` FTP control connections at ``rate`` a second, a
+    connection's SYN, SYN/ACK, ACK and 227 ``gap`` seconds apart, started and waiting
+    for ``go``."""
     senders = [subprocess.Popen(["ip", "netns", "exec", ns, "taskset", "-c", "0",
-                                 sys.executable, "-c", INJECT, side, str(count), str(rate), intf],
+                                 sys.executable, "-c", INJECT, side, str(count), str(rate), intf,
+                                 str(gap)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for side, ns, intf in (("a", "fws-a", "a0"), ("b", "fws-b", "b0"))]
     for p in senders:
@@ -342,7 +344,7 @@ def sync_hold_during_bulk(seconds: float, out_dir: str) -> dict:
     """The hold between two node processes while one answers the other's bulk request:
     fw1 admits BULK_FILL connections (synfill's SYNs, replicated in full to fw2);
     fw2 is killed and started again, and asks fw1 for all of them; as soon as fw1
-    has it back in its view, FTP control connections cross fw1 at 200 a second,
+    has it back in its view, FTP control connections cross fw1 at 100 a second,
     and each 227 is held until fw2 acknowledges its expectation, behind the bulk
     answer that fw1 is sending it. Hold times at fw1; fw2's bulk transfer; fw1's
     resends (the whole run: the fill too) and failures taken for real that were not
@@ -352,7 +354,7 @@ def sync_hold_during_bulk(seconds: float, out_dir: str) -> dict:
     from experiments.synfill import FILL_DPORT, FILL_PREFIX
     rules = (f"{CLIENT} {SERVER} tcp 21 accept helper=ftp\n"
              f"{FILL_PREFIX} {SERVER} tcp {FILL_DPORT} accept\n")
-    count = max(50, int(200 * min(seconds, 2.0)))
+    count = max(50, int(100 * min(seconds, 2.0)))
     with node_pair(out_dir, rules, {"mode": "ondemand", "hold": True, "replication": "full"},
                    tag="hold-bulk") as pair:
         subprocess.run(["ip", "netns", "exec", "fws-a", "taskset", "-c", "0", sys.executable,
@@ -360,7 +362,10 @@ def sync_hold_during_bulk(seconds: float, out_dir: str) -> dict:
                         "--count", str(BULK_FILL), "--rate", "25000"],
                        check=True, capture_output=True)
         filled = settled_entries(pair["fw1"])
-        senders = ftp_injectors(count)
+        # 100 a second, 2 ms apart: fw1, busy with the bulk answer, reads its ports a
+        # batch at a time, and at 1 ms one side's SYN/ACK came before the other's SYN
+        # (tcp_no_entry) for up to 15% of the connections
+        senders = ftp_injectors(count, rate=100.0, gap=0.002)
         pair.restart("fw2")
         wait_until(lambda: ask(pair["fw1"], "stats")["sync"]["alive"] == [1, 2], 20,
                    "fw1 to take the restarted fw2 back")
