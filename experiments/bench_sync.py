@@ -59,26 +59,32 @@ def sync_memory(seconds: float, out_dir: str) -> dict:
             "sync_memory_per_entry_with_key": (with_key, "bytes")}
 
 
+def _engine(me: int, n: int, key: bytes, config) -> object:
+    """fw``me``'s sync engine, beside fw1 or fw2, with room for ``n`` entries; fw1 owns
+    ``n`` established connections (made before it, so nothing is queued for them)."""
+    from nodes.sync import SyncEngine
+    table = ConnectionTable(max_entries=max(n, 1))
+    if me == 1:
+        for k in _keys(n):
+            table.new_entry(k, "ESTABLISHED", 0.0, "fw1")
+    return SyncEngine(me, [1, 2], table, key, config, boot=me, now=0.0)
+
+
 def bulk_transfer(n: int) -> tuple[float, int, int]:
     """A node owning ``n`` entries answers a joining backup's bulk request, in process:
     seconds until the newcomer is ready with every entry, messages, bytes. The garbage
     collector runs as in a node: survivors frozen every housekeeping round (without, its
     full collections walk every entry made so far: 1M took 4% longer here)."""
     from nodes.shell.node import HOUSEKEEPING, freeze_survivors
-    from nodes.sync import SyncSettings, SyncEngine
+    from nodes.sync import SyncSettings
     key = os.urandom(32)
     config = SyncSettings(mode="ondemand", bulk_timeout=600.0)
-    t1 = ConnectionTable(max_entries=max(n, 1))
-    t2 = ConnectionTable(max_entries=max(n, 1))
-    a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
-    for k in _keys(n):
-        t1.new_entry(k, "ESTABLISHED", 0.0, "fw1")
-    a.outbox.clear()
+    a = _engine(1, n, key, config)
     limit = 120 + n / 10_000  # seconds: far beyond what it takes
     start = time.perf_counter()
-    b = SyncEngine(2, [1, 2], t2, key, config, boot=2, now=0.0)
+    b = _engine(2, n, key, config)
     now, housekeeping = 0.0, start + HOUSEKEEPING
-    while not (b.ready and len(t2) == n):
+    while not (b.ready and len(b.table) == n):
         if time.perf_counter() >= housekeeping:
             freeze_survivors()
             housekeeping = time.perf_counter() + HOUSEKEEPING
@@ -103,15 +109,11 @@ def hold_behind_bulk(n: int, share: float = 0.25) -> tuple[float, bool, int]:
     how many records fw2 applied in between (what the held packet waited behind)."""
     from nodes.conntrack import Expectation
     from nodes.shell.node import SYNC_BUDGET
-    from nodes.sync import SyncEngine, SyncSettings
+    from nodes.sync import SyncSettings
     key = os.urandom(32)
     config = SyncSettings(mode="ondemand", bulk_timeout=600.0, hold=True)
-    t1, t2 = ConnectionTable(max_entries=n + 10), ConnectionTable(max_entries=n + 10)
-    a = SyncEngine(1, [1, 2], t1, key, config, boot=1, now=0.0)
-    for k in _keys(n):
-        t1.new_entry(k, "ESTABLISHED", 0.0, "fw1")
-    a.outbox.clear()
-    b = SyncEngine(2, [1, 2], t2, key, config, boot=2, now=0.0)
+    a, b = _engine(1, n, key, config), _engine(2, n, key, config)
+    t1, t2 = a.table, b.table
     wire: list[bytes] = []  # fw1 to fw2, not yet read
     now, ticket, start, applied = 0.0, None, 0.0, 0
     while True:
@@ -276,10 +278,9 @@ def node_pair(out_dir: str, rules: str, settings: dict, tag: str = "sync-bench")
             return sync.get("ready") and not sync["offline"] and sync["alive"] == [1, 2]
         for name in socks:
             wait_until(lambda n=name: joined(n), 10, f"{name} ready and online, with its peer")
-        pair = Pair(socks, procs, start)
-        yield pair
+        yield Pair(socks, procs, start)  # its restarts replace procs' entries
     finally:
-        for p in pair.procs.values() if "pair" in locals() else procs.values():
+        for p in procs.values():
             p.stop()
         _teardown()
 
