@@ -7,7 +7,7 @@ I-IV, window scaling from the SYN options, SACK, the slack of IGNORE, the
 import pytest
 
 from nodes.engine import ACCEPT, DROP, INSIDE, OUTSIDE, GatewayEngine
-from nodes.tcpwindow import BE_LIBERAL, WINDOW_SCALE, before
+from nodes.tcpwindow import BE_LIBERAL, SACK_PERM, WINDOW_SCALE, before
 from tests.unit.cluster_sim import RULES, Net
 from tests.unit.frames import CLIENT, SERVER, tcp
 
@@ -276,31 +276,53 @@ def test_the_switches_are_set_at_run_time_and_a_bad_value_is_one_line():
 
 
 def test_the_fast_path_decides_and_updates_as_linuxs_whole_procedure():
-    """``check``'s fast path against ``in_window`` on 20,000 seeded random segments
-    near the window's edges (and across 2**32): the same verdicts, the same state."""
+    """``check``'s fast path against ``in_window`` on 40,000 seeded random segments
+    near each of the window's bounds and across 2**32, in either direction, with FIN, with SACK
+    blocks and with windows up to and past 2**31: the same verdicts, the same state."""
     import random
     from nodes.packet import Packet
-    from nodes.tcpwindow import Seen, check, in_window
+    from nodes.tcpwindow import Seen, check, highest_sack, in_window
     rnd = random.Random(16)
-    verdicts = set()
-    for _ in range(20_000):
-        base = rnd.randrange(2 ** 32)
-        state = [Seen(*((base + rnd.randrange(-5000, 5000)) & 0xFFFFFFFF for _ in range(2)),
-                      rnd.choice((1, 1000, 70000)), rnd.choice((0, 7)), 0)
+    verdicts, sacked = set(), 0
+    maxwins = (1, 1000, 70000, 2 ** 30, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1)
+    for _ in range(40_000):
+        base = rnd.choice((rnd.randrange(2 ** 32), rnd.randrange(2 ** 32 - 100_000, 2 ** 32)))
+        spread = rnd.choice((5000, 2 ** 31))
+        state = [Seen(*((base + rnd.randrange(-spread, spread)) & 0xFFFFFFFF for _ in range(2)),
+                      rnd.choice(maxwins), rnd.choice((0, 7, 14)), rnd.choice((0, SACK_PERM)))
                  for _ in range(2)]
-        seq = (state[0].end + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
-        ack = (state[1].end + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
-        size = rnd.choice((0, 1448))
-        win, flags = rnd.randrange(65536), rnd.choice((0x10, 0x18))
-        pkt = Packet((), 6, b"", b"", 1, 2, flags, seq, ack, 54, 54 + size, window=win, l4=34)
+        direction = rnd.randrange(2)
+        sender, receiver = state[direction], state[direction ^ 1]
+        # near each bound: the sender's end and max end, half the sequence space away
+        anchor = rnd.choice((sender.end, sender.end, sender.maxend, sender.end - 2 ** 31,
+                             sender.end - receiver.maxwin))
+        seq = (anchor + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
+        ack = (rnd.choice((receiver.end, receiver.end, receiver.end - sender.maxwin))
+               + rnd.randrange(-80000, 80000)) & 0xFFFFFFFF
+        size = rnd.choice((0, 1448, 65000))
+        win, flags = rnd.randrange(65536), rnd.choice((0x10, 0x18, 0x11))
+        options = b""
+        if rnd.random() < 0.3:  # NOP NOP SACK with one block past the ack
+            left = (ack + rnd.randrange(0, 90000)) & 0xFFFFFFFF
+            right = (left + rnd.randrange(1, 90000)) & 0xFFFFFFFF
+            options = b"\x01\x01\x05\x0a" + left.to_bytes(4, "big") + right.to_bytes(4, "big")
+        frame = bytes(54) + options + bytes(size)
+        off = 54 + len(options)
+        pkt = Packet((), 6, b"", b"", 1, 2, flags, seq, ack, off, off + size, window=win,
+                     l4=34)
+        sack = ack
+        if options and receiver.flags & SACK_PERM:
+            sack = highest_sack(frame, 54, off, ack)
+            sacked += sack != ack
         fast = [Seen(*s.fields()) for s in state]
         slow = [Seen(*s.fields()) for s in state]
-        got = check(fast, 0, pkt, b"", "ESTABLISHED", False)
-        want = in_window(slow, 0, seq, ack, (seq + size) & 0xFFFFFFFF, win, flags, ack, False,
-                         None, False)
+        got = check(fast, direction, pkt, frame, "ESTABLISHED", False)
+        want = in_window(slow, direction, seq, ack, (seq + size + (flags & 1)) & 0xFFFFFFFF,
+                         win, flags, sack, False, None, False)
         assert (got, [s.fields() for s in fast]) == (want, [s.fields() for s in slow])
         verdicts.add(got)
     assert verdicts == {0, 1, 2}  # accepted, ignored and invalid segments all came up
+    assert sacked > 1000  # and SACK blocks that moved the acknowledgement
 
 
 def test_without_window_check_a_connection_is_not_tracked():
