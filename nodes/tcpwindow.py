@@ -150,20 +150,21 @@ def check(seen: list, direction: int, pkt, frame: bytes, state: str, liberal: bo
         return in_window(seen, direction, seq, ack, end, pkt.window, flags, sack,
                          state in _OPENING, options(frame, opts, off) if flags & _SYN else None,
                          liberal)
-    # I-IV as plain comparisons, each bound within 2**31 of what it bounds: where they
-    # all hold, the modular ones do too (a window below 2**31 keeps IV's span in range);
-    # where one does not (a failing segment, or one across 2**32), the modular procedure
-    # decides. Python's integers above 2**30 cost an allocation an operation: a masked
-    # difference each made the check 40% slower.
-    end = seq + pkt.payload_end - off + (flags & 0x01)  # not masked: up to 2**32 + 2**16
-    s_end, r_end, s_maxend = sender.end, receiver.end, sender.maxend
-    low = s_end - r_maxwin
-    if not (s_maxend - 0x7FFFFFFF <= seq <= s_maxend                          # I
-            and r_end - (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST)
-            <= sack <= r_end                                                   # III, IV
-            and low <= end <= low + 0x7FFFFFFF):                               # II
-        return in_window(seen, direction, seq, ack, end & _M, pkt.window, flags, sack,
-                         state in _OPENING, None, liberal)
+    # I-IV as plain comparisons of differences, each within 2**31: where they all hold,
+    # the modular ones do too (a window below 2**31 keeps IV's span in range); where one
+    # does not (a failing segment, or one across 2**32), the modular procedure decides.
+    # Python's integers above 2**30 cost an allocation an operation, and the sequence
+    # numbers mostly are: one subtraction a bound, whose difference is small, made the
+    # check 40% faster than masking each.
+    size = pkt.payload_end - off + (flags & 0x01)  # end = seq + size
+    ahead = sender.maxend - seq  # I: seq <= maxend
+    gained = seq - sender.end + size  # end - sender.end
+    unacked = receiver.end - sack  # III: sack <= r.end; IV: sack >= r.end - MAXACKWINDOW
+    if not (0 <= ahead <= 0x7FFFFFFF
+            and 0 <= unacked <= (s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST)
+            and -r_maxwin <= gained <= 0x7FFFFFFF - r_maxwin):  # II: end >= sender.end - r.maxwin
+        return in_window(seen, direction, seq, ack, (seq + size) & _M, pkt.window, flags,
+                         sack, state in _OPENING, None, liberal)
     win = pkt.window << sender.scale  # < 2**30: 16 bits, a scale of 14 at most
     if sack != ack:
         swin = win + ((sack - ack) & 0xFFFFFFFF)
@@ -171,10 +172,10 @@ def check(seen: list, direction: int, pkt, frame: bytes, state: str, liberal: bo
             sender.maxwin = swin
     elif s_maxwin < win:
         sender.maxwin = win
-    if end > s_end:  # after(end, s_end): end lies within 2**31 - r_maxwin past s_end
-        sender.end = end & 0xFFFFFFFF
-    if end > s_maxend:  # after(end, maxend): end - maxend lies in [-2**31 + 1, 2**16 + 1]
-        receiver.maxwin = r_maxwin + end - s_maxend
+    if gained > 0:  # after(end, sender.end): it lies less than 2**31 - r.maxwin past it
+        sender.end = (seq + size) & 0xFFFFFFFF
+    if size > ahead:  # after(end, maxend): end - maxend lies in [-2**31 + 1, 2**16 + 1]
+        receiver.maxwin = r_maxwin + size - ahead
     right = (sack + win) & 0xFFFFFFFF
     if (right - receiver.maxend) & 0xFFFFFFFF <= 0x7FFFFFFF:  # not before(right, maxend)
         receiver.maxend = right + 1 & 0xFFFFFFFF if win == 0 else right
