@@ -183,43 +183,17 @@ def window_cost(rules: str, out_dir: str, seconds: float, pairs: int = WINDOW_PA
 
 
 def engine_window_cost(segments: int = 3000, rounds: int = 7, seed: int = 16) -> dict:
-    """Microseconds the gateway engine takes a segment of an established TCP stream,
-    with window tracking and without (``tcp_window_check``), in process: the best of
-    ``rounds``, each a fresh engine fed the same frames. The stream is an iperf3 one:
-    1448-byte segments with timestamps, an acknowledgement every second segment, both
-    directions' sequence numbers random 32-bit ones (most above 2**30, as on a wire)."""
+    """Microseconds the gateway engine takes a segment of an established TCP stream
+    (``tcp_stream``), with window tracking and without (``tcp_window_check``), in
+    process: the best of ``rounds``, each a fresh engine fed the same frames."""
     import random
 
-    from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
-
-    from nodes.engine import INSIDE, OUTSIDE, GatewayEngine
+    from nodes.engine import GatewayEngine
     from nodes.rules import RuleSet
     rnd = random.Random(seed)
     rules = RuleSet.from_text(RULES)
-    c_isn, s_isn = rnd.randrange(2 ** 32), rnd.randrange(2 ** 32)
-    stamp = [("NOP", None), ("NOP", None), ("Timestamp", (1, 1))]
-    opening = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None),
-               ("WScale", 7)]
-
-    def segment(out: bool, flags: str, seq: int, ack: int, size: int = 0, options=stamp,
-                window: int = 501):  # 501 << 7 once scaled; a SYN's is not (RFC 7323)
-        src, dst, sport, dport = ((ADDR_A, ADDR_B, 40000, 5201) if out
-                                  else (ADDR_B, ADDR_A, 5201, 40000))
-        return (bytes(Ether() / IP(src=src, dst=dst)
-                      / TCP(sport=sport, dport=dport, flags=flags, seq=seq & 0xFFFFFFFF,
-                            ack=ack & 0xFFFFFFFF, window=window, options=options)
-                      / bytes(size)), OUTSIDE if out else INSIDE)
-
-    start = [segment(True, "S", c_isn, 0, options=opening, window=64240),
-             segment(False, "SA", s_isn, c_isn + 1, options=opening, window=65160),
-             segment(True, "A", c_isn + 1, s_isn + 1)]
-    stream, seq = [], c_isn + 1
-    for i in range(segments):
-        stream.append(segment(True, "A", seq, s_isn + 1, 1448))
-        seq += 1448
-        if i % 2:
-            stream.append(segment(False, "A", s_isn + 1, seq))
+    stream = tcp_stream(rnd, segments)
+    start, stream = stream[:3], stream[3:]
     best = {}
     for variant, check in (("checked", True), ("nowindow", False)) * rounds:
         fw = GatewayEngine("fw1", rules, tcp_window_check=check)
@@ -233,6 +207,39 @@ def engine_window_cost(segments: int = 3000, rounds: int = 7, seed: int = 16) ->
                                f"({variant}): {dict(fw.drops)}")
         best[variant] = min(best.get(variant, took), took)
     return best
+
+
+def tcp_stream(rnd, segments: int, client: bytes = bytes((10, 9, 0, 1)), sport: int = 40000,
+               server: bytes = bytes((10, 9, 0, 2)), dport: int = 5201) -> list:
+    """(frame, port) of an iperf3-like TCP connection: the handshake (MSS, SACK,
+    timestamps, window scale 7), then ``segments`` 1448-byte segments with timestamps
+    and an acknowledgement every second one; both directions' sequence numbers random
+    32-bit ones (most above 2**30, as on a wire); checksums right."""
+    from experiments.synfill import tcp_frame
+    from nodes.engine import INSIDE, OUTSIDE
+    stamp = b"\x01\x01\x08\x0a" + bytes(8)  # NOP NOP TIMESTAMP
+    opening = b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07"
+    mac_c, mac_s = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+
+    def segment(out: bool, flags: int, seq: int, ack: int, size: int = 0,
+                options: bytes = stamp, window: int = 501):  # 501 << 7 once scaled
+        if out:
+            return tcp_frame(mac_c, client, sport, server, dport, seq, ack, flags, window,
+                             options, size, mac_s), OUTSIDE
+        return tcp_frame(mac_s, server, dport, client, sport, seq, ack, flags, window,
+                         options, size, mac_c), INSIDE
+
+    c_isn, s_isn = rnd.randrange(2 ** 32), rnd.randrange(2 ** 32)
+    frames = [segment(True, 0x02, c_isn, 0, options=opening, window=64240),  # a SYN's window
+              segment(False, 0x12, s_isn, c_isn + 1, options=opening, window=65160),  # is not
+              segment(True, 0x10, c_isn + 1, s_isn + 1)]  # scaled (RFC 7323)
+    seq = c_isn + 1
+    for i in range(segments):
+        frames.append(segment(True, 0x10, seq, s_isn + 1, 1448))
+        seq += 1448
+        if i % 2:
+            frames.append(segment(False, 0x10, s_isn + 1, seq))
+    return frames
 
 
 def cpu_seconds(pid: int) -> float:

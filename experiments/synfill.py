@@ -38,16 +38,25 @@ def fill_key(i: int) -> tuple[bytes, int]:
     return (base + i // PORTS).to_bytes(4, "big"), 1024 + i % PORTS
 
 
-def syn_frame(src_mac: bytes, src: bytes, sport: int, dst: bytes, dport: int,
-              seq: int) -> bytes:
-    """An Ethernet frame with a TCP SYN (MSS option), its checksums right."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, 0x02, 64240, 0, 0) \
-        + b"\x02\x04\x05\xb4"
+def tcp_frame(src_mac: bytes, src: bytes, sport: int, dst: bytes, dport: int, seq: int,
+              ack: int = 0, flags: int = 0x02, window: int = 64240,
+              options: bytes = b"\x02\x04\x05\xb4", size: int = 0,
+              dst_mac: bytes = NOBODY_MAC) -> bytes:
+    """An Ethernet frame with a TCP segment (``options`` padded to 32 bits by the caller,
+    ``size`` bytes of zeros as payload), its checksums right."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                      (5 + len(options) // 4) << 4, flags, window, 0, 0) + options + bytes(size)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
     ip = ip[:10] + fold(ip).to_bytes(2, "big") + ip[12:]
     pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + fold(pseudo + tcp).to_bytes(2, "big") + tcp[18:]
-    return NOBODY_MAC + src_mac + b"\x08\x00" + ip + tcp
+    tcp = tcp[:16] + fold(pseudo + tcp + bytes(len(tcp) % 2)).to_bytes(2, "big") + tcp[18:]
+    return dst_mac + src_mac + b"\x08\x00" + ip + tcp
+
+
+def syn_frame(src_mac: bytes, src: bytes, sport: int, dst: bytes, dport: int,
+              seq: int) -> bytes:
+    """An Ethernet frame with a TCP SYN (MSS option), its checksums right."""
+    return tcp_frame(src_mac, src, sport, dst, dport, seq)
 
 
 def send_fill(intf: str, dst: str, count: int, first: int = 0, dport: int = FILL_DPORT,
