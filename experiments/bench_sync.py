@@ -52,11 +52,54 @@ def memory_per_entry(n: int) -> tuple[float, float]:
     return (end - after_keys) / n, (end - base) / n
 
 
+def tracked_memory_per_entry(n: int) -> float:
+    """Bytes per entry, key included, of a table of ``n`` TCP connections as a node
+    holds them after some traffic: each made by the gateway engine from its handshake,
+    two 1448-byte segments and an acknowledgement (``experiments.bench.tcp_stream``,
+    its addresses and ports made the connection's own), so with its window state, its
+    counters and its times, and the key's objects those of its first packet."""
+    import random
+    import struct
+
+    from experiments.bench import tcp_stream
+    from experiments.synfill import FILL_PREFIX, fill_key
+    from nodes.engine import OUTSIDE, GatewayEngine
+    from nodes.rules import RuleSet
+    server = bytes((10, 9, 0, 2))
+    template = tcp_stream(random.Random(16), 2, server=server)
+    rules = RuleSet.from_text(f"{FILL_PREFIX} 10.9.0.2 tcp 5201 accept\n")
+    # checksums not verified: the frames are the template's with another client's
+    # address and port written in
+    engine = GatewayEngine("fw1", rules, max_entries=n, max_events=0, checksum=False)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            src, sport = fill_key(i)
+            now = 1.0 + i * 1e-5
+            for frame, port in template:
+                out = port == OUTSIDE
+                f = bytearray(frame)
+                f[26 if out else 30:30 if out else 34] = src
+                struct.pack_into("!H", f, 34 if out else 36, sport)
+                engine.process(bytes(f), port, now)
+        end = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    if len(engine.table) != n or engine.drops:
+        raise RuntimeError(f"tracked_memory_per_entry: {len(engine.table)} of {n} entries, "
+                           f"drops {dict(engine.drops)}")
+    return (end - base) / n
+
+
 def sync_memory(seconds: float, out_dir: str) -> dict:
-    """Bytes per entry: the table's own structures, and with the keys."""
+    """Bytes per entry: the table's own structures, and with the keys; and an entry as
+    the engine holds a TCP connection after traffic (window tracked, counters)."""
     table, with_key = memory_per_entry(N_ENTRIES)
     return {"sync_memory_per_entry_table": (table, "bytes"),
-            "sync_memory_per_entry_with_key": (with_key, "bytes")}
+            "sync_memory_per_entry_with_key": (with_key, "bytes"),
+            "sync_memory_per_tcp_entry_after_traffic": (tracked_memory_per_entry(N_ENTRIES),
+                                                        "bytes, key included")}
 
 
 def _engine(me: int, n: int, key: bytes, config) -> object:
