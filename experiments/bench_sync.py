@@ -246,8 +246,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 side, count, rate, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[5])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[4], 0))
-print("ready", flush=True)
-start = float(sys.stdin.readline())  # both sides keep one schedule from one start
 C, S, MC, MS = "{C}", "{S}", "{MC}", "{MS}"
 def out(sport, flags, seq, ack, data=b""):
     return bytes(Ether(src=MC, dst=MS)/IP(src=C, dst=S)/TCP(sport=sport, dport=21, flags=flags, seq=seq, ack=ack)/data)
@@ -255,16 +253,23 @@ def inn(sport, flags, seq, ack, data=b""):
     return bytes(Ether(src=MS, dst=MC)/IP(src=S, dst=C)/TCP(sport=21, dport=sport, flags=flags, seq=seq, ack=ack)/data)
 def at(t):  # sleep until t on the shared schedule
     time.sleep(max(0.0, t - time.time()))
-for i in range(count):  # SYN, SYN/ACK, ACK, 227: a millisecond apart, whoever sends them
-    sport, t = 20000 + i, start + i / rate
+# every frame is built before the first leaves: building one takes scapy a few hundred
+# microseconds, on the core that the second node shares, when the node has a message
+# to read and acknowledge (its acknowledgements waited up to a millisecond behind it)
+frames = []  # (offset in the schedule, frame), in order
+for i in range(count):  # SYN, SYN/ACK, ACK, 227: ``gap`` apart, whoever sends them
+    sport, t = 20000 + i, i / rate
     if side == "a":
-        at(t); s.send(out(sport, "S", 100, 0))
-        at(t + 2 * gap); s.send(out(sport, "A", 101, 501))
+        frames += [(t, out(sport, "S", 100, 0)), (t + 2 * gap, out(sport, "A", 101, 501))]
     else:
         port = 50000 + i % 10000
-        at(t + gap); s.send(inn(sport, "SA", 500, 101))
-        at(t + 3 * gap); s.send(inn(sport, "PA", 501, 101,
-                   b"227 Entering Passive Mode (10,8,0,201,%d,%d).\r\n" % (port // 256, port % 256)))
+        frames += [(t + gap, inn(sport, "SA", 500, 101)),
+                   (t + 3 * gap, inn(sport, "PA", 501, 101,
+                    b"227 Entering Passive Mode (10,8,0,201,%d,%d).\r\n" % (port // 256, port % 256)))]
+print("ready", flush=True)
+start = float(sys.stdin.readline())  # both sides keep one schedule from one start
+for t, frame in frames:
+    at(start + t); s.send(frame)
 '''.replace("{C}", CLIENT).replace("{S}", SERVER).replace("{MC}", MAC_C).replace("{MS}", MAC_S)
 
 
