@@ -184,9 +184,12 @@ def tcp_next(state: str, fin_seen: int, direction: int, flags: int) -> tuple | s
     return state, fin_seen
 
 
+_UNASSURED = (SYN_SENT, SYN_RECV, UNREPLIED)
+
+
 def assured(entry: Entry) -> bool:
     """A reply was seen (UDP, ICMP) or the handshake completed (TCP): keep it longest."""
-    return entry.state not in (SYN_SENT, SYN_RECV, UNREPLIED)
+    return entry.state not in _UNASSURED
 
 
 def canonical(key: Key) -> Key:
@@ -305,15 +308,19 @@ class ConnectionTable:
         entry.expectations = None
 
     def new_entry(self, key: Key, state: str, now: float, owner: str,
-                  expires: float | None = None, **kw) -> Entry:
+                  expires: float | None = None, rule: int = 0, helper: str | None = None,
+                  related_to: Key | None = None, ck: Key | None = None) -> Entry:
         """Create and insert an entry whose original direction is ``key``, expiring at
-        ``expires`` (default: after its state's timeout)."""
+        ``expires`` (default: after its state's timeout); ``ck``: canonical(key), if the
+        caller has it (a bulk transfer makes a million entries)."""
         if expires is None:
             expires = now + self.timeouts.for_state(key[0], state)
-        entry = Entry(key, state, now, now, expires, owner, changed=now, **kw)
-        ck = canonical(key)
+        entry = Entry(key, state, now, now, expires, owner, rule, helper, related_to)
+        entry.changed = now
+        if ck is None:
+            ck = canonical(key)
         self.by_key[ck] = entry
-        if not assured(entry):
+        if state in _UNASSURED:
             self.unassured.setdefault(owner, {})[ck] = entry
         return entry
 

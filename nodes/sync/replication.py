@@ -21,7 +21,8 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes import syncproto as sp
-from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
+from nodes.conntrack import (CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation,
+                             canonical)
 from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
 from nodes.sync.channel import LATER, MANY
@@ -348,10 +349,11 @@ class Replication:
         return False
 
     def _apply_entry(self, f: dict, now: float) -> None:
-        table = self.table
+        table, key = self.table, f["key"]
         owner = self._owner_name(f["owner"])
-        entry, _ = table.lookup(f["key"])
-        if entry is not None and entry.orig != f["key"]:
+        ck = canonical(key)
+        entry = table.by_key.get(ck)
+        if entry is not None and entry.orig != key:
             self.rejected["entry_key_clash"] += 1
             return
         if entry is None:
@@ -359,9 +361,10 @@ class Replication:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)
-            entry = table.new_entry(f["key"], f["state"], now, owner, now + f["timeout"],
-                                    helper=f["helper"], related_to=f["master"])
-            _apply_window(entry, f)
+            entry = table.new_entry(key, f["state"], now, owner, now + f["timeout"], 0,
+                                    f["helper"], f["master"], ck)
+            if "window" in f or "scales" in f:
+                _apply_window(entry, f)
         elif entry.owner == self.name and owner != entry.owner:
             self.counters["ownership_conflicts"] += 1
             return
