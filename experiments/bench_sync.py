@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -114,19 +115,22 @@ def _engine(me: int, n: int, key: bytes, config) -> object:
     return SyncEngine(me, [1, 2], table, key, config, boot=me, now=0.0)
 
 
-@contextlib.contextmanager
-def collecting_as_a_node():
-    """The garbage collector's thresholds as a node sets them (tune_collector), then
-    back as they were."""
-    from nodes.shell.node import tune_collector
-    thresholds = gc.get_threshold()
-    tune_collector()
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
+def collecting_as_a_node(run):
+    """``run`` with the garbage collector's thresholds as a node sets them
+    (tune_collector), then back as they were."""
+    @functools.wraps(run)
+    def as_a_node(*args, **kw):
+        from nodes.shell.node import tune_collector
+        thresholds = gc.get_threshold()
+        tune_collector()
+        try:
+            return run(*args, **kw)
+        finally:
+            gc.set_threshold(*thresholds)
+    return as_a_node
 
 
+@collecting_as_a_node
 def bulk_transfer(n: int) -> tuple[float, int, int]:
     """A node owning ``n`` entries answers a joining backup's bulk request, in process:
     seconds until the newcomer is ready with every entry, messages, bytes. The garbage
@@ -137,25 +141,24 @@ def bulk_transfer(n: int) -> tuple[float, int, int]:
     from nodes.sync import SyncSettings
     key = os.urandom(32)
     config = SyncSettings(mode="ondemand", bulk_timeout=600.0)
-    with collecting_as_a_node():
-        a = _engine(1, n, key, config)
-        limit = 120 + n / 10_000  # seconds: far beyond what it takes
-        start = time.perf_counter()
-        b = _engine(2, n, key, config)
-        now, housekeeping = 0.0, start + HOUSEKEEPING
-        while not (b.ready and len(b.table) == n):
-            if time.perf_counter() >= housekeeping:
-                freeze_survivors()
-                housekeeping = time.perf_counter() + HOUSEKEEPING
-            for src, dst in ((b, a), (a, b)):
-                src.tick(now)
-                for _, data in src.outbox:
-                    dst.receive(data, now)
-                src.outbox.clear()
-            now += 0.001
-            if time.perf_counter() - start > limit:
-                raise RuntimeError(f"bulk transfer of {n} entries did not finish in {limit:.0f} s")
-        return time.perf_counter() - start, a.counters["messages_sent"], a.counters["bytes_sent"]
+    a = _engine(1, n, key, config)
+    limit = 120 + n / 10_000  # seconds: far beyond what it takes
+    start = time.perf_counter()
+    b = _engine(2, n, key, config)
+    now, housekeeping = 0.0, start + HOUSEKEEPING
+    while not (b.ready and len(b.table) == n):
+        if time.perf_counter() >= housekeeping:
+            freeze_survivors()
+            housekeeping = time.perf_counter() + HOUSEKEEPING
+        for src, dst in ((b, a), (a, b)):
+            src.tick(now)
+            for _, data in src.outbox:
+                dst.receive(data, now)
+            src.outbox.clear()
+        now += 0.001
+        if time.perf_counter() - start > limit:
+            raise RuntimeError(f"bulk transfer of {n} entries did not finish in {limit:.0f} s")
+    return time.perf_counter() - start, a.counters["messages_sent"], a.counters["bytes_sent"]
 
 
 def hold_behind_bulk(n: int, share: float = 0.25) -> tuple[float, bool, int]:
