@@ -49,6 +49,7 @@ SYNC_TICK = 0.005  # seconds between retransmission checks while something is un
 # Work in one round of the loop is bounded, so that heartbeats leave on time also
 # when the node is flooded and shares its CPU (dead_after is 100 ms by default):
 SYNC_BUDGET = 0.01  # seconds of reading the sync socket in one go at most
+ACK_EVERY = 0.001  # seconds of that reading between two rounds of acknowledgements
 CONTROL_BUDGET = 0.002  # seconds of a long control answer (dump) between two rounds of packets
 EVENT_BUDGET = 0.002  # seconds of writing the event log between two rounds of packets
 
@@ -273,7 +274,7 @@ class Node:
         while theirs waited in the socket). At most SYNC_BUDGET seconds of it; what is
         left is read next round, and judgement waits for it (``SyncEngine.unread``)."""
         now = time.monotonic()
-        until = now + SYNC_BUDGET
+        until, ack_at = now + SYNC_BUDGET, now + ACK_EVERY
         self.sync.unread = False
         while True:
             try:
@@ -281,7 +282,12 @@ class Node:
             except BlockingIOError:
                 break
             self.sync.receive(data, time.monotonic())
-            if time.monotonic() >= until:
+            t = time.monotonic()
+            if t >= ack_at:  # what was read so far, acknowledged now: a sender may be
+                self.sync.acknowledge()  # holding a packet for a message read early in a
+                self._send_all(self.sync.outbox, self.sync.counters)  # long burst
+                ack_at = t + ACK_EVERY
+            if t >= until:
                 self.sync.counters["sync_reads_cut"] += 1
                 self.sync.unread = True  # the rest next round; judge peers on it first
                 break

@@ -177,6 +177,13 @@ class SyncEngine(Replication, Membership, Hold):
             if ch.ack_due:
                 self._ack(peer, ch)
 
+    def acknowledge(self) -> None:
+        """Send the acknowledgements that are due, and nothing else (a node reading a
+        long burst of messages: a held packet at the sender waits for them)."""
+        for peer, ch in self.channels.items():
+            if ch.ack_due and ch.peer_boot:
+                self._ack(peer, ch)
+
     def _ack(self, peer: int, ch: Channel) -> None:
         self._send(peer, sp.Message(sp.ACK, self.me, peer, self.boot, 0, ch.expected - 1,
                                     to_boot=ch.peer_boot))
