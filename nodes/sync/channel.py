@@ -238,18 +238,24 @@ class Channel:
     # -- receiving -----------------------------------------------------------
     def acknowledge(self, ack: int, now: float | None = None) -> list[int] | str:
         """The peer acknowledged up to ``ack`` (at ``now``: a round-trip sample from the
-        newest message it covers, if that was sent once): the seqs now done, or a
-        reject reason."""
+        newest message it covers, if none it covers was resent): the seqs now done, or
+        a reject reason.
+
+        Karn's rule, for cumulative acknowledgements: an ack that also covers a resent
+        message may have waited for that resend (the peer acknowledges in order), so it
+        times nothing. Timed, each loss added the rto to the round trip, the rto grew
+        to MAX_RTO, and resends came seconds apart (10% loss: rto 0.5 s)."""
         if ack <= self.acked:
             return []
         if ack >= self.next_seq:
             return "ack_beyond_sent"
         self.acked = ack
-        done, newest = [], None
+        done, newest, resent = [], None, False
         while self.unacked and next(iter(self.unacked)) <= ack:
             seq, newest = self.unacked.popitem(last=False)
             done.append(seq)
-        if now is not None and newest is not None and not newest.tries:
+            resent = resent or newest.tries > 0
+        if now is not None and newest is not None and not resent:
             self._sample(now - newest.last_sent)
         return done
 
