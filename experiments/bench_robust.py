@@ -141,12 +141,14 @@ def syncloss(starts: Starts, out_dir: str, sessions: int = 200) -> dict:
                           65536, 4, 4, 5.0, 1)
         failed = sessions - sum(1 for r in records if r["outcome"] == "ok")
         report = quiet_check(cluster)
-        stats = {n: cluster.ask(n, "stats")["sync"]["counters"] for n in cluster.node_names()}
+        sync = {n: cluster.ask(n, "stats")["sync"] for n in cluster.node_names()}
+        stats = {n: s["counters"] for n, s in sync.items()}
         return {"failed": failed, "state_lost": sum(1 for v in report.violations
                                                     if v[0] in ("missing_on_backup",
                                                                 "state_differs")),
                 "violations": len(report.violations), "downs": node_downs(cluster),
-                "retransmissions": sum(c.get("retransmissions", 0) for c in stats.values())}
+                "retransmissions": sum(c.get("retransmissions", 0) for c in stats.values()),
+                "rto_ms_max": max(v for s in sync.values() for v in s["rto_ms"].values())}
     finally:
         cluster.stop()
 
@@ -620,4 +622,6 @@ def robustness(_seconds: float, out_dir: str) -> dict:
         "robust_malformed_sent": (mal.get("sent"), "frames"),
         "robust_malformed_read": (mal.get("read"), "frames"),
         "robust_syncloss_retransmissions": (get("syncloss", "retransmissions"), "messages"),
+        "robust_syncloss_rto_max": (get("syncloss", "rto_ms_max"),
+                                    "ms, the largest retransmission timer at the end"),
     }

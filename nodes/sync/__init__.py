@@ -339,6 +339,9 @@ class SyncEngine(Replication, Membership, Hold):
                 "entries_owned_settled": settled,
                 "common": self.table.n_expectations + len(self.table.common),
                 "unacked": {self.names[p]: len(c.unacked) for p, c in self.channels.items()},
+                # each peer's retransmission timer as it stands (RFC 6298: nodes/sync/channel.py)
+                "rto_ms": {self.names[p]: round(c.rto(self.config.rto) * 1000, 3)
+                           for p, c in self.channels.items()},
                 "lag_ms_p50": lag.get("p50"), "lag_ms_p99": lag.get("p99"),
                 "bulk_ms_last": self.bulk_ms_last,
                 "delayed": len(self.delayed), "bytes_carried": carried,
