@@ -1,5 +1,5 @@
 """The answers of a node's control socket (stats, raw, config, set, common, ports, ping)
-and the slices of its ``dump``.
+and the slices of its ``dump`` and ``stats``.
 
 The node's loop hands each command line here and sends back the JSON-ready
 dict; nothing here touches a socket. ``fw-inspect``, the CLI, snapshots and
@@ -17,8 +17,13 @@ from nodes.settings import FIREWALL_SETTABLE, SettingsError, firewall_change, ru
 COMMANDS = "stats, dump, raw, config, ports, ping, members, common NAME=VALUE or set KEY=VALUE ..."
 
 
-def answer(node, command: str, now: float) -> dict:
-    """What ``node`` (a nodes.shell.node.Node) answers to one command line."""
+TABLE_SLICE = 5000  # entries of a long answer's pass over the table between two rounds
+
+
+def answer(node, command: str, now: float, sync_table: tuple | None = None) -> dict:
+    """What ``node`` (a nodes.shell.node.Node) answers to one command line;
+    ``sync_table``: the sync engine's table figures for ``stats``, if already made
+    (``stats_parts``)."""
     engine, sync, home = node.engine, node.sync, node.home
     if command == "stats":
         stats = engine.stats(now)
@@ -37,7 +42,7 @@ def answer(node, command: str, now: float) -> dict:
                                         "errors": node.kernel_fast.errors})
         stats["events_waiting"], stats["events_lost"] = len(node.events.pending), node.events.lost
         if sync is not None:
-            stats["sync"] = sync.stats(now)
+            stats["sync"] = sync.stats(now, sync_table)
             stats["sync"]["cluster_delay_ms"] = (node.delay_line.delay * 1000
                                                  if node.delay_line is not None else 0.0)
         if home is not None:
@@ -92,6 +97,23 @@ def answer(node, command: str, now: float) -> dict:
 def firewall(engine) -> dict:
     """The firewall switches in force on ``engine``."""
     return {name: getattr(engine, name) for name in FIREWALL_SETTABLE}
+
+
+def stats_parts(node, now: float, size: int = TABLE_SLICE):
+    """The ``stats`` answer as JSON text, its pass over the table ``size`` entries a
+    round (empty parts between them: the node's loop goes on), for
+    nodes/shell/control_server.py."""
+    table = None
+    if node.sync is not None:
+        steps = node.sync.table_pass(now, size)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                table = done.value
+                break
+            yield ""
+    yield json.dumps(answer(node, "stats", now, table))
 
 
 def dump_parts(engine, now: float, size: int = 256):

@@ -33,9 +33,12 @@ class _Conn:
 class ControlServer:
     """A listening Unix socket and its connections; ``answer(command)`` makes the reply."""
 
-    def __init__(self, path: str, answer, dump_parts):
-        """``answer(command) -> dict``; ``dump_parts() -> iterator of str`` for ``dump``."""
-        self.path, self.answer, self.dump_parts = path, answer, dump_parts
+    def __init__(self, path: str, answer, dump_parts, parts: dict | None = None):
+        """``answer(command) -> dict``; ``dump_parts() -> iterator of str`` for ``dump``;
+        ``parts``: other commands answered in slices, command -> the same kind of
+        function (an empty slice lets the node's loop go on, and sends nothing)."""
+        self.path, self.answer = path, answer
+        self.parts = {"dump": dump_parts, **(parts or {})}
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)
@@ -81,8 +84,8 @@ class ControlServer:
         if b"\n" in c.inbuf or len(c.inbuf) >= MAX_REQUEST:
             command = c.inbuf.split(b"\n", 1)[0].decode(errors="replace").strip()
             c.deadline = now + IDLE
-            if command == "dump":
-                c.parts = iter(self.dump_parts())
+            if command in self.parts:
+                c.parts = iter(self.parts[command]())
             else:
                 c.out = json.dumps(self.safe_answer(command)).encode()
                 c.parts = iter(())

@@ -30,7 +30,7 @@ from nodes.observe.client import socket_path
 from nodes.rules import RuleError, RuleSet
 from nodes.settings import DEFAULT, SettingsError
 from nodes.shell import config as cluster_config
-from nodes.shell.control import answer, dump_parts
+from nodes.shell.control import answer, dump_parts, stats_parts
 from nodes.shell.control_server import ControlServer
 from nodes.shell.deathwatch import DeathWatch
 from nodes.shell.events import EventLog
@@ -126,7 +126,8 @@ class Node:
             self.group_sock = self.join_group(self.peers[sync.me])
             self.peers[MULTICAST] = GROUP
         self.control = ControlServer(control, lambda cmd: answer(self, cmd, time.monotonic()),
-                                     lambda: dump_parts(engine, time.monotonic()))
+                                     lambda: dump_parts(engine, time.monotonic()),
+                                     {"stats": lambda: stats_parts(self, time.monotonic())})
         self.wall_offset = time.time() - time.monotonic()
         self.events = EventLog(open(events_path, "a", encoding="utf-8") if events_path else None,
                                engine.node, self.wall_offset, engine.max_events)

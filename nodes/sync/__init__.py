@@ -39,6 +39,15 @@ __all__ = ["MODES", "STATELESS", "TRIGGERS", "SettingsError", "SyncEngine", "Syn
            "runtime_change"]
 
 
+def run_to_end(steps):
+    """What a generator returns, once it has run to its end."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 class SyncEngine(Replication, Membership, Hold):
     """One node's side of state synchronization."""
 
@@ -308,24 +317,40 @@ class SyncEngine(Replication, Membership, Hold):
         # UNHEARD: it died starting; its silence is judged at the next round
 
     # -- observation -----------------------------------------------------------------
-    def stats(self, now: float | None = None) -> dict:
-        """Counters for the inspection command. With ``now``, also how many of my entries
-        are older than SETTLED (their copies should have reached the backups by then)."""
+    def table_pass(self, now: float | None = None, size: int | None = None):
+        """The table's figures for ``stats``, in one pass over the entries it holds now:
+        a generator that yields after each slice of ``size`` entries (None: all at once)
+        and returns (owned, settled, bytes carried, unprotected bytes, backup_of). A node
+        answers ``stats`` a slice at a time: at once, a pass over 200k entries took 70 ms
+        in process, and its peers take a node silent for 100 ms for a failed one."""
         me = self.name
         owned = settled = 0
         carried, unprotected_bytes = self.retired
         backup_of: Counter = Counter()
         young = float("inf") if now is None else now - SETTLED
-        for e in self.table.entries():  # one pass: this is asked of tables of 100k+
-            if e.owner != me:
-                backup_of[e.owner] += 1
-                continue
-            owned += 1
-            settled += e.created <= young
-            carried += e.bytes_orig + e.bytes_reply
-            unprotected_bytes += unprotected(e)
+        entries = list(self.table.entries())
+        size = size or max(1, len(entries))
+        for start in range(0, len(entries), size):
+            for e in entries[start:start + size]:
+                if e.owner != me:
+                    backup_of[e.owner] += 1
+                    continue
+                owned += 1
+                settled += e.created <= young
+                carried += e.bytes_orig + e.bytes_reply
+                unprotected_bytes += unprotected(e)
+            yield
         if now is None:
             settled = owned
+        return owned, settled, carried, unprotected_bytes, backup_of
+
+    def stats(self, now: float | None = None, table: tuple | None = None) -> dict:
+        """Counters for the inspection command. With ``now``, also how many of my entries
+        are older than SETTLED (their copies should have reached the backups by then).
+        ``table``: what ``table_pass`` returned (default: that pass, at once)."""
+        if table is None:
+            table = run_to_end(self.table_pass(now))
+        owned, settled, carried, unprotected_bytes, backup_of = table
         lag = percentiles(self.lag)
         backups = self.groups().get(self.me, [])
         return {"mode": self.config.mode, "active": self.active, "replication": self.replication,

@@ -957,6 +957,28 @@ def test_a_node_makes_no_full_collection_while_it_takes_a_bulk_transfer():
     assert full == []
 
 
+def test_the_stats_pass_over_a_large_table_comes_in_slices_with_the_same_figures():
+    """A node answers ``stats`` a slice of its table a round (nodes/shell/control.py,
+    stats_parts): the pass yields after each slice and ends with what the pass at once
+    gives (owned, settled, bytes, backups by owner)."""
+    from nodes.sync import run_to_end
+    a, b = _bulk(6000)
+    for engine in (a, b):
+        steps = engine.table_pass(1.0, size=1000)
+        rounds = 0
+        while True:
+            try:
+                next(steps)
+                rounds += 1
+            except StopIteration as done:
+                table = done.value
+                break
+        assert rounds == 6
+        assert table == run_to_end(engine.table_pass(1.0))
+        assert engine.stats(1.0, table) == engine.stats(1.0)
+    assert a.stats(1.0)["entries_owned"] == 6000 and b.stats(1.0)["backup_of"] == {"fw1": 6000}
+
+
 def test_a_bulk_answer_as_large_as_the_table_reaches_the_joining_node_whole(monkeypatch):
     # A node owning more than the per-peer queue's 200k records (MAX_PENDING) answered
     # a joining node's bulk request by dropping the oldest records, the BULK_START and
