@@ -155,7 +155,7 @@ def check(seen: list, direction: int, pkt, frame: bytes, state: str, liberal: bo
     # does not (a failing segment, or one across 2**32), the modular procedure decides.
     # Python's integers above 2**30 cost an allocation an operation, and the sequence
     # numbers mostly are: one subtraction a bound, whose difference is small, made the
-    # check 40% faster than masking each.
+    # check a third faster than masking each (1.06 -> 0.71 us inside the engine).
     size = pkt.payload_end - off + (flags & 0x01)  # end = seq + size
     ahead = sender.maxend - seq  # I: seq <= maxend
     gained = seq - sender.end + size  # end - sender.end

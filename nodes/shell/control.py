@@ -101,18 +101,9 @@ def firewall(engine) -> dict:
 
 def stats_parts(node, now: float, size: int = TABLE_SLICE):
     """The ``stats`` answer as JSON text, its pass over the table ``size`` entries a
-    round (empty parts between them: the node's loop goes on), for
+    round (the pass's empty parts between them: the node's loop goes on), for
     nodes/shell/control_server.py."""
-    table = None
-    if node.sync is not None:
-        steps = node.sync.table_pass(now, size)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                table = done.value
-                break
-            yield ""
+    table = None if node.sync is None else (yield from node.sync.table_pass(now, size))
     yield json.dumps(answer(node, "stats", now, table))
 
 

@@ -36,7 +36,8 @@ class ControlServer:
     def __init__(self, path: str, answer, dump_parts, parts: dict | None = None):
         """``answer(command) -> dict``; ``dump_parts() -> iterator of str`` for ``dump``;
         ``parts``: other commands answered in slices, command -> the same kind of
-        function (an empty slice lets the node's loop go on, and sends nothing)."""
+        function (an empty slice, or None, lets the node's loop go on and sends
+        nothing)."""
         self.path, self.answer = path, answer
         self.parts = {"dump": dump_parts, **(parts or {})}
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -129,7 +130,7 @@ class ControlServer:
     def _produce(self, c: _Conn, until: float) -> None:
         while not c.out:
             try:
-                c.out = next(c.parts).encode()
+                c.out = (next(c.parts) or "").encode()
             except StopIteration:
                 return self._close(c)
             except Exception:  # noqa: BLE001 - a fault in a listing ends it, not the node

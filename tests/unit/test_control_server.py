@@ -108,7 +108,7 @@ def test_an_answer_made_in_slices_lets_the_loop_run_between_and_sends_no_empty_p
     Made a slice a round, with empty parts between, the answer arrives whole."""
     def stats_in_slices():
         for _ in range(50):
-            yield ""  # a slice of the table pass: nothing to send yet
+            yield None  # a slice of the table pass (as table_pass yields): nothing to send
         yield json.dumps({"entries": 200_000})
 
     path = str(tmp_path / "fw1.sock")
