@@ -136,6 +136,9 @@ _STATE_INDEX = {s: i for i, s in enumerate(STATES)}
 F_FTP, F_RELATED, F_WINDOW, F_SCALES = 1, 2, 4, 8
 _WINDOW = struct.Struct("!IIIBBIIIBB")  # both directions' nodes.tcpwindow.Seen fields
 _SCALES = struct.Struct("!BBBB")
+# An IPv4 ENTRY's length without a master key or scales -> the flags it must carry
+# (besides F_FTP): decode_records' short way.
+_PLAIN = {_V4.entry.size: 0, _V4.entry.size + _WINDOW.size: F_WINDOW}
 
 
 class Reject(ValueError):
@@ -331,6 +334,22 @@ def decode_records(payload: bytes) -> list:
     while off < end:
         rtype, length = _REC.unpack_from(payload, off)
         off += _REC.size
+        if rtype == R_ENTRY and length in _PLAIN and off + length <= end:
+            # an IPv4 connection, with its window or without, nothing else: most records,
+            # all of a bulk transfer's (decoded here, as _decode_record would, in half
+            # its time)
+            fields = _V4.entry.unpack_from(payload, off)
+            flags = fields[8]
+            if flags & ~F_FTP != _PLAIN[length]:
+                raise ValueError("ENTRY length")
+            f = {"key": fields[:5], "state": STATES[fields[5]], "owner": fields[6],
+                 "timeout": fields[7] / 1000, "helper": "ftp" if flags & F_FTP else None,
+                 "master": None}
+            if flags & F_WINDOW:
+                f["window"] = _WINDOW.unpack_from(payload, off + _V4.entry.size)
+            out.append((R_ENTRY, f))
+            off += length
+            continue
         value = payload[off:off + length]
         if len(value) != length:
             raise ValueError("record runs past the payload")

@@ -298,8 +298,7 @@ class SyncEngine(Replication, Membership, Hold):
             return
         if msg.seq != early:
             self.counters["out_of_order"] += 1
-        for rtype, fields in records:
-            self._apply(msg.sender, rtype, fields, now)
+        self._apply_all(msg.sender, records, now)
 
     def _death_notice(self, msg: sp.Message, ch: Channel, now: float) -> None:
         """The peer's process ended (nodes/shell/deathwatch.py): it has failed, now.

@@ -298,15 +298,37 @@ class Replication:
             self._queue_to("update", entries, now, peer)
 
     def _owner_name(self, owner_id: int) -> str:
-        return self.names.get(owner_id, f"fw{owner_id}")
+        name = self.names.get(owner_id)  # (the default made only when needed: a bulk
+        return f"fw{owner_id}" if name is None else name  # transfer asks a million times)
+
+    def _apply_all(self, sender: int, records: list, now: float) -> None:
+        """Apply records received in order from ``sender``, as ``_apply`` applies each.
+        Connections' records, most of every message and all of a bulk transfer's, are
+        counted once a run: three counters a record were a fifth of applying one."""
+        entries = 0
+        for rtype, f in records:
+            if rtype == sp.R_ENTRY:
+                self._apply_entry(f, now)
+                entries += 1
+                continue
+            if entries:  # counted before what follows them (a BULK_END counts them)
+                self._count(sender, sp.R_ENTRY, entries)
+                entries = 0
+            self._apply(sender, rtype, f, now)
+        if entries:
+            self._count(sender, sp.R_ENTRY, entries)
+
+    def _count(self, sender: int, rtype: int, n: int) -> None:
+        """``n`` records of ``rtype`` from ``sender`` applied."""
+        self.counters["records_applied"] += n
+        if sender in self.bulk_counts:  # a bulk transfer from it is under way
+            self.bulk_counts[sender] += n
+        self.counters[sp.RECEIVED[rtype]] += n
 
     def _apply(self, sender: int, rtype: int, f: dict, now: float) -> None:
         """Apply one record received in order from ``sender`` to the connection table."""
         table = self.table
-        self.counters["records_applied"] += 1
-        if sender in self.bulk_counts:  # a bulk transfer from it is under way
-            self.bulk_counts[sender] += 1
-        self.counters[sp.RECEIVED[rtype]] += 1
+        self._count(sender, rtype, 1)
         if rtype == sp.R_ENTRY:
             self._apply_entry(f, now)
         elif rtype == sp.R_ENTRY_DEL:
@@ -357,7 +379,8 @@ class Replication:
             self.rejected["entry_key_clash"] += 1
             return
         if entry is None:
-            if table.full() and table.early_drop(spare_owner=self.name) is None:
+            if len(table.by_key) >= table.max_entries and \
+                    table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)

@@ -1,4 +1,6 @@
 """The wire format: round trips, and every kind of bad message rejected."""
+import struct
+
 import pytest
 
 from nodes import syncproto as sp
@@ -94,3 +96,54 @@ def test_a_forward_or_query_with_an_ingress_other_than_outside_or_inside_is_reje
         bad = sp.encode(sp.Message(mtype, 1, 2, 100, ingress=2, frame=b"x" * 60), KEY)
         with pytest.raises(sp.Reject, match="bad_record"):
             sp.decode(bad, KEY)
+
+
+def _one_by_one(payload: bytes):
+    """Records decoded one at a time by ``_decode_record``, the long way."""
+    out, off = [], 0
+    while off < len(payload):
+        rtype, length = sp._REC.unpack_from(payload, off)
+        value = payload[off + 3:off + 3 + length]
+        if len(value) != length:
+            raise ValueError("record runs past the payload")
+        off += 3 + length
+        lay = sp._V4
+        if sp.R_ENTRY + sp.IPV6_RECORD <= rtype <= sp.R_EXPECT_DEL + sp.IPV6_RECORD:
+            rtype, lay = rtype - sp.IPV6_RECORD, sp._V6
+        out.append((rtype, sp._decode_record(rtype, value, lay)))
+    return out
+
+
+def _decoded(decode, payload: bytes):
+    try:
+        return decode(payload)
+    except (struct.error, ValueError, IndexError, KeyError):  # what decode takes for
+        return "refused"                                        # a bad record
+
+
+def test_the_short_way_for_connections_decodes_as_the_long_way_good_records_and_bad():
+    """decode_records reads a plain IPv4 ENTRY (with or without its window) itself;
+    every other record, and every crafted one, must come out as _decode_record makes
+    it: the same fields, or refused alike."""
+    window = (1000, 66000, 65535, 7, 1, 5000, 70000, 29200, 7, 0)
+    v6 = (6, bytes(15) + b"\x01", 40000, bytes(15) + b"\x02", 21)
+    records = [sp.encode_entry(CONN, "ESTABLISHED", 2, 12.5),
+               sp.encode_entry(CONN, "SYN_SENT", 1, 120.0, "ftp"),
+               sp.encode_entry(CONN, "ESTABLISHED", 2, 1.0, None, None, window),
+               sp.encode_entry(CONN, "FIN_WAIT", 2, 1.0, "ftp", None, window),
+               sp.encode_entry(CONN, "ESTABLISHED", 2, 1.0, None, CONN, window),
+               sp.encode_entry(CONN, "ESTABLISHED", 2, 1.0, None, None, None, (7, 1, 7, 0)),
+               sp.encode_entry(v6, "ESTABLISHED", 2, 1.0, None, None, window)]
+    assert _decoded(sp.decode_records, b"".join(records)) == _one_by_one(b"".join(records))
+    crafted = 0
+    for rec in records:
+        flags_at = 3 + (21 if len(rec) < 3 + 37 else 45) - 1
+        for cut in range(len(rec) + 1):  # every truncation, every flags value, bad states
+            variants = [rec[:cut]] + [rec[:flags_at] + bytes([v]) + rec[flags_at + 1:]
+                                      for v in range(256)] + \
+                       [rec[:16] + bytes([v]) + rec[17:] for v in (9, 200)]
+            for payload in variants if cut == len(rec) else variants[:1]:
+                crafted += 1
+                assert _decoded(sp.decode_records, payload) == \
+                    _decoded(_one_by_one, payload), payload.hex()
+    assert crafted > 1500
