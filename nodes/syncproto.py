@@ -121,6 +121,7 @@ class _Layout:
         a = f"{n}s"
         self.key = struct.Struct(f"!B{a}H{a}H")  # a connection key: 13 or 37 bytes
         self.entry = struct.Struct(f"!B{a}H{a}HBHIB")
+        self.entry_record = struct.Struct(f"!BHB{a}H{a}HBHIB")  # type, length, then entry
         self.entry_del = struct.Struct(f"!B{a}H{a}HH")
         self.expect = struct.Struct(f"!B{a}{a}HHI")
         self.expect_del = struct.Struct(f"!B{a}{a}HH")
@@ -314,17 +315,22 @@ def encode_entry(key: tuple, state: str, owner: int, timeout: float, helper: str
     proto, src, sport, dst, dport = key
     v6 = len(src) == 16
     lay = _V6 if v6 else _V4
-    flags = (F_FTP if helper == "ftp" else 0) | (F_RELATED if master else 0) \
-        | (F_WINDOW if window else 0) | (F_SCALES if scales and not window else 0)
-    value = lay.entry.pack(proto, src, sport, dst, dport, _STATE_INDEX[state], owner,
-                           min(int(timeout * 1000), 0xFFFFFFFF), flags)
+    flags = F_FTP if helper == "ftp" else 0
+    tail = b""  # what follows the fixed fields: packed with the header in one call
     if master:
-        value += key_bytes(master)
+        flags |= F_RELATED
+        tail = key_bytes(master)
     if window:
-        value += _WINDOW.pack(*window)
+        flags |= F_WINDOW
+        tail += _WINDOW.pack(*window)
     elif scales:
-        value += _SCALES.pack(*scales)
-    return _REC.pack(R_ENTRY + IPV6_RECORD * v6, len(value)) + value
+        flags |= F_SCALES
+        tail += _SCALES.pack(*scales)
+    ms = int(timeout * 1000)
+    record = lay.entry_record.pack(R_ENTRY + IPV6_RECORD * v6, lay.entry.size + len(tail),
+                                   proto, src, sport, dst, dport, _STATE_INDEX[state], owner,
+                                   ms if ms < 0xFFFFFFFF else 0xFFFFFFFF, flags)
+    return record + tail if tail else record
 
 
 def decode_records(payload: bytes) -> list:

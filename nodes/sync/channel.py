@@ -167,10 +167,32 @@ class Channel:
                 if limited and budget is not None and used >= budget:
                     break
                 rtype, fields = head = lane[0]
-                if rtype is MANY:
-                    kind, objs, at, i = fields
-                    rtype, rec = resolve(kind, objs[i], now)
-                elif rtype is LATER:
+                if rtype is MANY:  # a run: packed here, record after record
+                    kind, objs, at, start = fields
+                    i, end = start, len(objs)
+                    if limited and budget is not None:
+                        end = min(end, start + budget - used)
+                    while i < end:
+                        rtype, rec = resolve(kind, objs[i], now)
+                        if chunks and size + len(rec) > sp.MAX_PAYLOAD:
+                            out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds,
+                                                  now, rto, oldest))
+                            chunks, size, kinds, oldest = [], 0, [], now
+                        if not chunks and limited and len(self.unacked) >= MAX_UNACKED:
+                            break
+                        chunks.append(rec)
+                        kinds.append(rtype)
+                        size += len(rec)
+                        i += 1
+                        if at < oldest:
+                            oldest = at
+                    fields[3] = i
+                    used += (i - start) * limited
+                    if i < len(objs):
+                        break  # the budget is spent, or the peer is behind
+                    lane.popleft()
+                    continue
+                if rtype is LATER:
                     kind, obj, at = fields
                     rtype, rec = resolve(kind, obj, now)
                 else:
@@ -186,12 +208,7 @@ class Channel:
                 size += len(rec)
                 if at < oldest:
                     oldest = at
-                if head[0] is MANY:
-                    fields[3] += 1
-                    if fields[3] == len(fields[1]):
-                        lane.popleft()
-                else:
-                    lane.popleft()
+                lane.popleft()
                 used += limited
         if chunks:
             out.append(self._seal(me, peer, boot, key, b"".join(chunks), kinds, now, rto, oldest))

@@ -221,9 +221,10 @@ class Replication:
                 window = scales = None
                 if obj.window is not None and self.config.window_sync != "off":
                     window, scales = self._window_fields(obj)
-                return sp.R_ENTRY, sp.encode_entry(
-                    obj.orig, obj.state, owner, max(0.0, obj.expires - now), obj.helper,
-                    obj.related_to, window, scales)
+                ttl = obj.expires - now
+                return sp.R_ENTRY, sp.encode_entry(obj.orig, obj.state, owner,
+                                                   ttl if ttl > 0.0 else 0.0, obj.helper,
+                                                   obj.related_to, window, scales)
         elif isinstance(obj, CommonState):
             rtype, fields = sp.R_COMMON, {"owner": self.ids.get(obj.owner, self.me),
                                           "name": obj.name, "value": obj.value}

@@ -133,17 +133,40 @@ def test_a_run_of_records_leaves_in_order_a_budget_at_a_time_and_counts_when_dro
     def resolve(kind, name, now):
         return sp.R_COMMON, sp.encode_record(sp.R_COMMON, {"owner": 1, "name": name,
                                                             "value": b""})
-    got = []
+    got, per_pack = [], []
     for now in (0.0, 0.001, 0.002):
-        for _, data, kinds in ch.pack(1, 2, 100, KEY, now, 0.02, resolve=resolve):
-            got.extend(kinds)
-            ch.acknowledge(ch.next_seq - 1)
-    assert len(got) == 2501 and not ch.pending  # 1024, 1024, then 452 and the record
+        sent = ch.pack(1, 2, 100, KEY, now, 0.02, resolve=resolve)
+        per_pack.append(sum(len(kinds) for _, _, kinds in sent))
+        for _, data, kinds in sent:
+            got.extend(sp.decode(data, KEY).records)
+        ch.acknowledge(ch.next_seq - 1)
+    assert per_pack == [chmod.PACK_BUDGET, chmod.PACK_BUDGET, 453] and not ch.pending
+    assert [f["name"] for _, f in got] == names + ["x"]  # in order, each once
     ch.pending.append((chmod.MANY, ["common", names, 0.0, 2000]))
     ch.pending.append(RECORD)
     ch.max_pending = 1
     ch.pack(1, 2, 100, KEY, 0.0, 0.02, budget=0, resolve=resolve)
     assert ch.overflow == 500 and list(ch.pending) == [RECORD]
+
+
+def test_a_run_stops_at_max_unacked_messages_and_goes_on_where_it_stopped(monkeypatch):
+    """A silent peer gets no more of a bulk answer than of single records."""
+    monkeypatch.setattr(chmod, "MAX_UNACKED", 3)
+    ch = Channel()
+    names = [f"r{i:04}" for i in range(2000)]
+    ch.pending.append((chmod.MANY, ["common", names, 0.0, 0]))
+
+    def resolve(kind, name, now):
+        return sp.R_COMMON, sp.encode_record(sp.R_COMMON, {"owner": 1, "name": name,
+                                                            "value": b"v" * 100})
+    got = []
+    for now in range(100):  # 3 messages of 12 records a round: 56 rounds
+        sent = ch.pack(1, 2, 100, KEY, now, 0.02, budget=None, resolve=resolve)
+        assert len(sent) <= 3 and len(ch.unacked) <= 3
+        for _, data, _ in sent:
+            got.extend(f["name"] for _, f in sp.decode(data, KEY).records)
+        ch.acknowledge(ch.next_seq - 1)
+    assert got == names and not ch.pending
 
 
 def test_pending_records_beyond_the_cap_are_dropped_and_counted(monkeypatch):
