@@ -435,13 +435,13 @@ def sync_hold_during_bulk(seconds: float, out_dir: str) -> dict:
         # (tcp_no_entry) for up to 15% of the connections
         senders = ftp_injectors(count, rate=100.0, gap=0.002)
         pair.restart("fw2")
-        wait_until(lambda: ask(pair["fw1"], "stats")["sync"]["alive"] == [1, 2], 20,
+        wait_until(lambda: ask(pair["fw1"], "members")["alive"] == [1, 2], 20,
                    "fw1 to take the restarted fw2 back")
         behind = filled - settled_entries(pair["fw2"], timeout=0.0) \
             if os.path.exists(pair["fw2"]) else filled
         go(senders, count)
         wait_until(lambda: os.path.exists(pair["fw2"])
-                   and ask(pair["fw2"], "stats")["sync"]["ready"], 60, "fw2 ready")
+                   and ask(pair["fw2"], "members")["ready"], 60, "fw2 ready")
         stats, joined = ask(pair["fw1"], "stats", timeout=30), ask(pair["fw2"], "stats", timeout=30)
         with open(os.path.join(out_dir, "hold-bulk-stats.json"), "w") as fh:
             json.dump({"fw1": stats, "fw2": joined, "fw1_raw": ask(pair["fw1"], "raw")}, fh)

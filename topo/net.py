@@ -489,7 +489,7 @@ class Cluster:
         """Wait until every running node has the state it must hold (bulk sync done)."""
         for name in self.node_names():
             if name in self.procs and self.procs[name].alive():
-                wait_until(lambda n=name: self.ask(n, "stats").get("sync", {"ready": True})["ready"],
+                wait_until(lambda n=name: self.ask(n, "members")["ready"],
                            timeout, f"node {name} to receive its state")
 
     def spawn(self, name: str, cmd: list[str], host=None, env: dict | None = None) -> Proc:

@@ -118,3 +118,24 @@ def test_an_answer_made_in_slices_lets_the_loop_run_between_and_sends_no_empty_p
     assert json.loads(answer) == {"entries": 200_000} and loops >= 50
     assert json.loads(read_all(client(path, "ping"), server)[0]) == {"at": "once"}
     server.close()
+
+
+def test_members_answers_the_view_and_readiness_without_a_pass_over_the_table():
+    """What a runner polls while a node fills its table (topo/net.py, wait_ready): the
+    view and whether the node holds its state, never ``stats``' pass over the table."""
+    from types import SimpleNamespace
+
+    from nodes.shell.control import answer
+    from nodes.sync import SyncEngine
+    fw = engine_with(3)
+    sync = SyncEngine(1, [1, 2], fw.table, b"k" * 32, boot=1, now=0.0)
+
+    def no_pass(*args, **kw):
+        raise AssertionError("members passed over the table")
+    sync.table_pass = no_pass
+    node = SimpleNamespace(engine=fw, sync=sync, home=None)
+    assert answer(node, "members", 0.0) == {"node": "fw1", "alive": [1, 2], "ready": False}
+    sync.bulk_waiting.clear()  # its peer answered the bulk request
+    assert answer(node, "members", 0.0)["ready"] is True
+    assert answer(SimpleNamespace(engine=fw, sync=None, home=None), "members", 0.0) == \
+        {"node": "fw1", "alive": None, "ready": True}
