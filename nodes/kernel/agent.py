@@ -303,9 +303,18 @@ class Agent:
                       file=sys.stderr, flush=True)
 
     # -- the control socket ---------------------------------------------------------
+    def ready(self) -> bool:
+        """The controller has been told it lives (the bridge takes ~0.6 s to come up; a
+        node crashed before its first heartbeat was never heard of)."""
+        return self.config is None or not self.config.controller or \
+            self.counters["heartbeats_sent"] > 0
+
     def answer(self, command: str) -> dict:
         if command == "ping":
             return {"node": self.name, "pid": os.getpid(), "kind": "kernel"}
+        if command == "members":  # what a runner polls until the node is ready; conntrackd
+            # keeps no view of the cluster's members (alive: None, as a node without sync)
+            return {"node": self.name, "alive": None, "ready": self.ready()}
         if command == "stats":
             listing = sh("nft", "-j", "list", "counters", check=False) or '{"nftables": []}'
             counts = nft.read_counters(listing)
@@ -321,11 +330,7 @@ class Agent:
                                   **(self.events.counters if self.events else {})},
                      "conntrackd": self.mode, "packets_in": self.packets_in(),
                      "uptime": round(time.monotonic() - self.started, 3)}
-            # ready: the controller has been told it lives (the bridge takes ~0.6 s to
-            # come up; a node crashed before its first heartbeat was never heard of)
-            beaconing = self.config is None or not self.config.controller or \
-                self.counters["heartbeats_sent"] > 0
-            stats["sync"] = {"ready": beaconing, "mode": self.mode}
+            stats["sync"] = {"ready": self.ready(), "mode": self.mode}
             if self.mode:
                 parsed = ctd.parse_stats(self.ctl("-s"))
                 stats["sync"]["conntrackd"] = parsed
@@ -342,7 +347,7 @@ class Agent:
             return {"node": self.name, "kind": "kernel", "conntrackd": self.mode, "conf": conf,
                     "firewall": self.firewall()}
         return {"error": f"{command.split()[0] if command else command!r}: not on a kernel "
-                         "node (it answers ping, stats, dump, config)"}
+                         "node (it answers ping, members, stats, dump, config)"}
 
     def ownership(self, parsed: dict) -> dict:
         """The Python node's ownership figures, from conntrackd's caches: its own
