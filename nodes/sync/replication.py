@@ -299,8 +299,10 @@ class Replication:
             self._queue_to("update", entries, now, peer)
 
     def _owner_name(self, owner_id: int) -> str:
-        name = self.names.get(owner_id)  # (the default made only when needed: a bulk
-        return f"fw{owner_id}" if name is None else name  # transfer asks a million times)
+        """The name of node ``owner_id`` (its default made only when needed: a bulk
+        transfer asks a million times)."""
+        name = self.names.get(owner_id)
+        return f"fw{owner_id}" if name is None else name
 
     def _apply_all(self, sender: int, records: list, now: float) -> None:
         """Apply records received in order from ``sender``, as ``_apply`` applies each.
@@ -380,8 +382,7 @@ class Replication:
             self.rejected["entry_key_clash"] += 1
             return
         if entry is None:
-            if len(table.by_key) >= table.max_entries and \
-                    table.early_drop(spare_owner=self.name) is None:
+            if table.full() and table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)
