@@ -104,6 +104,7 @@ class Node:
         self.sync, self.peers = sync, peers or {}
         self.sync_sock = None
         self.next_link_check = 0.0
+        self.next_housekeeping = time.monotonic() + HOUSEKEEPING
         self.links_were_up = True
         self.home = None
         # Inter-node latency where the kernel has no netem: every message this
@@ -155,7 +156,7 @@ class Node:
         watch = [sock for port in self.ports for sock in port.rx] + listening
         sync_fds = {s.fileno() for s in listening}
         control = self.control
-        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        self.next_housekeeping = time.monotonic() + HOUSEKEEPING
         while self.running:
             ctl_in = control.readers()
             try:
@@ -175,30 +176,40 @@ class Node:
             for sock in writable:
                 control.writable(sock, now)
             control.work(CONTROL_BUDGET)  # a slice of a long answer, then packets again
-            now = time.monotonic()
-            if self.sync is not None:
-                if now >= self.next_link_check:
-                    self.check_links(now)
-                self.sync.tick(now)
-                if self.home is not None:
-                    self.home.tick(now)
-                self.send_sync()  # also lets out what the delay line holds that is due
-            if self.engine.held:
-                for frame, ingress in self.engine.release(now):
-                    self.send(1 - ingress, frame)
-            if self.kernel_fast is not None:
-                self.fastpath_tick(now)
-            if now >= next_housekeeping:
-                control.expire(now)
-                self.engine.expire(now, incremental=True)  # a slice of a large table
-                if self.home is not None:
-                    self.home.expire(now)
-                self.collect_events()
-                freeze_survivors()
-                next_housekeeping = now + HOUSEKEEPING
-            self.events.write(EVENT_BUDGET)
+            self.end_round(time.monotonic())
         self.leave()
         self.collect_events()
+
+    def end_round(self, now: float) -> None:
+        """What a round of the loop does after reading: the sync's timers and what it
+        has to send, held packets let go, the fast path's changes, housekeeping when
+        it is due, and a slice of the event log."""
+        if self.sync is not None:
+            if now >= self.next_link_check:
+                self.check_links(now)
+            self.sync.tick(now)
+            if self.home is not None:
+                self.home.tick(now)
+            self.send_sync()  # also lets out what the delay line holds that is due
+        if self.engine.held:
+            for frame, ingress in self.engine.release(now):
+                self.send(1 - ingress, frame)
+        if self.kernel_fast is not None:
+            self.fastpath_tick(now)
+        if now >= self.next_housekeeping:
+            self.housekeeping(now)
+        self.events.write(EVENT_BUDGET)
+
+    def housekeeping(self, now: float) -> None:
+        """Every HOUSEKEEPING: expiry (a slice of a large table), the events, and the
+        garbage collector's survivors frozen."""
+        self.control.expire(now)
+        self.engine.expire(now, incremental=True)  # a slice of a large table
+        if self.home is not None:
+            self.home.expire(now)
+        self.collect_events()
+        freeze_survivors()
+        self.next_housekeeping = now + HOUSEKEEPING
 
     def leave(self, grace: float = 0.5) -> None:
         """Graceful leave: tell the peers, let them acknowledge what is in flight."""
