@@ -128,3 +128,28 @@ def test_a_long_burst_of_sync_messages_is_acknowledged_as_it_is_read(monkeypatch
     assert acks and acks[0] < reads[3]  # the first acknowledgement after a millisecond
     gaps = [sum(a < r < b for r in reads) for a, b in zip([-1] + acks, acks)]
     assert max(gaps) <= 3, gaps  # and one a millisecond from then on
+
+
+def test_events_are_written_in_the_round_they_happen_not_in_a_burst():
+    """The node collected its engines' events only at housekeeping (every 0.5 s) and
+    then wrote up to EVENT_BUDGET (2 ms) of them in one round: every half second an
+    acknowledgement or a held packet waited behind the burst (replication lag and hold
+    samples of 2-3.5 ms, one round in 400, in make bench's sync_lag). Now a round
+    writes the events made since the round before."""
+    import io
+
+    from nodes.shell.events import EventLog
+    net = Net(n=2, mode="ondemand")
+    t, fw1 = net.t, net.fw[1]
+    node = node_of(net, 1, [])
+    node.events = EventLog(io.StringIO(), "fw1", 0.0)
+    node.control = None  # housekeeping is not due in these rounds
+    node.next_housekeeping, node.next_link_check = t + 0.5, t + 0.5
+    node.kernel_fast = None
+    written = []
+    for k in range(5):  # a new connection a round, each one event at least
+        fw1.process(tcp(sport=41000 + k, dport=80, flags="S"), OUTSIDE, t + k * 0.001)
+        node.end_round(t + k * 0.001)
+        written.append(node.events.written)
+    assert written[0] >= 1 and all(b > a for a, b in zip(written, written[1:])), written
+    assert not fw1.events and not node.events.pending
