@@ -160,6 +160,11 @@ def window_cost(rules: str, out_dir: str, seconds: float, pairs: int = WINDOW_PA
         unchecked.append(rate["nowindow"])
         costs.append(100 * (1 - rate["ring"] / rate["nowindow"]))
         cpu_costs.append(100 * (1 - per_frame["nowindow"] / per_frame["ring"]))
+    with open(os.path.join(out_dir, "window-pairs.json"), "w") as fh:  # the raw pairs
+        json.dump({"order": "ABBA, A = checked (ring), B = nowindow",
+                   "bps": {"checked": checked, "nowindow": unchecked},
+                   "cpu_us_per_frame": {"checked": cpp["ring"], "nowindow": cpp["nowindow"]},
+                   "throughput_cost_percent": costs, "cpu_cost_percent": cpu_costs}, fh, indent=1)
     engine = engine_window_cost()
     return {"dataplane_tcp_engine_checked": (engine["checked"], "us a segment in process"),
             "dataplane_tcp_engine_nowindow": (engine["nowindow"], "us a segment in process"),
