@@ -20,8 +20,8 @@ environment made as scripts/setup-machine.sh makes ``.venv`` (Debian's Python
 
 The hashes are of the files for this machine's Python and platform: Debian 12's
 Python 3.11 writes ``build.lock`` and ``requirements.lock``; another Python writes
-``build-py3.N.lock`` and ``requirements-py3.N.lock`` (Debian 13: 3.13, with
-os-ken in Ryu's place), which scripts/setup-machine.sh picks there. ``--constraint`` keeps versions (for
+``build-py3.N.lock`` and ``requirements-py3.N.lock`` (Debian 13: 3.13, Ubuntu
+24.04: 3.12, with os-ken in Ryu's place), which scripts/setup-machine.sh picks there. ``--constraint`` keeps versions (for
 example those of an older lock) where the resolver may choose.
 """
 from __future__ import annotations
@@ -109,14 +109,37 @@ def from_system(venv: str, installs: list[dict]) -> list[str]:
     return out
 
 
+def constraints(text: str) -> str:
+    """A pip constraints file of a lock file's (or a constraints file's) text: each
+    hashed pin as ``name==version``, without its hashes (pip takes a hash in a
+    constraints file for a demand of hashes everywhere, and refused); pins of
+    packages from the system's Debian packages (``# apt:``) left out, since another
+    system's versions of them are another's to give."""
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "# apt:" in line:
+            continue
+        out.append(line.split()[0])
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--constraint", help="a pip constraints file")
+    parser.add_argument("--constraint", help="a pip constraints file or a lock file: "
+                        "its versions are kept where the resolver may choose")
     args = parser.parse_args()
     with open(os.path.join(HERE, "pyproject.toml"), "rb") as fh:
         project = tomllib.load(fh)["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["test"]
-    extra = ["-c", os.path.abspath(args.constraint)] if args.constraint else []
+    extra = []
+    if args.constraint:
+        with open(args.constraint) as fh:
+            pins = constraints(fh.read())
+        kept = tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="fwlock-")
+        kept.write(pins)
+        kept.flush()
+        extra = ["-c", kept.name]
     version = tuple(json.loads(subprocess.run(
         [PYTHON, "-c", "import json, sys; print(json.dumps(sys.version_info[:2]))"],
         capture_output=True, text=True, check=True).stdout))

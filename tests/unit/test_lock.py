@@ -64,3 +64,22 @@ def test_the_build_tools_are_locked_apart(python):
     build, runtime = (locked(n) for n in lock_files()[python])
     assert {"setuptools", "wheel"} <= set(build)
     assert not set(build) & set(runtime)
+
+
+def test_a_lock_file_serves_as_constraints_without_its_hashes_and_system_pins():
+    """scripts/lock.py --constraint with a lock file (how a new system's lock keeps an
+    older one's versions) failed: pip takes a hash in a constraints file for a demand
+    of hashes everywhere. And a pin of a package from the system's Debian packages
+    (ovs 3.5.0 on Debian 13) must not bind another system (Ubuntu 24.04 has 3.3.9)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lock", os.path.join(HERE, "scripts", "lock.py"))
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    with open(os.path.join(HERE, "requirements-py3.13.lock")) as fh:
+        text = fh.read()
+    pins = lock.constraints(text).split()
+    kept = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pins}
+    entries = locked("requirements-py3.13.lock")
+    assert kept == {name: version for name, (version, _, apt) in entries.items() if not apt}
+    assert "ovs" in entries and "ovs" not in kept
+    assert not any("hash" in p for p in pins)
