@@ -42,8 +42,12 @@ def start(cluster) -> None:
                              "interface such as c1-eth0 or fw1-eth0)")
         jobs.append((what, host, what, []))
     for label, host, intf, extra in jobs:
+        # --immediate-mode: libpcap hands tcpdump each packet as it comes, not a
+        # TPACKET_V3 block at a time (a block closes when full or after tcpdump's 1 s
+        # timeout, and one still open at the stop was lost: up to the last second of
+        # a run, all of a short one); -U: each is written to the file at once
         proc = cluster.spawn(f"tcpdump-{label}", [
-            "tcpdump", "-i", intf, "-U", "-n", "-Z", "root", *extra,
+            "tcpdump", "-i", intf, "-U", "--immediate-mode", "-n", "-Z", "root", *extra,
             "-w", os.path.join(folder, f"{label}.pcap")], host=cluster.net[host])
         wait_until(lambda p=proc: "listening on" in p.log_tail() or cluster._died(p), 10,
                    f"tcpdump on {intf}")
