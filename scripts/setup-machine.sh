@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a fresh Debian 12 or 13 machine (root) needs for the testbed.
+# Everything a fresh Debian 12 or 13 or Ubuntu 24.04 machine (root) needs for the testbed.
 # Idempotent: each step checks first and says in one line what it does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
