@@ -76,7 +76,8 @@ class KernelFastPath:
             self.answer = self.proc.stdout.readline() if ready else ""
         except (BrokenPipeError, OSError, ValueError):
             return None
-        if not self.answer:
+        if not self.answer.endswith("\n"):  # none, or cut short: the session ended
+            self.answer = None
             return None
         return [line for line in self._stderr().splitlines() if line.startswith("Error")]
 
@@ -109,10 +110,23 @@ class KernelFastPath:
         if errors is None or errors:
             self.errors += 1
             return None
-        return fp.readings(self.answer)
+        try:
+            return fp.readings(self.answer)
+        except (ValueError, KeyError, TypeError):
+            # Not the listing nft writes (a fault here ended the node): a failed reading,
+            # and a session whose answers can no longer be told apart. It is ended (the
+            # kernel drops its table with it) and the node finds it gone, as any session
+            # that dies: the engine carries every connection again.
+            self.errors += 1
+            self.proc.kill()
+            return None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def last_words(self) -> str:
+        """What the session wrote on its standard error and nobody read yet."""
+        return self._stderr()
 
     def close(self) -> None:
         """End the session: the kernel removes the table with it."""

@@ -248,6 +248,10 @@ class Node:
         offload = self.engine.offload
         if not self.kernel_fast.alive():  # its nft session died, and the table with it
             self.engine.count("fastpath_session_lost")
+            said = " ".join(self.kernel_fast.last_words().split())[-300:]
+            print(f"fw-node {self.engine.node}: the fast path's nft session ended (exit "
+                  f"code {self.kernel_fast.proc.returncode}){': ' + said if said else ''}; "
+                  "the fast path is off", file=sys.stderr, flush=True)
             self.engine.fastpath = False
             offload.take(self.engine.sync, now)
             self.kernel_fast = None

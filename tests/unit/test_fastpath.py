@@ -201,3 +201,36 @@ def test_an_ack_of_data_the_heir_never_saw_passes_after_an_offloaded_connection_
     assert conn.server_ack()  # acknowledges all 30 kB: more than fw2 has seen
     assert conn.data() and conn.server_ack()
     assert net.fw[2].drops == {}
+
+
+def test_an_answer_cut_short_by_nft_is_a_failed_reading_not_a_dead_node():
+    """On Ubuntu 24.04 (nft 1.0.9) a node's nft session once answered a listing of its
+    table with 190 characters of JSON and a line's end; the node parsed them, raised,
+    and died with its connections (test_fastpath.py, 2 of 4 runs of the file). An
+    answer that is not a whole listing is a failed reading: counted, None, and the
+    session is ended (its answers can no longer be told apart; the kernel drops its
+    table with it), so the node finds it gone and its engine carries every connection.
+    Here stand-ins for nft read the listing's line and write half an answer, then end
+    (an answer cut short) or stay (a line that is not the listing)."""
+    import os
+    import subprocess
+    import sys
+
+    from nodes.shell.fastpath import KernelFastPath
+    from topo.procs import wait_until
+    half = '{"nftables": [{"metainfo": {"version": "1.0.9"}}, {"table": {"family": "netdev"'
+    for then in ("", "\\n'); sys.stdout.flush(); import time; time.sleep(30); print('"):
+        kernel = KernelFastPath.__new__(KernelFastPath)
+        kernel.errors, kernel.installed = 0, set()
+        kernel.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.readline(); "
+             f"sys.stdout.write({half!r} + '{then}'); sys.stdout.flush()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.set_blocking(kernel.proc.stderr.fileno(), False)  # as KernelFastPath makes it
+        try:
+            assert kernel.read() is None
+            assert kernel.errors == 1
+            wait_until(lambda: not kernel.alive(), 10, "the session to end")
+        finally:
+            kernel.proc.kill()
+            kernel.proc.wait()
