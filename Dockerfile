@@ -2,7 +2,7 @@
 # scripts/setup-machine.sh and make targets). Mininet needs network namespaces,
 # veth pairs and Open vSwitch, so the container must be privileged.
 #
-# Where no image registry is reachable, scripts/build-image.sh makes the Debian
+# Where no image registry is reachable, scripts/build-image.sh makes the Debian (or Ubuntu)
 # base with debootstrap and builds this with podman (README, "In a container").
 # With a registry and docker:
 #
