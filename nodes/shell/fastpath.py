@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 
 from nodes import fastpath as fp
 
@@ -118,6 +119,10 @@ class KernelFastPath:
             # kernel drops its table with it) and the node finds it gone, as any session
             # that dies: the engine carries every connection again.
             self.errors += 1
+            text = self.answer
+            print(f"fastpath: nft answered a listing with {len(text)} characters that are "
+                  f"not one: {text[:120]!r} ... {text[-120:]!r}; ending its session",
+                  file=sys.stderr, flush=True)
             self.proc.kill()
             return None
 
