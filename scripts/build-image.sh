@@ -31,9 +31,11 @@ BASE=localhost/$DISTRO:$SUITE
 UBUNTU_KEYRING_DEB=https://archive.ubuntu.com/ubuntu/pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb
 UBUNTU_KEYRING_SHA256=36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8
 
-for tool in podman debootstrap; do
+tools="podman debootstrap"
+[ "$DISTRO" = ubuntu ] && tools="$tools curl dpkg-deb"  # the Ubuntu archive key's package
+for tool in $tools; do
   command -v "$tool" >/dev/null || {
-    echo "build-image: $tool is missing: apt-get install podman runc debootstrap" >&2; exit 1; }
+    echo "build-image: $tool is missing: apt-get install podman runc debootstrap curl" >&2; exit 1; }
 done
 # crun refuses a host with hybrid cgroups; runc does not
 PODMAN_OPTS=""

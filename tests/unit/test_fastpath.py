@@ -206,7 +206,7 @@ def test_an_ack_of_data_the_heir_never_saw_passes_after_an_offloaded_connection_
 def test_an_answer_cut_short_by_nft_is_a_failed_reading_not_a_dead_node():
     """On Ubuntu 24.04 (nft 1.0.9) a node's nft session once answered a listing of its
     table with 190 characters of JSON and a line's end; the node parsed them, raised,
-    and died with its connections (test_fastpath.py, 2 of 4 runs of the file). An
+    and died with its connections (test_fastpath.py, 4 of 9 runs of the file). An
     answer that is not a whole listing is a failed reading: counted, None, and the
     session is ended (its answers can no longer be told apart; the kernel drops its
     table with it), so the node finds it gone and its engine carries every connection.
