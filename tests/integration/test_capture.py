@@ -183,7 +183,7 @@ def test_a_capture_keeps_what_was_sent_until_the_cluster_stopped(cluster_factory
     """tcpdump hands its packets over a TPACKET_V3 block at a time, a block closing
     when full or after libpcap's timeout (tcpdump's is 1 s), and a block still open
     when tcpdump stops is lost. The sync capture lost up to a second before the
-    cluster stopped: on Ubuntu 24.04 the dissector test above missed, in 4 of 6
+    cluster stopped: on Ubuntu 24.04 the dissector test above missed, in 6 of 12
     runs, every message from a crash on (the hand-back's ENTRY_DEL among them).
     Each node's goodbye (its heartbeats as it leaves, naming no members) is among
     the last messages it sends: the capture must hold them."""
