@@ -36,6 +36,7 @@ from experiments.analysis.attribution import read_jsonl
 from experiments.files import make_files
 from experiments.workload import run_ftp, start_ftp_client, start_ftp_servers
 from nodes import syncproto as sp
+from nodes.packet import make_key
 from topo import faults
 from topo.addresses import client_ip, client_mac, server_ip, server_mac
 from topo.procs import wait_until
@@ -197,7 +198,7 @@ def bad_messages() -> dict:
     frame = bytes(Ether() / IP(src=client_ip(1), dst=server_ip(1)) / TCP(dport=21, flags="A"))
     for mtype, receiver, extra in ((sp.HOME_QUERY, 0, {"query": 1, "frame": frame}),
                                    (sp.HOME_ANSWER, 2, {"query": 1, "home": 1,
-                                                        "key": (6, b"\0" * 4, 1, b"\0" * 4, 2)}),
+                                                        "key": make_key(6, bytes(4), 1, bytes(4), 2)}),
                                    (sp.FORWARD, 2, {"frame": frame})):
         seq, to_boot = s1.stamp(receiver)
         s1.outbox.append((2, sp.encode(sp.Message(mtype, 1, receiver, s1.boot, seq,

@@ -25,6 +25,7 @@ import tracemalloc
 
 from nodes.conntrack import ConnectionTable
 from nodes.observe.client import ask
+from nodes.packet import key_tuple, make_key
 from nodes.samples import percentiles
 from topo.addresses import offload_args
 from topo.procs import Proc, wait_until
@@ -32,9 +33,9 @@ from topo.procs import Proc, wait_until
 N_ENTRIES = 100_000
 
 
-def _keys(n: int) -> list[tuple]:
-    return [(6, (0x0A000000 + i).to_bytes(4, "big"), 1024 + i % 60000,
-             (0x0A640000 + i % 250).to_bytes(4, "big"), 80) for i in range(n)]
+def _keys(n: int) -> list[bytes]:
+    return [make_key(6, (0x0A000000 + i).to_bytes(4, "big"), 1024 + i % 60000,
+                     (0x0A640000 + i % 250).to_bytes(4, "big"), 80) for i in range(n)]
 
 
 def memory_per_entry(n: int) -> tuple[float, float]:
@@ -196,7 +197,8 @@ def hold_behind_bulk(n: int, share: float = 0.25) -> tuple[float, bool, int]:
         b.outbox.clear()
         if ticket is None and len(t2) >= share * n:
             master = _keys(1)[0]
-            exp = Expectation(6, master[1], master[3], 50000, master, now, now + 300.0, "fw1")
+            _, client, _, server, _ = key_tuple(master)
+            exp = Expectation(6, client, server, 50000, master, now, now + 300.0, "fw1")
             t1.expect(exp)
             a.state_changed("expect", exp, now)
             applied = b.counters["records_applied"]

@@ -193,11 +193,12 @@ def assured(entry: Entry) -> bool:
 
 
 def canonical(key: Key) -> Key:
-    """The one dictionary key of both directions of a connection."""
-    proto, src, sport, dst, dport = key  # key <= its reverse, without making the reverse
-    if src < dst or (src == dst and sport <= dport):
+    """The one dictionary key of both directions of a connection: the direction whose
+    source (address, then port) is the lower, without making the reverse to compare."""
+    h = (len(key) >> 1) + 1  # 7 or 19: where the destination's half begins
+    if key[1:h] <= key[h:]:
         return key
-    return (proto, dst, dport, src, sport)
+    return key[:1] + key[h:] + key[1:h]
 
 
 class ConnectionTable:

@@ -22,7 +22,7 @@ from nodes.ftp import FtpHelper
 from nodes.packet import (ECHO_REPLY, ECHO_REQUEST, ERRORS, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
                           ICMPV6_MLD, ICMPV6_ND, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK,
                           TCP_FIN, TCP_RST, TCP_SYN, Packet, checksums_ok, key_fields,
-                          key_str, parse, parse_ipv4, parse_ipv6, quoted_key)
+                          key_str, key_tuple, parse, parse_ipv4, parse_ipv6, quoted_key)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
@@ -61,7 +61,7 @@ class SyncPort(Protocol):
 class HomePort(Protocol):
     """Where a frame without state here goes in mode home (nodes/home.py)."""
 
-    def unknown(self, frame: bytes, ingress: int, key: tuple, now: float) -> None:
+    def unknown(self, frame: bytes, ingress: int, key: bytes, now: float) -> None:
         """Forward ``frame`` to its home node, asking the cluster for it if unknown."""
 
 
@@ -174,10 +174,10 @@ class GatewayEngine:
             if pkt == "fragment":
                 return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
-        key = pkt.key
-        proto, src, sport, dst, dport = key
+        key, proto = pkt.key, pkt.proto
+        h = (len(key) >> 1) + 1
         entry = self.table.by_key.get(  # canonical(key), inlined
-            key if src < dst or (src == dst and sport <= dport) else (proto, dst, dport, src, sport))
+            key if key[1:h] <= key[h:] else key[:1] + key[h:] + key[1:h])
         if entry is not None and entry.expires <= now and entry.owner == self.node:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
@@ -311,7 +311,7 @@ class GatewayEngine:
         entry, _ = self.table.lookup(quoted)
         if entry is None or entry.expires <= now:
             return self._drop("icmp_error_no_entry", pkt, now)
-        if pkt.dst != quoted[1]:  # the quoted packet's source
+        if pkt.dst != key_tuple(quoted)[1]:  # the quoted packet's source
             return self._drop("icmp_error_misdirected", pkt, now)
         self.counters["icmp_errors_related"] += 1
         return ACCEPT

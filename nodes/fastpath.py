@@ -37,7 +37,7 @@ import json
 from collections import Counter
 
 from nodes.conntrack import ESTABLISHED, ETH_HEADER, REPLIED, Entry, canonical
-from nodes.packet import PROTO_TCP, PROTO_UDP, reverse
+from nodes.packet import PROTO_TCP, PROTO_UDP, key_tuple, make_key, reverse
 from nodes.tcpwindow import BE_LIBERAL
 
 NONE, PENDING, OFFLOADED = 0, 1, 2  # Entry.fast
@@ -61,7 +61,7 @@ class FastPath:
         self.pending: dict[Entry, object] = {}    # waiting for replication: entry -> ticket
         self.offloaded: dict[Entry, list] = {}    # in the kernel: entry -> last counters read
         self.to_add: list[Entry] = []             # to put into the kernel (next ``take``)
-        self.to_remove: list[tuple] = []          # element keys to take out of it
+        self.to_remove: list[bytes] = []          # element keys to take out of it
         self.closing: dict[Entry, list] = {}      # withdrawn: counters not read yet
         self.counters: Counter = Counter()
 
@@ -104,7 +104,7 @@ class FastPath:
             self.withdraw(entry, why)
 
     # -- what the shell calls -------------------------------------------------------
-    def take(self, sync, now: float) -> tuple[list[tuple], list[tuple]]:
+    def take(self, sync, now: float) -> tuple[list[bytes], list[bytes]]:
         """The element keys to add and to remove now: connections whose replication
         completed go in; withdrawn ones come out."""
         for entry, ticket in list(self.pending.items()):
@@ -154,7 +154,7 @@ class FastPath:
                 self.withdraw(entry, "moved")  # its counters are in; it goes next
         self.closing.clear()  # what "moved" and "lost" put there was read just now
 
-    def refused(self, adds: list[tuple]) -> None:
+    def refused(self, adds: list[bytes]) -> None:
         """The kernel refused to add these elements: their connections go back to the
         engine."""
         keys = set(adds)
@@ -211,19 +211,19 @@ def ruleset(outside: str, inside: str, size: int) -> list[str]:
     return lines
 
 
-def element(key: tuple) -> str:
-    """A direction's key (proto, src, sport, dst, dport) as a set element."""
-    proto, src, sport, dst, dport = key
+def element(key: bytes) -> str:
+    """A direction's key as a set element."""
+    proto, src, sport, dst, dport = key_tuple(key)
     return (f"{ipaddress.ip_address(src)} . {ipaddress.ip_address(dst)} . {proto} . "
             f"{sport} . {dport}")
 
 
-def changes(adds: list[tuple], removes: list[tuple]) -> str:
+def changes(adds: list[bytes], removes: list[bytes]) -> str:
     """nft commands that remove, then add, the elements (a line a family and verb)."""
     out = []
     for verb, keys in (("delete", removes), ("add", adds)):
         for length, name in SETS.items():
-            these = [element(k) for k in keys if len(k[1]) == length]
+            these = [element(k) for k in keys if len(k) == 2 * length + 5]
             if these:
                 out.append(f"{verb} element netdev {TABLE} {name} {{ {', '.join(these)} }}")
     return "\n".join(out) + ("\n" if out else "")
@@ -241,7 +241,7 @@ def readings(text: str) -> dict:
             src, dst, proto, sport, dport = body["val"]["concat"]
             proto = _PROTO_NAMES.get(proto, proto)
             counter = body.get("counter", {})
-            key = (int(proto), ipaddress.ip_address(src).packed, int(sport),
-                   ipaddress.ip_address(dst).packed, int(dport))
+            key = make_key(int(proto), ipaddress.ip_address(src).packed, int(sport),
+                           ipaddress.ip_address(dst).packed, int(dport))
             out[key] = (counter.get("packets", 0), counter.get("bytes", 0))
     return out

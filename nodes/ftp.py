@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from nodes.conntrack import ORIGINAL, Entry, Expectation
-from nodes.packet import PROTO_TCP, Packet, ip_bytes
+from nodes.packet import PROTO_TCP, Packet, ip_bytes, key_tuple
 
 MAX_LINE = 2048  # longer control lines are not commands we act on
 _SEQ_MOD = 1 << 32
@@ -132,7 +132,7 @@ class FtpHelper:
 
     def _line(self, engine, entry: Entry, direction: int, line: bytes,
               now: float) -> str | None:
-        client, server = entry.orig[1], entry.orig[3]
+        _, client, _, server, _ = key_tuple(entry.orig)
         ipv6 = len(client) == 16
         try:
             if direction == ORIGINAL:

@@ -61,9 +61,9 @@ class HomeForwarder:
         self._rate = [float("-inf"), 0]  # start of this second, queries sent in it
         self.names = names or {}
         self.query_timeout, self.idle = query_timeout, idle
-        self.forward: dict[tuple, list] = {}  # canonical key -> [home, expires]
+        self.forward: dict[bytes, list] = {}  # canonical key -> [home, expires]
         self.pending: dict[tuple, _Pending] = {}
-        self.queries: dict[int, tuple] = {}  # query id -> canonical key
+        self.queries: dict[int, bytes] = {}  # query id -> canonical key
         self.next_query = 1
         self.outbox: list[tuple[int, bytes]] = []
         self.counters: Counter = Counter(dict.fromkeys(COUNTERS, 0))  # zeros shown too
@@ -77,7 +77,7 @@ class HomeForwarder:
         self.counters["cluster_bytes_sent"] += len(data)
         self.counters["cluster_messages_sent"] += 1
 
-    def unknown(self, frame: bytes, ingress: int, key: tuple, now: float) -> None:
+    def unknown(self, frame: bytes, ingress: int, key: bytes, now: float) -> None:
         """A packet with no state here: forward it to its home, or ask for the home
         (the gateway engine's HomePort)."""
         ck = canonical(key)

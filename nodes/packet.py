@@ -47,10 +47,18 @@ _TCP = struct.Struct("!HHIIBBH")
 _ICMP_ECHO = struct.Struct("!BBHH")
 _IP6 = struct.Struct("!IHBB16s16s")
 
-# A key names one direction of a connection: (proto, src, sport, dst, dport).
-# Addresses are 4-byte (IPv4) or 16-byte (IPv6) strings; for ICMP and ICMPv6 echo the identifier stands in a port
-# slot (sport for a request, dport for a reply) so both directions pair up.
-Key = tuple
+# A key names one direction of a connection: proto, src, sport, dst, dport packed in
+# network order into one string, 13 bytes for IPv4 and 37 for IPv6 (the sync protocol's
+# connection key, nodes/syncproto.py). One object a key, not a tuple of five: a table of
+# a million connections held 190 bytes of key per entry as tuples, 48 packed, and a
+# bulk transfer made five objects less a record. The other direction's key swaps the
+# two halves after the protocol byte (``reverse``). For ICMP and ICMPv6 echo the
+# identifier stands in a port slot (sport for a request, dport for a reply) so both
+# directions pair up. ``make_key`` makes one, ``key_tuple`` takes one apart.
+Key = bytes
+KEY4 = struct.Struct("!B4sH4sH")
+KEY6 = struct.Struct("!B16sH16sH")
+KEY_SIZES = (KEY4.size, KEY6.size)  # 13, 37
 
 
 @dataclass(slots=True)
@@ -97,9 +105,19 @@ def family(addr: bytes) -> int:
 PROTO_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmpv6"}
 
 
+def make_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Key:
+    """The key of one direction (4- or 16-byte addresses)."""
+    return (KEY4 if len(src) == 4 else KEY6).pack(proto, src, sport, dst, dport)
+
+
+def key_tuple(key: Key) -> tuple:
+    """(proto, src, sport, dst, dport) of a key."""
+    return (KEY4 if len(key) == 13 else KEY6).unpack(key)
+
+
 def key_str(key: Key) -> str:
     """Human form of a key, as conntrack prints one direction."""
-    proto, src, sport, dst, dport = key
+    proto, src, sport, dst, dport = key_tuple(key)
     name = PROTO_NAMES.get(proto, str(proto))
     return f"{name} src={ip_str(src)} dst={ip_str(dst)} sport={sport} dport={dport}"
 
@@ -107,15 +125,15 @@ def key_str(key: Key) -> str:
 def key_fields(key: Key) -> dict:
     """A key as JSON fields (proto number, addresses as text, ports): what logs and
     the analysis read, so nothing parses the display text of ``key_str``."""
-    proto, src, sport, dst, dport = key
+    proto, src, sport, dst, dport = key_tuple(key)
     return {"proto": proto, "src": ip_str(src), "sport": sport, "dst": ip_str(dst),
             "dport": dport}
 
 
 def reverse(key: Key) -> Key:
-    """The key of the other direction of the same connection."""
-    proto, src, sport, dst, dport = key
-    return (proto, dst, dport, src, sport)
+    """The key of the other direction of the same connection: its halves swapped."""
+    h = (len(key) >> 1) + 1  # 7 or 19: after the protocol, an address and a port
+    return key[:1] + key[h:] + key[1:h]
 
 
 def ethertype(frame: bytes) -> int:
@@ -216,15 +234,14 @@ def fragment_header6(frame: bytes) -> tuple[int, int, int] | str:
     return walked[1], walked[2], end
 
 
-def _icmp_key(src: bytes, dst: bytes, itype: int, ident: int,
-              proto: int = PROTO_ICMP) -> Key:
-    """An ICMP or ICMPv6 packet's key: an echo's identifier in the port slot of its
-    direction."""
+def _echo_ports(itype: int, ident: int, proto: int) -> tuple[int, int]:
+    """The port slots of an ICMP or ICMPv6 packet's key: an echo's identifier in the
+    slot of its direction."""
     if itype == ECHO_REQUEST[proto]:
-        return (proto, src, ident, dst, 0)
+        return ident, 0
     if itype == ECHO_REPLY[proto]:
-        return (proto, src, 0, dst, ident)
-    return (proto, src, 0, dst, 0)
+        return 0, ident
+    return 0, 0
 
 
 def parse_ipv4(frame: bytes) -> Packet | str:
@@ -251,21 +268,22 @@ def parse_ipv4(frame: bytes) -> Packet | str:
         doff = (doff >> 4) * 4
         if doff < 20 or l4 + doff > end:
             return "bad_tcp_doff"
-        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+        return Packet(KEY4.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
                       flags, seq, ack, l4 + doff, end, -1, n, window, l4)
     if proto == PROTO_UDP:
         if end - l4 < 8:
             return "truncated_udp"
         sport, dport = _PORTS.unpack_from(frame, l4)
-        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+        return Packet(KEY4.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
                       0, 0, 0, l4 + 8, end, -1, n)
     if proto == PROTO_ICMP:
         if end - l4 < 8:
             return "truncated_icmp"
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        key = _icmp_key(src, dst, itype, ident)
-        return Packet(key, proto, src, dst, key[2], key[4], 0, 0, 0, l4 + 8, end, itype, n)
-    return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
+        sport, dport = _echo_ports(itype, ident, proto)
+        return Packet(KEY4.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+                      0, 0, 0, l4 + 8, end, itype, n)
+    return Packet(KEY4.pack(proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
 
 
 def parse_ipv6(frame: bytes) -> Packet | str:
@@ -300,21 +318,22 @@ def _upper(frame: bytes, proto: int, src: bytes, dst: bytes, l4: int, end: int,
         doff = (doff >> 4) * 4
         if doff < 20 or l4 + doff > end:
             return "bad_tcp_doff"
-        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+        return Packet(KEY6.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
                       flags, seq, ack, l4 + doff, end, -1, n, window, l4)
     if proto == PROTO_UDP:
         if end - l4 < 8:
             return "truncated_udp"
         sport, dport = _PORTS.unpack_from(frame, l4)
-        return Packet((proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+        return Packet(KEY6.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
                       0, 0, 0, l4 + 8, end, -1, n)
     if proto == PROTO_ICMPV6:
         if end - l4 < 8:
             return "truncated_icmp"
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        key = _icmp_key(src, dst, itype, ident, proto)
-        return Packet(key, proto, src, dst, key[2], key[4], 0, 0, 0, l4 + 8, end, itype, n)
-    return Packet((proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
+        sport, dport = _echo_ports(itype, ident, proto)
+        return Packet(KEY6.pack(proto, src, sport, dst, dport), proto, src, dst, sport, dport,
+                      0, 0, 0, l4 + 8, end, itype, n)
+    return Packet(KEY6.pack(proto, src, 0, dst, 0), proto, src, dst, 0, 0, 0, 0, 0, l4, end, -1, n)
 
 
 def parse(frame: bytes) -> Packet | str | None:
@@ -353,8 +372,9 @@ def _quoted(frame: bytes, proto: int, src: bytes, dst: bytes, l4: int, icmp: int
     """A quoted packet's key from its upper layer's first 8 bytes at ``l4``."""
     if proto in (PROTO_TCP, PROTO_UDP):
         sport, dport = _PORTS.unpack_from(frame, l4)
-        return (proto, src, sport, dst, dport)
+        return make_key(proto, src, sport, dst, dport)
     if proto == icmp:
         itype, _code, _c, ident = _ICMP_ECHO.unpack_from(frame, l4)
-        return _icmp_key(src, dst, itype, ident, proto)
-    return (proto, src, 0, dst, 0)
+        sport, dport = _echo_ports(itype, ident, proto)
+        return make_key(proto, src, sport, dst, dport)
+    return make_key(proto, src, 0, dst, 0)

@@ -28,13 +28,14 @@ tells the receiver what incarnation to name in what it sends back.
 
 A record is ``type (1) | length (2) | value``; all integers are big-endian:
 
-    1 ENTRY      proto 1, src 4, sport 2, dst 4, dport 2, state 1, owner 2,
+    1 ENTRY      connection key 13 (proto 1, src 4, sport 2, dst 4, dport 2: the
+                 key nodes/packet.py holds), state 1, owner 2,
                  timeout ms 4, flags 1 (1: FTP helper, 2: related, 4: TCP window,
                  8: TCP window scales), [master key 13], [window: for the original
                  then the reply direction end 4, maxend 4, maxwin 4, scale 1,
                  flags 1 (nodes/tcpwindow.py)], [scales: for each
                  direction scale 1, flags 1]
-    2 ENTRY_DEL  proto 1, src 4, sport 2, dst 4, dport 2, owner 2
+    2 ENTRY_DEL  connection key 13, owner 2
     3 EXPECT     proto 1, src 4 (0.0.0.0: any), dst 4, dport 2, owner 2,
                  timeout ms 4, master key 13
     4 EXPECT_DEL proto 1, src 4, dst 4, dport 2, owner 2
@@ -118,11 +119,11 @@ class _Layout:
     """The structs of the records that carry addresses, for one address length."""
 
     def __init__(self, n: int):
-        a = f"{n}s"
-        self.key = struct.Struct(f"!B{a}H{a}H")  # a connection key: 13 or 37 bytes
-        self.entry = struct.Struct(f"!B{a}H{a}HBHIB")
-        self.entry_record = struct.Struct(f"!BHB{a}H{a}HBHIB")  # type, length, then entry
-        self.entry_del = struct.Struct(f"!B{a}H{a}HH")
+        a, k = f"{n}s", f"{2 * n + 5}s"  # an address; a connection key, 13 or 37 bytes
+        self.key = struct.Struct(k)
+        self.entry = struct.Struct(f"!{k}BHIB")
+        self.entry_record = struct.Struct(f"!BH{k}BHIB")  # type, length, then entry
+        self.entry_del = struct.Struct(f"!{k}H")
         self.expect = struct.Struct(f"!B{a}{a}HHI")
         self.expect_del = struct.Struct(f"!B{a}{a}HH")
         self.any = bytes(n)  # an expectation's "any source"
@@ -167,7 +168,7 @@ class Message:
     ingress: int = 0  # HOME_QUERY, FORWARD
     frame: bytes = b""  # HOME_QUERY, FORWARD
     home: int = 0  # HOME_ANSWER
-    key: tuple = ()  # HOME_ANSWER
+    key: bytes = b""  # HOME_ANSWER: a connection key
     to_boot: int = 0  # the receiver's incarnation as the sender knows it (0: unknown / all)
 
 
@@ -179,7 +180,7 @@ def encode(msg: Message, key: bytes) -> bytes:
     elif msg.type == HOME_QUERY:
         payload = struct.pack("!IB", msg.query, msg.ingress) + msg.frame
     elif msg.type == HOME_ANSWER:
-        payload = struct.pack("!IH", msg.query, msg.home) + key_bytes(msg.key)  # 13 or 37
+        payload = struct.pack("!IH", msg.query, msg.home) + msg.key  # 13 or 37
     elif msg.type == FORWARD:
         payload = struct.pack("!B", msg.ingress) + msg.frame
     elif msg.type in (COMMIT, DEATH):
@@ -257,22 +258,19 @@ def decode(data: bytes, key: bytes) -> Message:
     return msg
 
 
-def key_bytes(key: tuple) -> bytes:
-    """A connection key's bytes (13 for IPv4, 37 for IPv6): on the wire, and what
-    connection-specific backups hash."""
-    proto, src, sport, dst, dport = key
-    return (_V4 if len(src) == 4 else _V6).key.pack(proto, src, sport, dst, dport)
-
-
-def key_from(data: bytes, off: int = 0, ipv6: bool = False) -> tuple:
-    return (_V6 if ipv6 else _V4).key.unpack_from(data, off)
+def key_from(data: bytes, off: int = 0, ipv6: bool = False) -> bytes:
+    """The connection key (13 bytes, IPv6: 37) at ``off``."""
+    key = bytes(data[off:off + (_V6 if ipv6 else _V4).key.size])
+    if len(key) != (_V6 if ipv6 else _V4).key.size:
+        raise ValueError("key runs past the record")
+    return key
 
 
 def wire_type(rtype: int, f: dict) -> int:
     """A record's type on the wire: an IPv6 connection's or expectation's goes as
     ``rtype + IPV6_RECORD``."""
     if rtype in (R_ENTRY, R_ENTRY_DEL):
-        return rtype + IPV6_RECORD * (len(f["key"][1]) == 16)
+        return rtype + IPV6_RECORD * (len(f["key"]) == _V6.key.size)
     if rtype in (R_EXPECT, R_EXPECT_DEL):
         return rtype + IPV6_RECORD * (len(f["dst"]) == 16)
     return rtype
@@ -287,11 +285,10 @@ def encode_record(rtype: int, f: dict) -> bytes:
     wire = wire_type(rtype, f)
     lay = _V6 if wire != rtype else _V4
     if rtype == R_ENTRY_DEL:
-        proto, src, sport, dst, dport = f["key"]
-        value = lay.entry_del.pack(proto, src, sport, dst, dport, f["owner"])
+        value = lay.entry_del.pack(f["key"], f["owner"])
     elif rtype == R_EXPECT:
         value = lay.expect.pack(f["proto"], f["src"] or lay.any, f["dst"], f["dport"], f["owner"],
-                                min(int(f["timeout"] * 1000), 0xFFFFFFFF)) + key_bytes(f["master"])
+                                min(int(f["timeout"] * 1000), 0xFFFFFFFF)) + f["master"]
     elif rtype == R_EXPECT_DEL:
         value = lay.expect_del.pack(f["proto"], f["src"] or lay.any, f["dst"], f["dport"],
                                     f["owner"])
@@ -307,19 +304,18 @@ def encode_record(rtype: int, f: dict) -> bytes:
     return _REC.pack(wire, len(value)) + value
 
 
-def encode_entry(key: tuple, state: str, owner: int, timeout: float, helper: str | None = None,
-                 master: tuple | None = None, window: tuple | None = None,
+def encode_entry(key: bytes, state: str, owner: int, timeout: float, helper: str | None = None,
+                 master: bytes | None = None, window: tuple | None = None,
                  scales: tuple | None = None) -> bytes:
     """An ENTRY record's bytes (the fields of ``encode_record``'s, positional: a bulk
     transfer makes a million of them)."""
-    proto, src, sport, dst, dport = key
-    v6 = len(src) == 16
+    v6 = len(key) == 37
     lay = _V6 if v6 else _V4
     flags = F_FTP if helper == "ftp" else 0
     tail = b""  # what follows the fixed fields: packed with the header in one call
     if master:
         flags |= F_RELATED
-        tail = key_bytes(master)
+        tail = master
     if window:
         flags |= F_WINDOW
         tail += _WINDOW.pack(*window)
@@ -328,7 +324,7 @@ def encode_entry(key: tuple, state: str, owner: int, timeout: float, helper: str
         tail += _SCALES.pack(*scales)
     ms = int(timeout * 1000)
     record = lay.entry_record.pack(R_ENTRY + IPV6_RECORD * v6, lay.entry.size + len(tail),
-                                   proto, src, sport, dst, dport, _STATE_INDEX[state], owner,
+                                   key, _STATE_INDEX[state], owner,
                                    ms if ms < 0xFFFFFFFF else 0xFFFFFFFF, flags)
     return record + tail if tail else record
 
@@ -345,11 +341,11 @@ def decode_records(payload: bytes) -> list:
             # all of a bulk transfer's (decoded here, as _decode_record would, in half
             # its time)
             fields = _V4.entry.unpack_from(payload, off)
-            flags = fields[8]
+            flags = fields[4]
             if flags & ~F_FTP != _PLAIN[length]:
                 raise ValueError("ENTRY length")
-            f = {"key": fields[:5], "state": STATES[fields[5]], "owner": fields[6],
-                 "timeout": fields[7] / 1000, "helper": "ftp" if flags & F_FTP else None,
+            f = {"key": fields[0], "state": STATES[fields[1]], "owner": fields[2],
+                 "timeout": fields[3] / 1000, "helper": "ftp" if flags & F_FTP else None,
                  "master": None}
             if flags & F_WINDOW:
                 f["window"] = _WINDOW.unpack_from(payload, off + _V4.entry.size)
@@ -371,9 +367,9 @@ def decode_records(payload: bytes) -> list:
 def _decode_record(rtype: int, v: bytes, lay: _Layout) -> dict:
     ipv6 = lay is _V6
     if rtype == R_ENTRY:
-        proto, src, sport, dst, dport, state, owner, timeout, flags = lay.entry.unpack_from(v)
+        key, state, owner, timeout, flags = lay.entry.unpack_from(v)
         off = lay.entry.size + (lay.key.size if flags & F_RELATED else 0)
-        f = {"key": (proto, src, sport, dst, dport), "state": STATES[state], "owner": owner,
+        f = {"key": key, "state": STATES[state], "owner": owner,
              "timeout": timeout / 1000, "helper": "ftp" if flags & F_FTP else None,
              "master": key_from(v, lay.entry.size, ipv6) if flags & F_RELATED else None}
         if flags & F_WINDOW:
@@ -386,8 +382,8 @@ def _decode_record(rtype: int, v: bytes, lay: _Layout) -> dict:
             raise ValueError("ENTRY length")
         return f
     if rtype == R_ENTRY_DEL:
-        proto, src, sport, dst, dport, owner = lay.entry_del.unpack(v)
-        return {"key": (proto, src, sport, dst, dport), "owner": owner}
+        key, owner = lay.entry_del.unpack(v)
+        return {"key": key, "owner": owner}
     if rtype == R_EXPECT:
         proto, src, dst, dport, owner, timeout = lay.expect.unpack_from(v)
         if len(v) != lay.expect.size + lay.key.size:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nodes.groups import connection_backups, node_backups
-from nodes.packet import ip_bytes
+from nodes.packet import ip_bytes, make_key
 
 SETTLE = 0.2  # seconds: an entry unchanged this long has reached its backups (lag p99 is ms)
 
@@ -61,9 +61,8 @@ class Report:
 
 
 def _key_bytes(t: dict) -> bytes:
-    """The 13-byte key connection-specific backups hash (nodes/syncproto.key_bytes)."""
-    return (bytes([t["proto"]]) + ip_bytes(t["src"]) + t["sport"].to_bytes(2, "big")
-            + ip_bytes(t["dst"]) + t["dport"].to_bytes(2, "big"))
+    """The connection key (nodes/packet.py) that connection-specific backups hash."""
+    return make_key(t["proto"], ip_bytes(t["src"]), t["sport"], ip_bytes(t["dst"]), t["dport"])
 
 
 def _conn(t: dict) -> str:

@@ -88,7 +88,7 @@ class KernelFastPath:
         except (BlockingIOError, OSError, ValueError):
             return ""
 
-    def apply(self, adds: list[tuple], removes: list[tuple]) -> list[tuple]:
+    def apply(self, adds: list[bytes], removes: list[bytes]) -> list[bytes]:
         """Put ``adds`` in and take ``removes`` out; the adds the kernel does not hold."""
         removes = [k for k in removes if k in self.installed]
         adds = [k for k in adds if k not in self.installed]

@@ -171,7 +171,7 @@ class Membership:
             ids = {self.names[m]: m for m in live}
             stale = [e for e in self.table.entries() if e.owner != me and (
                 e.owner not in ids or self.me not in connection_backups(
-                    sp.key_bytes(e.orig), ids[e.owner], live, self.config.k))]
+                    e.orig, ids[e.owner], live, self.config.k))]
         else:
             old = node_backups(before, self.config.k)
             new = node_backups(sorted(self.alive), self.config.k)

@@ -205,7 +205,7 @@ class Replication:
         owner = self.ids.get(obj.owner, self.me)
         peers = self._owner_destinations(owner)
         if peers is None:
-            peers = [p for p in connection_backups(sp.key_bytes(obj.orig), owner,
+            peers = [p for p in connection_backups(obj.orig, owner,
                                                    sorted(self.alive), self.config.k)
                      if p != self.me]
         return peers

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from nodes import syncproto as sp
-from nodes.packet import ip_str
+from nodes.packet import ip_str, key_tuple
 from topo.capture import decode
 
 pytestmark = pytest.mark.mininet
@@ -60,9 +60,9 @@ def tshark(pcap: str) -> dict[int, dict]:
 def _sources6(rtype: int, f: dict) -> list[bytes]:
     """The IPv6 source addresses an IPv6 record shows, in the dissector's order."""
     if rtype in (sp.R_ENTRY, sp.R_ENTRY_DEL):
-        return [f["key"][1]] + ([f["master"][1]] if f.get("master") else [])
+        return [key_tuple(f["key"])[1]] + ([key_tuple(f["master"])[1]] if f.get("master") else [])
     if rtype == sp.R_EXPECT:
-        return [f["src"] or bytes(16), f["master"][1]]
+        return [f["src"] or bytes(16), key_tuple(f["master"])[1]]
     return [f["src"] or bytes(16)]  # EXPECT_DEL
 
 
@@ -77,20 +77,20 @@ def python_view(msg: sp.Message, length: int) -> dict:
             "fwsync.bulk.records": [], "fwsync.window.scale": [], "fwsync.window.maxend": [],
             "fwsync.src6": []}
     for rtype, f in msg.records:
-        src = f["key"][1] if "key" in f else f.get("src") or f.get("dst")
+        src = key_tuple(f["key"])[1] if "key" in f else f.get("src") or f.get("dst")
         if src and len(src) == 16:  # the IPv6 addresses shown, sources only
             view["fwsync.src6"] += [ip_str(x) for x in _sources6(rtype, f)]
         if rtype == sp.R_ENTRY:
-            view["fwsync.dport"] += [f["key"][4]] + ([f["master"][4]] if f["master"] else [])
+            view["fwsync.dport"] += [key_tuple(f["key"])[4]] + ([key_tuple(f["master"])[4]] if f["master"] else [])
             if f.get("window"):  # both directions: end, maxend, maxwin, scale, flags
                 view["fwsync.window.scale"] += [f["window"][3], f["window"][8]]
                 view["fwsync.window.maxend"] += [f["window"][1], f["window"][6]]
             elif f.get("scales"):
                 view["fwsync.window.scale"] += [f["scales"][0], f["scales"][2]]
         elif rtype in (sp.R_ENTRY_DEL, sp.R_EXPECT_DEL):
-            view["fwsync.dport"].append(f["key"][4] if rtype == sp.R_ENTRY_DEL else f["dport"])
+            view["fwsync.dport"].append(key_tuple(f["key"])[4] if rtype == sp.R_ENTRY_DEL else f["dport"])
         elif rtype == sp.R_EXPECT:
-            view["fwsync.dport"] += [f["dport"], f["master"][4]]
+            view["fwsync.dport"] += [f["dport"], key_tuple(f["master"])[4]]
         elif rtype == sp.R_COMMON:
             view["fwsync.common.name"].append(f["name"])
         elif rtype == sp.R_BULK_END:
@@ -101,9 +101,9 @@ def python_view(msg: sp.Message, length: int) -> dict:
         view["fwsync.query"].append(msg.query)
     if msg.type == sp.HOME_ANSWER:
         view["fwsync.home"].append(msg.home)
-        view["fwsync.dport"].append(msg.key[4])
-        if len(msg.key[1]) == 16:
-            view["fwsync.src6"].append(ip_str(msg.key[1]))
+        view["fwsync.dport"].append(key_tuple(msg.key)[4])
+        if len(key_tuple(msg.key)[1]) == 16:
+            view["fwsync.src6"].append(ip_str(key_tuple(msg.key)[1]))
     if msg.type in (sp.HOME_QUERY, sp.FORWARD):
         view["fwsync.ingress"].append(msg.ingress)
     return view

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from experiments import analysis
-from nodes.packet import ip_bytes, key_fields, key_str
+from nodes.packet import ip_bytes, key_fields, key_str, make_key
 
 
 def test_mean_ci_uses_students_t():
@@ -36,7 +36,7 @@ def _point(exp_dir, name, variant, rep, outcomes, refused=(), hold_ms=()):
         fh.writelines(json.dumps(r) + "\n" for r in records)
     with open(os.path.join(d, "fw2.events.jsonl"), "w") as fh:
         for i in refused:
-            key = (6, ip_bytes("10.0.0.1"), 30 + i, ip_bytes("10.0.0.201"), 50000 + i)
+            key = make_key(6, ip_bytes("10.0.0.1"), 30 + i, ip_bytes("10.0.0.201"), 50000 + i)
             fh.write(json.dumps({"t": t0 + i + 0.1, "node": "fw2", "event": "drop",
                                  "reason": "policy", "key": key_str(key),
                                  "tuple": key_fields(key)}) + "\n")

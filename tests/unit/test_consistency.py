@@ -1,6 +1,7 @@
 """The cluster consistency check, on the dumps and stats of simulated nodes."""
 from nodes.engine import INSIDE, OUTSIDE
 from nodes.observe.consistency import check
+from nodes.packet import key_tuple
 from tests.unit.cluster_sim import Net
 from tests.unit.frames import CLIENT, SERVER, tcp
 
@@ -42,7 +43,7 @@ def test_a_copy_missing_on_a_backup_or_in_another_state_is_a_violation():
     kinds = sorted(v[0] for v in check(snapshot(net)).violations)
     assert kinds == ["missing_on_backup", "state_differs"]
     line = [v for v in check(snapshot(net)).violations if v[0] == "missing_on_backup"][0]
-    assert line[1] == "fw2" and str(victim.orig[2]) in line[2]  # names node and connection
+    assert line[1] == "fw2" and str(key_tuple(victim.orig)[2]) in line[2]  # names node and connection
 
 
 def test_copies_of_a_gone_owner_and_double_owners_are_violations():

@@ -3,6 +3,7 @@ import pytest
 
 from nodes.conntrack import CLOSE, ESTABLISHED, LAST_ACK, SYN_RECV, SYN_SENT, TIME_WAIT, UNREPLIED, Timeouts
 from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
+from nodes.packet import key_tuple, make_key
 from nodes.rules import RuleSet
 from tests.unit.frames import CLIENT, SERVER, arp, fragment_soup, icmp, tcp, udp
 
@@ -344,7 +345,7 @@ def fill(fw, n, expires, slice_=100, rounds=4):
     a round at least, a pass in ``rounds`` rounds at most."""
     fw.table.sweep_slice, fw.table.sweep_rounds = slice_, rounds
     for i in range(n):
-        key = (17, bytes([10, 0, 0, i % 100]), 1024 + i // 100, bytes([10, 0, 0, 201]), 53)
+        key = make_key(17, bytes([10, 0, 0, i % 100]), 1024 + i // 100, bytes([10, 0, 0, 201]), 53)
         fw.table.new_entry(key, UNREPLIED, expires - 1, "fw1").expires = expires
     return list(fw.table.entries())
 
@@ -391,7 +392,7 @@ def test_an_expired_entry_the_sweep_has_not_reached_is_gone_for_its_packets(fw):
     last = fill(fw, 300, expires=10.0)[-1]
     fw.expire(11.0, incremental=True)
     assert fw.table.lookup(last.orig)[0] is last  # not swept yet
-    _, src, sport, dst, dport = last.orig
+    _, src, sport, dst, dport = key_tuple(last.orig)
     frame = udp(src=".".join(map(str, src)), dst=".".join(map(str, dst)), sport=sport, dport=dport)
     assert fw.process(frame, OUTSIDE, 11.0) == ACCEPT  # a new connection, not the stale one
     assert fw.table.lookup(last.orig)[0] not in (None, last)

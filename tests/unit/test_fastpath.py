@@ -8,7 +8,7 @@ import json
 
 from nodes.engine import ACCEPT, OUTSIDE, GatewayEngine
 from nodes.fastpath import NONE, OFFLOADED, PENDING, changes, readings, ruleset
-from nodes.packet import reverse
+from nodes.packet import make_key, reverse
 from nodes.rules import RuleSet
 from tests.unit.cluster_sim import RULES, Net
 from tests.unit.frames import CLIENT, SERVER, tcp, udp
@@ -165,8 +165,8 @@ def test_the_nft_text_and_the_readings():
     assert "flags owner" in text  # the kernel removes it when the node's nft session ends
     assert 'device "fw1-eth0"' in text and 'fwd to "fw1-eth1"' in text
     assert "tcp flags & (fin|syn|rst) == 0" in text and "ip frag-off & 0x3fff == 0" in text
-    key4 = (6, bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 201]), 80)
-    key6 = (17, bytes(15) + b"\1", 5000, bytes(15) + b"\2", 53)
+    key4 = make_key(6, bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 201]), 80)
+    key6 = make_key(17, bytes(15) + b"\1", 5000, bytes(15) + b"\2", 53)
     out = changes([key4, key6], [reverse(key4)])
     assert out.splitlines() == [
         "delete element netdev fwcluster_fast fast4 { 10.0.0.201 . 10.0.0.1 . 6 . 80 . 40000 }",

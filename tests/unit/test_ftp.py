@@ -4,7 +4,7 @@ import pytest
 from nodes.conntrack import Timeouts
 from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
 from nodes.ftp import FtpSyntaxError, parse_227, parse_229, parse_eprt, parse_port
-from nodes.packet import ip_bytes
+from nodes.packet import ip_bytes, make_key
 from nodes.rules import RuleSet
 from tests.unit.frames import CLIENT, SERVER, tcp
 
@@ -83,8 +83,8 @@ def test_active_mode_admits_exactly_the_announced_connection_once(fw, line):
     assert data_syn(fw, SERVER, CLIENT, 20, 50001) == DROP  # another port
     assert data_syn(fw, "10.0.0.202", CLIENT, 20, 50000) == DROP  # another server
     assert data_syn(fw, SERVER, CLIENT, 33333, 50000) == ACCEPT  # any source port
-    entry, _ = fw.table.lookup((6, ip_bytes(SERVER), 33333, ip_bytes(CLIENT), 50000))
-    assert entry.related_to == fw.table.lookup((6, ip_bytes(CLIENT), 40000, ip_bytes(SERVER), 21))[0].orig
+    entry, _ = fw.table.lookup(make_key(6, ip_bytes(SERVER), 33333, ip_bytes(CLIENT), 50000))
+    assert entry.related_to == fw.table.lookup(make_key(6, ip_bytes(CLIENT), 40000, ip_bytes(SERVER), 21))[0].orig
     assert data_syn(fw, SERVER, CLIENT, 33334, 50000) == DROP  # once
     assert fw.table.n_expectations == 0
     assert fw.counters["sync_requests"] == 1

@@ -11,7 +11,7 @@ from scapy.layers.l2 import Ether
 
 from nodes import syncproto as sp
 from nodes.engine import ACCEPT, DROP, HOLD, INSIDE, OUTSIDE, GatewayEngine
-from nodes.packet import (PROTO_ICMPV6, PROTO_TCP, checksums_ok, ip_bytes, ip_str, key_str,
+from nodes.packet import (PROTO_ICMPV6, PROTO_TCP, checksums_ok, ip_bytes, ip_str, key_str, make_key,
                           parse_ipv6)
 from nodes.rules import RuleSet
 from tests.unit.cluster_sim import Net
@@ -36,7 +36,7 @@ def test_an_ipv6_segment_parses_through_its_extension_headers():
                   / IPv6ExtHdrDestOpt() / IPv6ExtHdrFragment(offset=0, m=0)  # atomic
                   / TCP(sport=40000, dport=21, flags="S", seq=7, window=500))
     pkt = parse_ipv6(frame)
-    assert pkt.key == (PROTO_TCP, C6, 40000, S6, 21)
+    assert pkt.key == make_key(PROTO_TCP, C6, 40000, S6, 21)
     assert (pkt.seq, pkt.window, pkt.payload_off, pkt.payload_end) == (7, 500, len(frame),
                                                                        len(frame))
     assert checksums_ok(frame)
@@ -65,7 +65,7 @@ def test_an_ipv6_connection_is_tracked_both_ways_and_refused_by_the_rules(fw):
     assert fw.process(tcp(CLIENT6, SERVER6, flags="S", seq=100), OUTSIDE, 0) == ACCEPT
     assert fw.process(tcp(SERVER6, CLIENT6, 21, 40000, "SA", 500, 101), INSIDE, 0) == ACCEPT
     assert fw.process(tcp(CLIENT6, SERVER6, flags="A", seq=101, ack=501), OUTSIDE, 0) == ACCEPT
-    entry, _ = fw.table.lookup((PROTO_TCP, C6, 40000, S6, 21))
+    entry, _ = fw.table.lookup(make_key(PROTO_TCP, C6, 40000, S6, 21))
     assert entry.state == "ESTABLISHED" and entry.as_dict(0)["tuple"]["src"] == "fd00::1"
     # the window is tracked for IPv6 as for IPv4
     assert fw.process(tcp(CLIENT6, SERVER6, flags="A", seq=101 + (1 << 30), ack=501),
@@ -227,12 +227,12 @@ def test_an_eprt_of_the_other_family_is_dropped(fw):
 
 
 def test_ipv6_records_round_trip_beside_ipv4_ones():
-    conn6 = (PROTO_TCP, C6, 40000, S6, 21)
-    conn4 = (PROTO_TCP, ip_bytes(CLIENT), 40000, ip_bytes(SERVER), 21)
+    conn6 = make_key(PROTO_TCP, C6, 40000, S6, 21)
+    conn4 = make_key(PROTO_TCP, ip_bytes(CLIENT), 40000, ip_bytes(SERVER), 21)
     records = [
         (sp.R_ENTRY, {"key": conn6, "state": "ESTABLISHED", "owner": 2, "timeout": 30.0,
                       "helper": "ftp", "master": None}),
-        (sp.R_ENTRY, {"key": (PROTO_TCP, S6, 20, C6, 50000), "state": "SYN_SENT", "owner": 2,
+        (sp.R_ENTRY, {"key": make_key(PROTO_TCP, S6, 20, C6, 50000), "state": "SYN_SENT", "owner": 2,
                       "timeout": 120.0, "helper": None, "master": conn6}),
         (sp.R_ENTRY, {"key": conn4, "state": "ESTABLISHED", "owner": 1, "timeout": 30.0,
                       "helper": None, "master": None}),
@@ -245,7 +245,7 @@ def test_ipv6_records_round_trip_beside_ipv4_ones():
     msg = sp.Message(sp.DATA, 2, 1, 77, seq=1, records=records)
     assert sp.decode(sp.encode(msg, key), key).records == records
     wire = sp.encode_record(*records[0])
-    assert wire[0] == sp.R_ENTRY + sp.IPV6_RECORD and len(sp.key_bytes(conn6)) == 37
+    assert wire[0] == sp.R_ENTRY + sp.IPV6_RECORD and len(conn6) == 37
     answer = sp.Message(sp.HOME_ANSWER, 2, 1, 77, query=5, home=2, key=conn6)
     assert sp.decode(sp.encode(answer, key), key).key == conn6
 
@@ -268,7 +268,7 @@ def test_an_ipv6_ftp_session_is_held_replicated_and_its_data_connection_admitted
     assert [net.fw[i].table.n_expectations for i in (2, 3)] == [1, 1]
     assert net.fw[2].process(tcp(CLIENT6, SERVER6, 41000, 50003, "S"), OUTSIDE, net.t) == ACCEPT
     net.run()
-    control, data = (PROTO_TCP, C6, 40000, S6, 21), (PROTO_TCP, C6, 41000, S6, 50003)
+    control, data = make_key(PROTO_TCP, C6, 40000, S6, 21), make_key(PROTO_TCP, C6, 41000, S6, 50003)
     for key, owner in ((control, "fw1"), (data, "fw2")):  # the owner and its backup (k 1)
         holders = [i for i in (1, 2, 3) if net.entries(i).get(key) == owner]
         assert len(holders) == 2 and int(owner[2]) in holders

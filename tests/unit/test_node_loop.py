@@ -2,6 +2,7 @@
 by recorders: what it hands to the kernel, and in which order. No root, no network."""
 from nodes.conntrack import ORIGINAL
 from nodes.engine import INSIDE, OUTSIDE
+from nodes.packet import make_key
 from nodes.shell.node import Node
 from tests.unit.cluster_sim import Net
 from tests.unit.frames import CLIENT, SERVER, tcp
@@ -108,7 +109,7 @@ def test_a_long_burst_of_sync_messages_is_acknowledged_as_it_is_read(monkeypatch
     net = Net(n=2, mode="ondemand")
     t, fw1 = net.t, net.fw[1]
     for i in range(2000):  # fw1's connections, each a record to fw2
-        entry = fw1.table.new_entry((6, bytes([10, 0, i >> 8, i & 255]), 1024 + i,
+        entry = fw1.table.new_entry(make_key(6, bytes([10, 0, i >> 8, i & 255]), 1024 + i,
                                      bytes([10, 0, 0, 200]), 80), "ESTABLISHED", t, "fw1")
         net.sync[1].state_changed("new", entry, t)
     net.sync[1].flush(t, budget=None)

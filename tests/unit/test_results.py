@@ -7,11 +7,11 @@ from experiments.plot import plot_run, wilson
 from experiments.run import SESSION_FIELDS, write_csv
 from experiments.analysis.attribution import attribute
 from experiments.workload import plan_sessions
-from nodes.packet import ip_bytes, key_fields, key_str
+from nodes.packet import ip_bytes, key_fields, key_str, make_key
 
 
 def _key(src, sport, dst, dport):
-    return (6, ip_bytes(src), sport, ip_bytes(dst), dport)
+    return make_key(6, ip_bytes(src), sport, ip_bytes(dst), dport)
 
 
 def new(t, node, src, sport, dst, dport):

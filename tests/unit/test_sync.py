@@ -3,6 +3,7 @@ import pytest
 
 from nodes import syncproto as sp
 from nodes.engine import ACCEPT, HOLD, INSIDE, OUTSIDE, GatewayEngine
+from nodes.packet import key_tuple, make_key
 from nodes.settings import TRIGGERS, SettingsError, SyncSettings, parse
 from nodes.sync import SyncEngine
 from tests.unit.cluster_sim import KEY, RULES, Net
@@ -520,7 +521,7 @@ def test_delayed_replication_skips_connections_that_close_young():
     net.run(0.2)
     assert net.entries(2) == {} and net.sync[1].stats()["delayed"] == 2
     net.run(0.4)
-    assert [k[2] for k in net.entries(2)] == [40002]  # sport of the one that lived
+    assert [key_tuple(k)[2] for k in net.entries(2)] == [40002]  # sport of the one that lived
     copy = next(iter(net.fw[2].table.entries()))
     assert copy.state == "ESTABLISHED"  # sent as it is when due, not as it was new
     c = net.sync[1].counters
@@ -704,7 +705,7 @@ def test_an_expectation_deleted_before_it_arrives_stays_deleted():
     net = Net(3)
     s3 = net.sync[3]
     fields = {"proto": 6, "src": None, "dst": bytes([10, 0, 0, 201]), "dport": 50000,
-              "owner": 1, "timeout": 300.0, "master": (6, bytes(4), 1, bytes(4), 21)}
+              "owner": 1, "timeout": 300.0, "master": make_key(6, bytes(4), 1, bytes(4), 21)}
     s3._apply(2, sp.R_EXPECT_DEL, fields, net.t)  # fw2 consumed it: its word came first
     s3._apply(1, sp.R_EXPECT, fields, net.t)  # the owner's EXPECT, late
     assert net.fw[3].table.n_expectations == 0
@@ -905,7 +906,7 @@ def test_a_record_its_trigger_queued_leaves_once_when_protocol_code_asks_for_it(
 
 
 def _bulk_key(i):
-    return (6, bytes([10, 0, i >> 8, i & 255]), 1024 + i % 60000, bytes([10, 0, 0, 200]), 80)
+    return make_key(6, bytes([10, 0, i >> 8, i & 255]), 1024 + i % 60000, bytes([10, 0, 0, 200]), 80)
 
 
 def _bulk(n, cap=None, members=(1, 2), **config):
@@ -1001,7 +1002,7 @@ def test_a_bulk_answer_carries_the_connections_the_joining_node_backs_up_and_no_
     a, b = _bulk(600, members=(1, 2, 3), selection=selection)
     keys = {_bulk_key(i) for i in range(600)}
     if selection == "connection":
-        keys = {k for k in keys if connection_backups(sp.key_bytes(k), 1, [1, 2, 3], 1) == [2]}
+        keys = {k for k in keys if connection_backups(k, 1, [1, 2, 3], 1) == [2]}
         assert 200 < len(keys) < 400
     assert b.ready and {e.orig for e in b.table.entries()} == keys
     assert {e.owner for e in b.table.entries()} == {"fw1"}

@@ -4,16 +4,16 @@ import struct
 import pytest
 
 from nodes import syncproto as sp
-from nodes.packet import ip_bytes
+from nodes.packet import ip_bytes, make_key
 
 KEY = b"k" * 32
 A, B = ip_bytes("10.0.0.1"), ip_bytes("10.0.0.201")
-CONN = (6, A, 40000, B, 21)
+CONN = make_key(6, A, 40000, B, 21)
 
 RECORDS = [
     (sp.R_ENTRY, {"key": CONN, "state": "ESTABLISHED", "owner": 2, "timeout": 431999.5,
                   "helper": "ftp", "master": None}),
-    (sp.R_ENTRY, {"key": (6, B, 20, A, 50000), "state": "SYN_SENT", "owner": 3, "timeout": 120.0,
+    (sp.R_ENTRY, {"key": make_key(6, B, 20, A, 50000), "state": "SYN_SENT", "owner": 3, "timeout": 120.0,
                   "helper": None, "master": CONN}),
     (sp.R_ENTRY_DEL, {"key": CONN, "owner": 2}),
     (sp.R_EXPECT, {"proto": 6, "src": None, "dst": A, "dport": 50000, "owner": 2,
@@ -126,7 +126,7 @@ def test_the_short_way_for_connections_decodes_as_the_long_way_good_records_and_
     every other record, and every crafted one, must come out as _decode_record makes
     it: the same fields, or refused alike."""
     window = (1000, 66000, 65535, 7, 1, 5000, 70000, 29200, 7, 0)
-    v6 = (6, bytes(15) + b"\x01", 40000, bytes(15) + b"\x02", 21)
+    v6 = make_key(6, bytes(15) + b"\x01", 40000, bytes(15) + b"\x02", 21)
     records = [sp.encode_entry(CONN, "ESTABLISHED", 2, 12.5),
                sp.encode_entry(CONN, "SYN_SENT", 1, 120.0, "ftp"),
                sp.encode_entry(CONN, "ESTABLISHED", 2, 1.0, None, None, window),
