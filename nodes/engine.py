@@ -20,8 +20,8 @@ from nodes.defrag import Reassembly
 from nodes.fastpath import FastPath
 from nodes.ftp import FtpHelper
 from nodes.packet import (ECHO_REPLY, ECHO_REQUEST, ERRORS, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
-                          ICMPV6_MLD, ICMPV6_ND, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK,
-                          TCP_FIN, TCP_RST, TCP_SYN, Packet, checksums_ok, key_fields,
+                          ICMPV6_MLD, ICMPV6_ND, KEY4, KEY6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+                          TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet, checksums_ok, key_fields,
                           key_str, key_tuple, parse, parse_ipv4, parse_ipv6, quoted_key)
 from nodes.rules import RuleSet
 from nodes.samples import percentiles
@@ -174,10 +174,10 @@ class GatewayEngine:
             if pkt == "fragment":
                 return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
-        key, proto = pkt.key, pkt.proto
-        h = (len(key) >> 1) + 1
-        entry = self.table.by_key.get(  # canonical(key), inlined
-            key if key[1:h] <= key[h:] else key[:1] + key[h:] + key[1:h])
+        key, proto, src, dst = pkt.key, pkt.proto, pkt.src, pkt.dst
+        entry = self.table.by_key.get(  # canonical(key) inlined, from the fields: half the time
+            key if src < dst or (src == dst and pkt.sport <= pkt.dport)
+            else (KEY4 if len(src) == 4 else KEY6).pack(proto, dst, pkt.dport, src, pkt.sport))
         if entry is not None and entry.expires <= now and entry.owner == self.node:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
