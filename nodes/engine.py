@@ -184,7 +184,7 @@ class GatewayEngine:
         if entry is None:
             return self._open(pkt, frame, ingress, now, forwarded)
         direction = ORIGINAL if key == entry.orig else REPLY
-        if entry.extra is not None and "adopted_at" in entry.extra:
+        if entry.more is not None and entry.extra is not None and "adopted_at" in entry.extra:
             extra = entry.extra  # its first packet here since failover; the mark may be
             adopted = extra["adopted_at"]  # shared (read-only): replaced, not changed
             entry.extra = {k: v for k, v in extra.items() if k != "adopted_at"} or None
@@ -245,7 +245,6 @@ class GatewayEngine:
             entry.packets_reply += 1
             entry.bytes_reply += pkt.length
         if not ignored:
-            entry.last_seen = now
             entry.expires = now + self.expiry.get((proto, entry.state), self.icmp_timeout)
         if entry.helper is not None and pkt.payload_end > pkt.payload_off:
             if not verified and not checksums_ok(frame):

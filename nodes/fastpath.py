@@ -145,7 +145,6 @@ class FastPath:
                 entry.packets_reply += dp1
                 entry.bytes_reply += reply[1] - last[3] + ETH_HEADER * dp1
             if dp0 or dp1:
-                entry.last_seen = now
                 entry.expires = now + expiry(entry)
                 self.counters["fastpath_packets"] += dp0 + dp1
             last[:] = [orig[0], orig[1], reply[0], reply[1]]
