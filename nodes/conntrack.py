@@ -238,7 +238,13 @@ def canonical(key: Key) -> Key:
 
 
 class ConnectionTable:
-    """Entries under one direction-independent key each, and pending expectations."""
+    """Entries under their original direction's key, and pending expectations.
+
+    A packet's key is looked up as it is, then reversed (a reply). Indexed by a key
+    both directions share (the lower of the two), an entry whose original direction
+    was the higher one held a second key for the index: 344 bytes an entry with its
+    key instead of 298. The engine never makes an entry for a key whose reverse is
+    held (it looks up both first), nor does a copy (``entry_key_clash``)."""
 
     def __init__(self, timeouts: Timeouts | None = None, max_entries: int = 1_000_000,
                  max_expectations: int = 4096):
@@ -251,7 +257,7 @@ class ConnectionTable:
         # look, however many of the node's own connections are waiting too.
         self.unassured: dict[str, dict[Key, Entry]] = {}
         self.scanned = 0  # candidates early drop looked at, all told
-        self.by_key: dict[Key, Entry] = {}  # canonical(key) -> entry
+        self.by_key: dict[Key, Entry] = {}  # entry.orig -> entry
         self.expectations: dict[tuple, list[Expectation]] = {}
         self.n_expectations = 0
         self.common: dict[str, CommonState] = {}
@@ -268,10 +274,13 @@ class ConnectionTable:
 
     def lookup(self, key: Key) -> tuple[Entry | None, int]:
         """The entry for either direction's ``key`` and which direction it is, or (None, -1)."""
-        entry = self.by_key.get(canonical(key))
-        if entry is None:
-            return None, -1
-        return entry, ORIGINAL if key == entry.orig else REPLY
+        entry = self.by_key.get(key)
+        if entry is not None:
+            return entry, ORIGINAL
+        entry = self.by_key.get(reverse(key))
+        if entry is not None:
+            return entry, REPLY
+        return None, -1
 
     def full(self) -> bool:
         return len(self.by_key) >= self.max_entries
@@ -289,12 +298,12 @@ class ConnectionTable:
         for _ in range(EVICTION_RANGE):
             if not waiting:
                 return None
-            ck = next(iter(waiting))
-            entry = waiting[ck]
+            key = next(iter(waiting))
+            entry = waiting[key]
             self.scanned += 1
-            if self.by_key.get(ck) is entry and not assured(entry) and entry.owner == owner:
+            if self.by_key.get(key) is entry and not assured(entry) and entry.owner == owner:
                 return entry
-            del waiting[ck]
+            del waiting[key]
         return None
 
     def early_drop(self, spare_owner: str | None = None) -> Entry | None:
@@ -332,50 +341,47 @@ class ConnectionTable:
         return part
 
     def add(self, entry: Entry) -> None:
-        self.by_key[canonical(entry.orig)] = entry
+        self.by_key[entry.orig] = entry
 
     def remove(self, entry: Entry) -> None:
         """Drop an entry and the expectations it announced."""
-        ck = canonical(entry.orig)
-        if self.by_key.get(ck) is entry:
-            del self.by_key[ck]
-            self._unfile(entry, ck)
+        key = entry.orig
+        if self.by_key.get(key) is entry:
+            del self.by_key[key]
+            self._unfile(entry)
         for exp in entry.expectations or ():
             self.unexpect(exp)
         entry.expectations = None
 
     def new_entry(self, key: Key, state: str, now: float, owner: str,
                   expires: float | None = None, rule: int = 0, helper: str | None = None,
-                  related_to: Key | None = None, ck: Key | None = None) -> Entry:
-        """Create and insert an entry whose original direction is ``key``, expiring at
-        ``expires`` (default: after its state's timeout); ``ck``: canonical(key), if the
-        caller has it (a bulk transfer makes a million entries)."""
+                  related_to: Key | None = None) -> Entry:
+        """Create and insert an entry whose original direction is ``key`` (the caller
+        found none for it, either way), expiring at ``expires`` (default: after its
+        state's timeout)."""
         if expires is None:
             expires = now + self.timeouts.for_state(key[0], state)
         entry = Entry(key, state, now, expires, owner, rule, helper)
         entry.changed = now
         if related_to is not None:
             entry.related_to = related_to
-        if ck is None:
-            ck = canonical(key)
-        self.by_key[ck] = entry
+        self.by_key[key] = entry
         if state in _UNASSURED:
-            self.unassured.setdefault(owner, {})[ck] = entry
+            self.unassured.setdefault(owner, {})[key] = entry
         return entry
 
     def state_changed(self, entry: Entry, now: float) -> None:
         """``entry`` moved to another state: an assured one is no candidate for early drop."""
         entry.changed = now
         if assured(entry):
-            self._unfile(entry, canonical(entry.orig))
+            self._unfile(entry)
 
     def set_owner(self, entry: Entry, owner: str) -> None:
         """Hand ``entry`` to ``owner`` (adoption, hand-back, a copy's new owner)."""
         if owner == entry.owner:
             return
-        ck = canonical(entry.orig)
-        if self._unfile(entry, ck):
-            self.unassured.setdefault(owner, {})[ck] = entry
+        if self._unfile(entry):
+            self.unassured.setdefault(owner, {})[entry.orig] = entry
         entry.owner = owner
 
     def hand_over(self, entries: list[Entry], old: str, new: str) -> None:
@@ -386,16 +392,16 @@ class ConnectionTable:
             entry.owner = new
         waiting = self.unassured.get(old)
         if waiting:  # filed after new's own, as set_owner files them
-            moved = {ck: e for ck, e in waiting.items() if e.owner == new}
-            for ck in moved:
-                del waiting[ck]
+            moved = {key: e for key, e in waiting.items() if e.owner == new}
+            for key in moved:
+                del waiting[key]
             self.unassured.setdefault(new, {}).update(moved)
 
-    def _unfile(self, entry: Entry, ck: Key) -> bool:
+    def _unfile(self, entry: Entry) -> bool:
         """Take ``entry`` out of its owner's unassured entries; whether it was there."""
         waiting = self.unassured.get(entry.owner)
-        if waiting is not None and waiting.get(ck) is entry:
-            del waiting[ck]
+        if waiting is not None and waiting.get(entry.orig) is entry:
+            del waiting[entry.orig]
             return True
         return False
 
@@ -444,7 +450,7 @@ class ConnectionTable:
         # a pass's entries removed or replaced since it began are not its to remove
         dead = [e for e in (self._sweep_slice() if incremental else by_key.values())
                 if e.expires <= now and (owner is None or e.owner == owner)
-                and by_key.get(canonical(e.orig)) is e]
+                and by_key.get(e.orig) is e]
         for entry in dead:
             self.remove(entry)
         gone = [x for xs in self.expectations.values() for x in xs if x.expires <= now]

@@ -174,16 +174,16 @@ class GatewayEngine:
             if pkt == "fragment":
                 return self._fragment(frame, ingress, now, forwarded)
             return self._drop(pkt)
-        key, proto, src, dst = pkt.key, pkt.proto, pkt.src, pkt.dst
-        entry = self.table.by_key.get(  # canonical(key) inlined, from the fields: half the time
-            key if src < dst or (src == dst and pkt.sport <= pkt.dport)
-            else (KEY4 if len(src) == 4 else KEY6).pack(proto, dst, pkt.dport, src, pkt.sport))
+        key, proto, by_key = pkt.key, pkt.proto, self.table.by_key
+        entry, direction = by_key.get(key), ORIGINAL  # table.lookup, inlined
+        if entry is None:  # a reply, or a new connection
+            entry, direction = by_key.get((KEY4 if len(key) == 13 else KEY6).pack(
+                proto, pkt.dst, pkt.dport, pkt.src, pkt.sport)), REPLY
         if entry is not None and entry.expires <= now and entry.owner == self.node:
             self._destroy(entry, now, "timeout")  # a backup copy goes when its owner says
             entry = None
         if entry is None:
             return self._open(pkt, frame, ingress, now, forwarded)
-        direction = ORIGINAL if key == entry.orig else REPLY
         if entry.more is not None and entry.extra is not None and "adopted_at" in entry.extra:
             extra = entry.extra  # its first packet here since failover; the mark may be
             adopted = extra["adopted_at"]  # shared (read-only): replaced, not changed

@@ -36,7 +36,7 @@ import ipaddress
 import json
 from collections import Counter
 
-from nodes.conntrack import ESTABLISHED, ETH_HEADER, REPLIED, Entry, canonical
+from nodes.conntrack import ESTABLISHED, ETH_HEADER, REPLIED, Entry
 from nodes.packet import PROTO_TCP, PROTO_UDP, key_tuple, make_key, reverse
 from nodes.tcpwindow import BE_LIBERAL
 
@@ -148,7 +148,7 @@ class FastPath:
                 entry.expires = now + expiry(entry)
                 self.counters["fastpath_packets"] += dp0 + dp1
             last[:] = [orig[0], orig[1], reply[0], reply[1]]
-            if entry.fast == OFFLOADED and (table.by_key.get(canonical(entry.orig)) is not entry
+            if entry.fast == OFFLOADED and (table.by_key.get(entry.orig) is not entry
                                             or entry.owner != self.node):
                 self.withdraw(entry, "moved")  # its counters are in; it goes next
         self.closing.clear()  # what "moved" and "lost" put there was read just now

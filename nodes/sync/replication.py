@@ -21,10 +21,10 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes import syncproto as sp
-from nodes.conntrack import (CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation,
-                             canonical)
+from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
 from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
+from nodes.packet import reverse
 from nodes.sync.channel import LATER, MANY
 
 KEPT = WINDOW_SCALE | SACK_PERM | BE_LIBERAL  # a direction's flags that outlive its window
@@ -376,18 +376,17 @@ class Replication:
     def _apply_entry(self, f: dict, now: float) -> None:
         table, key = self.table, f["key"]
         owner = self._owner_name(f["owner"])
-        ck = canonical(key)
-        entry = table.by_key.get(ck)
-        if entry is not None and entry.orig != key:
-            self.rejected["entry_key_clash"] += 1
-            return
+        entry = table.by_key.get(key)
         if entry is None:
+            if reverse(key) in table.by_key:  # held, the other way round
+                self.rejected["entry_key_clash"] += 1
+                return
             if table.full() and table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)
             entry = table.new_entry(key, f["state"], now, owner, now + f["timeout"], 0,
-                                    f["helper"], f["master"], ck)
+                                    f["helper"], f["master"])
             if "window" in f or "scales" in f:
                 _apply_window(entry, f)
         elif entry.owner == self.name and owner != entry.owner:

@@ -36,6 +36,20 @@ def test_handshake_establishes_and_both_directions_share_one_entry(fw):
     assert entry.packets == [2, 2]
 
 
+def test_a_connection_opened_from_the_higher_address_is_one_entry_under_its_own_key(fw):
+    """The table indexes an entry by its original direction's key: a connection whose
+    originator has the higher address and port is found from both directions, and
+    the index holds no second key for it (it did when indexed by the lower one)."""
+    out, back = udp("10.0.0.100", "10.0.0.50", 5000, 53), udp("10.0.0.50", "10.0.0.100", 53, 5000)
+    assert fw.process(out, OUTSIDE, 0) == ACCEPT and fw.process(back, INSIDE, 0) == ACCEPT
+    assert fw.process(out, OUTSIDE, 1) == ACCEPT
+    entry = next(iter(fw.table.entries()))
+    assert len(fw.table) == 1 and entry.state == "REPLIED" and entry.packets == [2, 1]
+    assert key_tuple(entry.orig)[1] == bytes([10, 0, 0, 100])
+    assert next(iter(fw.table.by_key)) is entry.orig
+    assert fw.table.lookup(entry.reply) == (entry, 1)
+
+
 def test_only_the_opening_packet_is_checked_against_rules(fw):
     handshake(fw)
     fw.rules = RuleSet.from_text("")  # a new policy denies everything...

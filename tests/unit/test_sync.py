@@ -3,7 +3,7 @@ import pytest
 
 from nodes import syncproto as sp
 from nodes.engine import ACCEPT, HOLD, INSIDE, OUTSIDE, GatewayEngine
-from nodes.packet import key_tuple, make_key
+from nodes.packet import key_tuple, make_key, reverse
 from nodes.settings import TRIGGERS, SettingsError, SyncSettings, parse
 from nodes.sync import SyncEngine
 from tests.unit.cluster_sim import KEY, RULES, Net
@@ -696,6 +696,21 @@ def test_a_restarted_node_refuses_what_was_sent_to_its_previous_incarnation():
     assert fresh.table.n_expectations == 0 and s.rejected["stale_incarnation"] >= 1
     net.run(0.3)
     assert s.ready and len(fresh.table) == len(net.fw[1].table) == 2  # its state, in full
+
+
+def test_a_copy_of_a_connection_held_the_other_way_round_is_refused():
+    """A record whose key is the reverse of a held entry's names the same connection
+    with its directions swapped: refused (entry_key_clash), the entry left as it was."""
+    net = Net(2)
+    s2, table = net.sync[2], net.fw[2].table
+    key = make_key(6, bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 201]), 80)
+    record = {"key": key, "state": "ESTABLISHED", "owner": 1, "timeout": 30.0, "helper": None,
+              "master": None}
+    s2._apply(1, sp.R_ENTRY, record, net.t)
+    held = table.lookup(key)[0]
+    s2._apply(1, sp.R_ENTRY, {**record, "key": reverse(key), "state": "SYN_SENT"}, net.t)
+    assert s2.rejected["entry_key_clash"] == 1 and len(table) == 1
+    assert table.lookup(reverse(key)) == (held, 1) and held.state == "ESTABLISHED"
 
 
 def test_an_expectation_deleted_before_it_arrives_stays_deleted():
