@@ -67,8 +67,9 @@ class More:
     first set): the seed's additional information (``extra``: NAT, keys, routing), the
     protocol helper's state, the master of a related connection, the expectations it
     announced, and whether a packet of it was handled here while another node owned it.
-    In the entry, eight bytes a connection: a table of established connections held
-    338 bytes an entry with its key when these were five slots of each entry, 298 now."""
+    In the entry, one slot: with these five slots in each entry (and a time of its last
+    packet), a table of established connections held 338 bytes an entry with its key;
+    298 without."""
 
     related_to: Key | None = None  # the master connection of a related one
     helper_state: object = None
@@ -226,15 +227,6 @@ _UNASSURED = (SYN_SENT, SYN_RECV, UNREPLIED)
 def assured(entry: Entry) -> bool:
     """A reply was seen (UDP, ICMP) or the handshake completed (TCP): keep it longest."""
     return entry.state not in _UNASSURED
-
-
-def canonical(key: Key) -> Key:
-    """The one dictionary key of both directions of a connection: the direction whose
-    source (address, then port) is the lower, without making the reverse to compare."""
-    h = (len(key) >> 1) + 1  # 7 or 19: where the destination's half begins
-    if key[1:h] <= key[h:]:
-        return key
-    return key[:1] + key[h:] + key[1:h]
 
 
 class ConnectionTable:

@@ -18,10 +18,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from nodes import syncproto as sp
-from nodes.conntrack import canonical
+from nodes.packet import canonical, key_str
 from nodes.samples import percentiles
 from nodes.settings import DEFAULT
-from nodes.packet import key_str
 
 MAX_QUEUED = 64  # packets of one unknown flow waiting for the answer
 

@@ -136,6 +136,17 @@ def reverse(key: Key) -> Key:
     return key[:1] + key[h:] + key[1:h]
 
 
+def canonical(key: Key) -> Key:
+    """One key for both directions of a connection: the direction whose source
+    (address, then port) is the lower, without making the reverse to compare. (The
+    connection table indexes an entry by its own key instead; the home node's forward
+    table, nodes/home.py, by this.)"""
+    h = (len(key) >> 1) + 1  # 7 or 19: where the destination's half begins
+    if key[1:h] <= key[h:]:
+        return key
+    return key[:1] + key[h:] + key[1:h]
+
+
 def ethertype(frame: bytes) -> int:
     """The frame's EtherType, or -1 when the frame is shorter than a header."""
     if len(frame) < 14:
