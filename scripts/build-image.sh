@@ -7,7 +7,7 @@
 #   SUITE=noble IMAGE=localhost/fwcluster:noble scripts/build-image.sh     (Ubuntu 24.04)
 # SUITE (bookworm), MIRROR (the distribution's archive), IMAGE (localhost/fwcluster).
 # Then, as root:
-#   podman $PODMAN_OPTS run --rm --privileged --network host $RUN_OPTS localhost/fwcluster make test
+#   podman $PODMAN_OPTS run --rm --privileged --network none $RUN_OPTS localhost/fwcluster make test
 # with PODMAN_OPTS and RUN_OPTS as this script prints them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,4 +84,4 @@ echo "build-image: building $IMAGE on $BASE"
 podman $PODMAN_OPTS build $RUN_OPTS $CA_OPTS --network host --build-arg BASE="$BASE" \
   -t "$IMAGE" .
 echo "build-image: built $IMAGE; run it with:"
-echo "  podman $PODMAN_OPTS run --rm --privileged --network host $RUN_OPTS $IMAGE make test"
+echo "  podman $PODMAN_OPTS run --rm --privileged --network none $RUN_OPTS $IMAGE make test"
