@@ -50,6 +50,21 @@ def test_a_connection_opened_from_the_higher_address_is_one_entry_under_its_own_
     assert fw.table.lookup(entry.reply) == (entry, 1)
 
 
+def test_a_connection_holds_no_more_until_it_has_some(fw):
+    """What few connections have (the master of a related one, helper state, expectations,
+    additional information, seen-here) is made only when one of it is set: an entry of
+    an ordinary connection is the 298 bytes of make bench's memory figure, not 370."""
+    entry = handshake(fw)
+    assert entry.more is None
+    assert (entry.related_to, entry.helper_state, entry.expectations, entry.extra,
+            entry.seen_here) == (None, None, None, None, False)
+    entry.extra = None  # setting a default keeps nothing
+    assert entry.more is None
+    entry.extra = {"nat": "10.9.0.1"}
+    assert entry.more is not None and entry.extra == {"nat": "10.9.0.1"}
+    assert entry.as_dict(1.0)["extra"] == {"nat": "10.9.0.1"}
+
+
 def test_only_the_opening_packet_is_checked_against_rules(fw):
     handshake(fw)
     fw.rules = RuleSet.from_text("")  # a new policy denies everything...
