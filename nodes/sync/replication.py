@@ -375,13 +375,16 @@ class Replication:
 
     def _apply_entry(self, f: dict, now: float) -> None:
         table, key = self.table, f["key"]
+        by_key = table.by_key
         owner = self._owner_name(f["owner"])
-        entry = table.by_key.get(key)
+        entry = by_key.get(key)
         if entry is None:
-            if reverse(key) in table.by_key:  # held, the other way round
+            h = (len(key) >> 1) + 1  # reverse(key), inlined: a bulk transfer asks 1M times
+            if key[:1] + key[h:] + key[1:h] in by_key:  # held, the other way round
                 self.rejected["entry_key_clash"] += 1
                 return
-            if table.full() and table.early_drop(spare_owner=self.name) is None:
+            if len(by_key) >= table.max_entries and \
+                    table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)
