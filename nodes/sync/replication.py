@@ -24,7 +24,6 @@ from nodes import syncproto as sp
 from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
 from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
-from nodes.packet import reverse
 from nodes.sync.channel import LATER, MANY
 
 KEPT = WINDOW_SCALE | SACK_PERM | BE_LIBERAL  # a direction's flags that outlive its window
