@@ -58,7 +58,6 @@ _IP6 = struct.Struct("!IHBB16s16s")
 Key = bytes
 KEY4 = struct.Struct("!B4sH4sH")
 KEY6 = struct.Struct("!B16sH16sH")
-KEY_SIZES = (KEY4.size, KEY6.size)  # 13, 37
 
 
 @dataclass(slots=True)
@@ -142,9 +141,7 @@ def canonical(key: Key) -> Key:
     connection table indexes an entry by its own key instead; the home node's forward
     table, nodes/home.py, by this.)"""
     h = (len(key) >> 1) + 1  # 7 or 19: where the destination's half begins
-    if key[1:h] <= key[h:]:
-        return key
-    return key[:1] + key[h:] + key[1:h]
+    return key if key[1:h] <= key[h:] else reverse(key)
 
 
 def ethertype(frame: bytes) -> int:

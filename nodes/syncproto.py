@@ -260,8 +260,9 @@ def decode(data: bytes, key: bytes) -> Message:
 
 def key_from(data: bytes, off: int = 0, ipv6: bool = False) -> bytes:
     """The connection key (13 bytes, IPv6: 37) at ``off``."""
-    key = bytes(data[off:off + (_V6 if ipv6 else _V4).key.size])
-    if len(key) != (_V6 if ipv6 else _V4).key.size:
+    size = (_V6 if ipv6 else _V4).key.size
+    key = bytes(data[off:off + size])
+    if len(key) != size:
         raise ValueError("key runs past the record")
     return key
 

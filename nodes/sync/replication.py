@@ -21,7 +21,8 @@ A mixin of ``SyncEngine`` (nodes/sync/__init__.py), which holds the state.
 from __future__ import annotations
 
 from nodes import syncproto as sp
-from nodes.conntrack import CLOSE, TIME_WAIT, CommonState, ConnectionTable, Entry, Expectation
+from nodes.conntrack import (CLOSE, REPLY, TIME_WAIT, CommonState, ConnectionTable, Entry,
+                             Expectation)
 from nodes.tcpwindow import BE_LIBERAL, MAX_WSCALE, SACK_PERM, WINDOW_SCALE, Seen
 from nodes.groups import connection_backups
 from nodes.sync.channel import LATER, MANY
@@ -374,16 +375,13 @@ class Replication:
 
     def _apply_entry(self, f: dict, now: float) -> None:
         table, key = self.table, f["key"]
-        by_key = table.by_key
         owner = self._owner_name(f["owner"])
-        entry = by_key.get(key)
+        entry, direction = table.lookup(key)
+        if direction == REPLY:  # held, the other way round
+            self.rejected["entry_key_clash"] += 1
+            return
         if entry is None:
-            h = (len(key) >> 1) + 1  # reverse(key), inlined: a bulk transfer asks 1M times
-            if key[:1] + key[h:] + key[1:h] in by_key:  # held, the other way round
-                self.rejected["entry_key_clash"] += 1
-                return
-            if len(by_key) >= table.max_entries and \
-                    table.early_drop(spare_owner=self.name) is None:
+            if table.full() and table.early_drop(spare_owner=self.name) is None:
                 self.rejected["table_full"] += 1  # copies count against the cap too
                 return
             # a new copy is made as the record says (a bulk transfer makes a million)
